@@ -1,0 +1,60 @@
+//! Registry errors → HTTP responses: the OCI envelope for `/v2`, a small JSON shape for
+//! `/api`. Internal failures are logged here with their cause and never shown to clients.
+
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+
+use crate::oci::ErrorEnvelope;
+use crate::registry::RegistryError;
+
+/// A registry error on its way out of a `/v2` handler.
+#[derive(Debug)]
+pub struct ApiError(pub RegistryError);
+
+impl<E: Into<RegistryError>> From<E> for ApiError {
+    fn from(e: E) -> Self {
+        ApiError(e.into())
+    }
+}
+
+fn log(error: &RegistryError) {
+    if error.is_internal() {
+        let mut cause = String::new();
+        let mut source = std::error::Error::source(error);
+        while let Some(s) = source {
+            cause.push_str(&format!(": {s}"));
+            source = s.source();
+        }
+        tracing::error!(error = %error, cause = %cause, "request failed");
+    } else {
+        tracing::debug!(error = %error, "request rejected");
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        log(&self.0);
+        let code = self.0.code();
+        let status = StatusCode::from_u16(code.status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        let body = ErrorEnvelope::single(code, self.0.client_message(), self.0.detail()).to_json();
+        let mut response = (status, body).into_response();
+        response
+            .headers_mut()
+            .insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        response
+    }
+}
+
+/// A management-API error: `{"error": CODE, "message": …}`.
+#[derive(Debug)]
+pub struct ManageError(pub RegistryError);
+
+impl IntoResponse for ManageError {
+    fn into_response(self) -> Response {
+        log(&self.0);
+        let code = self.0.code();
+        let status = StatusCode::from_u16(code.status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        let message = self.0.client_message().unwrap_or_else(|| code.describe().1.to_owned());
+        (status, axum::Json(serde_json::json!({"error": code.code(), "message": message}))).into_response()
+    }
+}

@@ -1,0 +1,108 @@
+//! The HTTP adapter of the registry core (axum): routes requests to `registry` services and
+//! turns their results into responses. Owns no registry rules and touches no storage itself.
+//!
+//! Routes: `/v2/…` (distribution API, one catch-all dispatched by `oci::path`), `/healthz`,
+//! `/readyz`, `/metrics`, and `/api/v1/admin/gc` (loopback only until auth lands).
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::{ConnectInfo, State};
+use axum::http::{HeaderName, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{any, get, post};
+use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
+use tower_http::trace::TraceLayer;
+
+use crate::registry::{Registry, RegistryError};
+use crate::telemetry::metrics;
+
+pub mod error;
+mod v2;
+
+/// Shared state of every handler.
+#[derive(Clone)]
+pub struct AppState {
+    pub registry: Arc<Registry>,
+    /// Largest page `_catalog` and `tags/list` return.
+    pub max_page_size: usize,
+    /// Grace period used by the admin GC endpoint.
+    pub gc_grace: Duration,
+}
+
+const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+
+/// The complete router of `aerugo serve`.
+pub fn router(state: AppState) -> Router {
+    Router::new()
+        .route("/v2", any(v2::dispatch))
+        .route("/v2/", any(v2::dispatch))
+        .route("/v2/{*rest}", any(v2::dispatch))
+        .route("/healthz", get(|| async { "ok" }))
+        .route("/readyz", get(ready))
+        .route("/metrics", get(|| async { metrics().render() }))
+        .route("/api/v1/admin/gc", post(admin_gc))
+        .with_state(state)
+        .layer(
+            tower::ServiceBuilder::new()
+                .layer(SetRequestIdLayer::new(REQUEST_ID, MakeRequestUuid))
+                .layer(TraceLayer::new_for_http())
+                .layer(PropagateRequestIdLayer::new(REQUEST_ID)),
+        )
+}
+
+async fn ready(State(state): State<AppState>) -> Response {
+    match state.registry.ready().await {
+        Ok(()) => "ready".into_response(),
+        Err(e) => {
+            tracing::warn!(error = %e, "not ready");
+            (StatusCode::SERVICE_UNAVAILABLE, "metadata store unavailable").into_response()
+        }
+    }
+}
+
+async fn admin_gc(State(state): State<AppState>, ConnectInfo(peer): ConnectInfo<SocketAddr>) -> Response {
+    if !peer.ip().is_loopback() {
+        return error::ManageError(RegistryError::Unsupported(
+            "garbage collection can only be triggered from the registry's own host".into(),
+        ))
+        .into_response();
+    }
+    match state.registry.collect_garbage(state.gc_grace).await {
+        Ok(report) => axum::Json(report).into_response(),
+        Err(e) => error::ManageError(e).into_response(),
+    }
+}
+
+/// Serves `router` on `listener` until `shutdown` resolves, then lets in-flight requests
+/// finish for at most `grace`.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    router: Router,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+    grace: Duration,
+) -> std::io::Result<()> {
+    let (stopping_tx, stopping_rx) = tokio::sync::oneshot::channel::<()>();
+    let signal = async move {
+        shutdown.await;
+        let _ = stopping_tx.send(());
+    };
+    let server = axum::serve(listener, router.into_make_service_with_connect_info::<SocketAddr>())
+        .with_graceful_shutdown(signal);
+    let deadline = async move {
+        if stopping_rx.await.is_ok() {
+            tokio::time::sleep(grace).await;
+        } else {
+            std::future::pending::<()>().await;
+        }
+    };
+    tokio::select! {
+        result = server => result,
+        () = deadline => {
+            tracing::warn!(?grace, "shutdown grace period over; dropping remaining connections");
+            Ok(())
+        }
+    }
+}

@@ -1,0 +1,89 @@
+//! `_catalog`, `tags/list` and `referrers`: the listing endpoints, with `n`/`last` pagination
+//! and `Link` headers.
+
+use axum::http::header;
+use axum::response::{IntoResponse, Response};
+use serde::Serialize;
+
+use super::{HandlerResult, Request, set_header};
+use crate::api::AppState;
+use crate::oci::manifest::OCI_INDEX;
+use crate::oci::{Digest, RepoName};
+use crate::registry::{Registry, RegistryError};
+
+/// `n` and `last` from the query; `n` is capped at the configured page size.
+fn page(request: &Request, max: usize) -> Result<(usize, Option<String>), RegistryError> {
+    let n = match request.query_param("n") {
+        Some(n) => n
+            .parse::<usize>()
+            .map_err(|_| RegistryError::PaginationInvalid(format!("n={n:?} is not a non-negative integer")))?
+            .min(max),
+        None => max,
+    };
+    Ok((n, request.query_param("last")))
+}
+
+/// A `Link: <…?n=N&last=LAST>; rel="next"` header when the page is full.
+fn link_next(response: &mut Response, path: &str, n: usize, items: &[String]) {
+    if n > 0 && items.len() == n
+        && let Some(last) = items.last()
+    {
+        let query: String = form_urlencoded::Serializer::new(String::new())
+            .append_pair("n", &n.to_string())
+            .append_pair("last", last)
+            .finish();
+        set_header(response, "link", format!("<{path}?{query}>; rel=\"next\""));
+    }
+}
+
+pub(super) async fn catalog(state: &AppState, request: &Request) -> HandlerResult {
+    let (n, last) = page(request, state.max_page_size)?;
+    let repositories = if n == 0 { Vec::new() } else { state.registry.catalog(last.as_deref(), n).await? };
+    let mut response = axum::Json(serde_json::json!({ "repositories": repositories })).into_response();
+    link_next(&mut response, "/v2/_catalog", n, &repositories);
+    Ok(response)
+}
+
+pub(super) async fn tags(state: &AppState, name: &RepoName, request: &Request) -> HandlerResult {
+    let (n, last) = page(request, state.max_page_size)?;
+    // The repository must exist even when the page is empty.
+    let mut tags = state.registry.list_tags(name, last.as_deref(), n.max(1)).await?;
+    tags.truncate(n);
+    let mut response = axum::Json(serde_json::json!({ "name": name.as_str(), "tags": tags })).into_response();
+    link_next(&mut response, &format!("/v2/{name}/tags/list"), n, &tags);
+    Ok(response)
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct Descriptor {
+    media_type: String,
+    digest: String,
+    size: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    artifact_type: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    annotations: Option<std::collections::BTreeMap<String, String>>,
+}
+
+pub(super) async fn referrers(registry: &Registry, name: &RepoName, digest: &Digest, request: &Request) -> HandlerResult {
+    let artifact_type = request.query_param("artifactType");
+    let referrers = registry.referrers(name, digest, artifact_type.as_deref()).await?;
+    let manifests: Vec<Descriptor> = referrers
+        .into_iter()
+        .map(|r| Descriptor {
+            media_type: r.media_type,
+            digest: r.digest.to_string(),
+            size: r.size,
+            artifact_type: r.artifact_type,
+            annotations: r.annotations,
+        })
+        .collect();
+    let body = serde_json::json!({ "schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": manifests });
+    let mut response = axum::Json(body).into_response();
+    response.headers_mut().insert(header::CONTENT_TYPE, header::HeaderValue::from_static(OCI_INDEX));
+    if artifact_type.is_some() {
+        set_header(&mut response, "oci-filters-applied", "artifactType");
+    }
+    Ok(response)
+}

@@ -1,0 +1,98 @@
+//! Wiring: turns a [`Config`] into the seams, the registry and the running server.
+
+use std::fs::File;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+
+use crate::api::{self, AppState};
+use crate::cache::memory::MemoryCache;
+use crate::config::Config;
+use crate::metadata::sqlite::SqliteStore;
+use crate::registry::{Registry, Settings};
+use crate::storage::fs::FsBlobStore;
+use crate::storage::timed::TimedBlobStore;
+
+/// Opens the configured backends and builds the registry on them.
+pub async fn build_registry(config: &Config) -> anyhow::Result<Arc<Registry>> {
+    let root = config.storage_root();
+    let blobs = FsBlobStore::new(root.clone()).with_context(|| format!("opening blob storage at {}", root.display()))?;
+    let db = config.sqlite_path();
+    let meta = SqliteStore::open(&db).await.with_context(|| format!("opening metadata database {}", db.display()))?;
+    let cache = MemoryCache::new(config.cache.memory_max_bytes);
+    let settings = Settings {
+        max_manifest_bytes: config.registry.max_manifest_bytes,
+        cache_ttl: Duration::from_secs(config.cache.tag_ttl_seconds),
+    };
+    Ok(Arc::new(Registry::new(
+        Arc::new(TimedBlobStore::new(Arc::new(blobs))),
+        Arc::new(meta),
+        Arc::new(cache),
+        settings,
+    )))
+}
+
+/// An exclusive lock on the data directory, held for the life of a server so a second server
+/// or an offline `admin gc` cannot work on the same files at once.
+pub struct DataDirLock {
+    _file: File,
+}
+
+impl DataDirLock {
+    /// `Ok(None)` when another process holds the lock.
+    pub fn try_acquire(data_dir: &Path) -> anyhow::Result<Option<DataDirLock>> {
+        std::fs::create_dir_all(data_dir).with_context(|| format!("creating data directory {}", data_dir.display()))?;
+        let file = File::options()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(data_dir.join("aerugo.lock"))
+            .context("opening the data directory lock")?;
+        match file.try_lock() {
+            Ok(()) => Ok(Some(DataDirLock { _file: file })),
+            Err(std::fs::TryLockError::WouldBlock) => Ok(None),
+            Err(std::fs::TryLockError::Error(e)) => Err(e).context("locking the data directory"),
+        }
+    }
+}
+
+/// Runs `aerugo serve` on an already-bound listener until `shutdown` resolves.
+pub async fn run_server(
+    config: Config,
+    listener: tokio::net::TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    let _lock = DataDirLock::try_acquire(&config.server.data_dir)?.with_context(|| {
+        format!("another aerugo process is using the data directory {}", config.server.data_dir.display())
+    })?;
+    let registry = build_registry(&config).await?;
+    let gc_grace = Duration::from_secs(config.gc.grace_period_seconds);
+    let gc_task = spawn_periodic_gc(&registry, config.gc.interval_seconds, gc_grace);
+    let state = AppState { registry, max_page_size: config.registry.max_page_size, gc_grace };
+    tracing::info!(address = %listener.local_addr()?, "aerugo registry listening");
+    let grace = Duration::from_secs(config.server.shutdown_grace_seconds);
+    let result = api::serve(listener, api::router(state), shutdown, grace).await;
+    if let Some(task) = gc_task {
+        task.abort();
+    }
+    result.context("serving HTTP")
+}
+
+fn spawn_periodic_gc(registry: &Arc<Registry>, interval_seconds: u64, grace: Duration) -> Option<tokio::task::JoinHandle<()>> {
+    if interval_seconds == 0 {
+        return None;
+    }
+    let registry = Arc::clone(registry);
+    Some(tokio::spawn(async move {
+        let mut ticker = tokio::time::interval(Duration::from_secs(interval_seconds));
+        ticker.tick().await;
+        loop {
+            ticker.tick().await;
+            if let Err(e) = registry.collect_garbage(grace).await {
+                tracing::error!(error = %e, "periodic garbage collection failed");
+            }
+        }
+    }))
+}

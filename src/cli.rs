@@ -1,0 +1,148 @@
+//! The `aerugo` command line: `serve` and the `admin` operator commands.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::{Args, Parser, Subcommand};
+
+use crate::app::{self, DataDirLock};
+use crate::config::{Config, Overrides};
+
+#[derive(Debug, Parser)]
+#[command(name = "aerugo", version, about = "A container registry (OCI Distribution API)")]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Args)]
+pub struct Common {
+    /// TOML configuration file.
+    #[arg(long, short = 'c', env = "AERUGO_CONFIG", global = true)]
+    pub config: Option<PathBuf>,
+    /// Directory for the embedded backends' files (default ./data).
+    #[arg(long, global = true)]
+    pub data_dir: Option<PathBuf>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the registry.
+    Serve {
+        #[command(flatten)]
+        common: Common,
+        /// Address to listen on (default 127.0.0.1:5000).
+        #[arg(long)]
+        listen: Option<String>,
+    },
+    /// Operator commands.
+    Admin {
+        #[command(flatten)]
+        common: Common,
+        #[command(subcommand)]
+        command: AdminCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AdminCommand {
+    /// Delete unreferenced blobs and abandoned uploads. With a server running on the same data
+    /// directory, the server does the work (online); otherwise it runs here.
+    Gc {
+        /// Keep anything linked or touched within this many seconds (default: gc.grace_period_seconds).
+        #[arg(long)]
+        grace_period: Option<u64>,
+    },
+    /// Validate the configuration and print it as resolved.
+    CheckConfig,
+    /// Create or upgrade the metadata schema.
+    Migrate,
+}
+
+impl Cli {
+    /// Resolves the configuration for the chosen command.
+    pub fn config(&self) -> anyhow::Result<Config> {
+        let (common, listen) = match &self.command {
+            Command::Serve { common, listen } => (common, listen.clone()),
+            Command::Admin { common, .. } => (common, None),
+        };
+        let overrides = Overrides { listen, data_dir: common.data_dir.clone() };
+        Ok(Config::load(common.config.as_deref(), &overrides)?)
+    }
+}
+
+pub async fn run(cli: Cli, config: Config) -> anyhow::Result<()> {
+    match cli.command {
+        Command::Serve { .. } => {
+            let addr = config.listen_addr();
+            let listener = tokio::net::TcpListener::bind(addr).await.with_context(|| format!("binding {addr}"))?;
+            app::run_server(config, listener, shutdown_signal()).await
+        }
+        Command::Admin { command: AdminCommand::Gc { grace_period }, .. } => {
+            let grace = Duration::from_secs(grace_period.unwrap_or(config.gc.grace_period_seconds));
+            gc(&config, grace).await
+        }
+        Command::Admin { command: AdminCommand::CheckConfig, .. } => {
+            println!("{}", toml::to_string_pretty(&config).context("rendering configuration")?);
+            Ok(())
+        }
+        Command::Admin { command: AdminCommand::Migrate, .. } => {
+            app::build_registry(&config).await?;
+            println!("metadata schema is up to date");
+            Ok(())
+        }
+    }
+}
+
+async fn gc(config: &Config, grace: Duration) -> anyhow::Result<()> {
+    let report = match DataDirLock::try_acquire(&config.server.data_dir)? {
+        Some(_lock) => app::build_registry(config).await?.collect_garbage(grace).await?,
+        None => {
+            let url = format!("http://{}/api/v1/admin/gc", loopback_of(config));
+            let response = reqwest::Client::new()
+                .post(&url)
+                .send()
+                .await
+                .with_context(|| format!("a server holds the data directory; asking it at {url}"))?;
+            let status = response.status();
+            let body = response.text().await.unwrap_or_default();
+            anyhow::ensure!(status.is_success(), "server refused garbage collection ({status}): {body}");
+            serde_json::from_str(&body).context("reading the server's report")?
+        }
+    };
+    println!("{}", serde_json::to_string_pretty(&report)?);
+    Ok(())
+}
+
+/// The server's address as reachable from this host (a wildcard listen address means loopback).
+fn loopback_of(config: &Config) -> std::net::SocketAddr {
+    let mut addr = config.listen_addr();
+    if addr.ip().is_unspecified() {
+        addr.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
+    }
+    addr
+}
+
+/// Resolves on SIGINT or SIGTERM.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {},
+        () = terminate => {},
+    }
+    tracing::info!("shutdown signal received; finishing in-flight requests");
+}

@@ -1,0 +1,26 @@
+//! Aerugo: a container registry (OCI Distribution API core) and, from the same code, an edge
+//! pull-through cache.
+//!
+//! # Layout
+//!
+//! - [`oci`]: protocol vocabulary (names, digests, routes, manifests, error codes). Pure.
+//! - [`storage`]: the `BlobStore` seam — content-addressed bytes (`fs`).
+//! - [`metadata`]: the `MetadataStore` seam — repositories, manifests, tags, uploads (`sqlite`).
+//! - [`cache`]: the `Cache` seam — a lossy accelerator (`memory`).
+//!
+//! Dependency rule: `oci` ← `storage`/`metadata`/`cache` ← `registry` ← `api`.
+//! `registry` never names axum; `api` never touches SQL or files.
+
+#![forbid(unsafe_code)]
+#![deny(rust_2018_idioms)]
+
+pub mod api;
+pub mod app;
+pub mod cache;
+pub mod cli;
+pub mod config;
+pub mod metadata;
+pub mod oci;
+pub mod registry;
+pub mod storage;
+pub mod telemetry;

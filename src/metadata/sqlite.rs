@@ -1,0 +1,678 @@
+//! The embedded `MetadataStore`: one SQLite file (WAL) holding repositories, blob links,
+//! manifests and their references, tags and upload sessions.
+//!
+//! Owns the schema (`migrations/sqlite`) and every SQL statement run against it. Writes go
+//! through a single-connection pool, so they queue inside the process instead of failing with
+//! `SQLITE_BUSY`; reads use their own pool and, thanks to WAL, never wait for a writer. Each
+//! trait method is one statement or one `BEGIN IMMEDIATE` transaction.
+
+use std::collections::{BTreeMap, HashSet};
+use std::path::Path;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous};
+use sqlx::{Sqlite, Transaction};
+
+use super::{
+    GcPlan, ManifestRecord, MetadataError, MetadataStore, NewManifest, Referrer, Result, Timestamp, UploadSession, now,
+};
+use crate::oci::{Digest, Reference, RepoName, Tag, UploadId};
+
+static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("migrations/sqlite");
+
+/// Long enough to ride out another process's checkpoint, short enough to surface a wedged lock.
+const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Most concurrent readers worth keeping open; SQLite reads are CPU-bound and short.
+const MAX_READERS: u32 = 8;
+
+/// SQLite-backed metadata. Cloning shares the pools.
+#[derive(Debug, Clone)]
+pub struct SqliteStore {
+    read: SqlitePool,
+    /// Exactly one connection: the queue that serialises writers.
+    write: SqlitePool,
+}
+
+impl SqliteStore {
+    /// Opens (creating if missing) the database at `path` and brings its schema up to date.
+    pub async fn open(path: &Path) -> Result<SqliteStore> {
+        if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+            tokio::fs::create_dir_all(parent).await.map_err(backend)?;
+        }
+        let base = SqliteConnectOptions::new()
+            .filename(path)
+            .busy_timeout(BUSY_TIMEOUT)
+            .foreign_keys(true);
+
+        let write_options = base
+            .clone()
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(SqliteSynchronous::Normal);
+        let write = SqlitePoolOptions::new()
+            .max_connections(1)
+            .min_connections(1)
+            .idle_timeout(None)
+            .max_lifetime(None)
+            .connect_with(write_options)
+            .await
+            .map_err(backend)?;
+        MIGRATOR.run(&write).await.map_err(backend)?;
+
+        // The file is in WAL mode by now (the mode is persistent); `query_only` keeps a stray
+        // write from ever taking the write lock behind the writer pool's back.
+        let read_options = base.pragma("query_only", "ON");
+        let readers = std::thread::available_parallelism()
+            .map(|n| u32::try_from(n.get()).unwrap_or(MAX_READERS))
+            .unwrap_or(4)
+            .clamp(2, MAX_READERS);
+        let read = SqlitePoolOptions::new()
+            .max_connections(readers)
+            .connect_with(read_options)
+            .await
+            .map_err(backend)?;
+        Ok(SqliteStore { read, write })
+    }
+
+    /// A private in-memory database for tests. One connection serves reads and writes, since
+    /// every SQLite connection to `:memory:` would otherwise see its own empty database.
+    pub async fn in_memory() -> Result<SqliteStore> {
+        let options = SqliteConnectOptions::new().in_memory(true).foreign_keys(true);
+        let pool = SqlitePoolOptions::new()
+            .max_connections(1)
+            .min_connections(1)
+            // Closing the only connection would drop the database with it.
+            .idle_timeout(None)
+            .max_lifetime(None)
+            .connect_with(options)
+            .await
+            .map_err(backend)?;
+        MIGRATOR.run(&pool).await.map_err(backend)?;
+        Ok(SqliteStore { read: pool.clone(), write: pool })
+    }
+
+    /// A write transaction that takes the lock up front, so a read-then-write transaction
+    /// cannot fail half way when another process holds the file.
+    async fn begin(&self) -> Result<Transaction<'static, Sqlite>> {
+        self.write.begin_with("BEGIN IMMEDIATE").await.map_err(backend)
+    }
+}
+
+fn backend<E: std::error::Error + Send + Sync + 'static>(e: E) -> MetadataError {
+    MetadataError::Backend(Box::new(e))
+}
+
+fn to_db(n: u64) -> Result<i64> {
+    i64::try_from(n).map_err(backend)
+}
+
+fn from_db(n: i64) -> Result<u64> {
+    u64::try_from(n).map_err(backend)
+}
+
+/// A page size beyond `i64::MAX` means "no limit" to SQLite anyway.
+fn limit(n: usize) -> i64 {
+    i64::try_from(n).unwrap_or(i64::MAX)
+}
+
+fn parse_digest(s: &str) -> Result<Digest> {
+    s.parse().map_err(backend)
+}
+
+/// The repository's id, creating the repository when it is new.
+async fn ensure_repo(tx: &mut Transaction<'static, Sqlite>, repo: &RepoName, at: Timestamp) -> Result<i64> {
+    // The no-op update makes RETURNING yield the id of an existing row too.
+    sqlx::query_scalar(
+        "INSERT INTO repositories (name, created_at) VALUES (?1, ?2)
+         ON CONFLICT (name) DO UPDATE SET name = excluded.name
+         RETURNING id",
+    )
+    .bind(repo.as_str())
+    .bind(at)
+    .fetch_one(&mut **tx)
+    .await
+    .map_err(backend)
+}
+
+/// Digests in first-seen order without repeats (a layer may be listed twice).
+fn unique<'a>(digests: &'a [Digest]) -> impl Iterator<Item = &'a Digest> + 'a {
+    let mut seen = HashSet::new();
+    digests.iter().filter(move |d| seen.insert(d.as_str()))
+}
+
+#[derive(sqlx::FromRow)]
+struct ReferrerRow {
+    digest: String,
+    media_type: String,
+    size: i64,
+    artifact_type: Option<String>,
+    annotations: Option<String>,
+}
+
+#[derive(sqlx::FromRow)]
+struct UploadRow {
+    byte_offset: i64,
+    hash_state: Vec<u8>,
+    created_at: i64,
+    updated_at: i64,
+}
+
+#[async_trait]
+impl MetadataStore for SqliteStore {
+    async fn ping(&self) -> Result<()> {
+        sqlx::query("SELECT 1").execute(&self.read).await.map_err(backend)?;
+        Ok(())
+    }
+
+    async fn link_blob(&self, repo: &RepoName, digest: &Digest, size: u64) -> Result<()> {
+        let size = to_db(size)?;
+        let at = now();
+        let mut tx = self.begin().await?;
+        let repo_id = ensure_repo(&mut tx, repo, at).await?;
+        // The first record wins: same digest, same bytes, and GC ages blobs from their creation.
+        sqlx::query("INSERT INTO blobs (digest, size, created_at) VALUES (?1, ?2, ?3) ON CONFLICT (digest) DO NOTHING")
+            .bind(digest.as_str())
+            .bind(size)
+            .bind(at)
+            .execute(&mut *tx)
+            .await
+            .map_err(backend)?;
+        sqlx::query(
+            "INSERT INTO repo_blobs (repo_id, digest, linked_at) VALUES (?1, ?2, ?3)
+             ON CONFLICT (repo_id, digest) DO UPDATE SET linked_at = excluded.linked_at",
+        )
+        .bind(repo_id)
+        .bind(digest.as_str())
+        .bind(at)
+        .execute(&mut *tx)
+        .await
+        .map_err(backend)?;
+        tx.commit().await.map_err(backend)
+    }
+
+    async fn linked_blob(&self, repo: &RepoName, digest: &Digest) -> Result<Option<u64>> {
+        let size: Option<i64> = sqlx::query_scalar(
+            "SELECT b.size FROM repositories r
+             JOIN repo_blobs rb ON rb.repo_id = r.id
+             JOIN blobs b ON b.digest = rb.digest
+             WHERE r.name = ?1 AND rb.digest = ?2",
+        )
+        .bind(repo.as_str())
+        .bind(digest.as_str())
+        .fetch_optional(&self.read)
+        .await
+        .map_err(backend)?;
+        size.map(from_db).transpose()
+    }
+
+    async fn unlink_blob(&self, repo: &RepoName, digest: &Digest) -> Result<bool> {
+        let done = sqlx::query(
+            "DELETE FROM repo_blobs
+             WHERE repo_id = (SELECT id FROM repositories WHERE name = ?1) AND digest = ?2",
+        )
+        .bind(repo.as_str())
+        .bind(digest.as_str())
+        .execute(&self.write)
+        .await
+        .map_err(backend)?;
+        Ok(done.rows_affected() > 0)
+    }
+
+    async fn blob_known(&self, digest: &Digest) -> Result<bool> {
+        sqlx::query_scalar(
+            "SELECT EXISTS (SELECT 1 FROM blobs WHERE digest = ?1)
+                 OR EXISTS (SELECT 1 FROM repo_blobs WHERE digest = ?1)
+                 OR EXISTS (SELECT 1 FROM manifest_refs WHERE target_digest = ?1 AND kind = 'blob')",
+        )
+        .bind(digest.as_str())
+        .fetch_one(&self.read)
+        .await
+        .map_err(backend)
+    }
+
+    async fn put_manifest(&self, manifest: &NewManifest) -> Result<()> {
+        let info = &manifest.info;
+        let size = i64::try_from(manifest.body.len()).map_err(backend)?;
+        let annotations = info
+            .annotations
+            .as_ref()
+            .map(serde_json::to_string)
+            .transpose()
+            .map_err(backend)?;
+        let at = now();
+
+        let mut tx = self.begin().await?;
+        let repo_id = ensure_repo(&mut tx, &manifest.repo, at).await?;
+
+        let mut missing = Vec::new();
+        for blob in unique(&info.blobs) {
+            let linked: bool =
+                sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM repo_blobs WHERE repo_id = ?1 AND digest = ?2)")
+                    .bind(repo_id)
+                    .bind(blob.as_str())
+                    .fetch_one(&mut *tx)
+                    .await
+                    .map_err(backend)?;
+            if !linked {
+                missing.push(blob.clone());
+            }
+        }
+        for child in unique(&info.children) {
+            let present: bool =
+                sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM manifests WHERE repo_id = ?1 AND digest = ?2)")
+                    .bind(repo_id)
+                    .bind(child.as_str())
+                    .fetch_one(&mut *tx)
+                    .await
+                    .map_err(backend)?;
+            if !present {
+                missing.push(child.clone());
+            }
+        }
+        if !missing.is_empty() {
+            // Also undoes the repository row ensure_repo may have created.
+            tx.rollback().await.map_err(backend)?;
+            return Err(MetadataError::MissingReferences(missing));
+        }
+
+        sqlx::query(
+            "INSERT INTO manifests
+                 (repo_id, digest, media_type, artifact_type, subject, annotations, size, body, created_at)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)
+             ON CONFLICT (repo_id, digest) DO NOTHING",
+        )
+        .bind(repo_id)
+        .bind(manifest.digest.as_str())
+        .bind(info.media_type)
+        .bind(info.artifact_type.as_deref())
+        .bind(info.subject.as_ref().map(Digest::as_str))
+        .bind(annotations)
+        .bind(size)
+        .bind(manifest.body.as_ref())
+        .bind(at)
+        .execute(&mut *tx)
+        .await
+        .map_err(backend)?;
+
+        sqlx::query("DELETE FROM manifest_refs WHERE repo_id = ?1 AND manifest_digest = ?2")
+            .bind(repo_id)
+            .bind(manifest.digest.as_str())
+            .execute(&mut *tx)
+            .await
+            .map_err(backend)?;
+        let refs = info.blobs.iter().map(|d| (d, "blob")).chain(info.children.iter().map(|d| (d, "manifest")));
+        for (target, kind) in refs {
+            sqlx::query(
+                "INSERT INTO manifest_refs (repo_id, manifest_digest, target_digest, kind) VALUES (?1, ?2, ?3, ?4)
+                 ON CONFLICT DO NOTHING",
+            )
+            .bind(repo_id)
+            .bind(manifest.digest.as_str())
+            .bind(target.as_str())
+            .bind(kind)
+            .execute(&mut *tx)
+            .await
+            .map_err(backend)?;
+        }
+
+        for tag in &manifest.tags {
+            sqlx::query(
+                "INSERT INTO tags (repo_id, name, digest, updated_at) VALUES (?1, ?2, ?3, ?4)
+                 ON CONFLICT (repo_id, name) DO UPDATE SET digest = excluded.digest, updated_at = excluded.updated_at",
+            )
+            .bind(repo_id)
+            .bind(tag.as_str())
+            .bind(manifest.digest.as_str())
+            .bind(at)
+            .execute(&mut *tx)
+            .await
+            .map_err(backend)?;
+        }
+        tx.commit().await.map_err(backend)
+    }
+
+    async fn get_manifest(&self, repo: &RepoName, reference: &Reference) -> Result<Option<ManifestRecord>> {
+        let row: Option<(String, String, Vec<u8>)> = match reference {
+            Reference::Tag(tag) => sqlx::query_as(
+                "SELECT m.digest, m.media_type, m.body FROM repositories r
+                 JOIN tags t ON t.repo_id = r.id
+                 JOIN manifests m ON m.repo_id = t.repo_id AND m.digest = t.digest
+                 WHERE r.name = ?1 AND t.name = ?2",
+            )
+            .bind(repo.as_str())
+            .bind(tag.as_str()),
+            Reference::Digest(digest) => sqlx::query_as(
+                "SELECT m.digest, m.media_type, m.body FROM repositories r
+                 JOIN manifests m ON m.repo_id = r.id
+                 WHERE r.name = ?1 AND m.digest = ?2",
+            )
+            .bind(repo.as_str())
+            .bind(digest.as_str()),
+        }
+        .fetch_optional(&self.read)
+        .await
+        .map_err(backend)?;
+        row.map(|(digest, media_type, body)| {
+            Ok(ManifestRecord { digest: parse_digest(&digest)?, media_type, body: Bytes::from(body) })
+        })
+        .transpose()
+    }
+
+    async fn delete_manifest(&self, repo: &RepoName, digest: &Digest) -> Result<Option<Vec<Tag>>> {
+        let mut tx = self.begin().await?;
+        let repo_id: Option<i64> = sqlx::query_scalar("SELECT id FROM repositories WHERE name = ?1")
+            .bind(repo.as_str())
+            .fetch_optional(&mut *tx)
+            .await
+            .map_err(backend)?;
+        let Some(repo_id) = repo_id else {
+            return Ok(None);
+        };
+        // Tags and refs first: they name the manifest through foreign keys.
+        let mut tags: Vec<String> =
+            sqlx::query_scalar("DELETE FROM tags WHERE repo_id = ?1 AND digest = ?2 RETURNING name")
+                .bind(repo_id)
+                .bind(digest.as_str())
+                .fetch_all(&mut *tx)
+                .await
+                .map_err(backend)?;
+        sqlx::query("DELETE FROM manifest_refs WHERE repo_id = ?1 AND manifest_digest = ?2")
+            .bind(repo_id)
+            .bind(digest.as_str())
+            .execute(&mut *tx)
+            .await
+            .map_err(backend)?;
+        let done = sqlx::query("DELETE FROM manifests WHERE repo_id = ?1 AND digest = ?2")
+            .bind(repo_id)
+            .bind(digest.as_str())
+            .execute(&mut *tx)
+            .await
+            .map_err(backend)?;
+        if done.rows_affected() == 0 {
+            // No manifest means no tags could point at it; nothing to keep.
+            return Ok(None);
+        }
+        tags.sort();
+        // Parse before committing, so an unnameable tag fails the whole deletion.
+        let tags = tags.iter().map(|t| t.parse::<Tag>().map_err(backend)).collect::<Result<Vec<_>>>()?;
+        tx.commit().await.map_err(backend)?;
+        Ok(Some(tags))
+    }
+
+    async fn delete_tag(&self, repo: &RepoName, tag: &Tag) -> Result<bool> {
+        let done = sqlx::query(
+            "DELETE FROM tags WHERE repo_id = (SELECT id FROM repositories WHERE name = ?1) AND name = ?2",
+        )
+        .bind(repo.as_str())
+        .bind(tag.as_str())
+        .execute(&self.write)
+        .await
+        .map_err(backend)?;
+        Ok(done.rows_affected() > 0)
+    }
+
+    async fn list_tags(&self, repo: &RepoName, last: Option<&str>, limit_to: usize) -> Result<Option<Vec<String>>> {
+        if limit_to == 0 {
+            let exists: bool = sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM repositories WHERE name = ?1)")
+                .bind(repo.as_str())
+                .fetch_one(&self.read)
+                .await
+                .map_err(backend)?;
+            return Ok(exists.then(Vec::new));
+        }
+        // The outer join tells "no such repository" (no row) from "no tags" (one NULL row) in a
+        // single statement. Every tag sorts after '', so that stands in for "from the start".
+        let rows: Vec<Option<String>> = sqlx::query_scalar(
+            "SELECT t.name FROM repositories r
+             LEFT JOIN tags t ON t.repo_id = r.id AND t.name > ?2
+             WHERE r.name = ?1
+             ORDER BY t.name
+             LIMIT ?3",
+        )
+        .bind(repo.as_str())
+        .bind(last.unwrap_or(""))
+        .bind(limit(limit_to))
+        .fetch_all(&self.read)
+        .await
+        .map_err(backend)?;
+        if rows.is_empty() {
+            return Ok(None);
+        }
+        Ok(Some(rows.into_iter().flatten().collect()))
+    }
+
+    async fn list_repositories(&self, last: Option<&str>, limit_to: usize) -> Result<Vec<String>> {
+        sqlx::query_scalar(
+            "SELECT r.name FROM repositories r
+             WHERE r.name > ?1 AND EXISTS (SELECT 1 FROM manifests m WHERE m.repo_id = r.id)
+             ORDER BY r.name
+             LIMIT ?2",
+        )
+        .bind(last.unwrap_or(""))
+        .bind(limit(limit_to))
+        .fetch_all(&self.read)
+        .await
+        .map_err(backend)
+    }
+
+    async fn list_referrers(&self, repo: &RepoName, subject: &Digest, artifact_type: Option<&str>) -> Result<Vec<Referrer>> {
+        let rows: Vec<ReferrerRow> = sqlx::query_as(
+            "SELECT m.digest, m.media_type, m.size, m.artifact_type, m.annotations FROM repositories r
+             JOIN manifests m ON m.repo_id = r.id
+             WHERE r.name = ?1 AND m.subject = ?2 AND (?3 IS NULL OR m.artifact_type = ?3)
+             ORDER BY m.digest",
+        )
+        .bind(repo.as_str())
+        .bind(subject.as_str())
+        .bind(artifact_type)
+        .fetch_all(&self.read)
+        .await
+        .map_err(backend)?;
+        rows.into_iter()
+            .map(|row| {
+                let annotations = row
+                    .annotations
+                    .map(|json| serde_json::from_str::<BTreeMap<String, String>>(&json))
+                    .transpose()
+                    .map_err(backend)?;
+                Ok(Referrer {
+                    digest: parse_digest(&row.digest)?,
+                    media_type: row.media_type,
+                    size: from_db(row.size)?,
+                    artifact_type: row.artifact_type,
+                    annotations,
+                })
+            })
+            .collect()
+    }
+
+    async fn create_upload(&self, session: &UploadSession) -> Result<()> {
+        sqlx::query(
+            "INSERT INTO uploads (id, repo, byte_offset, hash_state, created_at, updated_at)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+        )
+        .bind(session.id.as_str())
+        .bind(session.repo.as_str())
+        .bind(to_db(session.offset)?)
+        .bind(session.hash_state.as_slice())
+        .bind(session.created_at)
+        .bind(session.updated_at)
+        .execute(&self.write)
+        .await
+        .map_err(backend)?;
+        Ok(())
+    }
+
+    async fn get_upload(&self, repo: &RepoName, id: &UploadId) -> Result<Option<UploadSession>> {
+        let row: Option<UploadRow> = sqlx::query_as(
+            "SELECT byte_offset, hash_state, created_at, updated_at FROM uploads WHERE id = ?1 AND repo = ?2",
+        )
+        .bind(id.as_str())
+        .bind(repo.as_str())
+        .fetch_optional(&self.read)
+        .await
+        .map_err(backend)?;
+        row.map(|row| {
+            Ok(UploadSession {
+                id: id.clone(),
+                repo: repo.clone(),
+                offset: from_db(row.byte_offset)?,
+                hash_state: row.hash_state,
+                created_at: row.created_at,
+                updated_at: row.updated_at,
+            })
+        })
+        .transpose()
+    }
+
+    async fn advance_upload(&self, id: &UploadId, expected_offset: u64, new_offset: u64, hash_state: &[u8]) -> Result<bool> {
+        // Compare-and-set on the offset: of two requests racing on one session, one wins.
+        let done = sqlx::query(
+            "UPDATE uploads SET byte_offset = ?1, hash_state = ?2, updated_at = ?3
+             WHERE id = ?4 AND byte_offset = ?5",
+        )
+        .bind(to_db(new_offset)?)
+        .bind(hash_state)
+        .bind(now())
+        .bind(id.as_str())
+        .bind(to_db(expected_offset)?)
+        .execute(&self.write)
+        .await
+        .map_err(backend)?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    async fn delete_upload(&self, id: &UploadId) -> Result<bool> {
+        let done = sqlx::query("DELETE FROM uploads WHERE id = ?1")
+            .bind(id.as_str())
+            .execute(&self.write)
+            .await
+            .map_err(backend)?;
+        Ok(done.rows_affected() > 0)
+    }
+
+    async fn collect_garbage(&self, cutoff: Timestamp) -> Result<GcPlan> {
+        let mut tx = self.begin().await?;
+        // A link survives while a manifest of its own repository needs it, or while it is young
+        // (an image is pushed blobs first, manifest last).
+        sqlx::query(
+            "DELETE FROM repo_blobs
+             WHERE linked_at < ?1
+               AND NOT EXISTS (SELECT 1 FROM manifest_refs mr
+                               WHERE mr.target_digest = repo_blobs.digest
+                                 AND mr.kind = 'blob'
+                                 AND mr.repo_id = repo_blobs.repo_id)",
+        )
+        .bind(cutoff)
+        .execute(&mut *tx)
+        .await
+        .map_err(backend)?;
+        let blobs: Vec<String> = sqlx::query_scalar(
+            "DELETE FROM blobs
+             WHERE created_at < ?1
+               AND NOT EXISTS (SELECT 1 FROM repo_blobs rb WHERE rb.digest = blobs.digest)
+               AND NOT EXISTS (SELECT 1 FROM manifest_refs mr
+                               WHERE mr.target_digest = blobs.digest AND mr.kind = 'blob')
+             RETURNING digest",
+        )
+        .bind(cutoff)
+        .fetch_all(&mut *tx)
+        .await
+        .map_err(backend)?;
+        let uploads: Vec<String> = sqlx::query_scalar("DELETE FROM uploads WHERE updated_at < ?1 RETURNING id")
+            .bind(cutoff)
+            .fetch_all(&mut *tx)
+            .await
+            .map_err(backend)?;
+        // Parse before committing: a row we cannot name must not vanish from metadata.
+        let mut plan = GcPlan {
+            blobs: blobs.iter().map(|d| parse_digest(d)).collect::<Result<_>>()?,
+            uploads: uploads
+                .iter()
+                .map(|id| id.parse::<UploadId>().map_err(backend))
+                .collect::<Result<_>>()?,
+        };
+        tx.commit().await.map_err(backend)?;
+        plan.blobs.sort();
+        plan.uploads.sort_by(|a, b| a.as_str().cmp(b.as_str()));
+        Ok(plan)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use super::*;
+
+    async fn memory_store() -> (Arc<dyn MetadataStore>, ()) {
+        let store = SqliteStore::in_memory().await.expect("in-memory store");
+        (Arc::new(store), ())
+    }
+
+    async fn disk_store() -> (Arc<dyn MetadataStore>, tempfile::TempDir) {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let store = SqliteStore::open(&dir.path().join("meta/aerugo.db")).await.expect("file store");
+        (Arc::new(store), dir)
+    }
+
+    mod in_memory {
+        crate::metadata::conformance::metadata_conformance!(super::memory_store);
+    }
+
+    mod on_disk {
+        crate::metadata::conformance::metadata_conformance!(super::disk_store);
+    }
+
+    fn digest(seed: &str) -> Digest {
+        Digest::sha256_of(seed.as_bytes())
+    }
+
+    #[tokio::test]
+    async fn data_survives_reopening() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = dir.path().join("nested/dir/aerugo.db");
+        let repo: RepoName = "team/app".parse().expect("repo");
+        {
+            let store = SqliteStore::open(&path).await.expect("open");
+            store.link_blob(&repo, &digest("a"), 3).await.expect("link");
+        }
+        let store = SqliteStore::open(&path).await.expect("reopen runs migrations idempotently");
+        assert_eq!(store.linked_blob(&repo, &digest("a")).await.expect("linked"), Some(3));
+    }
+
+    #[tokio::test]
+    async fn sizes_beyond_i64_are_errors_not_panics() {
+        let store = SqliteStore::in_memory().await.expect("store");
+        let repo: RepoName = "app".parse().expect("repo");
+        let err = store.link_blob(&repo, &digest("big"), u64::MAX).await;
+        assert!(matches!(err, Err(MetadataError::Backend(_))), "{err:?}");
+        let id = UploadId::generate();
+        let session = UploadSession {
+            id: id.clone(),
+            repo: repo.clone(),
+            offset: 0,
+            hash_state: Vec::new(),
+            created_at: now(),
+            updated_at: now(),
+        };
+        store.create_upload(&session).await.expect("create");
+        let err = store.advance_upload(&id, 0, u64::MAX, b"").await;
+        assert!(matches!(err, Err(MetadataError::Backend(_))), "{err:?}");
+    }
+
+    #[tokio::test]
+    async fn writes_are_visible_to_readers_at_once() {
+        // Reads and writes use different pools on disk; a commit must be seen by the next read.
+        let (store, _dir) = disk_store().await;
+        let repo: RepoName = "app".parse().expect("repo");
+        for i in 0..20u64 {
+            let d = digest(&format!("blob-{i}"));
+            store.link_blob(&repo, &d, i).await.expect("link");
+            assert_eq!(store.linked_blob(&repo, &d).await.expect("read"), Some(i));
+        }
+    }
+}

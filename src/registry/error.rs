@@ -1,0 +1,127 @@
+//! `RegistryError`: every way a registry operation fails, and the one table mapping each to
+//! its OCI error code.
+
+use crate::metadata::MetadataError;
+use crate::oci::{Digest, ErrorCode, NameError, RouteError};
+use crate::storage::BlobStoreError;
+
+#[derive(Debug, thiserror::Error)]
+pub enum RegistryError {
+    #[error("blob unknown to registry")]
+    BlobUnknown,
+    #[error("blob upload unknown to registry")]
+    UploadUnknown,
+    #[error("{0}")]
+    UploadInvalid(String),
+    #[error("{0}")]
+    RangeInvalid(String),
+    #[error("provided digest {expected} did not match uploaded content ({actual})")]
+    DigestMismatch { expected: Digest, actual: Digest },
+    #[error("{0}")]
+    DigestInvalid(String),
+    #[error("{0}")]
+    SizeInvalid(String),
+    #[error("{0}")]
+    ManifestInvalid(String),
+    #[error("manifest is larger than the {limit}-byte limit")]
+    ManifestTooLarge { limit: u64 },
+    #[error("manifest unknown to registry")]
+    ManifestUnknown,
+    #[error("manifest unknown: {0}")]
+    ManifestNotAcceptable(String),
+    #[error("manifest references blobs or manifests unknown to the repository")]
+    ManifestBlobUnknown(Vec<Digest>),
+    #[error("{0}")]
+    NameInvalid(String),
+    #[error("repository name not known to registry")]
+    NameUnknown,
+    #[error("{0}")]
+    TagInvalid(String),
+    #[error("{0}")]
+    PaginationInvalid(String),
+    #[error("{0}")]
+    Unsupported(String),
+    #[error("storage failure")]
+    Storage(#[from] BlobStoreError),
+    #[error("metadata failure")]
+    Metadata(#[source] MetadataError),
+}
+
+impl RegistryError {
+    /// The OCI code (and so the HTTP status) of this error.
+    pub fn code(&self) -> ErrorCode {
+        use RegistryError::*;
+        match self {
+            BlobUnknown => ErrorCode::BlobUnknown,
+            UploadUnknown => ErrorCode::BlobUploadUnknown,
+            UploadInvalid(_) => ErrorCode::BlobUploadInvalid,
+            RangeInvalid(_) => ErrorCode::RangeInvalid,
+            DigestMismatch { .. } | DigestInvalid(_) => ErrorCode::DigestInvalid,
+            SizeInvalid(_) => ErrorCode::SizeInvalid,
+            ManifestInvalid(_) => ErrorCode::ManifestInvalid,
+            ManifestTooLarge { .. } => ErrorCode::ManifestTooLarge,
+            ManifestUnknown | ManifestNotAcceptable(_) => ErrorCode::ManifestUnknown,
+            ManifestBlobUnknown(_) => ErrorCode::ManifestBlobUnknown,
+            NameInvalid(_) => ErrorCode::NameInvalid,
+            NameUnknown => ErrorCode::NameUnknown,
+            TagInvalid(_) => ErrorCode::TagInvalid,
+            PaginationInvalid(_) => ErrorCode::PaginationNumberInvalid,
+            Unsupported(_) => ErrorCode::Unsupported,
+            Storage(_) | Metadata(_) => ErrorCode::Unknown,
+        }
+    }
+
+    /// Message for the client; internal failures get the code's generic message only.
+    pub fn client_message(&self) -> Option<String> {
+        match self {
+            RegistryError::Storage(_) | RegistryError::Metadata(_) => None,
+            other => Some(other.to_string()),
+        }
+    }
+
+    /// Structured `detail` for the error body.
+    pub fn detail(&self) -> Option<serde_json::Value> {
+        match self {
+            RegistryError::ManifestBlobUnknown(digests) => Some(serde_json::json!({
+                "unknown": digests.iter().map(Digest::to_string).collect::<Vec<_>>()
+            })),
+            RegistryError::DigestMismatch { expected, actual } => Some(serde_json::json!({
+                "expected": expected.to_string(), "actual": actual.to_string()
+            })),
+            _ => None,
+        }
+    }
+
+    pub fn is_internal(&self) -> bool {
+        matches!(self, RegistryError::Storage(_) | RegistryError::Metadata(_))
+    }
+}
+
+impl From<MetadataError> for RegistryError {
+    fn from(e: MetadataError) -> Self {
+        match e {
+            MetadataError::MissingReferences(digests) => RegistryError::ManifestBlobUnknown(digests),
+            other => RegistryError::Metadata(other),
+        }
+    }
+}
+
+impl From<NameError> for RegistryError {
+    fn from(e: NameError) -> Self {
+        match e {
+            NameError::InvalidName => RegistryError::NameInvalid(e.to_string()),
+            NameError::InvalidTag => RegistryError::TagInvalid(e.to_string()),
+            NameError::InvalidDigest(_) => RegistryError::DigestInvalid(e.to_string()),
+            NameError::InvalidUploadId => RegistryError::UploadUnknown,
+        }
+    }
+}
+
+impl From<RouteError> for RegistryError {
+    fn from(e: RouteError) -> Self {
+        match e {
+            RouteError::NotFound => RegistryError::Unsupported("no such endpoint".into()),
+            RouteError::Invalid(name) => name.into(),
+        }
+    }
+}

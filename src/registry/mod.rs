@@ -1,0 +1,91 @@
+//! Registry services: the operations of the distribution API over the three seams.
+//!
+//! Depends on `oci`, `storage`, `metadata` and `cache` — never on axum or pingora — so the
+//! HTTP adapter (`api`) stays a thin translation and the rules live here: what must exist
+//! before a manifest is accepted, when a blob becomes visible, what garbage collection may
+//! remove.
+
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures_util::Stream;
+
+use crate::cache::Cache;
+use crate::metadata::MetadataStore;
+use crate::oci::{Digest, UploadId};
+use crate::storage::BlobStore;
+
+mod blobs;
+mod error;
+pub mod gc;
+mod locks;
+mod manifests;
+pub mod uploads;
+
+pub use error::RegistryError;
+pub use manifests::PutManifestOutcome;
+
+pub type Result<T, E = RegistryError> = std::result::Result<T, E>;
+
+/// A request body as the registry sees it: a stream of chunks that may fail mid-way (the
+/// client went away), in which case nothing it carried is committed.
+pub type BodyStream =
+    Pin<Box<dyn Stream<Item = std::result::Result<Bytes, Box<dyn std::error::Error + Send + Sync>>> + Send>>;
+
+/// Limits and timings the services enforce.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub max_manifest_bytes: u64,
+    /// Bounds how stale a cached tag or blob link may be after a write through another node.
+    pub cache_ttl: Duration,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Settings { max_manifest_bytes: 4 << 20, cache_ttl: Duration::from_secs(5) }
+    }
+}
+
+/// The registry's application state: the seams plus the coordination they need.
+pub struct Registry {
+    blobs: Arc<dyn BlobStore>,
+    meta: Arc<dyn MetadataStore>,
+    cache: Arc<dyn Cache>,
+    settings: Settings,
+    /// One request at a time per upload session: two PATCHes racing on one session would
+    /// interleave bytes in the same file.
+    upload_locks: locks::KeyedLocks<UploadId>,
+    /// Serialises publishing a blob with garbage collection deleting the same digest, so GC
+    /// never removes bytes a push has just committed.
+    digest_locks: locks::KeyedLocks<Digest>,
+}
+
+impl Registry {
+    pub fn new(
+        blobs: Arc<dyn BlobStore>,
+        meta: Arc<dyn MetadataStore>,
+        cache: Arc<dyn Cache>,
+        settings: Settings,
+    ) -> Registry {
+        Registry {
+            blobs,
+            meta,
+            cache,
+            settings,
+            upload_locks: Default::default(),
+            digest_locks: Default::default(),
+        }
+    }
+
+    pub fn settings(&self) -> &Settings {
+        &self.settings
+    }
+
+    /// Whether the backends answer (`/readyz`).
+    pub async fn ready(&self) -> Result<()> {
+        self.meta.ping().await?;
+        Ok(())
+    }
+}

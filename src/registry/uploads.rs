@@ -1,0 +1,206 @@
+//! Blob upload sessions: start, chunked append, finish with digest verification, cancel, and
+//! the single-request monolithic push.
+//!
+//! Bytes are hashed as they stream to storage; the hash state is saved with the session after
+//! every request, so a chunked upload never re-reads what it already received. A blob becomes
+//! visible only when [`Registry::finish_upload`] has matched the client's digest.
+
+use futures_util::StreamExt;
+
+use super::{BodyStream, Registry, RegistryError, Result};
+use crate::metadata::{UploadSession, now};
+use crate::oci::{Algorithm, Digest, Hasher, RepoName, UploadId};
+use crate::telemetry::metrics;
+
+/// An inclusive byte range from a `Content-Range` header.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ChunkRange {
+    pub start: u64,
+    pub end: u64,
+}
+
+/// What the client said about a request body.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct BodyInfo {
+    pub range: Option<ChunkRange>,
+    pub content_length: Option<u64>,
+}
+
+impl Registry {
+    /// Opens a session. Hashing uses `algorithm` from the start (`?digest-algorithm=`).
+    pub async fn start_upload(&self, repo: &RepoName, algorithm: Algorithm) -> Result<UploadSession> {
+        let id = UploadId::generate();
+        self.blobs.create_upload(&id).await?;
+        let created_at = now();
+        let session = UploadSession {
+            id,
+            repo: repo.clone(),
+            offset: 0,
+            hash_state: Hasher::new(algorithm).save_state(),
+            created_at,
+            updated_at: created_at,
+        };
+        self.meta.create_upload(&session).await?;
+        metrics().uploads_started.inc();
+        Ok(session)
+    }
+
+    pub async fn upload_status(&self, repo: &RepoName, id: &UploadId) -> Result<UploadSession> {
+        self.meta.get_upload(repo, id).await?.ok_or(RegistryError::UploadUnknown)
+    }
+
+    /// Appends one chunk (`PATCH`).
+    pub async fn append_upload(&self, repo: &RepoName, id: &UploadId, info: BodyInfo, body: BodyStream) -> Result<UploadSession> {
+        let _busy = self.lock_upload(id)?;
+        let session = self.upload_status(repo, id).await?;
+        self.receive(session, info, body).await
+    }
+
+    /// Appends the optional last chunk, verifies the digest and publishes the blob (`PUT`).
+    /// On a digest mismatch the session and its bytes are discarded.
+    pub async fn finish_upload(&self, repo: &RepoName, id: &UploadId, digest: &Digest, info: BodyInfo, body: BodyStream) -> Result<u64> {
+        let _busy = self.lock_upload(id)?;
+        let session = self.upload_status(repo, id).await?;
+        let session = self.receive(session, info, body).await?;
+        self.commit(session, digest).await
+    }
+
+    /// Pushes a whole blob in one request (`POST ?digest=`).
+    pub async fn push_blob(&self, repo: &RepoName, digest: &Digest, info: BodyInfo, body: BodyStream) -> Result<u64> {
+        let session = self.start_upload(repo, digest.algorithm()).await?;
+        let _busy = self.lock_upload(&session.id)?;
+        match self.receive(session.clone(), info, body).await {
+            Ok(session) => self.commit(session, digest).await,
+            Err(e) => {
+                self.discard(&session.id).await;
+                Err(e)
+            }
+        }
+    }
+
+    /// Ends a session without publishing anything (`DELETE`).
+    pub async fn cancel_upload(&self, repo: &RepoName, id: &UploadId) -> Result<()> {
+        let _busy = self.lock_upload(id)?;
+        let session = self.upload_status(repo, id).await?;
+        self.discard(&session.id).await;
+        Ok(())
+    }
+
+    fn lock_upload(&self, id: &UploadId) -> Result<super::locks::KeyedGuard<'_, UploadId>> {
+        self.upload_locks
+            .try_lock(id)
+            .ok_or_else(|| RegistryError::UploadInvalid("another request is writing to this upload session".into()))
+    }
+
+    /// Streams a body into the session: checks the range, hashes and writes every chunk,
+    /// makes the bytes durable, then advances the session. On any failure the session keeps
+    /// its old offset, so the partial bytes are ignored.
+    async fn receive(&self, mut session: UploadSession, info: BodyInfo, mut body: BodyStream) -> Result<UploadSession> {
+        let expected_len = expected_length(&session, info)?;
+        let mut hasher = Hasher::restore_state(&session.hash_state)
+            .ok_or_else(|| RegistryError::UploadInvalid("upload session state is unreadable".into()))?;
+        let mut writer = self.blobs.append_upload(&session.id, session.offset).await?;
+        let mut received: u64 = 0;
+        while let Some(chunk) = body.next().await {
+            let chunk = chunk.map_err(|e| RegistryError::UploadInvalid(format!("request body failed: {e}")))?;
+            received += chunk.len() as u64;
+            if expected_len.is_some_and(|len| received > len) {
+                return Err(size_mismatch(expected_len, received));
+            }
+            hasher.update(&chunk);
+            writer.write(chunk).await?;
+        }
+        if expected_len.is_some_and(|len| received != len) {
+            return Err(size_mismatch(expected_len, received));
+        }
+        if received == 0 {
+            return Ok(session);
+        }
+        writer.finish().await?;
+        metrics().bytes_received.inc_by(received);
+        let new_offset = session.offset + received;
+        let state = hasher.save_state();
+        if !self.meta.advance_upload(&session.id, session.offset, new_offset, &state).await? {
+            return Err(RegistryError::UploadUnknown);
+        }
+        session.offset = new_offset;
+        session.hash_state = state;
+        Ok(session)
+    }
+
+    async fn commit(&self, session: UploadSession, digest: &Digest) -> Result<u64> {
+        let actual = self.digest_of_upload(&session, digest.algorithm()).await?;
+        if actual != *digest {
+            self.discard(&session.id).await;
+            return Err(RegistryError::DigestMismatch { expected: digest.clone(), actual });
+        }
+        let size = session.offset;
+        {
+            let _publishing = self.digest_locks.lock(digest).await;
+            self.blobs.commit_upload(&session.id, size, digest).await?;
+            self.meta.link_blob(&session.repo, digest, size).await?;
+        }
+        self.meta.delete_upload(&session.id).await?;
+        self.forget_blob_link(&session.repo, digest).await;
+        metrics().uploads_completed.inc();
+        Ok(size)
+    }
+
+    /// The digest of everything received, from the saved state when the algorithms agree,
+    /// otherwise by re-reading the bytes.
+    async fn digest_of_upload(&self, session: &UploadSession, algorithm: Algorithm) -> Result<Digest> {
+        let saved = Hasher::restore_state(&session.hash_state)
+            .ok_or_else(|| RegistryError::UploadInvalid("upload session state is unreadable".into()))?;
+        if saved.algorithm() == algorithm {
+            return Ok(saved.finish());
+        }
+        let mut hasher = Hasher::new(algorithm);
+        let mut bytes = self.blobs.read_upload(&session.id, session.offset).await?;
+        while let Some(chunk) = bytes.next().await {
+            hasher.update(&chunk.map_err(crate::storage::BlobStoreError::from)?);
+        }
+        Ok(hasher.finish())
+    }
+
+    /// Removes a session and its bytes; failures are logged, GC retries them later.
+    async fn discard(&self, id: &UploadId) {
+        if let Err(e) = self.meta.delete_upload(id).await {
+            tracing::warn!(upload = %id, error = %e, "could not delete upload session");
+        }
+        if let Err(e) = self.blobs.delete_upload(id).await {
+            tracing::warn!(upload = %id, error = %e, "could not delete upload bytes");
+        }
+    }
+}
+
+/// How many bytes this request must carry, from `Content-Range` (which must continue the
+/// upload exactly) or `Content-Length`.
+fn expected_length(session: &UploadSession, info: BodyInfo) -> Result<Option<u64>> {
+    let Some(range) = info.range else {
+        return Ok(info.content_length);
+    };
+    if range.start != session.offset {
+        return Err(RegistryError::RangeInvalid(format!(
+            "chunk starts at byte {} but the upload holds {} bytes",
+            range.start, session.offset
+        )));
+    }
+    if range.end < range.start {
+        return Err(RegistryError::RangeInvalid("Content-Range ends before it starts".into()));
+    }
+    let len = range.end - range.start + 1;
+    if info.content_length.is_some_and(|declared| declared != len) {
+        return Err(RegistryError::RangeInvalid(format!(
+            "Content-Range covers {len} bytes but Content-Length is {}",
+            info.content_length.unwrap_or_default()
+        )));
+    }
+    Ok(Some(len))
+}
+
+fn size_mismatch(expected: Option<u64>, received: u64) -> RegistryError {
+    RegistryError::SizeInvalid(format!(
+        "request declared {} bytes but carried {received}",
+        expected.unwrap_or_default()
+    ))
+}

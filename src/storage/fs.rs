@@ -1,0 +1,833 @@
+//! `FsBlobStore`: the [`BlobStore`] on a local directory tree, laid out as the `storage` module
+//! doc describes (`blobs/<algorithm>/<xx>/<hex>`, `uploads/<id>/data`).
+//!
+//! Owns crash safety on a POSIX filesystem: a blob appears under `blobs/` only by `rename` of an
+//! fsynced upload file, so a kill at any instant leaves the whole blob or nothing. Paths are
+//! built only from a validated [`Digest`] or [`UploadId`], never from raw request strings.
+//!
+//! Every filesystem call runs on tokio's blocking pool (`tokio::fs` or `spawn_blocking`).
+
+use std::fs::{self, File, Metadata, OpenOptions};
+use std::io::{self, Seek, SeekFrom, Write};
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant, SystemTime};
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use futures_util::Stream;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncSeekExt};
+use tokio::task::JoinHandle;
+use tokio_util::io::ReaderStream;
+
+use super::{BlobMeta, BlobStore, BlobStoreError, ByteStream, Result, UploadWriter};
+use crate::oci::{Algorithm, Digest, UploadId};
+
+const BLOBS: &str = "blobs";
+const UPLOADS: &str = "uploads";
+const DATA: &str = "data";
+
+/// Size of the blocks the upload writer hands to the blocking pool. Hyper frames are 16–64 KiB;
+/// one blocking task per frame would cap pushes far below disk speed.
+const WRITE_BLOCK: usize = 1 << 20;
+
+/// Read buffer of blob streams: large enough to amortise a blocking-pool hop per read, small
+/// enough that many concurrent pulls stay cheap.
+const READ_CHUNK: usize = 256 * 1024;
+
+/// How long `append_upload`/`commit_upload` wait for another handle on the same upload to let
+/// go. A writer dropped mid-request releases within one block write; only a genuinely
+/// concurrent request on the same session holds it longer, and that one should fail.
+const LOCK_WAIT: Duration = Duration::from_secs(10);
+const LOCK_POLL: Duration = Duration::from_millis(2);
+
+/// Blobs and uploads in a directory tree under `root`.
+#[derive(Debug, Clone)]
+pub struct FsBlobStore {
+    blobs: PathBuf,
+    uploads: PathBuf,
+}
+
+impl FsBlobStore {
+    /// Opens (creating if needed) a store rooted at `root`.
+    pub fn new(root: PathBuf) -> io::Result<FsBlobStore> {
+        let blobs = root.join(BLOBS);
+        let uploads = root.join(UPLOADS);
+        fs::create_dir_all(&blobs)?;
+        fs::create_dir_all(&uploads)?;
+        Ok(FsBlobStore { blobs, uploads })
+    }
+
+    fn blob_path(&self, digest: &Digest) -> PathBuf {
+        let hex = digest.hex();
+        // A parsed Digest always has ≥ 64 hex chars; the fallback only keeps this panic-free.
+        let prefix = hex.get(..2).unwrap_or(hex);
+        self.blobs
+            .join(digest.algorithm().as_str())
+            .join(prefix)
+            .join(hex)
+    }
+
+    fn upload_dir(&self, id: &UploadId) -> PathBuf {
+        self.uploads.join(id.as_str())
+    }
+
+    fn upload_data(&self, id: &UploadId) -> PathBuf {
+        self.upload_dir(id).join(DATA)
+    }
+}
+
+async fn blocking<T, F>(f: F) -> Result<T>
+where
+    T: Send + 'static,
+    F: FnOnce() -> Result<T> + Send + 'static,
+{
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| BlobStoreError::Backend(Box::new(e)))?
+}
+
+fn is_not_found(e: &io::Error) -> bool {
+    e.kind() == io::ErrorKind::NotFound
+}
+
+fn upload_not_found(e: io::Error) -> BlobStoreError {
+    if is_not_found(&e) {
+        BlobStoreError::UploadNotFound
+    } else {
+        e.into()
+    }
+}
+
+fn backend(msg: &'static str) -> BlobStoreError {
+    BlobStoreError::Backend(Box::new(io::Error::other(msg)))
+}
+
+/// Makes a directory's entries (a rename, a new child) durable.
+fn sync_dir(dir: &Path) -> io::Result<()> {
+    File::open(dir)?.sync_all()
+}
+
+#[cfg(unix)]
+fn same_file(a: &Metadata, b: &Metadata) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    a.dev() == b.dev() && a.ino() == b.ino()
+}
+
+#[cfg(not(unix))]
+fn same_file(_: &Metadata, _: &Metadata) -> bool {
+    true
+}
+
+/// Opens `uploads/<id>/data` for writing and takes an exclusive lock on it.
+///
+/// The lock is what makes "discard unconfirmed bytes" sound: a writer dropped mid-request may
+/// still have a block write in flight on the blocking pool, and truncating before it lands
+/// would let those stale bytes overwrite the next request's. The in-flight task owns the locked
+/// file, so the lock is released only after its last byte is written.
+async fn lock_upload(path: PathBuf) -> Result<File> {
+    let deadline = Instant::now() + LOCK_WAIT;
+    let mut held: Option<File> = None;
+    loop {
+        let check = path.clone();
+        let (file, locked) = blocking(move || {
+            let file = match held {
+                Some(file) => file,
+                None => OpenOptions::new()
+                    .read(true)
+                    .write(true)
+                    .open(&check)
+                    .map_err(upload_not_found)?,
+            };
+            match file.try_lock() {
+                Ok(()) => {}
+                Err(fs::TryLockError::WouldBlock) => return Ok((file, false)),
+                Err(fs::TryLockError::Error(e)) => return Err(e.into()),
+            }
+            // While we waited, the file may have been committed (renamed into blobs/) or
+            // deleted; locking that inode must not let us write into a published blob.
+            let current = fs::metadata(&check).map_err(upload_not_found)?;
+            if !same_file(&file.metadata()?, &current) {
+                return Err(BlobStoreError::UploadNotFound);
+            }
+            Ok((file, true))
+        })
+        .await?;
+        if locked {
+            return Ok(file);
+        }
+        if Instant::now() >= deadline {
+            return Err(backend("upload is locked by another request"));
+        }
+        held = Some(file);
+        tokio::time::sleep(LOCK_POLL).await;
+    }
+}
+
+/// Directory entries, or none when the directory does not exist (or is not a directory).
+fn entries(dir: &Path) -> io::Result<Vec<fs::DirEntry>> {
+    match fs::read_dir(dir) {
+        Ok(iter) => iter.collect(),
+        Err(e) if is_not_found(&e) || e.kind() == io::ErrorKind::NotADirectory => Ok(Vec::new()),
+        Err(e) => Err(e),
+    }
+}
+
+fn walk_blobs(blobs: &Path) -> io::Result<Vec<(Digest, SystemTime)>> {
+    let mut found = Vec::new();
+    for alg in entries(blobs)? {
+        let Some(alg_name) = alg.file_name().to_str().map(str::to_owned) else {
+            continue;
+        };
+        if alg_name.parse::<Algorithm>().is_err() {
+            continue;
+        }
+        for prefix in entries(&alg.path())? {
+            let Some(prefix_name) = prefix.file_name().to_str().map(str::to_owned) else {
+                continue;
+            };
+            for blob in entries(&prefix.path())? {
+                let Some(hex) = blob.file_name().to_str().map(str::to_owned) else {
+                    continue;
+                };
+                // A file in the wrong prefix directory is unreachable by stat/open, so listing
+                // it would hand GC a digest it cannot act on.
+                if prefix_name.len() != 2 || !hex.starts_with(&prefix_name) {
+                    continue;
+                }
+                let Ok(digest) = format!("{alg_name}:{hex}").parse::<Digest>() else {
+                    continue;
+                };
+                let meta = match blob.metadata() {
+                    Ok(meta) => meta,
+                    Err(e) if is_not_found(&e) => continue,
+                    Err(e) => return Err(e),
+                };
+                // Symlinks are skipped: they could point outside the root.
+                if !meta.is_file() {
+                    continue;
+                }
+                found.push((digest, meta.modified()?));
+            }
+        }
+    }
+    Ok(found)
+}
+
+fn walk_uploads(uploads: &Path) -> io::Result<Vec<(UploadId, SystemTime)>> {
+    let mut found = Vec::new();
+    for entry in entries(uploads)? {
+        let Some(name) = entry.file_name().to_str().map(str::to_owned) else {
+            continue;
+        };
+        // UploadId parsing normalises (braces, upper case); a name that is not already the
+        // normal form would map to a different directory than the one we found.
+        let Ok(id) = name.parse::<UploadId>() else {
+            continue;
+        };
+        if id.as_str() != name {
+            continue;
+        }
+        let dir_meta = match entry.metadata() {
+            Ok(meta) => meta,
+            Err(e) if is_not_found(&e) => continue,
+            Err(e) => return Err(e),
+        };
+        if !dir_meta.is_dir() {
+            continue;
+        }
+        let modified = match fs::metadata(entry.path().join(DATA)) {
+            Ok(meta) => meta.modified()?,
+            Err(e) if is_not_found(&e) => dir_meta.modified()?,
+            Err(e) => return Err(e),
+        };
+        found.push((id, modified));
+    }
+    Ok(found)
+}
+
+fn remove_dir_if_present(dir: &Path) -> io::Result<()> {
+    match fs::remove_dir_all(dir) {
+        Err(e) if !is_not_found(&e) => Err(e),
+        _ => Ok(()),
+    }
+}
+
+/// A byte stream that fails instead of ending early: a file shorter than promised (truncated
+/// behind our back) must abort the response, never produce a silently short body.
+struct ExactStream<R> {
+    inner: ReaderStream<R>,
+    remaining: u64,
+    done: bool,
+}
+
+fn exact_stream<R>(reader: R, len: u64) -> ByteStream
+where
+    R: AsyncRead + Unpin + Send + 'static,
+{
+    Box::pin(ExactStream {
+        inner: ReaderStream::with_capacity(reader.take(len), READ_CHUNK),
+        remaining: len,
+        done: false,
+    })
+}
+
+impl<R: AsyncRead + Unpin> Stream for ExactStream<R> {
+    type Item = io::Result<Bytes>;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        if self.done {
+            return Poll::Ready(None);
+        }
+        let item = match Pin::new(&mut self.inner).poll_next(cx) {
+            Poll::Pending => return Poll::Pending,
+            Poll::Ready(item) => item,
+        };
+        match item {
+            Some(Ok(bytes)) => {
+                self.remaining = self.remaining.saturating_sub(bytes.len() as u64);
+                Poll::Ready(Some(Ok(bytes)))
+            }
+            Some(Err(e)) => {
+                self.done = true;
+                Poll::Ready(Some(Err(e)))
+            }
+            None => {
+                self.done = true;
+                if self.remaining > 0 {
+                    Poll::Ready(Some(Err(io::Error::new(
+                        io::ErrorKind::UnexpectedEof,
+                        "stored file is shorter than expected",
+                    ))))
+                } else {
+                    Poll::Ready(None)
+                }
+            }
+        }
+    }
+}
+
+#[async_trait]
+impl BlobStore for FsBlobStore {
+    async fn stat(&self, digest: &Digest) -> Result<Option<BlobMeta>> {
+        match tokio::fs::metadata(self.blob_path(digest)).await {
+            Ok(meta) if meta.is_file() => Ok(Some(BlobMeta {
+                size: meta.len(),
+                modified: meta.modified()?,
+            })),
+            Ok(_) => Ok(None),
+            Err(e) if is_not_found(&e) => Ok(None),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    async fn open(&self, digest: &Digest, range: Option<Range<u64>>) -> Result<ByteStream> {
+        let mut file = match tokio::fs::File::open(self.blob_path(digest)).await {
+            Ok(file) => file,
+            Err(e) if is_not_found(&e) => return Err(BlobStoreError::NotFound),
+            Err(e) => return Err(e.into()),
+        };
+        let size = file.metadata().await?.len();
+        let (start, len) = match range {
+            None => (0, size),
+            Some(r) => {
+                if r.start > r.end || r.end > size {
+                    return Err(BlobStoreError::Backend(Box::new(io::Error::new(
+                        io::ErrorKind::InvalidInput,
+                        format!("range {}..{} outside blob of {size} bytes", r.start, r.end),
+                    ))));
+                }
+                (r.start, r.end - r.start)
+            }
+        };
+        if start > 0 {
+            file.seek(SeekFrom::Start(start)).await?;
+        }
+        Ok(exact_stream(file, len))
+    }
+
+    async fn delete(&self, digest: &Digest) -> Result<()> {
+        // The empty prefix directory stays: removing it would race a concurrent commit that
+        // has created it and is about to rename into it.
+        match tokio::fs::remove_file(self.blob_path(digest)).await {
+            Err(e) if !is_not_found(&e) => Err(e.into()),
+            _ => Ok(()),
+        }
+    }
+
+    async fn list(&self) -> Result<Vec<(Digest, SystemTime)>> {
+        let blobs = self.blobs.clone();
+        blocking(move || Ok(walk_blobs(&blobs)?)).await
+    }
+
+    async fn create_upload(&self, id: &UploadId) -> Result<()> {
+        let dir = self.upload_dir(id);
+        let uploads = self.uploads.clone();
+        blocking(move || {
+            match fs::create_dir(&dir) {
+                Err(e) if e.kind() != io::ErrorKind::AlreadyExists => return Err(e.into()),
+                _ => {}
+            }
+            OpenOptions::new()
+                .write(true)
+                .create(true)
+                .truncate(true)
+                .open(dir.join(DATA))?;
+            // The session row that names this upload is committed right after; the directory
+            // must not vanish in a crash while the row survives.
+            sync_dir(&dir)?;
+            sync_dir(&uploads)?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn append_upload(&self, id: &UploadId, offset: u64) -> Result<Box<dyn UploadWriter>> {
+        let file = lock_upload(self.upload_data(id)).await?;
+        let file = blocking(move || {
+            let mut file = file;
+            let actual = file.metadata()?.len();
+            if actual < offset {
+                return Err(BlobStoreError::UploadTooShort {
+                    expected: offset,
+                    actual,
+                });
+            }
+            if actual > offset {
+                file.set_len(offset)?;
+            }
+            file.seek(SeekFrom::Start(offset))?;
+            Ok(file)
+        })
+        .await?;
+        Ok(Box::new(FsUploadWriter {
+            file: Some(file),
+            buf: Vec::new(),
+            spare: None,
+            in_flight: None,
+        }))
+    }
+
+    async fn read_upload(&self, id: &UploadId, len: u64) -> Result<ByteStream> {
+        let file = tokio::fs::File::open(self.upload_data(id))
+            .await
+            .map_err(upload_not_found)?;
+        let actual = file.metadata().await?.len();
+        if actual < len {
+            return Err(BlobStoreError::UploadTooShort {
+                expected: len,
+                actual,
+            });
+        }
+        Ok(exact_stream(file, len))
+    }
+
+    async fn commit_upload(&self, id: &UploadId, len: u64, digest: &Digest) -> Result<BlobMeta> {
+        let data = self.upload_data(id);
+        let upload_dir = self.upload_dir(id);
+        let target = self.blob_path(digest);
+        let blobs = self.blobs.clone();
+        let file = lock_upload(data.clone()).await?;
+        blocking(move || {
+            let actual = file.metadata()?.len();
+            if actual < len {
+                return Err(BlobStoreError::UploadTooShort {
+                    expected: len,
+                    actual,
+                });
+            }
+            let now = SystemTime::now();
+            match fs::metadata(&target) {
+                // Same digest means same bytes: keep the published copy. A size mismatch means
+                // the existing file is damaged, so it is replaced below.
+                Ok(existing) if existing.is_file() && existing.len() == len => {
+                    // Refresh the time GC judges by: the blob was just referenced again.
+                    if let Err(e) = File::open(&target).and_then(|f| f.set_modified(now)) {
+                        tracing::warn!(error = %e, path = %target.display(), "could not touch blob");
+                    }
+                    drop(file);
+                    remove_dir_if_present(&upload_dir)?;
+                    return Ok(BlobMeta {
+                        size: len,
+                        modified: now,
+                    });
+                }
+                Err(e) if !is_not_found(&e) => return Err(e.into()),
+                _ => {}
+            }
+            if actual > len {
+                file.set_len(len)?;
+            }
+            // GC keeps blobs younger than a grace period; the upload may have been idle for
+            // hours before this commit.
+            file.set_modified(now)?;
+            file.sync_all()?;
+            let (Some(prefix_dir), Some(alg_dir)) =
+                (target.parent(), target.parent().and_then(Path::parent))
+            else {
+                return Err(backend("blob path has no parent"));
+            };
+            fs::create_dir_all(prefix_dir)?;
+            fs::rename(&data, &target)?;
+            // The rename and any directories just created become durable before we report
+            // success; fsync of an unchanged directory is nearly free.
+            sync_dir(prefix_dir)?;
+            sync_dir(alg_dir)?;
+            sync_dir(&blobs)?;
+            let meta = file.metadata()?;
+            drop(file);
+            remove_dir_if_present(&upload_dir)?;
+            Ok(BlobMeta {
+                size: meta.len(),
+                modified: meta.modified()?,
+            })
+        })
+        .await
+    }
+
+    async fn delete_upload(&self, id: &UploadId) -> Result<()> {
+        let dir = self.upload_dir(id);
+        blocking(move || Ok(remove_dir_if_present(&dir)?)).await
+    }
+
+    async fn list_uploads(&self) -> Result<Vec<(UploadId, SystemTime)>> {
+        let uploads = self.uploads.clone();
+        blocking(move || Ok(walk_uploads(&uploads)?)).await
+    }
+}
+
+type WriteJob = JoinHandle<io::Result<(File, Vec<u8>)>>;
+
+/// Appends to one upload file, double-buffered: while one ~1 MiB block is written on the
+/// blocking pool, the next one fills from the request body.
+struct FsUploadWriter {
+    /// `None` while a block write owns it, or for good after a failure.
+    file: Option<File>,
+    buf: Vec<u8>,
+    /// The buffer of the last finished write, reused to avoid a 1 MiB allocation per block.
+    spare: Option<Vec<u8>>,
+    in_flight: Option<WriteJob>,
+}
+
+impl FsUploadWriter {
+    /// Waits for the block write in flight, if any, and takes the file back.
+    async fn settle(&mut self) -> Result<()> {
+        if let Some(job) = self.in_flight.take() {
+            let (file, mut spare) = job
+                .await
+                .map_err(|e| BlobStoreError::Backend(Box::new(e)))??;
+            spare.clear();
+            self.file = Some(file);
+            self.spare = Some(spare);
+        }
+        Ok(())
+    }
+
+    /// Starts writing the buffered block followed by `tail` (a chunk too big to be worth
+    /// copying).
+    async fn submit(&mut self, tail: Bytes) -> Result<()> {
+        self.settle().await?;
+        let mut file = self
+            .file
+            .take()
+            .ok_or_else(|| backend("upload writer failed earlier"))?;
+        let next = self.spare.take().unwrap_or_default();
+        let block = std::mem::replace(&mut self.buf, next);
+        self.in_flight = Some(tokio::task::spawn_blocking(move || {
+            file.write_all(&block)?;
+            file.write_all(&tail)?;
+            Ok((file, block))
+        }));
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl UploadWriter for FsUploadWriter {
+    async fn write(&mut self, mut chunk: Bytes) -> Result<()> {
+        while !chunk.is_empty() {
+            if self.buf.is_empty() && chunk.len() >= WRITE_BLOCK {
+                return self.submit(chunk).await;
+            }
+            if self.buf.capacity() < WRITE_BLOCK {
+                self.buf.reserve_exact(WRITE_BLOCK - self.buf.len());
+            }
+            let n = (WRITE_BLOCK - self.buf.len()).min(chunk.len());
+            self.buf.extend_from_slice(&chunk.split_to(n));
+            if self.buf.len() >= WRITE_BLOCK {
+                self.submit(Bytes::new()).await?;
+            }
+        }
+        Ok(())
+    }
+
+    async fn finish(mut self: Box<Self>) -> Result<()> {
+        if !self.buf.is_empty() {
+            self.submit(Bytes::new()).await?;
+        }
+        self.settle().await?;
+        let file = self
+            .file
+            .take()
+            .ok_or_else(|| backend("upload writer failed earlier"))?;
+        // Dropping the file at the end of the task releases the upload lock.
+        blocking(move || Ok(file.sync_data()?)).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Component;
+
+    use super::*;
+    use crate::storage::conformance;
+
+    fn store() -> (tempfile::TempDir, FsBlobStore) {
+        let dir = tempfile::TempDir::new().unwrap();
+        let store = FsBlobStore::new(dir.path().join("root")).unwrap();
+        (dir, store)
+    }
+
+    fn files_under(dir: &Path) -> Vec<PathBuf> {
+        let mut out = Vec::new();
+        for entry in fs::read_dir(dir).unwrap() {
+            let entry = entry.unwrap();
+            if entry.file_type().unwrap().is_dir() {
+                out.extend(files_under(&entry.path()));
+            } else {
+                out.push(entry.path());
+            }
+        }
+        out
+    }
+
+    #[tokio::test]
+    async fn conformance_suite() {
+        let (_dir, store) = store();
+        conformance::run_all(&store).await;
+    }
+
+    #[tokio::test]
+    async fn new_creates_layout() {
+        let (dir, _store) = store();
+        assert!(dir.path().join("root/blobs").is_dir());
+        assert!(dir.path().join("root/uploads").is_dir());
+        // Opening an existing root again is fine.
+        FsBlobStore::new(dir.path().join("root")).unwrap();
+    }
+
+    #[tokio::test]
+    async fn nothing_appears_under_blobs_before_commit() {
+        let (dir, store) = store();
+        let blobs = dir.path().join("root/blobs");
+        let bytes = vec![7u8; 3 * WRITE_BLOCK + 5];
+        let digest = Digest::sha256_of(&bytes);
+        let id = UploadId::generate();
+        store.create_upload(&id).await.unwrap();
+        let mut writer = store.append_upload(&id, 0).await.unwrap();
+        writer.write(Bytes::from(bytes.clone())).await.unwrap();
+        writer.finish().await.unwrap();
+        assert!(files_under(&blobs).is_empty());
+        assert!(store.stat(&digest).await.unwrap().is_none());
+
+        store
+            .commit_upload(&id, bytes.len() as u64, &digest)
+            .await
+            .unwrap();
+        let hex = digest.hex();
+        let expected = blobs.join("sha256").join(&hex[..2]).join(hex);
+        assert_eq!(files_under(&blobs), vec![expected.clone()]);
+        assert_eq!(fs::read(&expected).unwrap(), bytes);
+        assert!(!dir.path().join("root/uploads").join(id.as_str()).exists());
+    }
+
+    #[tokio::test]
+    async fn leftover_upload_garbage_is_not_listed() {
+        let (dir, store) = store();
+        let id = UploadId::generate();
+        store.create_upload(&id).await.unwrap();
+        let mut writer = store.append_upload(&id, 0).await.unwrap();
+        writer
+            .write(Bytes::from_static(b"half an upload"))
+            .await
+            .unwrap();
+        drop(writer);
+        // Debris a crash or another tool might leave behind.
+        let root = dir.path().join("root");
+        let upload_dir = root.join("uploads").join(id.as_str());
+        fs::write(upload_dir.join("data.tmp"), b"garbage").unwrap();
+        fs::create_dir_all(root.join("blobs/sha256/ab")).unwrap();
+        fs::write(root.join("blobs/sha256/ab/not-a-digest"), b"x").unwrap();
+        fs::write(root.join("blobs/sha256/ab/.tmp-123"), b"x").unwrap();
+        // A valid digest filed under the wrong prefix cannot be stat'ed, so it is not listed.
+        let misplaced = Digest::sha256_of(b"misplaced");
+        let wrong = if misplaced.hex().starts_with("ff") { "00" } else { "ff" };
+        fs::create_dir_all(root.join("blobs/sha256").join(wrong)).unwrap();
+        fs::write(root.join("blobs/sha256").join(wrong).join(misplaced.hex()), b"x").unwrap();
+        fs::create_dir_all(root.join("blobs/md5/d4")).unwrap();
+        fs::write(
+            root.join("blobs/md5/d4/d41d8cd98f00b204e9800998ecf8427e"),
+            b"",
+        )
+        .unwrap();
+        fs::write(root.join("blobs/stray-file"), b"x").unwrap();
+
+        assert!(store.list().await.unwrap().is_empty());
+        let uploads = store.list_uploads().await.unwrap();
+        assert_eq!(uploads.len(), 1);
+        assert_eq!(uploads[0].0, id);
+    }
+
+    #[tokio::test]
+    async fn list_uploads_skips_foreign_directories() {
+        let (dir, store) = store();
+        let uploads = dir.path().join("root/uploads");
+        let id = UploadId::generate();
+        fs::create_dir(uploads.join("not-a-uuid")).unwrap();
+        // Parses as an UploadId, but to a different (lower-case) directory name.
+        fs::create_dir(uploads.join(id.as_str().to_uppercase())).unwrap();
+        fs::write(uploads.join(UploadId::generate().as_str()), b"a file").unwrap();
+        assert!(store.list_uploads().await.unwrap().is_empty());
+
+        // An upload directory whose data file is gone is still listed (for GC to remove).
+        let bare = UploadId::generate();
+        fs::create_dir(uploads.join(bare.as_str())).unwrap();
+        let listed = store.list_uploads().await.unwrap();
+        assert_eq!(listed.len(), 1);
+        assert_eq!(listed[0].0, bare);
+    }
+
+    #[tokio::test]
+    async fn paths_never_escape_root() {
+        let (dir, store) = store();
+        let root = dir.path().join("root");
+        let digests = [
+            Digest::sha256_of(b"a"),
+            format!("sha512:{}", "0".repeat(128)).parse().unwrap(),
+        ];
+        for digest in &digests {
+            let path = store.blob_path(digest);
+            let rest = path.strip_prefix(root.join("blobs")).unwrap();
+            assert_eq!(rest.components().count(), 3, "{}", path.display());
+            assert!(
+                rest.components()
+                    .all(|c| matches!(c, Component::Normal(_))),
+                "{}",
+                path.display()
+            );
+        }
+        let id = UploadId::generate();
+        let data = store.upload_data(&id);
+        let rest = data.strip_prefix(root.join("uploads")).unwrap();
+        assert!(
+            rest.components()
+                .all(|c| matches!(c, Component::Normal(_)))
+        );
+        // Hostile strings never become a Digest or UploadId, hence never a path.
+        for hostile in [
+            "sha256:../../../../etc/passwd",
+            "sha256:/etc/passwd",
+            "../sha256:00",
+        ] {
+            assert!(hostile.parse::<Digest>().is_err(), "{hostile}");
+        }
+        for hostile in ["..", "../../etc", "/tmp/x", "a/b", ""] {
+            assert!(hostile.parse::<UploadId>().is_err(), "{hostile}");
+        }
+    }
+
+    #[tokio::test]
+    async fn append_waits_for_the_previous_writer() {
+        let (_dir, store) = store();
+        let store = std::sync::Arc::new(store);
+        let id = UploadId::generate();
+        store.create_upload(&id).await.unwrap();
+        let mut first = store.append_upload(&id, 0).await.unwrap();
+        first.write(Bytes::from_static(b"first")).await.unwrap();
+
+        let second = tokio::spawn({
+            let store = store.clone();
+            let id = id.clone();
+            async move {
+                let mut w = store.append_upload(&id, 5).await?;
+                w.write(Bytes::from_static(b"-second")).await?;
+                w.finish().await
+            }
+        });
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        assert!(!second.is_finished(), "second writer must wait for the lock");
+        first.finish().await.unwrap();
+        second.await.unwrap().unwrap();
+
+        let bytes = b"first-second";
+        let digest = Digest::sha256_of(bytes);
+        store.commit_upload(&id, 12, &digest).await.unwrap();
+        let mut stream = store.open(&digest, None).await.unwrap();
+        let mut got = Vec::new();
+        while let Some(chunk) = futures_util::StreamExt::next(&mut stream).await {
+            got.extend_from_slice(&chunk.unwrap());
+        }
+        assert_eq!(got, bytes);
+    }
+
+    #[tokio::test]
+    async fn open_rejects_range_past_the_end_and_short_files() {
+        let (dir, store) = store();
+        let bytes = b"0123456789";
+        let digest = Digest::sha256_of(bytes);
+        let id = UploadId::generate();
+        store.create_upload(&id).await.unwrap();
+        let mut w = store.append_upload(&id, 0).await.unwrap();
+        w.write(Bytes::from_static(bytes)).await.unwrap();
+        w.finish().await.unwrap();
+        store.commit_upload(&id, 10, &digest).await.unwrap();
+        assert!(matches!(
+            store.open(&digest, Some(5..11)).await,
+            Err(BlobStoreError::Backend(_))
+        ));
+
+        // Truncated behind our back after open: the stream errors instead of ending short.
+        let stream = store.open(&digest, None).await.unwrap();
+        let hex = digest.hex();
+        let path = dir.path().join("root/blobs/sha256").join(&hex[..2]).join(hex);
+        OpenOptions::new()
+            .write(true)
+            .open(path)
+            .unwrap()
+            .set_len(4)
+            .unwrap();
+        let results: Vec<io::Result<Bytes>> =
+            futures_util::StreamExt::collect(stream).await;
+        assert!(results.iter().any(|r| r.is_err()));
+    }
+
+    /// `cargo test --release --lib write_throughput -- --ignored --nocapture`
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    #[ignore = "measurement, run in release"]
+    async fn write_throughput() {
+        let (_dir, store) = store();
+        let frame = Bytes::from(vec![0x5au8; 64 * 1024]);
+        let total: u64 = 2 << 30;
+        let id = UploadId::generate();
+        store.create_upload(&id).await.unwrap();
+        let start = Instant::now();
+        let mut writer = store.append_upload(&id, 0).await.unwrap();
+        let mut written = 0;
+        while written < total {
+            writer.write(frame.clone()).await.unwrap();
+            written += frame.len() as u64;
+        }
+        let before_sync = start.elapsed();
+        writer.finish().await.unwrap();
+        let elapsed = start.elapsed();
+        let gib = total as f64 / (1u64 << 30) as f64;
+        println!(
+            "wrote {gib} GiB in 64 KiB frames: {:.2} GiB/s before fsync, {:.2} GiB/s including fsync",
+            gib / before_sync.as_secs_f64(),
+            gib / elapsed.as_secs_f64()
+        );
+        store.delete_upload(&id).await.unwrap();
+    }
+}

@@ -1,0 +1,108 @@
+//! Logs (tracing, pretty or JSON) and Prometheus metrics.
+//!
+//! Metrics live in one process-wide registry so every layer records into the same place and
+//! `/metrics` renders it; nothing here depends on the rest of the crate.
+
+use std::sync::LazyLock;
+
+use prometheus::{
+    Encoder, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, Opts, Registry, TextEncoder,
+};
+
+/// The registry's metrics.
+pub struct Metrics {
+    registry: Registry,
+    /// Requests by route kind, method and status code.
+    pub http_requests: IntCounterVec,
+    /// Request latency by route kind and method.
+    pub http_duration: HistogramVec,
+    /// Blob bytes accepted from clients.
+    pub bytes_received: IntCounter,
+    /// Blob and manifest bytes sent to clients.
+    pub bytes_sent: IntCounter,
+    pub uploads_started: IntCounter,
+    pub uploads_completed: IntCounter,
+    /// Latency of blob store operations by operation name.
+    pub storage_duration: HistogramVec,
+}
+
+fn build() -> Result<Metrics, prometheus::Error> {
+    let registry = Registry::new_custom(Some("aerugo".into()), None)?;
+    let latency_buckets = vec![
+        0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0, 60.0,
+    ];
+    let metrics = Metrics {
+        http_requests: IntCounterVec::new(
+            Opts::new("http_requests_total", "HTTP requests by route, method and status"),
+            &["route", "method", "status"],
+        )?,
+        http_duration: HistogramVec::new(
+            HistogramOpts::new("http_request_duration_seconds", "HTTP request latency")
+                .buckets(latency_buckets.clone()),
+            &["route", "method"],
+        )?,
+        bytes_received: IntCounter::new("bytes_received_total", "Blob bytes received")?,
+        bytes_sent: IntCounter::new("bytes_sent_total", "Blob and manifest bytes sent")?,
+        uploads_started: IntCounter::new("upload_sessions_started_total", "Upload sessions started")?,
+        uploads_completed: IntCounter::new(
+            "upload_sessions_completed_total",
+            "Upload sessions that published a blob",
+        )?,
+        storage_duration: HistogramVec::new(
+            HistogramOpts::new("storage_operation_duration_seconds", "Blob store operation latency")
+                .buckets(latency_buckets),
+            &["operation"],
+        )?,
+        registry,
+    };
+    let r = &metrics.registry;
+    r.register(Box::new(metrics.http_requests.clone()))?;
+    r.register(Box::new(metrics.http_duration.clone()))?;
+    r.register(Box::new(metrics.bytes_received.clone()))?;
+    r.register(Box::new(metrics.bytes_sent.clone()))?;
+    r.register(Box::new(metrics.uploads_started.clone()))?;
+    r.register(Box::new(metrics.uploads_completed.clone()))?;
+    r.register(Box::new(metrics.storage_duration.clone()))?;
+    Ok(metrics)
+}
+
+static METRICS: LazyLock<Metrics> =
+    LazyLock::new(|| build().expect("metric definitions are static and valid"));
+
+pub fn metrics() -> &'static Metrics {
+    &METRICS
+}
+
+impl Metrics {
+    /// The Prometheus text exposition of every metric.
+    pub fn render(&self) -> String {
+        let mut out = Vec::new();
+        let _ = TextEncoder::new().encode(&self.registry.gather(), &mut out);
+        String::from_utf8(out).unwrap_or_default()
+    }
+}
+
+/// Installs the global tracing subscriber. `format` is `pretty` or `json`.
+pub fn init_logging(filter: &str, format: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_new(filter)
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_target(true);
+    let _ = if format == "json" {
+        builder.json().flatten_event(true).try_init()
+    } else {
+        builder.try_init()
+    };
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn renders_registered_metrics() {
+        let m = super::metrics();
+        m.bytes_received.inc_by(3);
+        m.http_requests.with_label_values(&["blob", "GET", "200"]).inc();
+        let text = m.render();
+        assert!(text.contains("aerugo_bytes_received_total"));
+        assert!(text.contains("aerugo_http_requests_total{method=\"GET\",route=\"blob\",status=\"200\"}"));
+    }
+}
