@@ -12,8 +12,8 @@
 #   AERUGO_REQUIRE_TOOLS    set to 1 here: a test that needs skopeo/podman/... fails instead
 #                           of skipping when the tool is missing
 #   AERUGO_SKIP_INSTALL=1   never call apt-get (the tools must already be there)
-#   AERUGO_NO_PODMAN=1      do not install podman (the podman tests then skip, or fail if
-#                           AERUGO_REQUIRE_TOOLS stays 1 — export AERUGO_REQUIRE_TOOLS=0 too)
+#   AERUGO_NO_PODMAN=1      do not install podman (its test then fails while
+#                           AERUGO_REQUIRE_TOOLS is set; `cargo nextest run` alone skips it)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 

@@ -84,13 +84,11 @@ pub async fn run(cli: Cli, config: Config) -> anyhow::Result<()> {
             gc(&config, grace).await
         }
         Command::Admin { command: AdminCommand::CheckConfig, .. } => {
-            println!("{}", toml::to_string_pretty(&config).context("rendering configuration")?);
-            Ok(())
+            print_out(&toml::to_string_pretty(&config).context("rendering configuration")?)
         }
         Command::Admin { command: AdminCommand::Migrate, .. } => {
             app::build_registry(&config).await?;
-            println!("metadata schema is up to date");
-            Ok(())
+            print_out("metadata schema is up to date")
         }
     }
 }
@@ -111,8 +109,7 @@ async fn gc(config: &Config, grace: Duration) -> anyhow::Result<()> {
             serde_json::from_str(&body).context("reading the server's report")?
         }
     };
-    println!("{}", serde_json::to_string_pretty(&report)?);
-    Ok(())
+    print_out(&serde_json::to_string_pretty(&report)?)
 }
 
 /// The server's address as reachable from this host (a wildcard listen address means loopback).
@@ -122,6 +119,13 @@ fn loopback_of(config: &Config) -> std::net::SocketAddr {
         addr.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
     }
     addr
+}
+
+/// Writes a command's result; a closed stdout (`| head`) is an error, not a panic.
+fn print_out(text: &str) -> anyhow::Result<()> {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    writeln!(out, "{text}").context("writing to stdout")
 }
 
 /// Resolves on SIGINT or SIGTERM.

@@ -11,7 +11,9 @@ use std::sync::Arc;
 use bytes::Bytes;
 use serde_json::{Value, json};
 
-use super::{GcPlan, ManifestRecord, MetadataError, MetadataStore, NewManifest, Referrer, UploadSession, now};
+use super::{
+    GcPlan, ManifestRecord, MetadataError, MetadataStore, NewManifest, Referrer, UploadSession, now,
+};
 use crate::oci::manifest::{DOCKER_MANIFEST, OCI_INDEX, OCI_MANIFEST, parse};
 use crate::oci::{Digest, Reference, RepoName, Tag, UploadId};
 
@@ -104,7 +106,11 @@ fn manifest(repo: &RepoName, json: &Value, tags: &[&str]) -> NewManifest {
 }
 
 fn record(m: &NewManifest) -> ManifestRecord {
-    ManifestRecord { digest: m.digest.clone(), media_type: m.info.media_type.to_owned(), body: m.body.clone() }
+    ManifestRecord {
+        digest: m.digest.clone(),
+        media_type: m.info.media_type.to_owned(),
+        body: m.body.clone(),
+    }
 }
 
 async fn link(store: &dyn MetadataStore, repo: &RepoName, blobs: &[&Digest]) {
@@ -117,9 +123,16 @@ async fn put(store: &dyn MetadataStore, m: &NewManifest) {
     store.put_manifest(m).await.expect("put_manifest");
 }
 
-async fn get(store: &dyn MetadataStore, repo: &RepoName, reference: &str) -> Option<ManifestRecord> {
+async fn get(
+    store: &dyn MetadataStore,
+    repo: &RepoName,
+    reference: &str,
+) -> Option<ManifestRecord> {
     let reference: Reference = reference.parse().expect("valid reference");
-    store.get_manifest(repo, &reference).await.expect("get_manifest")
+    store
+        .get_manifest(repo, &reference)
+        .await
+        .expect("get_manifest")
 }
 
 async fn tags(store: &dyn MetadataStore, repo: &RepoName) -> Option<Vec<String>> {
@@ -151,28 +164,63 @@ pub(crate) async fn blob_links_are_per_repository(store: Arc<dyn MetadataStore>)
     assert!(!store.blob_known(&d).await.expect("blob_known"));
 
     store.link_blob(&a, &d, 42).await.expect("link");
-    store.link_blob(&a, &d, 42).await.expect("re-linking is idempotent");
-    assert_eq!(store.linked_blob(&a, &d).await.expect("linked_blob"), Some(42));
-    assert_eq!(store.linked_blob(&b, &d).await.expect("linked_blob"), None, "links are per repository");
+    store
+        .link_blob(&a, &d, 42)
+        .await
+        .expect("re-linking is idempotent");
+    assert_eq!(
+        store.linked_blob(&a, &d).await.expect("linked_blob"),
+        Some(42)
+    );
+    assert_eq!(
+        store.linked_blob(&b, &d).await.expect("linked_blob"),
+        None,
+        "links are per repository"
+    );
     assert!(store.blob_known(&d).await.expect("blob_known"));
     assert!(!store.blob_known(&blob("other")).await.expect("blob_known"));
-    assert_eq!(tags(store, &a).await, Some(vec![]), "linking a blob creates the repository");
+    assert_eq!(
+        tags(store, &a).await,
+        Some(vec![]),
+        "linking a blob creates the repository"
+    );
 
     store.link_blob(&b, &d, 42).await.expect("link");
     assert!(store.unlink_blob(&a, &d).await.expect("unlink"));
-    assert!(!store.unlink_blob(&a, &d).await.expect("unlink"), "already unlinked");
-    assert!(!store.unlink_blob(&repo("nobody"), &d).await.expect("unlink"));
+    assert!(
+        !store.unlink_blob(&a, &d).await.expect("unlink"),
+        "already unlinked"
+    );
+    assert!(
+        !store
+            .unlink_blob(&repo("nobody"), &d)
+            .await
+            .expect("unlink")
+    );
     assert_eq!(store.linked_blob(&a, &d).await.expect("linked_blob"), None);
-    assert_eq!(store.linked_blob(&b, &d).await.expect("linked_blob"), Some(42));
+    assert_eq!(
+        store.linked_blob(&b, &d).await.expect("linked_blob"),
+        Some(42)
+    );
 
     assert!(store.unlink_blob(&b, &d).await.expect("unlink"));
-    assert!(store.blob_known(&d).await.expect("blob_known"), "the blob record stays until garbage collection");
+    assert!(
+        store.blob_known(&d).await.expect("blob_known"),
+        "the blob record stays until garbage collection"
+    );
 }
 
-pub(crate) async fn put_manifest_with_missing_references_changes_nothing(store: Arc<dyn MetadataStore>) {
+pub(crate) async fn put_manifest_with_missing_references_changes_nothing(
+    store: Arc<dyn MetadataStore>,
+) {
     let store = &*store;
     let (r, other) = (repo("app"), repo("other"));
-    let (config, layer, elsewhere, nowhere) = (blob("config"), blob("layer"), blob("elsewhere"), blob("nowhere"));
+    let (config, layer, elsewhere, nowhere) = (
+        blob("config"),
+        blob("layer"),
+        blob("elsewhere"),
+        blob("nowhere"),
+    );
     link(store, &r, &[&config, &layer]).await;
     link(store, &other, &[&elsewhere]).await;
 
@@ -180,14 +228,25 @@ pub(crate) async fn put_manifest_with_missing_references_changes_nothing(store: 
     put(store, &v1).await;
 
     // `elsewhere` is linked, but to another repository: that does not count.
-    let bad = manifest(&r, &image(&config, &[&layer, &elsewhere, &nowhere]), &["v1", "v2"]);
+    let bad = manifest(
+        &r,
+        &image(&config, &[&layer, &elsewhere, &nowhere]),
+        &["v1", "v2"],
+    );
     match store.put_manifest(&bad).await {
         Err(MetadataError::MissingReferences(missing)) => {
-            assert_eq!(sorted(missing), sorted(vec![elsewhere.clone(), nowhere.clone()]));
+            assert_eq!(
+                sorted(missing),
+                sorted(vec![elsewhere.clone(), nowhere.clone()])
+            );
         }
         other => panic!("expected MissingReferences, got {other:?}"),
     }
-    assert_eq!(get(store, &r, "v1").await, Some(record(&v1)), "v1 did not move");
+    assert_eq!(
+        get(store, &r, "v1").await,
+        Some(record(&v1)),
+        "v1 did not move"
+    );
     assert_eq!(get(store, &r, "v2").await, None);
     assert_eq!(get(store, &r, bad.digest.as_str()).await, None);
     assert_eq!(tags(store, &r).await, Some(vec!["v1".to_owned()]));
@@ -200,7 +259,13 @@ pub(crate) async fn put_manifest_with_missing_references_changes_nothing(store: 
         Err(MetadataError::MissingReferences(m)) if m == vec![config.clone()]
     ));
     assert_eq!(tags(store, &fresh).await, None);
-    assert_eq!(store.list_repositories(None, 100).await.expect("list_repositories"), vec!["app"]);
+    assert_eq!(
+        store
+            .list_repositories(None, 100)
+            .await
+            .expect("list_repositories"),
+        vec!["app"]
+    );
 }
 
 pub(crate) async fn put_manifest_is_idempotent_and_moves_tags(store: Arc<dyn MetadataStore>) {
@@ -213,19 +278,40 @@ pub(crate) async fn put_manifest_is_idempotent_and_moves_tags(store: Arc<dyn Met
     let m2 = manifest(&r, &image(&config, &[&l2]), &["latest"]);
     put(store, &m1).await;
     put(store, &m1).await;
-    assert_eq!(tags(store, &r).await, Some(vec!["latest".to_owned(), "v1".to_owned()]));
+    assert_eq!(
+        tags(store, &r).await,
+        Some(vec!["latest".to_owned(), "v1".to_owned()])
+    );
     assert_eq!(get(store, &r, "latest").await, Some(record(&m1)));
 
     put(store, &m2).await;
-    assert_eq!(get(store, &r, "latest").await, Some(record(&m2)), "latest moved to m2");
-    assert_eq!(get(store, &r, "v1").await, Some(record(&m1)), "v1 stayed on m1");
+    assert_eq!(
+        get(store, &r, "latest").await,
+        Some(record(&m2)),
+        "latest moved to m2"
+    );
+    assert_eq!(
+        get(store, &r, "v1").await,
+        Some(record(&m1)),
+        "v1 stayed on m1"
+    );
 
     // Re-putting an existing digest still moves the tags it names.
-    let again = NewManifest { tags: vec![tag("latest")], ..m1.clone() };
+    let again = NewManifest {
+        tags: vec![tag("latest")],
+        ..m1.clone()
+    };
     put(store, &again).await;
     assert_eq!(get(store, &r, "latest").await, Some(record(&m1)));
-    assert_eq!(get(store, &r, m2.digest.as_str()).await, Some(record(&m2)), "untagged manifests stay");
-    assert_eq!(tags(store, &r).await, Some(vec!["latest".to_owned(), "v1".to_owned()]));
+    assert_eq!(
+        get(store, &r, m2.digest.as_str()).await,
+        Some(record(&m2)),
+        "untagged manifests stay"
+    );
+    assert_eq!(
+        tags(store, &r).await,
+        Some(vec!["latest".to_owned(), "v1".to_owned()])
+    );
 }
 
 pub(crate) async fn get_manifest_by_tag_and_by_digest(store: Arc<dyn MetadataStore>) {
@@ -243,17 +329,34 @@ pub(crate) async fn get_manifest_by_tag_and_by_digest(store: Arc<dyn MetadataSto
     put(store, &docker).await;
 
     assert_eq!(get(store, &a, "v1").await, Some(record(&oci)));
-    assert_eq!(get(store, &a, oci.digest.as_str()).await, Some(record(&oci)));
+    assert_eq!(
+        get(store, &a, oci.digest.as_str()).await,
+        Some(record(&oci))
+    );
     let stored = get(store, &a, "docker").await.expect("docker manifest");
-    assert_eq!(stored.media_type, DOCKER_MANIFEST, "the media type is kept as pushed");
+    assert_eq!(
+        stored.media_type, DOCKER_MANIFEST,
+        "the media type is kept as pushed"
+    );
     assert_eq!(stored.body, docker.body, "the bytes are kept exactly");
 
     assert_eq!(get(store, &a, "nope").await, None);
-    assert_eq!(get(store, &a, config.as_str()).await, None, "a blob is not a manifest");
-    assert_eq!(get(store, &b, oci.digest.as_str()).await, None, "manifests are per repository");
+    assert_eq!(
+        get(store, &a, config.as_str()).await,
+        None,
+        "a blob is not a manifest"
+    );
+    assert_eq!(
+        get(store, &b, oci.digest.as_str()).await,
+        None,
+        "manifests are per repository"
+    );
     assert_eq!(get(store, &b, "v1").await, None);
     assert_eq!(get(store, &repo("unknown"), "v1").await, None);
-    assert_eq!(get(store, &repo("unknown"), oci.digest.as_str()).await, None);
+    assert_eq!(
+        get(store, &repo("unknown"), oci.digest.as_str()).await,
+        None
+    );
 }
 
 pub(crate) async fn index_requires_its_children_in_the_repository(store: Arc<dyn MetadataStore>) {
@@ -266,12 +369,24 @@ pub(crate) async fn index_requires_its_children_in_the_repository(store: Arc<dyn
     let child = manifest(&a, &image(&config, &[&layer]), &[]);
     let idx = manifest(&a, &index(&[&child.digest]), &["multi"]);
     match store.put_manifest(&idx).await {
-        Err(MetadataError::MissingReferences(missing)) => assert_eq!(missing, vec![child.digest.clone()]),
+        Err(MetadataError::MissingReferences(missing)) => {
+            assert_eq!(missing, vec![child.digest.clone()])
+        }
         other => panic!("expected MissingReferences, got {other:?}"),
     }
     // The child in another repository does not count either.
-    put(store, &NewManifest { repo: b.clone(), ..child.clone() }).await;
-    assert!(matches!(store.put_manifest(&idx).await, Err(MetadataError::MissingReferences(_))));
+    put(
+        store,
+        &NewManifest {
+            repo: b.clone(),
+            ..child.clone()
+        },
+    )
+    .await;
+    assert!(matches!(
+        store.put_manifest(&idx).await,
+        Err(MetadataError::MissingReferences(_))
+    ));
 
     put(store, &child).await;
     put(store, &idx).await;
@@ -291,7 +406,11 @@ pub(crate) async fn delete_manifest_removes_its_tags(store: Arc<dyn MetadataStor
     put(store, &m2).await;
 
     assert_eq!(
-        store.delete_manifest(&r, &m1.digest).await.expect("delete").map(sorted),
+        store
+            .delete_manifest(&r, &m1.digest)
+            .await
+            .expect("delete")
+            .map(sorted),
         Some(vec![tag("a"), tag("b")]),
         "the removed tags are reported"
     );
@@ -300,18 +419,45 @@ pub(crate) async fn delete_manifest_removes_its_tags(store: Arc<dyn MetadataStor
     assert_eq!(get(store, &r, m1.digest.as_str()).await, None);
     assert_eq!(get(store, &r, "c").await, Some(record(&m2)));
     assert_eq!(tags(store, &r).await, Some(vec!["c".to_owned()]));
-    assert_eq!(store.linked_blob(&r, &l1).await.expect("linked_blob"), Some(100), "blob links stay");
+    assert_eq!(
+        store.linked_blob(&r, &l1).await.expect("linked_blob"),
+        Some(100),
+        "blob links stay"
+    );
 
-    assert_eq!(store.delete_manifest(&r, &m1.digest).await.expect("delete"), None, "already deleted");
-    assert_eq!(store.delete_manifest(&repo("unknown"), &m2.digest).await.expect("delete"), None);
+    assert_eq!(
+        store.delete_manifest(&r, &m1.digest).await.expect("delete"),
+        None,
+        "already deleted"
+    );
+    assert_eq!(
+        store
+            .delete_manifest(&repo("unknown"), &m2.digest)
+            .await
+            .expect("delete"),
+        None
+    );
 
     // An untagged manifest is deleted with no tags to report.
     let untagged = manifest(&r, &image(&config, &[]), &[]);
     put(store, &untagged).await;
-    assert_eq!(store.delete_manifest(&r, &untagged.digest).await.expect("delete"), Some(vec![]));
+    assert_eq!(
+        store
+            .delete_manifest(&r, &untagged.digest)
+            .await
+            .expect("delete"),
+        Some(vec![])
+    );
 
     // The digest can be pushed again.
-    put(store, &NewManifest { tags: vec![tag("d")], ..m1.clone() }).await;
+    put(
+        store,
+        &NewManifest {
+            tags: vec![tag("d")],
+            ..m1.clone()
+        },
+    )
+    .await;
     assert_eq!(get(store, &r, "d").await, Some(record(&m1)));
 }
 
@@ -324,8 +470,16 @@ pub(crate) async fn delete_tag_keeps_the_manifest(store: Arc<dyn MetadataStore>)
     put(store, &m).await;
 
     assert!(store.delete_tag(&r, &tag("v1")).await.expect("delete_tag"));
-    assert!(!store.delete_tag(&r, &tag("v1")).await.expect("delete_tag"), "already deleted");
-    assert!(!store.delete_tag(&repo("unknown"), &tag("v2")).await.expect("delete_tag"));
+    assert!(
+        !store.delete_tag(&r, &tag("v1")).await.expect("delete_tag"),
+        "already deleted"
+    );
+    assert!(
+        !store
+            .delete_tag(&repo("unknown"), &tag("v2"))
+            .await
+            .expect("delete_tag")
+    );
     assert_eq!(get(store, &r, "v1").await, None);
     assert_eq!(get(store, &r, "v2").await, Some(record(&m)));
     assert_eq!(get(store, &r, m.digest.as_str()).await, Some(record(&m)));
@@ -337,32 +491,74 @@ pub(crate) async fn list_tags_paginates_in_byte_order(store: Arc<dyn MetadataSto
     let r = repo("app");
     let config = blob("config");
     link(store, &r, &[&config]).await;
-    put(store, &manifest(&r, &image(&config, &[]), &["b", "B", "a", "1.0", "_x", "latest"])).await;
+    put(
+        store,
+        &manifest(
+            &r,
+            &image(&config, &[]),
+            &["b", "B", "a", "1.0", "_x", "latest"],
+        ),
+    )
+    .await;
 
     let r = &r;
     let page = |last: Option<&'static str>, limit: usize| async move {
-        store.list_tags(r, last, limit).await.expect("list_tags").expect("known repository")
+        store
+            .list_tags(r, last, limit)
+            .await
+            .expect("list_tags")
+            .expect("known repository")
     };
-    assert_eq!(page(None, 100).await, ["1.0", "B", "_x", "a", "b", "latest"]);
+    assert_eq!(
+        page(None, 100).await,
+        ["1.0", "B", "_x", "a", "b", "latest"]
+    );
     assert_eq!(page(None, 2).await, ["1.0", "B"]);
     assert_eq!(page(Some("B"), 2).await, ["_x", "a"]);
     assert_eq!(page(Some("a"), 2).await, ["b", "latest"]);
     assert_eq!(page(Some("latest"), 2).await, Vec::<String>::new());
-    assert_eq!(page(Some("c"), 10).await, ["latest"], "last need not be an existing tag");
+    assert_eq!(
+        page(Some("c"), 10).await,
+        ["latest"],
+        "last need not be an existing tag"
+    );
     assert_eq!(page(None, 0).await, Vec::<String>::new());
 
     let unknown = repo("unknown");
-    assert_eq!(store.list_tags(&unknown, None, 10).await.expect("list_tags"), None);
-    assert_eq!(store.list_tags(&unknown, None, 0).await.expect("list_tags"), None);
-    assert_eq!(store.list_tags(&unknown, Some("a"), 10).await.expect("list_tags"), None);
+    assert_eq!(
+        store
+            .list_tags(&unknown, None, 10)
+            .await
+            .expect("list_tags"),
+        None
+    );
+    assert_eq!(
+        store.list_tags(&unknown, None, 0).await.expect("list_tags"),
+        None
+    );
+    assert_eq!(
+        store
+            .list_tags(&unknown, Some("a"), 10)
+            .await
+            .expect("list_tags"),
+        None
+    );
 
     let blobs_only = repo("blobs-only");
     link(store, &blobs_only, &[&config]).await;
     assert_eq!(tags(store, &blobs_only).await, Some(vec![]));
-    assert_eq!(store.list_tags(&blobs_only, Some("zzz"), 10).await.expect("list_tags"), Some(vec![]));
+    assert_eq!(
+        store
+            .list_tags(&blobs_only, Some("zzz"), 10)
+            .await
+            .expect("list_tags"),
+        Some(vec![])
+    );
 }
 
-pub(crate) async fn list_repositories_lists_only_repositories_with_manifests(store: Arc<dyn MetadataStore>) {
+pub(crate) async fn list_repositories_lists_only_repositories_with_manifests(
+    store: Arc<dyn MetadataStore>,
+) {
     let store = &*store;
     let config = blob("config");
     for name in ["b/app", "a", "c.d", "a/b", "deleted"] {
@@ -371,7 +567,13 @@ pub(crate) async fn list_repositories_lists_only_repositories_with_manifests(sto
         put(store, &manifest(&r, &image(&config, &[]), &["latest"])).await;
     }
     let gone = manifest(&repo("deleted"), &image(&config, &[]), &[]);
-    assert!(store.delete_manifest(&repo("deleted"), &gone.digest).await.expect("delete").is_some());
+    assert!(
+        store
+            .delete_manifest(&repo("deleted"), &gone.digest)
+            .await
+            .expect("delete")
+            .is_some()
+    );
     link(store, &repo("linked-only"), &[&config]).await;
     store
         .create_upload(&UploadSession {
@@ -386,14 +588,21 @@ pub(crate) async fn list_repositories_lists_only_repositories_with_manifests(sto
         .expect("create_upload");
 
     let page = |last: Option<&'static str>, limit: usize| async move {
-        store.list_repositories(last, limit).await.expect("list_repositories")
+        store
+            .list_repositories(last, limit)
+            .await
+            .expect("list_repositories")
     };
     assert_eq!(page(None, 100).await, ["a", "a/b", "b/app", "c.d"]);
     assert_eq!(page(None, 2).await, ["a", "a/b"]);
     assert_eq!(page(Some("a/b"), 2).await, ["b/app", "c.d"]);
     assert_eq!(page(Some("c.d"), 2).await, Vec::<String>::new());
     assert_eq!(page(Some("a"), 1).await, ["a/b"]);
-    assert_eq!(page(Some("b"), 10).await, ["b/app", "c.d"], "last need not be a repository");
+    assert_eq!(
+        page(Some("b"), 10).await,
+        ["b/app", "c.d"],
+        "last need not be a repository"
+    );
     assert_eq!(page(None, 0).await, Vec::<String>::new());
 }
 
@@ -408,7 +617,8 @@ pub(crate) async fn referrers_filter_by_artifact_type(store: Arc<dyn MetadataSto
     let mut sbom_json = image(&config, &[&layer]);
     sbom_json["artifactType"] = json!("application/vnd.example.sbom");
     sbom_json["subject"] = descriptor(OCI_MANIFEST, &subject.digest);
-    sbom_json["annotations"] = json!({ "org.opencontainers.image.created": "2024-01-01T00:00:00Z" });
+    sbom_json["annotations"] =
+        json!({ "org.opencontainers.image.created": "2024-01-01T00:00:00Z" });
     let sbom = manifest(&r, &sbom_json, &[]);
 
     // No artifactType: the config's media type stands in.
@@ -436,15 +646,23 @@ pub(crate) async fn referrers_filter_by_artifact_type(store: Arc<dyn MetadataSto
     };
     let r = &r;
     let referrers = |subject: Digest, filter: Option<&'static str>| async move {
-        let mut found = store.list_referrers(r, &subject, filter).await.expect("list_referrers");
+        let mut found = store
+            .list_referrers(r, &subject, filter)
+            .await
+            .expect("list_referrers");
         found.sort_by(|a, b| a.digest.cmp(&b.digest));
         found
     };
 
     let all = referrers(subject.digest.clone(), None).await;
-    assert_eq!(all, sorted_referrers(vec![as_referrer(&sbom), as_referrer(&sig)]));
     assert_eq!(
-        all.iter().find(|x| x.digest == sbom.digest).and_then(|x| x.annotations.clone()),
+        all,
+        sorted_referrers(vec![as_referrer(&sbom), as_referrer(&sig)])
+    );
+    assert_eq!(
+        all.iter()
+            .find(|x| x.digest == sbom.digest)
+            .and_then(|x| x.annotations.clone()),
         Some(BTreeMap::from([(
             "org.opencontainers.image.created".to_owned(),
             "2024-01-01T00:00:00Z".to_owned()
@@ -455,19 +673,41 @@ pub(crate) async fn referrers_filter_by_artifact_type(store: Arc<dyn MetadataSto
         vec![as_referrer(&sbom)]
     );
     assert_eq!(
-        referrers(subject.digest.clone(), Some("application/vnd.example.signature")).await,
+        referrers(
+            subject.digest.clone(),
+            Some("application/vnd.example.signature")
+        )
+        .await,
         vec![as_referrer(&sig)]
     );
-    assert_eq!(referrers(subject.digest.clone(), Some("application/x-none")).await, vec![]);
-    assert_eq!(referrers(absent.clone(), None).await, vec![as_referrer(&orphan)]);
+    assert_eq!(
+        referrers(subject.digest.clone(), Some("application/x-none")).await,
+        vec![]
+    );
+    assert_eq!(
+        referrers(absent.clone(), None).await,
+        vec![as_referrer(&orphan)]
+    );
     assert_eq!(referrers(sbom.digest.clone(), None).await, vec![]);
     assert_eq!(
-        store.list_referrers(&repo("other"), &subject.digest, None).await.expect("list_referrers"),
+        store
+            .list_referrers(&repo("other"), &subject.digest, None)
+            .await
+            .expect("list_referrers"),
         vec![]
     );
 
-    assert!(store.delete_manifest(&r, &sbom.digest).await.expect("delete").is_some());
-    assert_eq!(referrers(subject.digest.clone(), None).await, vec![as_referrer(&sig)]);
+    assert!(
+        store
+            .delete_manifest(r, &sbom.digest)
+            .await
+            .expect("delete")
+            .is_some()
+    );
+    assert_eq!(
+        referrers(subject.digest.clone(), None).await,
+        vec![as_referrer(&sig)]
+    );
 }
 
 fn sorted_referrers(mut v: Vec<Referrer>) -> Vec<Referrer> {
@@ -489,32 +729,92 @@ pub(crate) async fn upload_sessions_compare_and_set(store: Arc<dyn MetadataStore
         updated_at: started,
     };
     store.create_upload(&session).await.expect("create_upload");
-    assert_eq!(store.get_upload(&r, &id).await.expect("get_upload"), Some(session.clone()));
-    assert_eq!(store.get_upload(&repo("other"), &id).await.expect("get_upload"), None, "wrong repository");
-    assert_eq!(store.get_upload(&r, &UploadId::generate()).await.expect("get_upload"), None);
+    assert_eq!(
+        store.get_upload(&r, &id).await.expect("get_upload"),
+        Some(session.clone())
+    );
+    assert_eq!(
+        store
+            .get_upload(&repo("other"), &id)
+            .await
+            .expect("get_upload"),
+        None,
+        "wrong repository"
+    );
+    assert_eq!(
+        store
+            .get_upload(&r, &UploadId::generate())
+            .await
+            .expect("get_upload"),
+        None
+    );
     // Starting an upload does not make the repository exist.
     assert_eq!(tags(store, &r).await, None);
 
-    assert!(store.advance_upload(&id, 0, 10, b"s1").await.expect("advance"));
-    let moved = store.get_upload(&r, &id).await.expect("get_upload").expect("session");
-    assert_eq!((moved.offset, moved.hash_state.as_slice()), (10, &b"s1"[..]));
+    assert!(
+        store
+            .advance_upload(&id, 0, 10, b"s1")
+            .await
+            .expect("advance")
+    );
+    let moved = store
+        .get_upload(&r, &id)
+        .await
+        .expect("get_upload")
+        .expect("session");
+    assert_eq!(
+        (moved.offset, moved.hash_state.as_slice()),
+        (10, &b"s1"[..])
+    );
     assert_eq!(moved.created_at, started);
     assert!(moved.updated_at >= started);
 
-    assert!(!store.advance_upload(&id, 0, 5, b"stale").await.expect("advance"), "stale expected offset");
-    let kept = store.get_upload(&r, &id).await.expect("get_upload").expect("session");
-    assert_eq!((kept.offset, kept.hash_state.as_slice()), (10, &b"s1"[..]), "a lost race changes nothing");
+    assert!(
+        !store
+            .advance_upload(&id, 0, 5, b"stale")
+            .await
+            .expect("advance"),
+        "stale expected offset"
+    );
+    let kept = store
+        .get_upload(&r, &id)
+        .await
+        .expect("get_upload")
+        .expect("session");
+    assert_eq!(
+        (kept.offset, kept.hash_state.as_slice()),
+        (10, &b"s1"[..]),
+        "a lost race changes nothing"
+    );
 
-    assert!(store.advance_upload(&id, 10, 25, b"s2").await.expect("advance"));
-    assert!(!store.advance_upload(&UploadId::generate(), 0, 1, b"x").await.expect("advance"));
+    assert!(
+        store
+            .advance_upload(&id, 10, 25, b"s2")
+            .await
+            .expect("advance")
+    );
+    assert!(
+        !store
+            .advance_upload(&UploadId::generate(), 0, 1, b"x")
+            .await
+            .expect("advance")
+    );
 
     assert!(store.delete_upload(&id).await.expect("delete_upload"));
     assert!(!store.delete_upload(&id).await.expect("delete_upload"));
     assert_eq!(store.get_upload(&r, &id).await.expect("get_upload"), None);
-    assert!(!store.advance_upload(&id, 25, 30, b"s3").await.expect("advance"), "session is gone");
+    assert!(
+        !store
+            .advance_upload(&id, 25, 30, b"s3")
+            .await
+            .expect("advance"),
+        "session is gone"
+    );
 }
 
-pub(crate) async fn gc_collects_unreferenced_links_and_abandoned_uploads(store: Arc<dyn MetadataStore>) {
+pub(crate) async fn gc_collects_unreferenced_links_and_abandoned_uploads(
+    store: Arc<dyn MetadataStore>,
+) {
     let store = &*store;
     let r = repo("app");
     let (config, layer, stray) = (blob("config"), blob("layer"), blob("stray"));
@@ -535,33 +835,78 @@ pub(crate) async fn gc_collects_unreferenced_links_and_abandoned_uploads(store: 
         .expect("create_upload");
 
     // Everything is younger than this cutoff: all of it is within its grace period.
-    assert_eq!(store.collect_garbage(now() - 3600).await.expect("gc"), GcPlan::default());
-    assert_eq!(store.linked_blob(&r, &stray).await.expect("linked_blob"), Some(100));
-    assert!(store.get_upload(&r, &upload).await.expect("get_upload").is_some());
+    assert_eq!(
+        store.collect_garbage(now() - 3600).await.expect("gc"),
+        GcPlan::default()
+    );
+    assert_eq!(
+        store.linked_blob(&r, &stray).await.expect("linked_blob"),
+        Some(100)
+    );
+    assert!(
+        store
+            .get_upload(&r, &upload)
+            .await
+            .expect("get_upload")
+            .is_some()
+    );
 
     let plan = store.collect_garbage(future()).await.expect("gc");
-    assert_eq!(plan, GcPlan { blobs: vec![stray.clone()], uploads: vec![upload.clone()] });
-    assert_eq!(store.linked_blob(&r, &stray).await.expect("linked_blob"), None);
+    assert_eq!(
+        plan,
+        GcPlan {
+            blobs: vec![stray.clone()],
+            uploads: vec![upload.clone()]
+        }
+    );
+    assert_eq!(
+        store.linked_blob(&r, &stray).await.expect("linked_blob"),
+        None
+    );
     assert!(!store.blob_known(&stray).await.expect("blob_known"));
-    assert_eq!(store.get_upload(&r, &upload).await.expect("get_upload"), None);
+    assert_eq!(
+        store.get_upload(&r, &upload).await.expect("get_upload"),
+        None
+    );
     for referenced in [&config, &layer] {
-        assert_eq!(store.linked_blob(&r, referenced).await.expect("linked_blob"), Some(100));
+        assert_eq!(
+            store
+                .linked_blob(&r, referenced)
+                .await
+                .expect("linked_blob"),
+            Some(100)
+        );
         assert!(store.blob_known(referenced).await.expect("blob_known"));
     }
     assert_eq!(get(store, &r, "latest").await, Some(record(&m)));
 
     // Unlinked but still referenced by a manifest: the record and bytes stay.
     assert!(store.unlink_blob(&r, &layer).await.expect("unlink"));
-    assert_eq!(store.collect_garbage(future()).await.expect("gc"), GcPlan::default());
+    assert_eq!(
+        store.collect_garbage(future()).await.expect("gc"),
+        GcPlan::default()
+    );
     assert!(store.blob_known(&layer).await.expect("blob_known"));
 
     // Once the manifest is gone, nothing holds its blobs.
-    assert!(store.delete_manifest(&r, &m.digest).await.expect("delete").is_some());
+    assert!(
+        store
+            .delete_manifest(&r, &m.digest)
+            .await
+            .expect("delete")
+            .is_some()
+    );
     let plan = store.collect_garbage(future()).await.expect("gc");
-    assert_eq!(sorted(plan.blobs), sorted(vec![config.clone(), layer.clone()]));
+    assert_eq!(
+        sorted(plan.blobs),
+        sorted(vec![config.clone(), layer.clone()])
+    );
     assert!(plan.uploads.is_empty());
     assert!(!store.blob_known(&config).await.expect("blob_known"));
-    assert_eq!(store.collect_garbage(future()).await.expect("gc"), GcPlan::default());
+    assert_eq!(
+        store.collect_garbage(future()).await.expect("gc"),
+        GcPlan::default()
+    );
 }
 
 pub(crate) async fn gc_keeps_blobs_other_repositories_reference(store: Arc<dyn MetadataStore>) {
@@ -577,12 +922,29 @@ pub(crate) async fn gc_keeps_blobs_other_repositories_reference(store: Arc<dyn M
     put(store, &idx).await;
 
     let plan = store.collect_garbage(future()).await.expect("gc");
-    assert_eq!(plan, GcPlan::default(), "a manifest in `a` still references the shared blob");
-    assert_eq!(store.linked_blob(&b, &shared).await.expect("linked_blob"), None, "b's link was unreferenced");
-    assert_eq!(store.linked_blob(&a, &shared).await.expect("linked_blob"), Some(100));
-    assert_eq!(store.linked_blob(&a, &config).await.expect("linked_blob"), Some(100));
+    assert_eq!(
+        plan,
+        GcPlan::default(),
+        "a manifest in `a` still references the shared blob"
+    );
+    assert_eq!(
+        store.linked_blob(&b, &shared).await.expect("linked_blob"),
+        None,
+        "b's link was unreferenced"
+    );
+    assert_eq!(
+        store.linked_blob(&a, &shared).await.expect("linked_blob"),
+        Some(100)
+    );
+    assert_eq!(
+        store.linked_blob(&a, &config).await.expect("linked_blob"),
+        Some(100)
+    );
     assert!(store.blob_known(&shared).await.expect("blob_known"));
-    assert_eq!(get(store, &a, child.digest.as_str()).await, Some(record(&child)));
+    assert_eq!(
+        get(store, &a, child.digest.as_str()).await,
+        Some(record(&child))
+    );
     assert_eq!(get(store, &a, "multi").await, Some(record(&idx)));
 }
 
@@ -599,7 +961,7 @@ pub(crate) async fn concurrent_puts_of_one_tag_all_succeed(store: Arc<dyn Metada
         })
         .collect();
     let mut tasks = Vec::new();
-    for m in manifests.iter().cloned() {
+    for m in &manifests {
         // Each distinct manifest, plus the same one pushed twice at once.
         for _ in 0..2 {
             let (store, m) = (store.clone(), m.clone());
@@ -611,7 +973,10 @@ pub(crate) async fn concurrent_puts_of_one_tag_all_succeed(store: Arc<dyn Metada
     }
 
     let latest = get(&*store, &r, "latest").await.expect("latest");
-    assert!(manifests.iter().any(|m| m.digest == latest.digest), "latest names one of the pushes");
+    assert!(
+        manifests.iter().any(|m| m.digest == latest.digest),
+        "latest names one of the pushes"
+    );
     assert_eq!(tags(&*store, &r).await, Some(vec!["latest".to_owned()]));
     for m in &manifests {
         assert_eq!(get(&*store, &r, m.digest.as_str()).await, Some(record(m)));

@@ -12,11 +12,14 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use bytes::Bytes;
-use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous};
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
+};
 use sqlx::{Sqlite, Transaction};
 
 use super::{
-    GcPlan, ManifestRecord, MetadataError, MetadataStore, NewManifest, Referrer, Result, Timestamp, UploadSession, now,
+    GcPlan, ManifestRecord, MetadataError, MetadataStore, NewManifest, Referrer, Result, Timestamp,
+    UploadSession, now,
 };
 use crate::oci::{Digest, Reference, RepoName, Tag, UploadId};
 
@@ -80,7 +83,9 @@ impl SqliteStore {
     /// A private in-memory database for tests. One connection serves reads and writes, since
     /// every SQLite connection to `:memory:` would otherwise see its own empty database.
     pub async fn in_memory() -> Result<SqliteStore> {
-        let options = SqliteConnectOptions::new().in_memory(true).foreign_keys(true);
+        let options = SqliteConnectOptions::new()
+            .in_memory(true)
+            .foreign_keys(true);
         let pool = SqlitePoolOptions::new()
             .max_connections(1)
             .min_connections(1)
@@ -91,13 +96,19 @@ impl SqliteStore {
             .await
             .map_err(backend)?;
         MIGRATOR.run(&pool).await.map_err(backend)?;
-        Ok(SqliteStore { read: pool.clone(), write: pool })
+        Ok(SqliteStore {
+            read: pool.clone(),
+            write: pool,
+        })
     }
 
     /// A write transaction that takes the lock up front, so a read-then-write transaction
     /// cannot fail half way when another process holds the file.
     async fn begin(&self) -> Result<Transaction<'static, Sqlite>> {
-        self.write.begin_with("BEGIN IMMEDIATE").await.map_err(backend)
+        self.write
+            .begin_with("BEGIN IMMEDIATE")
+            .await
+            .map_err(backend)
     }
 }
 
@@ -123,7 +134,11 @@ fn parse_digest(s: &str) -> Result<Digest> {
 }
 
 /// The repository's id, creating the repository when it is new.
-async fn ensure_repo(tx: &mut Transaction<'static, Sqlite>, repo: &RepoName, at: Timestamp) -> Result<i64> {
+async fn ensure_repo(
+    tx: &mut Transaction<'static, Sqlite>,
+    repo: &RepoName,
+    at: Timestamp,
+) -> Result<i64> {
     // The no-op update makes RETURNING yield the id of an existing row too.
     sqlx::query_scalar(
         "INSERT INTO repositories (name, created_at) VALUES (?1, ?2)
@@ -163,7 +178,10 @@ struct UploadRow {
 #[async_trait]
 impl MetadataStore for SqliteStore {
     async fn ping(&self) -> Result<()> {
-        sqlx::query("SELECT 1").execute(&self.read).await.map_err(backend)?;
+        sqlx::query("SELECT 1")
+            .execute(&self.read)
+            .await
+            .map_err(backend)?;
         Ok(())
     }
 
@@ -249,25 +267,27 @@ impl MetadataStore for SqliteStore {
 
         let mut missing = Vec::new();
         for blob in unique(&info.blobs) {
-            let linked: bool =
-                sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM repo_blobs WHERE repo_id = ?1 AND digest = ?2)")
-                    .bind(repo_id)
-                    .bind(blob.as_str())
-                    .fetch_one(&mut *tx)
-                    .await
-                    .map_err(backend)?;
+            let linked: bool = sqlx::query_scalar(
+                "SELECT EXISTS (SELECT 1 FROM repo_blobs WHERE repo_id = ?1 AND digest = ?2)",
+            )
+            .bind(repo_id)
+            .bind(blob.as_str())
+            .fetch_one(&mut *tx)
+            .await
+            .map_err(backend)?;
             if !linked {
                 missing.push(blob.clone());
             }
         }
         for child in unique(&info.children) {
-            let present: bool =
-                sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM manifests WHERE repo_id = ?1 AND digest = ?2)")
-                    .bind(repo_id)
-                    .bind(child.as_str())
-                    .fetch_one(&mut *tx)
-                    .await
-                    .map_err(backend)?;
+            let present: bool = sqlx::query_scalar(
+                "SELECT EXISTS (SELECT 1 FROM manifests WHERE repo_id = ?1 AND digest = ?2)",
+            )
+            .bind(repo_id)
+            .bind(child.as_str())
+            .fetch_one(&mut *tx)
+            .await
+            .map_err(backend)?;
             if !present {
                 missing.push(child.clone());
             }
@@ -303,7 +323,11 @@ impl MetadataStore for SqliteStore {
             .execute(&mut *tx)
             .await
             .map_err(backend)?;
-        let refs = info.blobs.iter().map(|d| (d, "blob")).chain(info.children.iter().map(|d| (d, "manifest")));
+        let refs = info
+            .blobs
+            .iter()
+            .map(|d| (d, "blob"))
+            .chain(info.children.iter().map(|d| (d, "manifest")));
         for (target, kind) in refs {
             sqlx::query(
                 "INSERT INTO manifest_refs (repo_id, manifest_digest, target_digest, kind) VALUES (?1, ?2, ?3, ?4)
@@ -334,7 +358,11 @@ impl MetadataStore for SqliteStore {
         tx.commit().await.map_err(backend)
     }
 
-    async fn get_manifest(&self, repo: &RepoName, reference: &Reference) -> Result<Option<ManifestRecord>> {
+    async fn get_manifest(
+        &self,
+        repo: &RepoName,
+        reference: &Reference,
+    ) -> Result<Option<ManifestRecord>> {
         let row: Option<(String, String, Vec<u8>)> = match reference {
             Reference::Tag(tag) => sqlx::query_as(
                 "SELECT m.digest, m.media_type, m.body FROM repositories r
@@ -356,29 +384,35 @@ impl MetadataStore for SqliteStore {
         .await
         .map_err(backend)?;
         row.map(|(digest, media_type, body)| {
-            Ok(ManifestRecord { digest: parse_digest(&digest)?, media_type, body: Bytes::from(body) })
+            Ok(ManifestRecord {
+                digest: parse_digest(&digest)?,
+                media_type,
+                body: Bytes::from(body),
+            })
         })
         .transpose()
     }
 
     async fn delete_manifest(&self, repo: &RepoName, digest: &Digest) -> Result<Option<Vec<Tag>>> {
         let mut tx = self.begin().await?;
-        let repo_id: Option<i64> = sqlx::query_scalar("SELECT id FROM repositories WHERE name = ?1")
-            .bind(repo.as_str())
-            .fetch_optional(&mut *tx)
-            .await
-            .map_err(backend)?;
+        let repo_id: Option<i64> =
+            sqlx::query_scalar("SELECT id FROM repositories WHERE name = ?1")
+                .bind(repo.as_str())
+                .fetch_optional(&mut *tx)
+                .await
+                .map_err(backend)?;
         let Some(repo_id) = repo_id else {
             return Ok(None);
         };
         // Tags and refs first: they name the manifest through foreign keys.
-        let mut tags: Vec<String> =
-            sqlx::query_scalar("DELETE FROM tags WHERE repo_id = ?1 AND digest = ?2 RETURNING name")
-                .bind(repo_id)
-                .bind(digest.as_str())
-                .fetch_all(&mut *tx)
-                .await
-                .map_err(backend)?;
+        let mut tags: Vec<String> = sqlx::query_scalar(
+            "DELETE FROM tags WHERE repo_id = ?1 AND digest = ?2 RETURNING name",
+        )
+        .bind(repo_id)
+        .bind(digest.as_str())
+        .fetch_all(&mut *tx)
+        .await
+        .map_err(backend)?;
         sqlx::query("DELETE FROM manifest_refs WHERE repo_id = ?1 AND manifest_digest = ?2")
             .bind(repo_id)
             .bind(digest.as_str())
@@ -397,7 +431,10 @@ impl MetadataStore for SqliteStore {
         }
         tags.sort();
         // Parse before committing, so an unnameable tag fails the whole deletion.
-        let tags = tags.iter().map(|t| t.parse::<Tag>().map_err(backend)).collect::<Result<Vec<_>>>()?;
+        let tags = tags
+            .iter()
+            .map(|t| t.parse::<Tag>().map_err(backend))
+            .collect::<Result<Vec<_>>>()?;
         tx.commit().await.map_err(backend)?;
         Ok(Some(tags))
     }
@@ -414,13 +451,19 @@ impl MetadataStore for SqliteStore {
         Ok(done.rows_affected() > 0)
     }
 
-    async fn list_tags(&self, repo: &RepoName, last: Option<&str>, limit_to: usize) -> Result<Option<Vec<String>>> {
+    async fn list_tags(
+        &self,
+        repo: &RepoName,
+        last: Option<&str>,
+        limit_to: usize,
+    ) -> Result<Option<Vec<String>>> {
         if limit_to == 0 {
-            let exists: bool = sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM repositories WHERE name = ?1)")
-                .bind(repo.as_str())
-                .fetch_one(&self.read)
-                .await
-                .map_err(backend)?;
+            let exists: bool =
+                sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM repositories WHERE name = ?1)")
+                    .bind(repo.as_str())
+                    .fetch_one(&self.read)
+                    .await
+                    .map_err(backend)?;
             return Ok(exists.then(Vec::new));
         }
         // The outer join tells "no such repository" (no row) from "no tags" (one NULL row) in a
@@ -458,7 +501,12 @@ impl MetadataStore for SqliteStore {
         .map_err(backend)
     }
 
-    async fn list_referrers(&self, repo: &RepoName, subject: &Digest, artifact_type: Option<&str>) -> Result<Vec<Referrer>> {
+    async fn list_referrers(
+        &self,
+        repo: &RepoName,
+        subject: &Digest,
+        artifact_type: Option<&str>,
+    ) -> Result<Vec<Referrer>> {
         let rows: Vec<ReferrerRow> = sqlx::query_as(
             "SELECT m.digest, m.media_type, m.size, m.artifact_type, m.annotations FROM repositories r
              JOIN manifests m ON m.repo_id = r.id
@@ -528,7 +576,13 @@ impl MetadataStore for SqliteStore {
         .transpose()
     }
 
-    async fn advance_upload(&self, id: &UploadId, expected_offset: u64, new_offset: u64, hash_state: &[u8]) -> Result<bool> {
+    async fn advance_upload(
+        &self,
+        id: &UploadId,
+        expected_offset: u64,
+        new_offset: u64,
+        hash_state: &[u8],
+    ) -> Result<bool> {
         // Compare-and-set on the offset: of two requests racing on one session, one wins.
         let done = sqlx::query(
             "UPDATE uploads SET byte_offset = ?1, hash_state = ?2, updated_at = ?3
@@ -582,14 +636,18 @@ impl MetadataStore for SqliteStore {
         .fetch_all(&mut *tx)
         .await
         .map_err(backend)?;
-        let uploads: Vec<String> = sqlx::query_scalar("DELETE FROM uploads WHERE updated_at < ?1 RETURNING id")
-            .bind(cutoff)
-            .fetch_all(&mut *tx)
-            .await
-            .map_err(backend)?;
+        let uploads: Vec<String> =
+            sqlx::query_scalar("DELETE FROM uploads WHERE updated_at < ?1 RETURNING id")
+                .bind(cutoff)
+                .fetch_all(&mut *tx)
+                .await
+                .map_err(backend)?;
         // Parse before committing: a row we cannot name must not vanish from metadata.
         let mut plan = GcPlan {
-            blobs: blobs.iter().map(|d| parse_digest(d)).collect::<Result<_>>()?,
+            blobs: blobs
+                .iter()
+                .map(|d| parse_digest(d))
+                .collect::<Result<_>>()?,
             uploads: uploads
                 .iter()
                 .map(|id| id.parse::<UploadId>().map_err(backend))
@@ -615,7 +673,9 @@ mod tests {
 
     async fn disk_store() -> (Arc<dyn MetadataStore>, tempfile::TempDir) {
         let dir = tempfile::tempdir().expect("temp dir");
-        let store = SqliteStore::open(&dir.path().join("meta/aerugo.db")).await.expect("file store");
+        let store = SqliteStore::open(&dir.path().join("meta/aerugo.db"))
+            .await
+            .expect("file store");
         (Arc::new(store), dir)
     }
 
@@ -640,8 +700,16 @@ mod tests {
             let store = SqliteStore::open(&path).await.expect("open");
             store.link_blob(&repo, &digest("a"), 3).await.expect("link");
         }
-        let store = SqliteStore::open(&path).await.expect("reopen runs migrations idempotently");
-        assert_eq!(store.linked_blob(&repo, &digest("a")).await.expect("linked"), Some(3));
+        let store = SqliteStore::open(&path)
+            .await
+            .expect("reopen runs migrations idempotently");
+        assert_eq!(
+            store
+                .linked_blob(&repo, &digest("a"))
+                .await
+                .expect("linked"),
+            Some(3)
+        );
     }
 
     #[tokio::test]

@@ -4,7 +4,7 @@ use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use http_body_util::BodyExt;
 
-use super::{HandlerResult, Request, set_header};
+use super::{HandlerResult, Request, append_header, set_header};
 use crate::oci::{Reference, RepoName, Tag};
 use crate::registry::{Registry, RegistryError};
 use crate::telemetry::metrics;
@@ -56,7 +56,7 @@ pub(super) async fn put(registry: &Registry, name: &RepoName, reference: &Refere
     }
     if tagged_by_query {
         for tag in &outcome.tags {
-            set_header(&mut response, "oci-tag", tag.as_str());
+            append_header(&mut response, "oci-tag", tag.as_str());
         }
     }
     Ok(response)

@@ -131,9 +131,16 @@ fn route_kind(route: &V2Route) -> &'static str {
     }
 }
 
-/// Adds a header whose value the registry produced (digests, paths); such values are
+/// Sets a header whose value the registry produced (digests, paths); such values are
 /// always valid header text, and one that is not is dropped rather than panicking.
 pub(super) fn set_header(response: &mut Response, name: &'static str, value: impl AsRef<str>) {
+    if let Ok(value) = HeaderValue::from_str(value.as_ref()) {
+        response.headers_mut().insert(name, value);
+    }
+}
+
+/// Like [`set_header`] but keeps earlier values (headers sent once per item, like `OCI-Tag`).
+pub(super) fn append_header(response: &mut Response, name: &'static str, value: impl AsRef<str>) {
     if let Ok(value) = HeaderValue::from_str(value.as_ref()) {
         response.headers_mut().append(name, value);
     }

@@ -1,0 +1,515 @@
+//! HTTP-level tests of the OCI Distribution API: a real server on a loopback port, driven with
+//! reqwest (and raw TCP where a well-behaved client cannot send the request: `..` segments,
+//! lying `Content-Length`).
+//!
+//! This file holds the shared vocabulary: [`Api`] (server + client + data-dir inspection),
+//! blob/manifest push helpers, manifest builders and error-body assertions. The submodules
+//! hold the tests, one per area of the API.
+
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use reqwest::header::HeaderMap;
+use reqwest::{Method, RequestBuilder, Response};
+use serde_json::{Value, json};
+use sha2::{Digest as _, Sha256, Sha512};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+use aerugo::config::Config;
+
+use super::support::TestServer;
+
+mod base;
+mod blobs;
+mod concurrency;
+mod gc;
+mod listing;
+mod manifests;
+mod names;
+mod referrers;
+mod uploads;
+
+pub const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
+pub const OCI_INDEX: &str = "application/vnd.oci.image.index.v1+json";
+pub const OCI_CONFIG: &str = "application/vnd.oci.image.config.v1+json";
+pub const OCI_LAYER: &str = "application/vnd.oci.image.layer.v1.tar+gzip";
+pub const OCI_EMPTY: &str = "application/vnd.oci.empty.v1+json";
+pub const DOCKER_MANIFEST: &str = "application/vnd.docker.distribution.manifest.v2+json";
+pub const DOCKER_LIST: &str = "application/vnd.docker.distribution.manifest.list.v2+json";
+pub const DOCKER_CONFIG: &str = "application/vnd.docker.container.image.v1+json";
+pub const DOCKER_LAYER: &str = "application/vnd.docker.image.rootfs.diff.tar.gzip";
+pub const DOCKER_SCHEMA1_SIGNED: &str = "application/vnd.docker.distribution.manifest.v1+prettyjws";
+
+// ---------------------------------------------------------------------------------------------
+// Digests (computed independently of the registry's own code)
+
+pub fn sha256(bytes: &[u8]) -> String {
+    format!("sha256:{}", hex::encode(Sha256::digest(bytes)))
+}
+
+pub fn sha512(bytes: &[u8]) -> String {
+    format!("sha512:{}", hex::encode(Sha512::digest(bytes)))
+}
+
+/// Deterministic pseudo-random bytes, different for every `seed`.
+pub fn bytes_for(seed: &str, len: usize) -> Vec<u8> {
+    let mut out = Vec::with_capacity(len + 32);
+    let mut block = Sha256::digest(seed.as_bytes());
+    while out.len() < len {
+        out.extend_from_slice(&block);
+        block = Sha256::digest(block);
+    }
+    out.truncate(len);
+    out
+}
+
+// ---------------------------------------------------------------------------------------------
+// Manifest builders
+
+/// A descriptor of `bytes` as `media_type`.
+pub fn descriptor_of(media_type: &str, bytes: &[u8]) -> Value {
+    json!({ "mediaType": media_type, "digest": sha256(bytes), "size": bytes.len() })
+}
+
+pub fn descriptor(media_type: &str, digest: &str, size: usize) -> Value {
+    json!({ "mediaType": media_type, "digest": digest, "size": size })
+}
+
+pub fn oci_manifest(config: Value, layers: Vec<Value>) -> Value {
+    json!({ "schemaVersion": 2, "mediaType": OCI_MANIFEST, "config": config, "layers": layers })
+}
+
+pub fn docker_manifest(config: Value, layers: Vec<Value>) -> Value {
+    json!({ "schemaVersion": 2, "mediaType": DOCKER_MANIFEST, "config": config, "layers": layers })
+}
+
+pub fn oci_index(manifests: Vec<Value>) -> Value {
+    json!({ "schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": manifests })
+}
+
+pub fn docker_list(manifests: Vec<Value>) -> Value {
+    json!({ "schemaVersion": 2, "mediaType": DOCKER_LIST, "manifests": manifests })
+}
+
+/// A child entry of an index, with a platform.
+pub fn platform_entry(media_type: &str, body: &[u8], arch: &str) -> Value {
+    let mut d = descriptor_of(media_type, body);
+    d["platform"] = json!({ "os": "linux", "architecture": arch });
+    d
+}
+
+/// Manifest bytes as a client would send them. Pretty-printed on purpose: the registry must
+/// keep the exact bytes, not a re-serialisation.
+pub fn manifest_bytes(value: &Value) -> Vec<u8> {
+    let mut bytes = serde_json::to_vec_pretty(value).expect("json");
+    bytes.push(b'\n');
+    bytes
+}
+
+/// An image pushed by [`Api::push_image`].
+#[derive(Debug, Clone)]
+pub struct Image {
+    pub config: Vec<u8>,
+    pub layer: Vec<u8>,
+    pub manifest: Vec<u8>,
+    pub media_type: &'static str,
+    pub digest: String,
+}
+
+impl Image {
+    pub fn config_digest(&self) -> String {
+        sha256(&self.config)
+    }
+
+    pub fn layer_digest(&self) -> String {
+        sha256(&self.layer)
+    }
+
+    /// This image as a child entry of an index.
+    pub fn index_entry(&self, arch: &str) -> Value {
+        platform_entry(self.media_type, &self.manifest, arch)
+    }
+}
+
+/// Config and layer bytes plus an OCI manifest over them, all unique to `seed`.
+pub fn image_parts(seed: &str) -> (Vec<u8>, Vec<u8>, Vec<u8>) {
+    let config = manifest_bytes(&json!({
+        "architecture": "amd64",
+        "os": "linux",
+        "rootfs": { "type": "layers", "diff_ids": [] },
+        "config": { "Labels": { "seed": seed } }
+    }));
+    let layer = bytes_for(&format!("layer of {seed}"), 1000);
+    let manifest = manifest_bytes(&oci_manifest(
+        descriptor_of(OCI_CONFIG, &config),
+        vec![descriptor_of(OCI_LAYER, &layer)],
+    ));
+    (config, layer, manifest)
+}
+
+// ---------------------------------------------------------------------------------------------
+// Assertions
+
+/// A header's value as text; panics with the whole header map when it is missing.
+pub fn header<'a>(headers: &'a HeaderMap, name: &str) -> &'a str {
+    headers
+        .get(name)
+        .unwrap_or_else(|| panic!("missing header {name}; headers: {headers:?}"))
+        .to_str()
+        .expect("header is text")
+}
+
+/// Every value of a header (repeated header lines and comma-separated lists flattened).
+pub fn header_values(headers: &HeaderMap, name: &str) -> Vec<String> {
+    headers
+        .get_all(name)
+        .iter()
+        .flat_map(|v| v.to_str().expect("header is text").split(',').map(|s| s.trim().to_owned()).collect::<Vec<_>>())
+        .filter(|s| !s.is_empty())
+        .collect()
+}
+
+/// Asserts the status and returns the body, showing the body when the status is wrong.
+pub async fn expect_status(response: Response, status: u16) -> (HeaderMap, Vec<u8>) {
+    let actual = response.status().as_u16();
+    let headers = response.headers().clone();
+    let body = response.bytes().await.expect("response body").to_vec();
+    assert_eq!(
+        actual,
+        status,
+        "unexpected status; headers: {headers:?}; body: {}",
+        String::from_utf8_lossy(&body)
+    );
+    (headers, body)
+}
+
+/// Asserts an OCI error response: the status, `Content-Type: application/json`, and a body
+/// `{"errors":[{"code": code, "message": "…"}]}`. Returns the headers and the first error.
+pub async fn expect_error(response: Response, status: u16, code: &str) -> (HeaderMap, Value) {
+    let (headers, body) = expect_status(response, status).await;
+    let error = check_error_body(&headers, &body, code);
+    (headers, error)
+}
+
+fn check_error_body(headers: &HeaderMap, body: &[u8], code: &str) -> Value {
+    let text = String::from_utf8_lossy(body);
+    assert!(
+        header(headers, "content-type").starts_with("application/json"),
+        "error body must be JSON; headers {headers:?}"
+    );
+    let value: Value = serde_json::from_slice(body).unwrap_or_else(|e| panic!("error body is not JSON ({e}): {text}"));
+    let errors = value["errors"].as_array().unwrap_or_else(|| panic!("no errors array: {text}"));
+    assert!(!errors.is_empty(), "empty errors array: {text}");
+    for e in errors {
+        assert!(e["code"].is_string(), "error without code: {text}");
+        assert!(e["message"].is_string(), "error without message: {text}");
+    }
+    assert_eq!(errors[0]["code"], code, "wrong error code: {text}");
+    errors[0].clone()
+}
+
+// ---------------------------------------------------------------------------------------------
+// The registry under test
+
+/// A registry on a loopback port plus a client for it.
+pub struct Api {
+    pub server: TestServer,
+    pub http: reqwest::Client,
+}
+
+impl Api {
+    pub async fn start() -> Api {
+        Self::start_with(|_| {}).await
+    }
+
+    pub async fn start_with(configure: impl FnOnce(&mut Config)) -> Api {
+        let server = TestServer::start_with(configure).await;
+        let http = reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .timeout(Duration::from_secs(60))
+            .build()
+            .expect("client");
+        Api { server, http }
+    }
+
+    /// Absolute URL for a path, or the URL itself when a `Location` header was absolute.
+    pub fn url(&self, path_or_url: &str) -> String {
+        if path_or_url.starts_with("http://") || path_or_url.starts_with("https://") {
+            path_or_url.to_owned()
+        } else {
+            self.server.url(path_or_url)
+        }
+    }
+
+    pub fn request(&self, method: Method, path: &str) -> RequestBuilder {
+        self.http.request(method, self.url(path))
+    }
+
+    pub fn get(&self, path: &str) -> RequestBuilder {
+        self.request(Method::GET, path)
+    }
+
+    pub fn head(&self, path: &str) -> RequestBuilder {
+        self.request(Method::HEAD, path)
+    }
+
+    pub fn post(&self, path: &str) -> RequestBuilder {
+        self.request(Method::POST, path)
+    }
+
+    pub fn put(&self, path: &str) -> RequestBuilder {
+        self.request(Method::PUT, path)
+    }
+
+    pub fn patch(&self, path: &str) -> RequestBuilder {
+        self.request(Method::PATCH, path)
+    }
+
+    pub fn delete(&self, path: &str) -> RequestBuilder {
+        self.request(Method::DELETE, path)
+    }
+
+    pub async fn send(&self, request: RequestBuilder) -> Response {
+        request.send().await.expect("request reaches the registry")
+    }
+
+    // ---- data directory ----
+
+    /// The blob store root (`<data>/storage`).
+    pub fn storage(&self) -> PathBuf {
+        self.server.data_path().join("storage")
+    }
+
+    /// Where the filesystem store keeps a blob: `blobs/<alg>/<2 hex>/<hex>`.
+    pub fn blob_file(&self, digest: &str) -> PathBuf {
+        let (alg, hex) = digest.split_once(':').expect("algorithm:hex");
+        self.storage().join("blobs").join(alg).join(&hex[..2]).join(hex)
+    }
+
+    /// Every file under `storage/blobs`.
+    pub fn blob_files(&self) -> Vec<PathBuf> {
+        files_under(&self.storage().join("blobs"))
+    }
+
+    /// Every entry of `storage/uploads`.
+    pub fn upload_entries(&self) -> Vec<PathBuf> {
+        match std::fs::read_dir(self.storage().join("uploads")) {
+            Ok(dir) => dir.map(|e| e.expect("dir entry").path()).collect(),
+            Err(_) => Vec::new(),
+        }
+    }
+
+    pub fn assert_no_uploads_left(&self) {
+        let left = self.upload_entries();
+        assert!(left.is_empty(), "upload areas left behind: {left:?}");
+    }
+
+    // ---- blobs ----
+
+    /// Monolithic push (`POST …/blobs/uploads/?digest=`); asserts 201 and returns the digest.
+    pub async fn push_blob(&self, repo: &str, bytes: &[u8]) -> String {
+        let digest = sha256(bytes);
+        let response = self
+            .send(self.post(&format!("/v2/{repo}/blobs/uploads/?digest={digest}")).body(bytes.to_vec()))
+            .await;
+        let (headers, _) = expect_status(response, 201).await;
+        assert_eq!(header(&headers, "docker-content-digest"), digest);
+        digest
+    }
+
+    /// `GET` of a blob: status and body.
+    pub async fn get_blob(&self, repo: &str, digest: &str) -> (u16, Vec<u8>) {
+        let response = self.send(self.get(&format!("/v2/{repo}/blobs/{digest}"))).await;
+        let status = response.status().as_u16();
+        (status, response.bytes().await.expect("body").to_vec())
+    }
+
+    /// Opens an upload session; asserts 202 and returns its `Location`.
+    pub async fn start_upload(&self, repo: &str) -> String {
+        let response = self.send(self.post(&format!("/v2/{repo}/blobs/uploads/"))).await;
+        let (headers, _) = expect_status(response, 202).await;
+        header(&headers, "location").to_owned()
+    }
+
+    /// `location` with `?digest=` (or `&digest=`) appended.
+    pub fn with_digest(location: &str, digest: &str) -> String {
+        let sep = if location.contains('?') { '&' } else { '?' };
+        format!("{location}{sep}digest={digest}")
+    }
+
+    // ---- manifests ----
+
+    /// `PUT /v2/<repo>/manifests/<reference>` with `Content-Type: media_type`.
+    pub async fn put_manifest(&self, repo: &str, reference: &str, media_type: &str, body: &[u8]) -> Response {
+        self.send(
+            self.put(&format!("/v2/{repo}/manifests/{reference}"))
+                .header("content-type", media_type)
+                .body(body.to_vec()),
+        )
+        .await
+    }
+
+    /// Like [`Api::put_manifest`] but asserts 201 and the digest headers; returns the digest.
+    pub async fn push_manifest(&self, repo: &str, reference: &str, media_type: &str, body: &[u8]) -> String {
+        let response = self.put_manifest(repo, reference, media_type, body).await;
+        let (headers, _) = expect_status(response, 201).await;
+        let digest = sha256(body);
+        assert_eq!(header(&headers, "docker-content-digest"), digest);
+        assert_eq!(header(&headers, "location"), format!("/v2/{repo}/manifests/{digest}"));
+        digest
+    }
+
+    /// Pushes the config and layer of `seed`'s image and its OCI manifest under `tag`.
+    pub async fn push_image(&self, repo: &str, tag: &str, seed: &str) -> Image {
+        let (config, layer, manifest) = image_parts(seed);
+        self.push_blob(repo, &config).await;
+        self.push_blob(repo, &layer).await;
+        let digest = self.push_manifest(repo, tag, OCI_MANIFEST, &manifest).await;
+        Image { config, layer, manifest, media_type: OCI_MANIFEST, digest }
+    }
+
+    /// `GET` of a manifest: status, headers, body.
+    pub async fn get_manifest(&self, repo: &str, reference: &str) -> (u16, HeaderMap, Vec<u8>) {
+        let response = self.send(self.get(&format!("/v2/{repo}/manifests/{reference}"))).await;
+        let status = response.status().as_u16();
+        let headers = response.headers().clone();
+        (status, headers, response.bytes().await.expect("body").to_vec())
+    }
+
+    /// The tags of a repository (asserting 200).
+    pub async fn tags(&self, repo: &str) -> Vec<String> {
+        let response = self.send(self.get(&format!("/v2/{repo}/tags/list"))).await;
+        let (_, body) = expect_status(response, 200).await;
+        let value: Value = serde_json::from_slice(&body).expect("tags json");
+        assert_eq!(value["name"], repo);
+        value["tags"]
+            .as_array()
+            .unwrap_or_else(|| panic!("tags must be an array: {value}"))
+            .iter()
+            .map(|t| t.as_str().expect("tag string").to_owned())
+            .collect()
+    }
+
+    /// The whole catalog (one page of up to 1000 entries).
+    pub async fn catalog(&self) -> Vec<String> {
+        let response = self.send(self.get("/v2/_catalog")).await;
+        let (_, body) = expect_status(response, 200).await;
+        let value: Value = serde_json::from_slice(&body).expect("catalog json");
+        value["repositories"]
+            .as_array()
+            .unwrap_or_else(|| panic!("repositories must be an array: {value}"))
+            .iter()
+            .map(|t| t.as_str().expect("name string").to_owned())
+            .collect()
+    }
+
+    /// Runs garbage collection through the admin endpoint and returns its report.
+    pub async fn gc(&self) -> Value {
+        let response = self.send(self.post("/api/v1/admin/gc")).await;
+        let (_, body) = expect_status(response, 200).await;
+        let report: Value = serde_json::from_slice(&body).expect("gc report json");
+        for field in ["blobs_deleted", "uploads_deleted", "orphan_blobs_deleted", "orphan_uploads_deleted"] {
+            assert!(report[field].is_u64(), "gc report lacks {field}: {report}");
+        }
+        report
+    }
+
+    // ---- raw HTTP ----
+
+    /// Sends `head` (request line and headers, without `Host`/`Connection`) and `body` over a
+    /// fresh TCP connection, exactly as given: no normalisation of `..` or `%2e`, no
+    /// `Content-Length` fixing. `None` when the server closed without answering.
+    pub async fn raw(&self, request_line: &str, headers: &[(&str, &str)], body: &[u8], half_close: bool) -> Option<RawResponse> {
+        let mut stream = tokio::net::TcpStream::connect(self.server.addr).await.expect("connect");
+        let mut head = format!("{request_line}\r\nHost: {}\r\nConnection: close\r\n", self.server.host());
+        for (name, value) in headers {
+            head.push_str(&format!("{name}: {value}\r\n"));
+        }
+        head.push_str("\r\n");
+        stream.write_all(head.as_bytes()).await.expect("write head");
+        stream.write_all(body).await.expect("write body");
+        if half_close {
+            stream.shutdown().await.expect("shutdown write half");
+        }
+        let mut received = Vec::new();
+        let read = tokio::time::timeout(Duration::from_secs(20), stream.read_to_end(&mut received)).await;
+        match read {
+            Ok(Ok(_)) | Ok(Err(_)) => {}
+            Err(_) => panic!("server neither answered nor closed within 20 s: {request_line}"),
+        }
+        RawResponse::parse(&received)
+    }
+}
+
+/// A response read off a raw connection.
+#[derive(Debug)]
+pub struct RawResponse {
+    pub status: u16,
+    pub headers: HeaderMap,
+    pub body: Vec<u8>,
+}
+
+impl RawResponse {
+    fn parse(bytes: &[u8]) -> Option<RawResponse> {
+        let end = bytes.windows(4).position(|w| w == b"\r\n\r\n")?;
+        let head = std::str::from_utf8(&bytes[..end]).expect("response head is text");
+        let mut lines = head.split("\r\n");
+        let status: u16 = lines.next()?.split(' ').nth(1)?.parse().ok()?;
+        let mut headers = HeaderMap::new();
+        for line in lines {
+            let (name, value) = line.split_once(':')?;
+            headers.append(
+                reqwest::header::HeaderName::from_bytes(name.trim().as_bytes()).expect("header name"),
+                value.trim().parse().expect("header value"),
+            );
+        }
+        let mut body = bytes[end + 4..].to_vec();
+        if headers.get("transfer-encoding").is_some_and(|v| v == "chunked") {
+            body = dechunk(&body);
+        }
+        Some(RawResponse { status, headers, body })
+    }
+
+    /// Asserts the status and the OCI error code; returns the first error.
+    pub fn expect_error(&self, status: u16, code: &str) -> Value {
+        assert_eq!(self.status, status, "unexpected status; body: {}", String::from_utf8_lossy(&self.body));
+        check_error_body(&self.headers, &self.body, code)
+    }
+}
+
+fn dechunk(mut body: &[u8]) -> Vec<u8> {
+    let mut out = Vec::new();
+    while let Some(line_end) = body.windows(2).position(|w| w == b"\r\n") {
+        let size_text = std::str::from_utf8(&body[..line_end]).unwrap_or("0");
+        let size = usize::from_str_radix(size_text.split(';').next().unwrap_or("0").trim(), 16).unwrap_or(0);
+        if size == 0 {
+            break;
+        }
+        let start = line_end + 2;
+        let Some(chunk) = body.get(start..start + size) else { break };
+        out.extend_from_slice(chunk);
+        body = body.get(start + size + 2..).unwrap_or_default();
+    }
+    out
+}
+
+/// Every file below `dir`, recursively, sorted.
+pub fn files_under(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        let Ok(entries) = std::fs::read_dir(&d) else { continue };
+        for entry in entries {
+            let path = entry.expect("dir entry").path();
+            if path.is_dir() {
+                stack.push(path);
+            } else {
+                out.push(path);
+            }
+        }
+    }
+    out.sort();
+    out
+}

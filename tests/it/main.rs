@@ -1,0 +1,6 @@
+//! Integration tests: one test binary (faster to link than one per file).
+
+mod crash;
+mod distribution;
+mod skopeo;
+mod support;

@@ -1,0 +1,118 @@
+//! Test harness: an in-process Aerugo on a loopback port with its own temp data directory,
+//! plus helpers for HTTP and for tools that must be installed.
+
+#![allow(dead_code)]
+
+pub mod oci_layout;
+
+use std::net::SocketAddr;
+use std::path::Path;
+
+use aerugo::config::Config;
+use tempfile::TempDir;
+
+/// A running registry. Runs on its own runtime thread, so tests may block (run skopeo,
+/// `std::process`) without starving it. Stops when dropped.
+pub struct TestServer {
+    pub addr: SocketAddr,
+    pub data_dir: TempDir,
+    shutdown: Option<tokio::sync::oneshot::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl TestServer {
+    pub async fn start() -> TestServer {
+        Self::start_with(|_| {}).await
+    }
+
+    /// Starts a server after `configure` adjusted the default configuration.
+    pub async fn start_with(configure: impl FnOnce(&mut Config)) -> TestServer {
+        let data_dir = tempfile::tempdir().expect("temp dir");
+        let mut config = Config::default();
+        config.server.data_dir = data_dir.path().to_path_buf();
+        config.server.shutdown_grace_seconds = 1;
+        config.server.log_level = "warn".into();
+        configure(&mut config);
+        config.validate().expect("test configuration is valid");
+        let std_listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind loopback");
+        std_listener.set_nonblocking(true).expect("nonblocking");
+        let addr = std_listener.local_addr().expect("local addr");
+        let (shutdown, stop) = tokio::sync::oneshot::channel::<()>();
+        let (ready_tx, ready_rx) = tokio::sync::oneshot::channel::<Result<(), String>>();
+        let thread = std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .enable_all()
+                .build()
+                .expect("runtime");
+            runtime.block_on(async move {
+                let listener = tokio::net::TcpListener::from_std(std_listener).expect("listener");
+                let _ = ready_tx.send(Ok(()));
+                let stopped = async move {
+                    let _ = stop.await;
+                };
+                if let Err(e) = aerugo::app::run_server(config, listener, stopped).await {
+                    eprintln!("test server failed: {e:#}");
+                }
+            });
+        });
+        ready_rx.await.expect("server thread").expect("server start");
+        let server = TestServer { addr, data_dir, shutdown: Some(shutdown), thread: Some(thread) };
+        server.wait_ready().await;
+        server
+    }
+
+    async fn wait_ready(&self) {
+        let client = reqwest::Client::new();
+        for _ in 0..200 {
+            if let Ok(r) = client.get(self.url("/v2/")).send().await
+                && r.status() == 200
+            {
+                return;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(25)).await;
+        }
+        panic!("test server did not become ready");
+    }
+
+    /// `127.0.0.1:PORT`.
+    pub fn host(&self) -> String {
+        self.addr.to_string()
+    }
+
+    /// `http://127.0.0.1:PORT{path}`.
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr)
+    }
+
+    pub fn data_path(&self) -> &Path {
+        self.data_dir.path()
+    }
+}
+
+impl Drop for TestServer {
+    fn drop(&mut self) {
+        if let Some(shutdown) = self.shutdown.take() {
+            let _ = shutdown.send(());
+        }
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+/// Whether `tool` is on PATH. When it is missing: with `AERUGO_REQUIRE_TOOLS` set (the test
+/// command and CI set it) the test fails loudly; otherwise it is skipped with a message.
+pub fn require_tool(tool: &str) -> bool {
+    let found = std::env::var_os("PATH")
+        .map(|paths| std::env::split_paths(&paths).any(|dir| dir.join(tool).is_file()))
+        .unwrap_or(false);
+    if found {
+        return true;
+    }
+    if std::env::var_os("AERUGO_REQUIRE_TOOLS").is_some() {
+        panic!("{tool} is required (AERUGO_REQUIRE_TOOLS is set) but is not installed; run ./scripts/test.sh");
+    }
+    eprintln!("SKIPPED: {tool} is not installed (run ./scripts/test.sh to install it)");
+    false
+}
