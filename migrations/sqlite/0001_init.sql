@@ -39,7 +39,8 @@ CREATE TABLE manifests (
     PRIMARY KEY (repo_id, digest)
 ) STRICT;
 
-CREATE INDEX manifests_by_subject ON manifests (repo_id, subject) WHERE subject IS NOT NULL;
+-- The referrers query; digest last so the index also yields the answer in order.
+CREATE INDEX manifests_by_subject ON manifests (repo_id, subject, digest) WHERE subject IS NOT NULL;
 
 -- What each manifest points at: its config and layers ('blob') or an index's children
 -- ('manifest'). Keeps referenced blobs out of GC and lets put_manifest validate.

@@ -95,12 +95,18 @@ pub(crate) async fn ttl_expiry(cache: &dyn Cache) {
 pub(crate) async fn overwrite_resets_ttl(cache: &dyn Cache) {
     // A short TTL replaced by a long one: the new TTL wins.
     let lengthened = key("lengthened");
-    cache.set(&lengthened, Bytes::from_static(b"v1"), SHORT).await;
-    cache.set(&lengthened, Bytes::from_static(b"v2"), LONG).await;
+    cache
+        .set(&lengthened, Bytes::from_static(b"v1"), SHORT)
+        .await;
+    cache
+        .set(&lengthened, Bytes::from_static(b"v2"), LONG)
+        .await;
     // A long TTL replaced by a short one: the new TTL wins here too.
     let shortened = key("shortened");
     cache.set(&shortened, Bytes::from_static(b"v1"), LONG).await;
-    cache.set(&shortened, Bytes::from_static(b"v2"), SHORT).await;
+    cache
+        .set(&shortened, Bytes::from_static(b"v2"), SHORT)
+        .await;
 
     tokio::time::sleep(PAST_SHORT).await;
     assert_eq!(

@@ -137,9 +137,13 @@ mod tests {
     #[tokio::test]
     async fn extreme_ttls() {
         let cache = MemoryCache::new(1 << 20);
-        cache.set("zero", Bytes::from_static(b"v"), Duration::ZERO).await;
+        cache
+            .set("zero", Bytes::from_static(b"v"), Duration::ZERO)
+            .await;
         assert_eq!(cache.get("zero").await, None);
-        cache.set("max", Bytes::from_static(b"v"), Duration::MAX).await;
+        cache
+            .set("max", Bytes::from_static(b"v"), Duration::MAX)
+            .await;
         assert_eq!(cache.get("max").await, Some(Bytes::from_static(b"v")));
     }
 }

@@ -57,6 +57,9 @@ impl SqliteStore {
             .synchronous(SqliteSynchronous::Normal);
         let write = SqlitePoolOptions::new()
             .max_connections(1)
+            // A local file does not go stale like a socket; pinging first would only add a
+            // round trip to every query.
+            .test_before_acquire(false)
             .min_connections(1)
             .idle_timeout(None)
             .max_lifetime(None)
@@ -74,6 +77,7 @@ impl SqliteStore {
             .clamp(2, MAX_READERS);
         let read = SqlitePoolOptions::new()
             .max_connections(readers)
+            .test_before_acquire(false)
             .connect_with(read_options)
             .await
             .map_err(backend)?;

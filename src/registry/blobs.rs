@@ -8,17 +8,20 @@ use super::{Registry, RegistryError, Result};
 use crate::oci::{Digest, RepoName};
 use crate::storage::ByteStream;
 
-fn link_key(repo: &RepoName, digest: &Digest) -> String {
-    format!("b:{repo}:{digest}")
-}
-
 impl Registry {
+    /// Cache key of a blob link. It carries the link generation, which garbage collection
+    /// bumps: GC removes links without saying which, so it retires every cached one at once.
+    fn link_key(&self, repo: &RepoName, digest: &Digest) -> String {
+        let generation = self.link_generation.load(std::sync::atomic::Ordering::Acquire);
+        format!("b{generation}:{repo}:{digest}")
+    }
+
     /// Size of a blob the repository may serve.
     ///
     /// # Errors
     /// `BlobUnknown` when the blob is not linked to `repo`.
     pub async fn blob_size(&self, repo: &RepoName, digest: &Digest) -> Result<u64> {
-        let key = link_key(repo, digest);
+        let key = self.link_key(repo, digest);
         if let Some(size) = self.cache.get(&key).await.and_then(|v| std::str::from_utf8(&v).ok()?.parse().ok()) {
             return Ok(size);
         }
@@ -44,7 +47,7 @@ impl Registry {
     /// other repository or manifest using them.
     pub async fn delete_blob(&self, repo: &RepoName, digest: &Digest) -> Result<()> {
         let removed = self.meta.unlink_blob(repo, digest).await?;
-        self.cache.delete(&link_key(repo, digest)).await;
+        self.cache.delete(&self.link_key(repo, digest)).await;
         if removed { Ok(()) } else { Err(RegistryError::BlobUnknown) }
     }
 
@@ -63,6 +66,6 @@ impl Registry {
     }
 
     pub(super) async fn forget_blob_link(&self, repo: &RepoName, digest: &Digest) {
-        self.cache.delete(&link_key(repo, digest)).await;
+        self.cache.delete(&self.link_key(repo, digest)).await;
     }
 }

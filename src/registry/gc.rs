@@ -30,6 +30,8 @@ impl Registry {
     pub async fn collect_garbage(&self, grace: Duration) -> Result<GcReport> {
         let grace_secs = i64::try_from(grace.as_secs()).unwrap_or(i64::MAX);
         let plan = self.meta.collect_garbage(now().saturating_sub(grace_secs)).await?;
+        // Metadata may have removed blob links; none of the cached ones may be served now.
+        self.link_generation.fetch_add(1, std::sync::atomic::Ordering::AcqRel);
         let mut report = GcReport::default();
         for digest in &plan.blobs {
             if self.delete_if_unknown(digest).await? {

@@ -71,7 +71,9 @@ impl Registry {
         if let Reference::Tag(tag) = reference {
             tags.insert(0, tag.clone());
         }
-        tags.dedup();
+        // `?tag=a&tag=b&tag=a` (or the path's tag repeated) names each tag once.
+        let mut seen = std::collections::HashSet::new();
+        tags.retain(|tag| seen.insert(tag.clone()));
         let subject = info.subject.clone();
         let new = NewManifest { repo: repo.clone(), digest: digest.clone(), info, body, tags: tags.clone() };
         self.meta.put_manifest(&new).await?;

@@ -60,6 +60,8 @@ pub struct Registry {
     /// Serialises publishing a blob with garbage collection deleting the same digest, so GC
     /// never removes bytes a push has just committed.
     digest_locks: locks::KeyedLocks<Digest>,
+    /// Part of every blob-link cache key; bumped by garbage collection (see `blobs.rs`).
+    link_generation: std::sync::atomic::AtomicU64,
 }
 
 impl Registry {
@@ -76,6 +78,7 @@ impl Registry {
             settings,
             upload_locks: Default::default(),
             digest_locks: Default::default(),
+            link_generation: Default::default(),
         }
     }
 

@@ -158,7 +158,11 @@ pub(crate) async fn chunked_upload_round_trip(store: &dyn BlobStore) {
     assert_eq!(offset, bytes.len() as u64);
 
     let stream = store.read_upload(&id, offset).await.expect("read_upload");
-    assert_eq!(read_all(stream).await, bytes, "read_upload returns the upload");
+    assert_eq!(
+        read_all(stream).await,
+        bytes,
+        "read_upload returns the upload"
+    );
     let stream = store.read_upload(&id, 1234).await.expect("read_upload");
     assert_eq!(read_all(stream).await, &bytes[..1234], "read_upload prefix");
 
@@ -213,7 +217,11 @@ pub(crate) async fn empty_blob(store: &dyn BlobStore) {
     let id = UploadId::generate();
     store.create_upload(&id).await.expect("create_upload");
     let digest = commit(store, &id, 0, b"").await;
-    let meta = store.stat(&digest).await.expect("stat").expect("empty blob");
+    let meta = store
+        .stat(&digest)
+        .await
+        .expect("stat")
+        .expect("empty blob");
     assert_eq!(meta.size, 0);
     assert!(read_blob(store, &digest, None).await.is_empty());
     // Not deleted: the empty blob is shared by everyone and may be in use by a parallel run.
@@ -342,7 +350,10 @@ pub(crate) async fn delete_blob(store: &dyn BlobStore) {
 pub(crate) async fn delete_upload_is_idempotent(store: &dyn BlobStore) {
     let (id, _) = upload(store, &[b"some bytes"]).await;
     store.delete_upload(&id).await.expect("delete_upload");
-    store.delete_upload(&id).await.expect("second delete_upload");
+    store
+        .delete_upload(&id)
+        .await
+        .expect("second delete_upload");
     assert!(matches!(
         store.append_upload(&id, 0).await,
         Err(BlobStoreError::UploadNotFound)

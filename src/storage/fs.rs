@@ -663,9 +663,17 @@ mod tests {
         fs::write(root.join("blobs/sha256/ab/.tmp-123"), b"x").unwrap();
         // A valid digest filed under the wrong prefix cannot be stat'ed, so it is not listed.
         let misplaced = Digest::sha256_of(b"misplaced");
-        let wrong = if misplaced.hex().starts_with("ff") { "00" } else { "ff" };
+        let wrong = if misplaced.hex().starts_with("ff") {
+            "00"
+        } else {
+            "ff"
+        };
         fs::create_dir_all(root.join("blobs/sha256").join(wrong)).unwrap();
-        fs::write(root.join("blobs/sha256").join(wrong).join(misplaced.hex()), b"x").unwrap();
+        fs::write(
+            root.join("blobs/sha256").join(wrong).join(misplaced.hex()),
+            b"x",
+        )
+        .unwrap();
         fs::create_dir_all(root.join("blobs/md5/d4")).unwrap();
         fs::write(
             root.join("blobs/md5/d4/d41d8cd98f00b204e9800998ecf8427e"),
@@ -712,8 +720,7 @@ mod tests {
             let rest = path.strip_prefix(root.join("blobs")).unwrap();
             assert_eq!(rest.components().count(), 3, "{}", path.display());
             assert!(
-                rest.components()
-                    .all(|c| matches!(c, Component::Normal(_))),
+                rest.components().all(|c| matches!(c, Component::Normal(_))),
                 "{}",
                 path.display()
             );
@@ -721,10 +728,7 @@ mod tests {
         let id = UploadId::generate();
         let data = store.upload_data(&id);
         let rest = data.strip_prefix(root.join("uploads")).unwrap();
-        assert!(
-            rest.components()
-                .all(|c| matches!(c, Component::Normal(_)))
-        );
+        assert!(rest.components().all(|c| matches!(c, Component::Normal(_))));
         // Hostile strings never become a Digest or UploadId, hence never a path.
         for hostile in [
             "sha256:../../../../etc/passwd",
@@ -757,7 +761,10 @@ mod tests {
             }
         });
         tokio::time::sleep(Duration::from_millis(100)).await;
-        assert!(!second.is_finished(), "second writer must wait for the lock");
+        assert!(
+            !second.is_finished(),
+            "second writer must wait for the lock"
+        );
         first.finish().await.unwrap();
         second.await.unwrap().unwrap();
 
@@ -791,15 +798,18 @@ mod tests {
         // Truncated behind our back after open: the stream errors instead of ending short.
         let stream = store.open(&digest, None).await.unwrap();
         let hex = digest.hex();
-        let path = dir.path().join("root/blobs/sha256").join(&hex[..2]).join(hex);
+        let path = dir
+            .path()
+            .join("root/blobs/sha256")
+            .join(&hex[..2])
+            .join(hex);
         OpenOptions::new()
             .write(true)
             .open(path)
             .unwrap()
             .set_len(4)
             .unwrap();
-        let results: Vec<io::Result<Bytes>> =
-            futures_util::StreamExt::collect(stream).await;
+        let results: Vec<io::Result<Bytes>> = futures_util::StreamExt::collect(stream).await;
         assert!(results.iter().any(|r| r.is_err()));
     }
 

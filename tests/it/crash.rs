@@ -124,9 +124,11 @@ fn http() -> reqwest::Client {
         .expect("reqwest client")
 }
 
-/// Every file under `data_dir/blobs` whose path names this digest's hex.
+/// Every file in a `blobs` directory anywhere under `data_dir` (the fs store's root is
+/// configurable: `DIR/blobs/…` or `DIR/storage/blobs/…`) whose path names this digest's hex.
+/// Upload sessions (`uploads/<id>/…`) are not blobs and are not listed.
 fn blob_files(data_dir: &Path, hex: &str) -> Vec<PathBuf> {
-    fn walk(dir: &Path, hex: &str, out: &mut Vec<PathBuf>) {
+    fn walk(dir: &Path, in_blobs: bool, hex: &str, out: &mut Vec<PathBuf>) {
         let Ok(entries) = std::fs::read_dir(dir) else {
             return;
         };
@@ -134,14 +136,15 @@ fn blob_files(data_dir: &Path, hex: &str) -> Vec<PathBuf> {
             let path = entry.path();
             let Ok(ft) = entry.file_type() else { continue };
             if ft.is_dir() {
-                walk(&path, hex, out);
-            } else if path.to_string_lossy().contains(hex) {
+                let in_blobs = in_blobs || entry.file_name() == "blobs";
+                walk(&path, in_blobs, hex, out);
+            } else if in_blobs && path.to_string_lossy().contains(hex) {
                 out.push(path);
             }
         }
     }
     let mut out = Vec::new();
-    walk(&data_dir.join("blobs"), hex, &mut out);
+    walk(data_dir, false, hex, &mut out);
     out
 }
 
@@ -235,8 +238,22 @@ async fn monolithic_push(server: &Server, client: &reqwest::Client, digest: &str
     );
 }
 
-/// After a restart the blob is either absent (404, no file) or whole (200, right bytes, and
-/// every file that names it holds exactly its bytes). Returns whether it is present.
+/// Every file that names `digest` in a blobs/ directory holds exactly its bytes.
+fn assert_blob_files_whole(data_dir: &Path, digest: &str, size: usize) -> Vec<PathBuf> {
+    let files = blob_files(data_dir, hex_of(digest));
+    for f in &files {
+        let (d, len) = oci_layout::sha256_file(f).unwrap();
+        assert_eq!(len, size as u64, "{} is a partial blob", f.display());
+        assert_eq!(d, digest, "{} holds other bytes than its digest", f.display());
+    }
+    files
+}
+
+/// After a restart the blob is either absent from the repository (404) or whole (200 and the
+/// right bytes). Either way, every file in the blob store that names it holds exactly its bytes:
+/// a kill between the store's commit (rename) and the metadata link may leave a whole blob that
+/// no repository links yet (garbage collection's business), never a partial one. Returns
+/// whether the repository serves it.
 async fn assert_whole_or_nothing(
     server: &Server,
     client: &reqwest::Client,
@@ -245,22 +262,11 @@ async fn assert_whole_or_nothing(
     data: &[u8],
 ) -> bool {
     let status = head_blob_status(server, client, digest).await;
-    let files = blob_files(data_dir, hex_of(digest));
+    assert_blob_files_whole(data_dir, digest, data.len());
     match status {
-        404 => {
-            assert!(
-                files.is_empty(),
-                "blob {digest} is not served but files under blobs/ name it: {files:?}"
-            );
-            false
-        }
+        404 => false,
         200 => {
             assert_blob_served(server, client, digest, data).await;
-            for f in &files {
-                let (d, size) = oci_layout::sha256_file(f).unwrap();
-                assert_eq!(d, digest, "{} holds other bytes", f.display());
-                assert_eq!(size, data.len() as u64, "{} is partial", f.display());
-            }
             true
         }
         other => panic!("HEAD blob after restart: unexpected status {other}"),
@@ -333,7 +339,7 @@ async fn kill_during_chunked_upload_leaves_no_partial_blob() {
     let files = blob_files(data_dir.path(), hex_of(&digest));
     assert!(
         files.is_empty(),
-        "files under blobs/ name the partial blob: {files:?}"
+        "files in blobs/ name the partial blob: {files:?}"
     );
 
     // A fresh push of the same blob works and serves identical bytes.
@@ -341,38 +347,80 @@ async fn kill_during_chunked_upload_leaves_no_partial_blob() {
     assert_eq!(head_blob_status(&server, &client, &digest).await, 200);
     assert_blob_served(&server, &client, &digest, &data).await;
     assert_whole_or_nothing(&server, &client, data_dir.path(), &digest, &data).await;
+    // The committed blob is a file whose path names its digest (blobs/sha256/ab/abcd…): the
+    // "no file names the partial blob" check above looked in the right place.
+    assert!(
+        !blob_files(data_dir.path(), hex_of(&digest)).is_empty(),
+        "no file in a blobs/ directory under {} names the committed blob {digest}",
+        data_dir.path().display()
+    );
 }
 
-/// SIGKILL right after the final `PUT ?digest=` (carrying the last chunk) was sent, at several
-/// moments: the blob is then either whole or absent; when the PUT was answered 201 before the
-/// kill, it must be whole. A fresh push then succeeds.
+/// Uploads `data` in 4 MiB chunks except the last one; returns the Location for the final PUT.
+async fn upload_all_but_last_chunk(server: &Server, client: &reqwest::Client, data: &Bytes) -> String {
+    let mut location = start_upload(server, client).await;
+    let chunks = data.len().div_ceil(CHUNK);
+    for i in 0..chunks - 1 {
+        location = patch_chunk(server, client, &location, data, i * CHUNK, CHUNK).await;
+    }
+    location
+}
+
+/// The final `PUT ?digest=` carrying the last chunk, as a spawned request.
+fn spawn_final_put(
+    client: &reqwest::Client,
+    location: &str,
+    data: &Bytes,
+    digest: &str,
+) -> tokio::task::JoinHandle<reqwest::Result<reqwest::Response>> {
+    let chunks = data.len().div_ceil(CHUNK);
+    let start = (chunks - 1) * CHUNK;
+    let last = data.slice(start..);
+    tokio::spawn(
+        client
+            .put(with_query(location, "digest", digest))
+            .header("Content-Type", "application/octet-stream")
+            .header("Content-Range", format!("{}-{}", start, data.len() - 1))
+            .header("Content-Length", last.len().to_string())
+            .body(last)
+            .send(),
+    )
+}
+
+/// SIGKILL right after the final `PUT ?digest=` (carrying the last chunk) was sent, at moments
+/// spread over the time such a PUT takes (measured first): the blob is then either whole or
+/// absent; when the PUT was answered 201 before the kill, it must be whole. A fresh push then
+/// succeeds.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill_after_final_put_leaves_whole_blob_or_nothing() {
     let data_dir = TempDir::new().unwrap();
     let logs = TempDir::new().unwrap();
     let client = http();
-    let delays_ms = [0u64, 1, 3, 10, 30, 100, 500];
-    let mut run = 0;
+    let size = 6 * CHUNK;
+    let mut run = 1;
+
+    // Calibration: how long does the final PUT take when nothing interrupts it?
+    let mut server = Server::start(data_dir.path(), logs.path(), run).await;
+    let (data, digest) = generated(size);
+    let location = upload_all_but_last_chunk(&server, &client, &data).await;
+    let started = Instant::now();
+    let resp = spawn_final_put(&client, &location, &data, &digest)
+        .await
+        .unwrap()
+        .expect("final PUT");
+    let put_time = started.elapsed();
+    assert_eq!(resp.status().as_u16(), 201, "final PUT: {resp:?}");
+    assert_blob_served(&server, &client, &digest, &data).await;
+
+    // Kill at 0, 1/8, …, 8/8 of that time, and a little after.
+    let mut delays: Vec<Duration> = (0..=8).map(|k| put_time * k / 8).collect();
+    delays.push(put_time * 3 / 2);
     let mut outcomes = Vec::new();
-    for delay in delays_ms {
-        run += 1;
-        let (data, digest) = generated(6 * CHUNK);
-        let mut server = Server::start(data_dir.path(), logs.path(), run).await;
-        let mut location = start_upload(&server, &client).await;
-        for i in 0..5 {
-            location = patch_chunk(&server, &client, &location, &data, i * CHUNK, CHUNK).await;
-        }
-        let last = data.slice(5 * CHUNK..);
-        let put = tokio::spawn(
-            client
-                .put(with_query(&location, "digest", &digest))
-                .header("Content-Type", "application/octet-stream")
-                .header("Content-Range", format!("{}-{}", 5 * CHUNK, 6 * CHUNK - 1))
-                .header("Content-Length", last.len().to_string())
-                .body(last)
-                .send(),
-        );
-        tokio::time::sleep(Duration::from_millis(delay)).await;
+    for delay in delays {
+        let (data, digest) = generated(size);
+        let location = upload_all_but_last_chunk(&server, &client, &data).await;
+        let put = spawn_final_put(&client, &location, &data, &digest);
+        tokio::time::sleep(delay).await;
         server.kill9();
         let acknowledged = match tokio::time::timeout(Duration::from_secs(30), put).await {
             Ok(Ok(Ok(resp))) => resp.status().as_u16() == 201,
@@ -382,21 +430,25 @@ async fn kill_after_final_put_leaves_whole_blob_or_nothing() {
         drop(server);
 
         run += 1;
-        let server = Server::start(data_dir.path(), logs.path(), run).await;
+        server = Server::start(data_dir.path(), logs.path(), run).await;
         let present =
             assert_whole_or_nothing(&server, &client, data_dir.path(), &digest, &data).await;
         if acknowledged {
             assert!(
                 present,
-                "PUT answered 201 before the kill (after {delay} ms) but the blob is gone"
+                "PUT answered 201 before the kill (after {delay:?}) but the blob is gone"
             );
         }
-        outcomes.push((delay, acknowledged, present));
+        let orphan_file = !present && !blob_files(data_dir.path(), hex_of(&digest)).is_empty();
+        outcomes.push((delay, acknowledged, present, orphan_file));
         if !present {
             monolithic_push(&server, &client, &digest, &data).await;
         }
         assert_blob_served(&server, &client, &digest, &data).await;
     }
     // Not an assertion (timing decides): which moments the kills hit.
-    eprintln!("(delay ms, PUT acknowledged, present after restart): {outcomes:?}");
+    eprintln!(
+        "final PUT takes {put_time:?}; (kill after, PUT acknowledged, served after restart, \
+         unlinked whole file left in the store): {outcomes:?}"
+    );
 }

@@ -143,6 +143,15 @@ async fn delete_blob_then_404() {
     // A second delete has nothing to delete.
     let response = api.send(api.delete(&format!("/v2/blobs/del/blobs/{digest}"))).await;
     expect_error(response, 404, "BLOB_UNKNOWN").await;
+    // A manifest can no longer reference it in this repository.
+    let config = super::manifest_bytes(&serde_json::json!({ "os": "linux" }));
+    api.push_blob("blobs/del", &config).await;
+    let manifest = super::manifest_bytes(&super::oci_manifest(
+        super::descriptor_of(super::OCI_CONFIG, &config),
+        vec![super::descriptor_of(super::OCI_LAYER, &bytes)],
+    ));
+    let response = api.put_manifest("blobs/del", "v1", super::OCI_MANIFEST, &manifest).await;
+    expect_error(response, 400, "MANIFEST_BLOB_UNKNOWN").await;
     // The other repository still serves the same bytes.
     assert_eq!(api.get_blob("blobs/keep", &digest).await, (200, bytes.clone()));
     // And the blob can be pushed again.

@@ -73,3 +73,67 @@ async fn concurrent_manifest_puts_to_one_tag() {
         assert_eq!((status, &body), (200, m));
     }
 }
+
+#[tokio::test]
+async fn concurrent_sessions_finishing_the_same_blob() {
+    let api = Api::start().await;
+    let bytes = bytes_for("concurrent sessions", 3 << 20);
+    let digest = sha256(&bytes);
+    let mut locations = Vec::new();
+    for _ in 0..4 {
+        let location = api.start_upload("conc/sessions").await;
+        let response = api.send(api.patch(&location).body(bytes[..1 << 20].to_vec())).await;
+        let (headers, _) = expect_status(response, 202).await;
+        locations.push(header(&headers, "location").to_owned());
+    }
+    let puts = locations.iter().map(|location| {
+        let request = api.put(&Api::with_digest(location, &digest)).body(bytes[1 << 20..].to_vec());
+        async move { request.send().await.expect("request") }
+    });
+    for response in join_all(puts).await {
+        expect_status(response, 201).await;
+    }
+    assert_eq!(api.blob_files(), vec![api.blob_file(&digest)]);
+    assert!(std::fs::read(api.blob_file(&digest)).expect("blob") == bytes);
+    api.assert_no_uploads_left();
+}
+
+#[tokio::test]
+async fn racing_patches_on_one_session_never_mix_bytes() {
+    let api = Api::start().await;
+    let first = bytes_for("racer one", 2 << 20);
+    let second = bytes_for("racer two", 2 << 20);
+    let location = api.start_upload("conc/race").await;
+    let end = (2 << 20) - 1;
+    let patches = [&first, &second].map(|chunk| {
+        let request = api.patch(&location).header("content-range", format!("0-{end}")).body(chunk.clone());
+        async move { request.send().await.expect("request") }
+    });
+    let mut accepted = 0;
+    for response in join_all(patches).await {
+        let status = response.status().as_u16();
+        let (_, body) = expect_status(response, status).await;
+        match status {
+            202 => accepted += 1,
+            // Lost the race: the session was busy, or had already moved past byte 0.
+            400 | 416 => {
+                let value: serde_json::Value = serde_json::from_slice(&body).expect("error body");
+                assert_eq!(value["errors"][0]["code"], "BLOB_UPLOAD_INVALID", "{value}");
+            }
+            other => panic!("unexpected status {other}: {}", String::from_utf8_lossy(&body)),
+        }
+    }
+    assert!(accepted >= 1, "one of the chunks was accepted");
+    let (headers, _) = expect_status(api.send(api.get(&location)).await, 204).await;
+    assert_eq!(header(&headers, "range"), format!("0-{end}"), "exactly one chunk counted");
+    // Whichever won, the session holds exactly its bytes.
+    let finish_first = api.send(api.put(&Api::with_digest(&location, &sha256(&first)))).await;
+    if finish_first.status() == 201 {
+        assert_eq!(api.get_blob("conc/race", &sha256(&first)).await, (200, first));
+    } else {
+        expect_status(finish_first, 400).await;
+        // A failed PUT ends the session; push the other racer's bytes to check nothing mixed.
+        let (status, _) = api.get_blob("conc/race", &sha256(&second)).await;
+        assert_eq!(status, 404);
+    }
+}

@@ -152,3 +152,29 @@ async fn gc_endpoint_only_accepts_post() {
         assert_eq!(response.status(), 405, "{method}");
     }
 }
+
+#[tokio::test]
+async fn gc_is_not_hidden_by_warm_caches() {
+    let api = Api::start_with(|config| config.gc.grace_period_seconds = 0).await;
+    let image = api.push_image("gc/warm", "v1", "warm caches").await;
+    let loose = bytes_for("warm loose blob", 100);
+    let loose_digest = api.push_blob("gc/warm", &loose).await;
+    api.push_blob("gc/warm-other", &image.layer).await;
+    // Look everything up first, so any cache in front of metadata is warm.
+    for (repo, digest) in [("gc/warm", &loose_digest), ("gc/warm-other", &image.layer_digest())] {
+        let path = format!("/v2/{repo}/blobs/{digest}");
+        expect_status(api.send(api.head(&path)).await, 200).await;
+        expect_status(api.send(api.get(&path)).await, 200).await;
+    }
+
+    wait_for_next_second().await;
+    assert_eq!(api.gc().await, report(1, 0, 0, 0));
+    // Collected content is gone at once, for HEAD as much as for GET.
+    for (repo, digest) in [("gc/warm", &loose_digest), ("gc/warm-other", &image.layer_digest())] {
+        let path = format!("/v2/{repo}/blobs/{digest}");
+        let response = api.send(api.head(&path)).await;
+        assert_eq!(response.status(), 404, "HEAD {path} after GC removed it");
+        expect_error(api.send(api.get(&path)).await, 404, "BLOB_UNKNOWN").await;
+    }
+    assert_eq!(api.get_blob("gc/warm", &image.layer_digest()).await, (200, image.layer.clone()));
+}

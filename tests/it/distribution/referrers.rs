@@ -126,7 +126,9 @@ async fn referrers_api_lists_artifacts_about_a_subject() {
     assert_eq!(header(&headers, "oci-filters-applied"), "artifactType");
     assert_eq!(listed.len(), 1, "{listed:?}");
     assert_eq!(listed[0]["digest"], sbom_digest);
-    let (headers, listed) = referrers(&api, repo, &subject.digest, &format!("?artifactType={SIGNATURE_CONFIG}")).await;
+    // `+` must be percent-encoded in a query (a bare `+` means a space).
+    let encoded = SIGNATURE_CONFIG.replace('+', "%2B");
+    let (headers, listed) = referrers(&api, repo, &subject.digest, &format!("?artifactType={encoded}")).await;
     assert_eq!(header(&headers, "oci-filters-applied"), "artifactType");
     assert_eq!(listed.len(), 1, "{listed:?}");
     assert_eq!(listed[0]["digest"], signature_digest);

@@ -151,6 +151,28 @@ async fn streamed_patches_without_content_range() {
 }
 
 #[tokio::test]
+async fn large_chunks_of_uneven_sizes() {
+    let api = Api::start().await;
+    let bytes = bytes_for("large uneven chunks", 6_000_000);
+    let digest = sha256(&bytes);
+    let mut location = api.start_upload("up/large").await;
+    let cuts = [0usize, 1_500_001, 3_800_000, 3_800_001, 5_000_000];
+    for pair in cuts.windows(2) {
+        let (start, end) = (pair[0], pair[1] - 1);
+        let response = patch(&api, &location, &bytes[start..=end], Some((start as u64, end as u64))).await;
+        location = expect_progress(response, 202, &format!("0-{end}")).await;
+    }
+    let response = api
+        .send(api.put(&Api::with_digest(&location, &digest)).header("content-range", "5000000-5999999").body(bytes[5_000_000..].to_vec()))
+        .await;
+    expect_status(response, 201).await;
+    let (status, body) = api.get_blob("up/large", &digest).await;
+    assert_eq!(status, 200);
+    assert!(body == bytes, "the blob is the exact concatenation of the chunks");
+    assert_eq!(std::fs::metadata(api.blob_file(&digest)).expect("blob").len(), 6_000_000);
+}
+
+#[tokio::test]
 async fn out_of_order_chunks_are_416_with_progress() {
     let api = Api::start().await;
     let bytes = bytes_for("out of order", 30);
