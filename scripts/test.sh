@@ -97,6 +97,7 @@ if port_open 5432; then
     echo "postgresql: up"
 elif command -v pg_ctlcluster >/dev/null 2>&1 && [[ -d /etc/postgresql ]]; then
     echo "postgresql: starting"
+    # shellcheck disable=SC2012 # version directories are plain numbers
     pg_ctlcluster --skip-systemctl-redirect "$(ls /etc/postgresql | head -n1)" main start ||
         warn "could not start PostgreSQL"
 else

@@ -244,7 +244,12 @@ fn assert_blob_files_whole(data_dir: &Path, digest: &str, size: usize) -> Vec<Pa
     for f in &files {
         let (d, len) = oci_layout::sha256_file(f).unwrap();
         assert_eq!(len, size as u64, "{} is a partial blob", f.display());
-        assert_eq!(d, digest, "{} holds other bytes than its digest", f.display());
+        assert_eq!(
+            d,
+            digest,
+            "{} holds other bytes than its digest",
+            f.display()
+        );
     }
     files
 }
@@ -274,7 +279,9 @@ async fn assert_whole_or_nothing(
 }
 
 fn generated(size: usize) -> (Bytes, String) {
-    let data = Bytes::from(ByteGen::new(Fill::Seeded(oci_layout::fresh_seed()), size as u64).collect_vec());
+    let data = Bytes::from(
+        ByteGen::new(Fill::Seeded(oci_layout::fresh_seed()), size as u64).collect_vec(),
+    );
     let digest = oci_layout::sha256_digest(&data);
     (data, digest)
 }
@@ -357,7 +364,11 @@ async fn kill_during_chunked_upload_leaves_no_partial_blob() {
 }
 
 /// Uploads `data` in 4 MiB chunks except the last one; returns the Location for the final PUT.
-async fn upload_all_but_last_chunk(server: &Server, client: &reqwest::Client, data: &Bytes) -> String {
+async fn upload_all_but_last_chunk(
+    server: &Server,
+    client: &reqwest::Client,
+    data: &Bytes,
+) -> String {
     let mut location = start_upload(server, client).await;
     let chunks = data.len().div_ceil(CHUNK);
     for i in 0..chunks - 1 {

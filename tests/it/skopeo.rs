@@ -11,8 +11,8 @@
 //! `./scripts/test.sh`) when the client is not installed.
 
 use std::path::{Path, PathBuf};
-use std::sync::OnceLock;
 use std::process::{Output, Stdio};
+use std::sync::OnceLock;
 use std::time::Duration;
 
 use serde_json::Value;
@@ -47,7 +47,10 @@ async fn run(program: &str, args: &[String]) -> Output {
     match tokio::time::timeout(CLIENT_TIMEOUT, cmd.output()).await {
         Ok(Ok(out)) => out,
         Ok(Err(e)) => panic!("cannot run {program}: {e}"),
-        Err(_) => panic!("{program} {} timed out after {CLIENT_TIMEOUT:?}", args.join(" ")),
+        Err(_) => panic!(
+            "{program} {} timed out after {CLIENT_TIMEOUT:?}",
+            args.join(" ")
+        ),
     }
 }
 
@@ -55,10 +58,8 @@ async fn run(program: &str, args: &[String]) -> Output {
 fn empty_auth_file() -> &'static Path {
     static FILE: OnceLock<PathBuf> = OnceLock::new();
     FILE.get_or_init(|| {
-        let path = std::env::temp_dir().join(format!(
-            "aerugo-it-empty-auth-{}.json",
-            std::process::id()
-        ));
+        let path =
+            std::env::temp_dir().join(format!("aerugo-it-empty-auth-{}.json", std::process::id()));
         std::fs::write(&path, br#"{"auths":{}}"#).expect("writing the empty auth file");
         path
     })
@@ -158,7 +159,10 @@ fn docker_ref(server: &TestServer, repo_and_ref: &str) -> String {
 /// The pulled-back image equals the written one: same manifest bytes and digest, same config
 /// and layer digests and sizes, and every blob on disk hashes to its digest.
 fn assert_same_image(written: &ImageInfo, pulled: &ImageInfo) {
-    assert_eq!(pulled.manifest.digest, written.manifest.digest, "manifest digest");
+    assert_eq!(
+        pulled.manifest.digest, written.manifest.digest,
+        "manifest digest"
+    );
     assert!(
         pulled.manifest_bytes == written.manifest_bytes,
         "manifest bytes differ:\nwritten: {}\npulled:  {}",
@@ -168,7 +172,10 @@ fn assert_same_image(written: &ImageInfo, pulled: &ImageInfo) {
     assert_eq!(pulled.config.digest, written.config.digest, "config digest");
     assert_eq!(pulled.config.size, written.config.size, "config size");
     let digests = |i: &ImageInfo| -> Vec<(String, u64)> {
-        i.layers.iter().map(|l| (l.digest.clone(), l.size)).collect()
+        i.layers
+            .iter()
+            .map(|l| (l.digest.clone(), l.size))
+            .collect()
     };
     assert_eq!(digests(pulled), digests(written), "layer digests and sizes");
 }
@@ -337,7 +344,10 @@ async fn skopeo_artifact_with_subject_and_referrers() {
     // Served by digest with its digest (OCI-Subject belongs to the PUT's answer, which skopeo
     // does not show; the HTTP-level tests check it).
     let resp = http()
-        .get(server.url(&format!("/v2/team/app/manifests/{}", artifact.manifest.digest)))
+        .get(server.url(&format!(
+            "/v2/team/app/manifests/{}",
+            artifact.manifest.digest
+        )))
         .header("Accept", MANIFEST_ACCEPT)
         .send()
         .await
@@ -668,7 +678,13 @@ async fn podman_pull_and_push() {
             LayerSpec::tar_file("world.bin", 3 << 20),
         ],
     );
-    push(src.path(), "latest", &docker_ref(&server, "pod/src:1"), false).await;
+    push(
+        src.path(),
+        "latest",
+        &docker_ref(&server, "pod/src:1"),
+        false,
+    )
+    .await;
 
     // A short --runroot: podman puts sockets under it, and socket paths are limited in length.
     let storage = TempDir::new().unwrap();

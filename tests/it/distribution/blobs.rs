@@ -8,30 +8,45 @@ async fn get_and_head_a_blob() {
     let bytes = bytes_for("get and head", 4321);
     let digest = api.push_blob("blobs/app", &bytes).await;
 
-    let response = api.send(api.get(&format!("/v2/blobs/app/blobs/{digest}"))).await;
+    let response = api
+        .send(api.get(&format!("/v2/blobs/app/blobs/{digest}")))
+        .await;
     let (headers, body) = expect_status(response, 200).await;
     assert_eq!(body, bytes);
     assert_eq!(header(&headers, "content-length"), "4321");
     assert_eq!(header(&headers, "docker-content-digest"), digest);
-    assert_eq!(header(&headers, "docker-distribution-api-version"), "registry/2.0");
+    assert_eq!(
+        header(&headers, "docker-distribution-api-version"),
+        "registry/2.0"
+    );
     assert_eq!(sha256(&body), digest, "the body matches the digest");
 
-    let response = api.send(api.head(&format!("/v2/blobs/app/blobs/{digest}"))).await;
+    let response = api
+        .send(api.head(&format!("/v2/blobs/app/blobs/{digest}")))
+        .await;
     let (headers, body) = expect_status(response, 200).await;
     assert!(body.is_empty(), "HEAD has no body");
     assert_eq!(header(&headers, "content-length"), "4321");
     assert_eq!(header(&headers, "docker-content-digest"), digest);
 
     // The file is where the layout says, with the exact bytes.
-    assert_eq!(std::fs::read(api.blob_file(&digest)).expect("blob file"), bytes);
+    assert_eq!(
+        std::fs::read(api.blob_file(&digest)).expect("blob file"),
+        bytes
+    );
 }
 
 #[tokio::test]
 async fn empty_blob_round_trips() {
     let api = Api::start().await;
     let digest = api.push_blob("blobs/empty", b"").await;
-    assert_eq!(digest, "sha256:e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855");
-    let response = api.send(api.get(&format!("/v2/blobs/empty/blobs/{digest}"))).await;
+    assert_eq!(
+        digest,
+        "sha256:e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
+    );
+    let response = api
+        .send(api.get(&format!("/v2/blobs/empty/blobs/{digest}")))
+        .await;
     let (headers, body) = expect_status(response, 200).await;
     assert!(body.is_empty());
     assert_eq!(header(&headers, "content-length"), "0");
@@ -68,7 +83,11 @@ async fn range_requests() {
         let (headers, body) = expect_status(response, 206).await;
         assert_eq!(body, bytes[expected.clone()], "{range}");
         assert_eq!(header(&headers, "content-range"), content_range, "{range}");
-        assert_eq!(header(&headers, "content-length"), expected.len().to_string(), "{range}");
+        assert_eq!(
+            header(&headers, "content-length"),
+            expected.len().to_string(),
+            "{range}"
+        );
         assert_eq!(header(&headers, "docker-content-digest"), digest);
     }
 
@@ -76,9 +95,14 @@ async fn range_requests() {
     for range in ["bytes=100-", "bytes=200-300"] {
         let response = api.send(api.get(&path).header("range", range)).await;
         assert_eq!(response.status(), 416, "{range}");
-        assert_eq!(header(response.headers(), "content-range"), "bytes */100", "{range}");
+        assert_eq!(
+            header(response.headers(), "content-range"),
+            "bytes */100",
+            "{range}"
+        );
         let (_, body) = expect_status(response, 416).await;
-        let value: serde_json::Value = serde_json::from_slice(&body).expect("416 body is an OCI error");
+        let value: serde_json::Value =
+            serde_json::from_slice(&body).expect("416 body is an OCI error");
         assert!(value["errors"][0]["code"].is_string(), "{value}");
     }
 
@@ -94,16 +118,25 @@ async fn unknown_blob_is_404_blob_unknown() {
     api.push_blob("blobs/known", b"something").await;
     let unknown = sha256(b"never pushed");
     for repo in ["blobs/known", "blobs/never-created"] {
-        let response = api.send(api.get(&format!("/v2/{repo}/blobs/{unknown}"))).await;
+        let response = api
+            .send(api.get(&format!("/v2/{repo}/blobs/{unknown}")))
+            .await;
         expect_error(response, 404, "BLOB_UNKNOWN").await;
-        let response = api.send(api.head(&format!("/v2/{repo}/blobs/{unknown}"))).await;
+        let response = api
+            .send(api.head(&format!("/v2/{repo}/blobs/{unknown}")))
+            .await;
         let (headers, body) = expect_status(response, 404).await;
         assert!(body.is_empty(), "HEAD error has no body");
-        assert_eq!(header(&headers, "docker-distribution-api-version"), "registry/2.0");
+        assert_eq!(
+            header(&headers, "docker-distribution-api-version"),
+            "registry/2.0"
+        );
     }
     // sha512 digests are addressable too, and unknown ones are just unknown.
     let unknown512 = super::sha512(b"never pushed");
-    let response = api.send(api.get(&format!("/v2/blobs/known/blobs/{unknown512}"))).await;
+    let response = api
+        .send(api.get(&format!("/v2/blobs/known/blobs/{unknown512}")))
+        .await;
     expect_error(response, 404, "BLOB_UNKNOWN").await;
 }
 
@@ -115,13 +148,19 @@ async fn blobs_are_scoped_to_their_repository() {
     assert_eq!(api.get_blob("scope/a", &digest).await, (200, bytes.clone()));
     // Same bytes on disk, but repository b never received or mounted them.
     for repo in ["scope/b", "scope", "scope/a/b"] {
-        let response = api.send(api.get(&format!("/v2/{repo}/blobs/{digest}"))).await;
+        let response = api
+            .send(api.get(&format!("/v2/{repo}/blobs/{digest}")))
+            .await;
         expect_error(response, 404, "BLOB_UNKNOWN").await;
-        let response = api.send(api.head(&format!("/v2/{repo}/blobs/{digest}"))).await;
+        let response = api
+            .send(api.head(&format!("/v2/{repo}/blobs/{digest}")))
+            .await;
         assert_eq!(response.status(), 404, "{repo}");
     }
     // Deleting from b is refused too and leaves a alone.
-    let response = api.send(api.delete(&format!("/v2/scope/b/blobs/{digest}"))).await;
+    let response = api
+        .send(api.delete(&format!("/v2/scope/b/blobs/{digest}")))
+        .await;
     expect_error(response, 404, "BLOB_UNKNOWN").await;
     assert_eq!(api.get_blob("scope/a", &digest).await, (200, bytes));
 }
@@ -134,14 +173,22 @@ async fn delete_blob_then_404() {
     let other = api.push_blob("blobs/keep", &bytes).await;
     assert_eq!(digest, other);
 
-    let response = api.send(api.delete(&format!("/v2/blobs/del/blobs/{digest}"))).await;
+    let response = api
+        .send(api.delete(&format!("/v2/blobs/del/blobs/{digest}")))
+        .await;
     expect_status(response, 202).await;
-    let response = api.send(api.get(&format!("/v2/blobs/del/blobs/{digest}"))).await;
+    let response = api
+        .send(api.get(&format!("/v2/blobs/del/blobs/{digest}")))
+        .await;
     expect_error(response, 404, "BLOB_UNKNOWN").await;
-    let response = api.send(api.head(&format!("/v2/blobs/del/blobs/{digest}"))).await;
+    let response = api
+        .send(api.head(&format!("/v2/blobs/del/blobs/{digest}")))
+        .await;
     assert_eq!(response.status(), 404);
     // A second delete has nothing to delete.
-    let response = api.send(api.delete(&format!("/v2/blobs/del/blobs/{digest}"))).await;
+    let response = api
+        .send(api.delete(&format!("/v2/blobs/del/blobs/{digest}")))
+        .await;
     expect_error(response, 404, "BLOB_UNKNOWN").await;
     // A manifest can no longer reference it in this repository.
     let config = super::manifest_bytes(&serde_json::json!({ "os": "linux" }));
@@ -150,10 +197,15 @@ async fn delete_blob_then_404() {
         super::descriptor_of(super::OCI_CONFIG, &config),
         vec![super::descriptor_of(super::OCI_LAYER, &bytes)],
     ));
-    let response = api.put_manifest("blobs/del", "v1", super::OCI_MANIFEST, &manifest).await;
+    let response = api
+        .put_manifest("blobs/del", "v1", super::OCI_MANIFEST, &manifest)
+        .await;
     expect_error(response, 400, "MANIFEST_BLOB_UNKNOWN").await;
     // The other repository still serves the same bytes.
-    assert_eq!(api.get_blob("blobs/keep", &digest).await, (200, bytes.clone()));
+    assert_eq!(
+        api.get_blob("blobs/keep", &digest).await,
+        (200, bytes.clone())
+    );
     // And the blob can be pushed again.
     api.push_blob("blobs/del", &bytes).await;
     assert_eq!(api.get_blob("blobs/del", &digest).await, (200, bytes));

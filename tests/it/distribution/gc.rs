@@ -7,7 +7,10 @@ use serde_json::{Value, json};
 use super::{Api, bytes_for, expect_error, expect_status, header, sha256};
 
 fn now_secs() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).expect("clock").as_secs()
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .expect("clock")
+        .as_secs()
 }
 
 /// Metadata keeps whole-second timestamps and GC removes what is strictly older than its
@@ -40,7 +43,9 @@ async fn gc_collects_unreferenced_content_and_keeps_referenced_blobs() {
     api.push_blob("gc/other", &image.layer).await;
     // An upload session with some bytes, then abandoned.
     let location = api.start_upload(repo).await;
-    let response = api.send(api.patch(&location).body(b"abandoned bytes".to_vec())).await;
+    let response = api
+        .send(api.patch(&location).body(b"abandoned bytes".to_vec()))
+        .await;
     let (headers, _) = expect_status(response, 202).await;
     let abandoned = header(&headers, "location").to_owned();
     let abandoned_id = header(&headers, "docker-upload-uuid").to_owned();
@@ -50,7 +55,10 @@ async fn gc_collects_unreferenced_content_and_keeps_referenced_blobs() {
     let orphan_path = api.blob_file(&orphan_digest);
     std::fs::create_dir_all(orphan_path.parent().expect("parent")).expect("mkdir");
     std::fs::write(&orphan_path, &orphan).expect("orphan blob");
-    let orphan_upload = api.storage().join("uploads").join(uuid::Uuid::new_v4().to_string());
+    let orphan_upload = api
+        .storage()
+        .join("uploads")
+        .join(uuid::Uuid::new_v4().to_string());
     std::fs::create_dir_all(&orphan_upload).expect("mkdir");
     std::fs::write(orphan_upload.join("data"), b"left by a crash").expect("orphan upload");
 
@@ -58,36 +66,61 @@ async fn gc_collects_unreferenced_content_and_keeps_referenced_blobs() {
     assert_eq!(api.gc().await, report(1, 1, 1, 1));
 
     // Gone: the loose blob, the abandoned session, the orphans.
-    assert!(!api.blob_file(&loose_digest).exists(), "unreferenced blob file deleted");
-    let response = api.send(api.get(&format!("/v2/{repo}/blobs/{loose_digest}"))).await;
+    assert!(
+        !api.blob_file(&loose_digest).exists(),
+        "unreferenced blob file deleted"
+    );
+    let response = api
+        .send(api.get(&format!("/v2/{repo}/blobs/{loose_digest}")))
+        .await;
     expect_error(response, 404, "BLOB_UNKNOWN").await;
-    expect_error(api.send(api.get(&abandoned)).await, 404, "BLOB_UPLOAD_UNKNOWN").await;
+    expect_error(
+        api.send(api.get(&abandoned)).await,
+        404,
+        "BLOB_UPLOAD_UNKNOWN",
+    )
+    .await;
     assert!(!api.storage().join("uploads").join(&abandoned_id).exists());
     assert!(!orphan_path.exists(), "orphan blob deleted");
     assert!(!orphan_upload.exists(), "orphan upload area deleted");
     api.assert_no_uploads_left();
 
     // Kept: everything the manifest references, still served.
-    for (digest, bytes) in [(image.config_digest(), &image.config), (image.layer_digest(), &image.layer)] {
-        assert!(api.blob_file(&digest).is_file(), "referenced blob {digest} kept");
+    for (digest, bytes) in [
+        (image.config_digest(), &image.config),
+        (image.layer_digest(), &image.layer),
+    ] {
+        assert!(
+            api.blob_file(&digest).is_file(),
+            "referenced blob {digest} kept"
+        );
         assert_eq!(api.get_blob(repo, &digest).await, (200, bytes.clone()));
     }
     let (status, _, body) = api.get_manifest(repo, "v1").await;
     assert_eq!((status, body), (200, image.manifest.clone()));
     // The other repository's unreferenced link went, the shared bytes did not.
-    let response = api.send(api.get(&format!("/v2/gc/other/blobs/{}", image.layer_digest()))).await;
+    let response = api
+        .send(api.get(&format!("/v2/gc/other/blobs/{}", image.layer_digest())))
+        .await;
     expect_error(response, 404, "BLOB_UNKNOWN").await;
 
     // Nothing left to collect.
     assert_eq!(api.gc().await, report(0, 0, 0, 0));
 
     // Once the manifest is deleted, its blobs are garbage.
-    let response = api.send(api.delete(&format!("/v2/{repo}/manifests/{}", image.digest))).await;
+    let response = api
+        .send(api.delete(&format!("/v2/{repo}/manifests/{}", image.digest)))
+        .await;
     expect_status(response, 202).await;
     assert_eq!(api.gc().await, report(2, 0, 0, 0));
     for digest in [image.config_digest(), image.layer_digest()] {
-        assert!(!api.blob_file(&digest).exists(), "{digest} deleted after its manifest");
-        let response = api.send(api.get(&format!("/v2/{repo}/blobs/{digest}"))).await;
+        assert!(
+            !api.blob_file(&digest).exists(),
+            "{digest} deleted after its manifest"
+        );
+        let response = api
+            .send(api.get(&format!("/v2/{repo}/blobs/{digest}")))
+            .await;
         expect_error(response, 404, "BLOB_UNKNOWN").await;
     }
     assert!(api.blob_files().is_empty(), "{:?}", api.blob_files());
@@ -107,12 +140,21 @@ async fn gc_keeps_blobs_still_referenced_by_another_manifest() {
     let mut value: Value = serde_json::from_slice(&first.manifest).expect("json");
     value["annotations"] = json!({ "second": "yes" });
     let second = super::manifest_bytes(&value);
-    api.push_manifest(repo, "b", super::OCI_MANIFEST, &second).await;
+    api.push_manifest(repo, "b", super::OCI_MANIFEST, &second)
+        .await;
 
     wait_for_next_second().await;
-    expect_status(api.send(api.delete(&format!("/v2/{repo}/manifests/{}", first.digest))).await, 202).await;
+    expect_status(
+        api.send(api.delete(&format!("/v2/{repo}/manifests/{}", first.digest)))
+            .await,
+        202,
+    )
+    .await;
     assert_eq!(api.gc().await, report(0, 0, 0, 0));
-    assert_eq!(api.get_blob(repo, &first.layer_digest()).await, (200, first.layer.clone()));
+    assert_eq!(
+        api.get_blob(repo, &first.layer_digest()).await,
+        (200, first.layer.clone())
+    );
     assert!(api.blob_file(&first.config_digest()).is_file());
 }
 
@@ -123,7 +165,9 @@ async fn gc_respects_the_grace_period() {
     let fresh = bytes_for("fresh unreferenced blob", 400);
     let digest = api.push_blob(repo, &fresh).await;
     let location = api.start_upload(repo).await;
-    let response = api.send(api.patch(&location).body(b"in progress".to_vec())).await;
+    let response = api
+        .send(api.patch(&location).body(b"in progress".to_vec()))
+        .await;
     let (headers, _) = expect_status(response, 202).await;
     let location = header(&headers, "location").to_owned();
     // A fresh orphan file is also left alone: it may be a push about to be linked.
@@ -140,15 +184,23 @@ async fn gc_respects_the_grace_period() {
     // The session carries on and completes.
     let (headers, _) = expect_status(api.send(api.get(&location)).await, 204).await;
     assert_eq!(header(&headers, "range"), "0-10");
-    let response = api.send(api.put(&Api::with_digest(&location, &sha256(b"in progress")))).await;
+    let response = api
+        .send(api.put(&Api::with_digest(&location, &sha256(b"in progress"))))
+        .await;
     expect_status(response, 201).await;
 }
 
 #[tokio::test]
 async fn gc_endpoint_only_accepts_post() {
     let api = Api::start().await;
-    for method in [reqwest::Method::GET, reqwest::Method::PUT, reqwest::Method::DELETE] {
-        let response = api.send(api.request(method.clone(), "/api/v1/admin/gc")).await;
+    for method in [
+        reqwest::Method::GET,
+        reqwest::Method::PUT,
+        reqwest::Method::DELETE,
+    ] {
+        let response = api
+            .send(api.request(method.clone(), "/api/v1/admin/gc"))
+            .await;
         assert_eq!(response.status(), 405, "{method}");
     }
 }
@@ -161,7 +213,10 @@ async fn gc_is_not_hidden_by_warm_caches() {
     let loose_digest = api.push_blob("gc/warm", &loose).await;
     api.push_blob("gc/warm-other", &image.layer).await;
     // Look everything up first, so any cache in front of metadata is warm.
-    for (repo, digest) in [("gc/warm", &loose_digest), ("gc/warm-other", &image.layer_digest())] {
+    for (repo, digest) in [
+        ("gc/warm", &loose_digest),
+        ("gc/warm-other", &image.layer_digest()),
+    ] {
         let path = format!("/v2/{repo}/blobs/{digest}");
         expect_status(api.send(api.head(&path)).await, 200).await;
         expect_status(api.send(api.get(&path)).await, 200).await;
@@ -170,11 +225,17 @@ async fn gc_is_not_hidden_by_warm_caches() {
     wait_for_next_second().await;
     assert_eq!(api.gc().await, report(1, 0, 0, 0));
     // Collected content is gone at once, for HEAD as much as for GET.
-    for (repo, digest) in [("gc/warm", &loose_digest), ("gc/warm-other", &image.layer_digest())] {
+    for (repo, digest) in [
+        ("gc/warm", &loose_digest),
+        ("gc/warm-other", &image.layer_digest()),
+    ] {
         let path = format!("/v2/{repo}/blobs/{digest}");
         let response = api.send(api.head(&path)).await;
         assert_eq!(response.status(), 404, "HEAD {path} after GC removed it");
         expect_error(api.send(api.get(&path)).await, 404, "BLOB_UNKNOWN").await;
     }
-    assert_eq!(api.get_blob("gc/warm", &image.layer_digest()).await, (200, image.layer.clone()));
+    assert_eq!(
+        api.get_blob("gc/warm", &image.layer_digest()).await,
+        (200, image.layer.clone())
+    );
 }

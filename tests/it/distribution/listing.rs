@@ -8,7 +8,10 @@ use super::{Api, OCI_MANIFEST, expect_error, expect_status, header, image_parts}
 async fn page(api: &Api, path: &str, field: &str) -> (Vec<String>, Option<String>) {
     let response = api.send(api.get(path)).await;
     let (headers, body) = expect_status(response, 200).await;
-    assert!(header(&headers, "content-type").starts_with("application/json"), "{path}");
+    assert!(
+        header(&headers, "content-type").starts_with("application/json"),
+        "{path}"
+    );
     let value: Value = serde_json::from_slice(&body).expect("listing is JSON");
     let items = value[field]
         .as_array()
@@ -16,15 +19,25 @@ async fn page(api: &Api, path: &str, field: &str) -> (Vec<String>, Option<String
         .iter()
         .map(|v| v.as_str().expect("string").to_owned())
         .collect();
-    let link = headers.get("link").map(|v| v.to_str().expect("link text").to_owned());
+    let link = headers
+        .get("link")
+        .map(|v| v.to_str().expect("link text").to_owned());
     (items, link)
 }
 
 /// The target of `Link: <target>; rel="next"`.
 fn next_target(link: &str) -> String {
-    assert!(link.ends_with("; rel=\"next\""), "Link must be rel=\"next\": {link}");
-    let target = link.strip_prefix('<').and_then(|l| l.split_once('>')).map(|(t, _)| t);
-    target.unwrap_or_else(|| panic!("Link must be <target>: {link}")).to_owned()
+    assert!(
+        link.ends_with("; rel=\"next\""),
+        "Link must be rel=\"next\": {link}"
+    );
+    let target = link
+        .strip_prefix('<')
+        .and_then(|l| l.split_once('>'))
+        .map(|(t, _)| t);
+    target
+        .unwrap_or_else(|| panic!("Link must be <target>: {link}"))
+        .to_owned()
 }
 
 /// Follows `Link` headers from `first` to the end; returns every page.
@@ -48,9 +61,13 @@ async fn tag_many(api: &Api, repo: &str, tags: &[&str]) {
     let query: Vec<String> = tags.iter().map(|t| format!("tag={t}")).collect();
     let response = api
         .send(
-            api.put(&format!("/v2/{repo}/manifests/{}?{}", super::sha256(&manifest), query.join("&")))
-                .header("content-type", OCI_MANIFEST)
-                .body(manifest),
+            api.put(&format!(
+                "/v2/{repo}/manifests/{}?{}",
+                super::sha256(&manifest),
+                query.join("&")
+            ))
+            .header("content-type", OCI_MANIFEST)
+            .body(manifest),
         )
         .await;
     expect_status(response, 201).await;
@@ -60,7 +77,9 @@ async fn tag_many(api: &Api, repo: &str, tags: &[&str]) {
 async fn tags_are_listed_in_byte_order() {
     let api = Api::start().await;
     let repo = "list/order";
-    let tags = ["latest", "1.10", "1.9", "V2", "_private", "a", "Z", "1.0", "b-2", "b.1", "b_3"];
+    let tags = [
+        "latest", "1.10", "1.9", "V2", "_private", "a", "Z", "1.0", "b-2", "b.1", "b_3",
+    ];
     tag_many(&api, repo, &tags).await;
     let mut expected: Vec<String> = tags.iter().map(|t| (*t).to_owned()).collect();
     expected.sort(); // byte order, like Go's sort.Strings
@@ -79,7 +98,10 @@ async fn tags_pagination() {
 
     let (items, link) = page(&api, &format!("/v2/{repo}/tags/list?n=3"), "tags").await;
     assert_eq!(items, ["t0", "t1", "t2"]);
-    assert_eq!(link.as_deref(), Some("</v2/list/pages/tags/list?n=3&last=t2>; rel=\"next\""));
+    assert_eq!(
+        link.as_deref(),
+        Some("</v2/list/pages/tags/list?n=3&last=t2>; rel=\"next\"")
+    );
 
     let pages = all_pages(&api, &format!("/v2/{repo}/tags/list?n=3"), "tags").await;
     let flat: Vec<String> = pages.concat();
@@ -91,7 +113,10 @@ async fn tags_pagination() {
     assert_eq!(items, ["t5", "t6"]);
     let (items, link) = page(&api, &format!("/v2/{repo}/tags/list?n=2&last=t1"), "tags").await;
     assert_eq!(items, ["t2", "t3"]);
-    assert_eq!(link.as_deref(), Some("</v2/list/pages/tags/list?n=2&last=t3>; rel=\"next\""));
+    assert_eq!(
+        link.as_deref(),
+        Some("</v2/list/pages/tags/list?n=2&last=t3>; rel=\"next\"")
+    );
     let (items, link) = page(&api, &format!("/v2/{repo}/tags/list?n=5&last=t6"), "tags").await;
     assert!(items.is_empty());
     assert!(link.is_none());
@@ -114,10 +139,16 @@ async fn invalid_n_is_400() {
     let api = Api::start().await;
     tag_many(&api, "list/badn", &["a"]).await;
     for n in ["-1", "abc", "1.5", "", "99999999999999999999999"] {
-        for path in [format!("/v2/list/badn/tags/list?n={n}"), format!("/v2/_catalog?n={n}")] {
+        for path in [
+            format!("/v2/list/badn/tags/list?n={n}"),
+            format!("/v2/_catalog?n={n}"),
+        ] {
             let response = api.send(api.get(&path)).await;
             let (_, error) = expect_error(response, 400, "PAGINATION_NUMBER_INVALID").await;
-            assert!(error["message"].as_str().is_some_and(|m| !m.is_empty()), "{path}");
+            assert!(
+                error["message"].as_str().is_some_and(|m| !m.is_empty()),
+                "{path}"
+            );
         }
     }
 }
@@ -125,7 +156,11 @@ async fn invalid_n_is_400() {
 #[tokio::test]
 async fn tags_of_unknown_repository_is_name_unknown() {
     let api = Api::start().await;
-    for path in ["/v2/list/nothing/tags/list", "/v2/list/nothing/tags/list?n=0", "/v2/list/nothing/tags/list?n=5&last=a"] {
+    for path in [
+        "/v2/list/nothing/tags/list",
+        "/v2/list/nothing/tags/list?n=0",
+        "/v2/list/nothing/tags/list?n=5&last=a",
+    ] {
         let response = api.send(api.get(path)).await;
         expect_error(response, 404, "NAME_UNKNOWN").await;
     }
@@ -141,11 +176,22 @@ async fn repository_without_tags_lists_none() {
     let (config, layer, manifest) = image_parts("untagged");
     api.push_blob("list/untagged", &config).await;
     api.push_blob("list/untagged", &layer).await;
-    api.push_manifest("list/untagged", &super::sha256(&manifest), OCI_MANIFEST, &manifest).await;
+    api.push_manifest(
+        "list/untagged",
+        &super::sha256(&manifest),
+        OCI_MANIFEST,
+        &manifest,
+    )
+    .await;
     assert!(api.tags("list/untagged").await.is_empty());
     // Every tag deleted.
     api.push_image("list/deleted", "only", "deleted tags").await;
-    expect_status(api.send(api.delete("/v2/list/deleted/manifests/only")).await, 202).await;
+    expect_status(
+        api.send(api.delete("/v2/list/deleted/manifests/only"))
+            .await,
+        202,
+    )
+    .await;
     assert!(api.tags("list/deleted").await.is_empty());
 }
 
@@ -153,7 +199,16 @@ async fn repository_without_tags_lists_none() {
 async fn catalog_lists_repositories_with_manifests_in_order() {
     let api = Api::start().await;
     assert!(api.catalog().await.is_empty());
-    let repos = ["zeta", "alpha/one", "alpha", "alpha/two/three", "beta-x", "beta_x", "beta.x", "a/b/c/d"];
+    let repos = [
+        "zeta",
+        "alpha/one",
+        "alpha",
+        "alpha/two/three",
+        "beta-x",
+        "beta_x",
+        "beta.x",
+        "a/b/c/d",
+    ];
     for repo in repos {
         api.push_image(repo, "v1", &format!("catalog {repo}")).await;
     }
@@ -161,7 +216,9 @@ async fn catalog_lists_repositories_with_manifests_in_order() {
     api.push_blob("blobs-only", b"blob").await;
     api.start_upload("upload-only").await;
     let (_, _, manifest) = image_parts("refused");
-    let response = api.put_manifest("refused", "v1", OCI_MANIFEST, &manifest).await;
+    let response = api
+        .put_manifest("refused", "v1", OCI_MANIFEST, &manifest)
+        .await;
     expect_error(response, 400, "MANIFEST_BLOB_UNKNOWN").await;
 
     let mut expected: Vec<String> = repos.iter().map(|r| (*r).to_owned()).collect();
@@ -174,13 +231,20 @@ async fn catalog_lists_repositories_with_manifests_in_order() {
     let (items, link) = page(&api, "/v2/_catalog?n=3", "repositories").await;
     assert_eq!(items, expected[..3]);
     let link = link.expect("a full page has a Link");
-    assert_eq!(next_target(&link), format!("/v2/_catalog?n=3&last={}", expected[2].replace('/', "%2F")));
+    assert_eq!(
+        next_target(&link),
+        format!("/v2/_catalog?n=3&last={}", expected[2].replace('/', "%2F"))
+    );
     let pages = all_pages(&api, "/v2/_catalog?n=3", "repositories").await;
     assert_eq!(pages.concat(), expected);
 
     // last with a slash in it, and n=0.
     let (items, _) = page(&api, "/v2/_catalog?last=alpha/one", "repositories").await;
-    let after: Vec<String> = expected.iter().filter(|r| r.as_str() > "alpha/one").cloned().collect();
+    let after: Vec<String> = expected
+        .iter()
+        .filter(|r| r.as_str() > "alpha/one")
+        .cloned()
+        .collect();
     assert_eq!(items, after);
     let (items, link) = page(&api, "/v2/_catalog?n=0", "repositories").await;
     assert!(items.is_empty());
@@ -189,7 +253,12 @@ async fn catalog_lists_repositories_with_manifests_in_order() {
     // A repository whose last manifest was deleted leaves the catalog.
     let (_, headers, _) = api.get_manifest("zeta", "v1").await;
     let digest = header(&headers, "docker-content-digest").to_owned();
-    expect_status(api.send(api.delete(&format!("/v2/zeta/manifests/{digest}"))).await, 202).await;
+    expect_status(
+        api.send(api.delete(&format!("/v2/zeta/manifests/{digest}")))
+            .await,
+        202,
+    )
+    .await;
     let (items, _) = page(&api, "/v2/_catalog", "repositories").await;
     assert!(!items.contains(&"zeta".to_owned()), "{items:?}");
 }

@@ -4,9 +4,10 @@
 use serde_json::json;
 
 use super::{
-    Api, DOCKER_CONFIG, DOCKER_LAYER, DOCKER_LIST, DOCKER_MANIFEST, DOCKER_SCHEMA1_SIGNED, OCI_CONFIG, OCI_INDEX,
-    OCI_LAYER, OCI_MANIFEST, bytes_for, descriptor, descriptor_of, docker_list, docker_manifest, expect_error,
-    expect_status, header, header_values, image_parts, manifest_bytes, oci_index, oci_manifest, sha256, sha512,
+    Api, DOCKER_CONFIG, DOCKER_LAYER, DOCKER_LIST, DOCKER_MANIFEST, DOCKER_SCHEMA1_SIGNED,
+    OCI_CONFIG, OCI_INDEX, OCI_LAYER, OCI_MANIFEST, bytes_for, descriptor, descriptor_of,
+    docker_list, docker_manifest, expect_error, expect_status, header, header_values, image_parts,
+    manifest_bytes, oci_index, oci_manifest, sha256, sha512,
 };
 
 /// Pushes a Docker schema 2 image's blobs and returns its manifest bytes (not pushed).
@@ -15,7 +16,10 @@ async fn docker_image(api: &Api, repo: &str, seed: &str) -> Vec<u8> {
     let layer = bytes_for(&format!("docker layer {seed}"), 700);
     api.push_blob(repo, &config).await;
     api.push_blob(repo, &layer).await;
-    manifest_bytes(&docker_manifest(descriptor_of(DOCKER_CONFIG, &config), vec![descriptor_of(DOCKER_LAYER, &layer)]))
+    manifest_bytes(&docker_manifest(
+        descriptor_of(DOCKER_CONFIG, &config),
+        vec![descriptor_of(DOCKER_LAYER, &layer)],
+    ))
 }
 
 /// Asserts a manifest answer: status 200, exact bytes, type and digest headers.
@@ -24,13 +28,25 @@ async fn expect_manifest(api: &Api, repo: &str, reference: &str, media_type: &st
     let (headers, body) = expect_status(api.send(api.get(&path)).await, 200).await;
     assert_eq!(body, bytes, "GET {path} returns the exact bytes pushed");
     assert_eq!(header(&headers, "content-type"), media_type, "GET {path}");
-    assert_eq!(header(&headers, "docker-content-digest"), sha256(bytes), "GET {path}");
-    assert_eq!(header(&headers, "content-length"), bytes.len().to_string(), "GET {path}");
+    assert_eq!(
+        header(&headers, "docker-content-digest"),
+        sha256(bytes),
+        "GET {path}"
+    );
+    assert_eq!(
+        header(&headers, "content-length"),
+        bytes.len().to_string(),
+        "GET {path}"
+    );
 
     let (head_headers, head_body) = expect_status(api.send(api.head(&path)).await, 200).await;
     assert!(head_body.is_empty(), "HEAD {path} has no body");
     for name in ["content-type", "docker-content-digest", "content-length"] {
-        assert_eq!(header(&head_headers, name), header(&headers, name), "HEAD {path}: {name}");
+        assert_eq!(
+            header(&head_headers, name),
+            header(&headers, name),
+            "HEAD {path}: {name}"
+        );
     }
 }
 
@@ -40,7 +56,14 @@ async fn put_by_tag_then_get_by_tag_and_digest() {
     let image = api.push_image("man/basic", "v1", "basic").await;
     assert_eq!(image.digest, sha256(&image.manifest));
     expect_manifest(&api, "man/basic", "v1", OCI_MANIFEST, &image.manifest).await;
-    expect_manifest(&api, "man/basic", &image.digest, OCI_MANIFEST, &image.manifest).await;
+    expect_manifest(
+        &api,
+        "man/basic",
+        &image.digest,
+        OCI_MANIFEST,
+        &image.manifest,
+    )
+    .await;
     let encoded = image.digest.replace(':', "%3A");
     expect_manifest(&api, "man/basic", &encoded, OCI_MANIFEST, &image.manifest).await;
     assert_eq!(api.tags("man/basic").await, ["v1"]);
@@ -56,28 +79,45 @@ async fn put_by_digest() {
 
     // A digest that does not match the bytes is refused and nothing is stored.
     let wrong = sha256(b"another manifest");
-    let response = api.put_manifest("man/bydigest", &wrong, OCI_MANIFEST, &manifest).await;
+    let response = api
+        .put_manifest("man/bydigest", &wrong, OCI_MANIFEST, &manifest)
+        .await;
     expect_error(response, 400, "DIGEST_INVALID").await;
     for reference in [&wrong, &digest] {
-        let response = api.send(api.get(&format!("/v2/man/bydigest/manifests/{reference}"))).await;
+        let response = api
+            .send(api.get(&format!("/v2/man/bydigest/manifests/{reference}")))
+            .await;
         expect_error(response, 404, "MANIFEST_UNKNOWN").await;
     }
-    let response = api.put_manifest("man/bydigest", "sha256:1234", OCI_MANIFEST, &manifest).await;
+    let response = api
+        .put_manifest("man/bydigest", "sha256:1234", OCI_MANIFEST, &manifest)
+        .await;
     expect_error(response, 400, "DIGEST_INVALID").await;
 
     // The right digest works and creates no tag.
-    api.push_manifest("man/bydigest", &digest, OCI_MANIFEST, &manifest).await;
+    api.push_manifest("man/bydigest", &digest, OCI_MANIFEST, &manifest)
+        .await;
     expect_manifest(&api, "man/bydigest", &digest, OCI_MANIFEST, &manifest).await;
     assert!(api.tags("man/bydigest").await.is_empty());
     assert_eq!(api.catalog().await, ["man/bydigest"]);
 
     // A sha512 reference is verified with sha512.
     let digest512 = sha512(&manifest);
-    let response = api.put_manifest("man/bydigest", &digest512, OCI_MANIFEST, &manifest).await;
+    let response = api
+        .put_manifest("man/bydigest", &digest512, OCI_MANIFEST, &manifest)
+        .await;
     let (headers, _) = expect_status(response, 201).await;
     assert_eq!(header(&headers, "docker-content-digest"), digest512);
-    assert_eq!(header(&headers, "location"), format!("/v2/man/bydigest/manifests/{digest512}"));
-    let (headers, body) = expect_status(api.send(api.get(&format!("/v2/man/bydigest/manifests/{digest512}"))).await, 200).await;
+    assert_eq!(
+        header(&headers, "location"),
+        format!("/v2/man/bydigest/manifests/{digest512}")
+    );
+    let (headers, body) = expect_status(
+        api.send(api.get(&format!("/v2/man/bydigest/manifests/{digest512}")))
+            .await,
+        200,
+    )
+    .await;
     assert_eq!(body, manifest);
     assert_eq!(header(&headers, "docker-content-digest"), digest512);
 }
@@ -90,16 +130,26 @@ async fn all_supported_manifest_types_are_accepted() {
     let amd64 = api.push_image(repo, "oci-amd64", "types amd64").await;
     let arm64 = api.push_image(repo, "oci-arm64", "types arm64").await;
     // OCI index over them.
-    let index = manifest_bytes(&oci_index(vec![amd64.index_entry("amd64"), arm64.index_entry("arm64")]));
-    api.push_manifest(repo, "oci-index", OCI_INDEX, &index).await;
+    let index = manifest_bytes(&oci_index(vec![
+        amd64.index_entry("amd64"),
+        arm64.index_entry("arm64"),
+    ]));
+    api.push_manifest(repo, "oci-index", OCI_INDEX, &index)
+        .await;
     expect_manifest(&api, repo, "oci-index", OCI_INDEX, &index).await;
     // Docker schema 2.
     let docker = docker_image(&api, repo, "types docker").await;
-    api.push_manifest(repo, "docker", DOCKER_MANIFEST, &docker).await;
+    api.push_manifest(repo, "docker", DOCKER_MANIFEST, &docker)
+        .await;
     expect_manifest(&api, repo, "docker", DOCKER_MANIFEST, &docker).await;
     // Docker manifest list.
-    let list = manifest_bytes(&docker_list(vec![super::platform_entry(DOCKER_MANIFEST, &docker, "arm64")]));
-    api.push_manifest(repo, "docker-list", DOCKER_LIST, &list).await;
+    let list = manifest_bytes(&docker_list(vec![super::platform_entry(
+        DOCKER_MANIFEST,
+        &docker,
+        "arm64",
+    )]));
+    api.push_manifest(repo, "docker-list", DOCKER_LIST, &list)
+        .await;
     expect_manifest(&api, repo, "docker-list", DOCKER_LIST, &list).await;
     // An index of an index.
     let nested = manifest_bytes(&oci_index(vec![descriptor_of(OCI_INDEX, &index)]));
@@ -107,7 +157,17 @@ async fn all_supported_manifest_types_are_accepted() {
 
     let mut tags = api.tags(repo).await;
     tags.sort();
-    assert_eq!(tags, ["docker", "docker-list", "nested", "oci-amd64", "oci-arm64", "oci-index"]);
+    assert_eq!(
+        tags,
+        [
+            "docker",
+            "docker-list",
+            "nested",
+            "oci-amd64",
+            "oci-arm64",
+            "oci-index"
+        ]
+    );
 }
 
 #[tokio::test]
@@ -118,19 +178,32 @@ async fn media_type_from_header_or_body() {
     api.push_blob(repo, &config).await;
     api.push_blob(repo, &layer).await;
     // No mediaType field: the Content-Type says what it is.
-    let mut value = oci_manifest(descriptor_of(OCI_CONFIG, &config), vec![descriptor_of(OCI_LAYER, &layer)]);
+    let mut value = oci_manifest(
+        descriptor_of(OCI_CONFIG, &config),
+        vec![descriptor_of(OCI_LAYER, &layer)],
+    );
     value.as_object_mut().expect("object").remove("mediaType");
     let bare = manifest_bytes(&value);
-    api.push_manifest(repo, "from-header", OCI_MANIFEST, &bare).await;
+    api.push_manifest(repo, "from-header", OCI_MANIFEST, &bare)
+        .await;
     expect_manifest(&api, repo, "from-header", OCI_MANIFEST, &bare).await;
 
     // mediaType field with a generic Content-Type (with parameters): the field wins.
-    let full = manifest_bytes(&oci_manifest(descriptor_of(OCI_CONFIG, &config), vec![descriptor_of(OCI_LAYER, &layer)]));
-    api.push_manifest(repo, "generic", "application/json; charset=utf-8", &full).await;
+    let full = manifest_bytes(&oci_manifest(
+        descriptor_of(OCI_CONFIG, &config),
+        vec![descriptor_of(OCI_LAYER, &layer)],
+    ));
+    api.push_manifest(repo, "generic", "application/json; charset=utf-8", &full)
+        .await;
     expect_manifest(&api, repo, "generic", OCI_MANIFEST, &full).await;
 
     // Neither says: an OCI image manifest is recognised by its config.
-    let response = api.send(api.put(&format!("/v2/{repo}/manifests/no-type")).body(bare.clone())).await;
+    let response = api
+        .send(
+            api.put(&format!("/v2/{repo}/manifests/no-type"))
+                .body(bare.clone()),
+        )
+        .await;
     expect_status(response, 201).await;
     expect_manifest(&api, repo, "no-type", OCI_MANIFEST, &bare).await;
 }
@@ -147,8 +220,12 @@ async fn foreign_layers_need_no_blob() {
         123_456,
     );
     foreign["urls"] = json!(["https://example.invalid/layer"]);
-    let manifest = manifest_bytes(&docker_manifest(descriptor_of(DOCKER_CONFIG, &config), vec![foreign]));
-    api.push_manifest(repo, "windows", DOCKER_MANIFEST, &manifest).await;
+    let manifest = manifest_bytes(&docker_manifest(
+        descriptor_of(DOCKER_CONFIG, &config),
+        vec![foreign],
+    ));
+    api.push_manifest(repo, "windows", DOCKER_MANIFEST, &manifest)
+        .await;
     expect_manifest(&api, repo, "windows", DOCKER_MANIFEST, &manifest).await;
 }
 
@@ -162,11 +239,17 @@ async fn manifest_referencing_unknown_blob_is_refused_and_stores_nothing() {
     api.push_blob(repo, &config).await; // the layer is never pushed
     let response = api.put_manifest(repo, "v2", OCI_MANIFEST, &manifest).await;
     let (_, error) = expect_error(response, 400, "MANIFEST_BLOB_UNKNOWN").await;
-    assert_eq!(error["detail"]["unknown"], json!([sha256(&layer)]), "{error}");
+    assert_eq!(
+        error["detail"]["unknown"],
+        json!([sha256(&layer)]),
+        "{error}"
+    );
 
     let response = api.send(api.get(&format!("/v2/{repo}/manifests/v2"))).await;
     expect_error(response, 404, "MANIFEST_UNKNOWN").await;
-    let response = api.send(api.get(&format!("/v2/{repo}/manifests/{}", sha256(&manifest)))).await;
+    let response = api
+        .send(api.get(&format!("/v2/{repo}/manifests/{}", sha256(&manifest))))
+        .await;
     expect_error(response, 404, "MANIFEST_UNKNOWN").await;
     assert_eq!(api.tags(repo).await, ["v1"]);
     expect_manifest(&api, repo, "v1", OCI_MANIFEST, &existing.manifest).await;
@@ -176,14 +259,22 @@ async fn manifest_referencing_unknown_blob_is_refused_and_stores_nothing() {
     let response = api.put_manifest(repo, "v2", OCI_MANIFEST, &manifest).await;
     expect_error(response, 400, "MANIFEST_BLOB_UNKNOWN").await;
     // Pushing by digest fails the same way.
-    let response = api.put_manifest(repo, &sha256(&manifest), OCI_MANIFEST, &manifest).await;
+    let response = api
+        .put_manifest(repo, &sha256(&manifest), OCI_MANIFEST, &manifest)
+        .await;
     expect_error(response, 400, "MANIFEST_BLOB_UNKNOWN").await;
 
     // In a fresh repository the failed push creates no repository at all.
-    let response = api.put_manifest("man/fresh", "v1", OCI_MANIFEST, &manifest).await;
+    let response = api
+        .put_manifest("man/fresh", "v1", OCI_MANIFEST, &manifest)
+        .await;
     let (_, error) = expect_error(response, 400, "MANIFEST_BLOB_UNKNOWN").await;
-    let mut unknown: Vec<String> =
-        error["detail"]["unknown"].as_array().expect("detail.unknown").iter().map(|d| d.as_str().unwrap().to_owned()).collect();
+    let mut unknown: Vec<String> = error["detail"]["unknown"]
+        .as_array()
+        .expect("detail.unknown")
+        .iter()
+        .map(|d| d.as_str().unwrap().to_owned())
+        .collect();
     unknown.sort();
     let mut expected = vec![sha256(&config), sha256(&layer)];
     expected.sort();
@@ -203,8 +294,12 @@ async fn manifest_referencing_unknown_blob_is_refused_and_stores_nothing() {
 #[tokio::test]
 async fn index_referencing_unknown_child_is_refused() {
     let api = Api::start().await;
-    let present = api.push_image("man/index", "present", "index present").await;
-    let elsewhere = api.push_image("man/other", "elsewhere", "index elsewhere").await;
+    let present = api
+        .push_image("man/index", "present", "index present")
+        .await;
+    let elsewhere = api
+        .push_image("man/other", "elsewhere", "index elsewhere")
+        .await;
     let (_, _, never_pushed) = image_parts("never pushed child");
 
     for missing in [&elsewhere.manifest, &never_pushed] {
@@ -212,15 +307,27 @@ async fn index_referencing_unknown_child_is_refused() {
             present.index_entry("amd64"),
             super::platform_entry(OCI_MANIFEST, missing, "arm64"),
         ]));
-        let response = api.put_manifest("man/index", "multi", OCI_INDEX, &index).await;
+        let response = api
+            .put_manifest("man/index", "multi", OCI_INDEX, &index)
+            .await;
         let (_, error) = expect_error(response, 400, "MANIFEST_BLOB_UNKNOWN").await;
-        assert_eq!(error["detail"]["unknown"], json!([sha256(missing)]), "{error}");
+        assert_eq!(
+            error["detail"]["unknown"],
+            json!([sha256(missing)]),
+            "{error}"
+        );
         let response = api.send(api.get("/v2/man/index/manifests/multi")).await;
         expect_error(response, 404, "MANIFEST_UNKNOWN").await;
     }
     // A Docker manifest list is checked the same way.
-    let list = manifest_bytes(&docker_list(vec![super::platform_entry(DOCKER_MANIFEST, &never_pushed, "amd64")]));
-    let response = api.put_manifest("man/index", "list", DOCKER_LIST, &list).await;
+    let list = manifest_bytes(&docker_list(vec![super::platform_entry(
+        DOCKER_MANIFEST,
+        &never_pushed,
+        "amd64",
+    )]));
+    let response = api
+        .put_manifest("man/index", "list", DOCKER_LIST, &list)
+        .await;
     expect_error(response, 400, "MANIFEST_BLOB_UNKNOWN").await;
     assert_eq!(api.tags("man/index").await, ["present"]);
 }
@@ -252,40 +359,108 @@ async fn invalid_manifests_are_manifest_invalid() {
     let mut missing_layers = oci_manifest(cfg.clone(), vec![lyr.clone()]);
     missing_layers.as_object_mut().unwrap().remove("layers");
     let mut no_schema_version = oci_manifest(cfg.clone(), vec![lyr.clone()]);
-    no_schema_version.as_object_mut().unwrap().remove("schemaVersion");
+    no_schema_version
+        .as_object_mut()
+        .unwrap()
+        .remove("schemaVersion");
     let mut index_with_layers = oci_index(vec![]);
     index_with_layers["layers"] = json!([lyr.clone()]);
     let mut manifest_with_manifests = oci_manifest(cfg.clone(), vec![lyr.clone()]);
     manifest_with_manifests["manifests"] = json!([]);
-    let bad_digest = oci_manifest(cfg.clone(), vec![json!({ "mediaType": OCI_LAYER, "digest": "sha256:nothex", "size": 1 })]);
-    let no_size = oci_manifest(cfg.clone(), vec![json!({ "mediaType": OCI_LAYER, "digest": sha256(&layer) })]);
+    let bad_digest = oci_manifest(
+        cfg.clone(),
+        vec![json!({ "mediaType": OCI_LAYER, "digest": "sha256:nothex", "size": 1 })],
+    );
+    let no_size = oci_manifest(
+        cfg.clone(),
+        vec![json!({ "mediaType": OCI_LAYER, "digest": sha256(&layer) })],
+    );
     let negative_size = oci_manifest(cfg.clone(), vec![descriptor(OCI_LAYER, &sha256(&layer), 0)]);
     let mut negative_size = negative_size;
     negative_size["layers"][0]["size"] = json!(-1);
-    let no_media_type_descriptor = oci_manifest(json!({ "digest": sha256(&config), "size": config.len() }), vec![lyr.clone()]);
+    let no_media_type_descriptor = oci_manifest(
+        json!({ "digest": sha256(&config), "size": config.len() }),
+        vec![lyr.clone()],
+    );
     let mut unsupported_type = oci_manifest(cfg.clone(), vec![lyr.clone()]);
     unsupported_type["mediaType"] = json!("application/vnd.example.unknown+json");
 
     // (what, Content-Type, body)
     let cases: Vec<(&str, &str, Vec<u8>)> = vec![
-        ("docker schema1 (signed)", DOCKER_SCHEMA1_SIGNED, manifest_bytes(&schema1)),
-        ("docker schema1 (unsigned)", "application/vnd.docker.distribution.manifest.v1+json", manifest_bytes(&schema1_unsigned)),
+        (
+            "docker schema1 (signed)",
+            DOCKER_SCHEMA1_SIGNED,
+            manifest_bytes(&schema1),
+        ),
+        (
+            "docker schema1 (unsigned)",
+            "application/vnd.docker.distribution.manifest.v1+json",
+            manifest_bytes(&schema1_unsigned),
+        ),
         ("garbage", OCI_MANIFEST, b"this is not json {".to_vec()),
         ("empty body", OCI_MANIFEST, Vec::new()),
         ("json array", OCI_MANIFEST, b"[1, 2, 3]".to_vec()),
-        ("missing config", OCI_MANIFEST, manifest_bytes(&missing_config)),
-        ("missing layers", OCI_MANIFEST, manifest_bytes(&missing_layers)),
-        ("no schemaVersion", OCI_MANIFEST, manifest_bytes(&no_schema_version)),
-        ("index with layers", OCI_INDEX, manifest_bytes(&index_with_layers)),
-        ("manifest with manifests", OCI_MANIFEST, manifest_bytes(&manifest_with_manifests)),
-        ("descriptor with a bad digest", OCI_MANIFEST, manifest_bytes(&bad_digest)),
-        ("descriptor without size", OCI_MANIFEST, manifest_bytes(&no_size)),
-        ("descriptor with negative size", OCI_MANIFEST, manifest_bytes(&negative_size)),
-        ("descriptor without mediaType", OCI_MANIFEST, manifest_bytes(&no_media_type_descriptor)),
-        ("unsupported mediaType", "application/vnd.example.unknown+json", manifest_bytes(&unsupported_type)),
+        (
+            "missing config",
+            OCI_MANIFEST,
+            manifest_bytes(&missing_config),
+        ),
+        (
+            "missing layers",
+            OCI_MANIFEST,
+            manifest_bytes(&missing_layers),
+        ),
+        (
+            "no schemaVersion",
+            OCI_MANIFEST,
+            manifest_bytes(&no_schema_version),
+        ),
+        (
+            "index with layers",
+            OCI_INDEX,
+            manifest_bytes(&index_with_layers),
+        ),
+        (
+            "manifest with manifests",
+            OCI_MANIFEST,
+            manifest_bytes(&manifest_with_manifests),
+        ),
+        (
+            "descriptor with a bad digest",
+            OCI_MANIFEST,
+            manifest_bytes(&bad_digest),
+        ),
+        (
+            "descriptor without size",
+            OCI_MANIFEST,
+            manifest_bytes(&no_size),
+        ),
+        (
+            "descriptor with negative size",
+            OCI_MANIFEST,
+            manifest_bytes(&negative_size),
+        ),
+        (
+            "descriptor without mediaType",
+            OCI_MANIFEST,
+            manifest_bytes(&no_media_type_descriptor),
+        ),
+        (
+            "unsupported mediaType",
+            "application/vnd.example.unknown+json",
+            manifest_bytes(&unsupported_type),
+        ),
         // The header and the body disagree about what this is.
-        ("Content-Type vs mediaType", DOCKER_MANIFEST, manifest_bytes(&oci_manifest(cfg.clone(), vec![lyr.clone()]))),
-        ("Content-Type index vs manifest", OCI_INDEX, manifest_bytes(&oci_manifest(cfg.clone(), vec![lyr.clone()]))),
+        (
+            "Content-Type vs mediaType",
+            DOCKER_MANIFEST,
+            manifest_bytes(&oci_manifest(cfg.clone(), vec![lyr.clone()])),
+        ),
+        (
+            "Content-Type index vs manifest",
+            OCI_INDEX,
+            manifest_bytes(&oci_manifest(cfg.clone(), vec![lyr.clone()])),
+        ),
     ];
     for (what, content_type, body) in cases {
         let response = api.put_manifest(repo, "bad", content_type, &body).await;
@@ -295,18 +470,33 @@ async fn invalid_manifests_are_manifest_invalid() {
     // A media type that is not a manifest, said only by the header.
     let mut bare = oci_manifest(cfg.clone(), vec![lyr.clone()]);
     bare.as_object_mut().unwrap().remove("mediaType");
-    let response = api.put_manifest(repo, "bad", "application/vnd.oci.image.layer.v1.tar", &manifest_bytes(&bare)).await;
+    let response = api
+        .put_manifest(
+            repo,
+            "bad",
+            "application/vnd.oci.image.layer.v1.tar",
+            &manifest_bytes(&bare),
+        )
+        .await;
     expect_error(response, 400, "MANIFEST_INVALID").await;
 
-    let response = api.send(api.get(&format!("/v2/{repo}/manifests/bad"))).await;
+    let response = api
+        .send(api.get(&format!("/v2/{repo}/manifests/bad")))
+        .await;
     expect_error(response, 404, "MANIFEST_UNKNOWN").await;
-    assert!(api.catalog().await.is_empty(), "no invalid manifest was stored");
+    assert!(
+        api.catalog().await.is_empty(),
+        "no invalid manifest was stored"
+    );
 }
 
 /// An OCI manifest over `config`/`layer`, padded with an annotation to exactly `len` bytes.
 fn manifest_of_len(config: &[u8], layer: &[u8], len: usize) -> Vec<u8> {
     let base = |pad: usize| {
-        let mut m = oci_manifest(descriptor_of(OCI_CONFIG, config), vec![descriptor_of(OCI_LAYER, layer)]);
+        let mut m = oci_manifest(
+            descriptor_of(OCI_CONFIG, config),
+            vec![descriptor_of(OCI_LAYER, layer)],
+        );
         m["annotations"] = json!({ "pad": "x".repeat(pad) });
         manifest_bytes(&m)
     };
@@ -326,7 +516,8 @@ async fn manifest_size_limit_is_413() {
     api.push_blob(repo, &layer).await;
 
     let at_limit = manifest_of_len(&config, &layer, 1024);
-    api.push_manifest(repo, "at-limit", OCI_MANIFEST, &at_limit).await;
+    api.push_manifest(repo, "at-limit", OCI_MANIFEST, &at_limit)
+        .await;
 
     let over = manifest_of_len(&config, &layer, 1025);
     let response = api.put_manifest(repo, "over", OCI_MANIFEST, &over).await;
@@ -347,7 +538,10 @@ async fn manifest_size_limit_is_413() {
     let response = api
         .raw(
             &format!("PUT /v2/{repo}/manifests/streamed HTTP/1.1"),
-            &[("Content-Type", OCI_MANIFEST), ("Transfer-Encoding", "chunked")],
+            &[
+                ("Content-Type", OCI_MANIFEST),
+                ("Transfer-Encoding", "chunked"),
+            ],
             &chunked,
             false,
         )
@@ -356,7 +550,9 @@ async fn manifest_size_limit_is_413() {
     response.expect_error(413, "MANIFEST_INVALID");
 
     for tag in ["over", "streamed"] {
-        let response = api.send(api.get(&format!("/v2/{repo}/manifests/{tag}"))).await;
+        let response = api
+            .send(api.get(&format!("/v2/{repo}/manifests/{tag}")))
+            .await;
         expect_error(response, 404, "MANIFEST_UNKNOWN").await;
     }
     assert_eq!(api.tags(repo).await, ["at-limit"]);
@@ -379,7 +575,9 @@ async fn accept_negotiation_by_tag_not_by_digest() {
     let api = Api::start().await;
     let repo = "man/accept";
     let docker = docker_image(&api, repo, "accept").await;
-    let digest = api.push_manifest(repo, "latest", DOCKER_MANIFEST, &docker).await;
+    let digest = api
+        .push_manifest(repo, "latest", DOCKER_MANIFEST, &docker)
+        .await;
     let by_tag = format!("/v2/{repo}/manifests/latest");
     let by_digest = format!("/v2/{repo}/manifests/{digest}");
 
@@ -387,10 +585,20 @@ async fn accept_negotiation_by_tag_not_by_digest() {
     let cases: Vec<(Vec<&str>, bool)> = vec![
         (vec![OCI_MANIFEST], false),
         (vec![OCI_MANIFEST, OCI_INDEX], false),
-        (vec!["application/vnd.oci.image.manifest.v1+json, application/vnd.oci.image.index.v1+json"], false),
+        (
+            vec![
+                "application/vnd.oci.image.manifest.v1+json, application/vnd.oci.image.index.v1+json",
+            ],
+            false,
+        ),
         (vec![DOCKER_MANIFEST], true),
         (vec![OCI_MANIFEST, DOCKER_MANIFEST], true),
-        (vec!["application/vnd.oci.image.manifest.v1+json;q=0.9, application/vnd.docker.distribution.manifest.v2+json;q=0.5"], true),
+        (
+            vec![
+                "application/vnd.oci.image.manifest.v1+json;q=0.9, application/vnd.docker.distribution.manifest.v2+json;q=0.5",
+            ],
+            true,
+        ),
         (vec!["*/*"], true),
         (vec!["application/*"], true),
         (vec![OCI_MANIFEST, "*/*"], true),
@@ -409,10 +617,18 @@ async fn accept_negotiation_by_tag_not_by_digest() {
             let (headers, body) = expect_status(response, 200).await;
             assert_eq!(body, docker, "Accept {accept:?}");
             assert_eq!(header(&headers, "content-type"), DOCKER_MANIFEST);
-            assert_eq!(api.send(head).await.status(), 200, "HEAD, Accept {accept:?}");
+            assert_eq!(
+                api.send(head).await.status(),
+                200,
+                "HEAD, Accept {accept:?}"
+            );
         } else {
             expect_error(response, 404, "MANIFEST_UNKNOWN").await;
-            assert_eq!(api.send(head).await.status(), 404, "HEAD, Accept {accept:?}");
+            assert_eq!(
+                api.send(head).await.status(),
+                404,
+                "HEAD, Accept {accept:?}"
+            );
         }
         // By digest the client pinned the bytes: always served.
         let (headers, body) = expect_status(api.send(get_digest).await, 200).await;
@@ -425,7 +641,12 @@ async fn accept_negotiation_by_tag_not_by_digest() {
         .raw(&format!("GET {by_tag} HTTP/1.1"), &[], b"", false)
         .await
         .expect("an answer");
-    assert_eq!(response.status, 200, "{}", String::from_utf8_lossy(&response.body));
+    assert_eq!(
+        response.status,
+        200,
+        "{}",
+        String::from_utf8_lossy(&response.body)
+    );
     assert_eq!(response.body, docker);
 }
 
@@ -440,16 +661,22 @@ async fn extra_tags_on_put_by_digest() {
 
     let response = api
         .send(
-            api.put(&format!("/v2/{repo}/manifests/{digest}?tag=a&tag=b&tag=1.0"))
-                .header("content-type", OCI_MANIFEST)
-                .body(manifest.clone()),
+            api.put(&format!(
+                "/v2/{repo}/manifests/{digest}?tag=a&tag=b&tag=1.0"
+            ))
+            .header("content-type", OCI_MANIFEST)
+            .body(manifest.clone()),
         )
         .await;
     let (headers, _) = expect_status(response, 201).await;
     assert_eq!(header(&headers, "docker-content-digest"), digest);
     let mut announced = header_values(&headers, "oci-tag");
     announced.sort();
-    assert_eq!(announced, ["1.0", "a", "b"], "one OCI-Tag per accepted tag: {headers:?}");
+    assert_eq!(
+        announced,
+        ["1.0", "a", "b"],
+        "one OCI-Tag per accepted tag: {headers:?}"
+    );
     assert_eq!(api.tags(repo).await, ["1.0", "a", "b"]);
     for tag in ["a", "b", "1.0"] {
         expect_manifest(&api, repo, tag, OCI_MANIFEST, &manifest).await;
@@ -473,9 +700,12 @@ async fn extra_tags_on_put_by_digest() {
     let (_, _, other) = image_parts("tag params 2");
     let response = api
         .send(
-            api.put(&format!("/v2/{repo}/manifests/{}?tag=ok&tag=-bad", sha256(&other)))
-                .header("content-type", OCI_MANIFEST)
-                .body(other.clone()),
+            api.put(&format!(
+                "/v2/{repo}/manifests/{}?tag=ok&tag=-bad",
+                sha256(&other)
+            ))
+            .header("content-type", OCI_MANIFEST)
+            .body(other.clone()),
         )
         .await;
     expect_error(response, 400, "TAG_INVALID").await;
@@ -487,11 +717,17 @@ async fn delete_by_tag_keeps_the_manifest() {
     let api = Api::start().await;
     let repo = "man/deltag";
     let image = api.push_image(repo, "v1", "delete tag").await;
-    api.push_manifest(repo, "stable", OCI_MANIFEST, &image.manifest).await;
+    api.push_manifest(repo, "stable", OCI_MANIFEST, &image.manifest)
+        .await;
     // Warm any cache first.
     expect_manifest(&api, repo, "v1", OCI_MANIFEST, &image.manifest).await;
 
-    let (_, body) = expect_status(api.send(api.delete(&format!("/v2/{repo}/manifests/v1"))).await, 202).await;
+    let (_, body) = expect_status(
+        api.send(api.delete(&format!("/v2/{repo}/manifests/v1")))
+            .await,
+        202,
+    )
+    .await;
     assert!(body.is_empty());
     let response = api.send(api.get(&format!("/v2/{repo}/manifests/v1"))).await;
     expect_error(response, 404, "MANIFEST_UNKNOWN").await;
@@ -499,9 +735,13 @@ async fn delete_by_tag_keeps_the_manifest() {
     expect_manifest(&api, repo, "stable", OCI_MANIFEST, &image.manifest).await;
     assert_eq!(api.tags(repo).await, ["stable"]);
 
-    let response = api.send(api.delete(&format!("/v2/{repo}/manifests/v1"))).await;
+    let response = api
+        .send(api.delete(&format!("/v2/{repo}/manifests/v1")))
+        .await;
     expect_error(response, 404, "MANIFEST_UNKNOWN").await;
-    let response = api.send(api.delete("/v2/man/nosuchrepo/manifests/v1")).await;
+    let response = api
+        .send(api.delete("/v2/man/nosuchrepo/manifests/v1"))
+        .await;
     expect_error(response, 404, "MANIFEST_UNKNOWN").await;
 }
 
@@ -510,27 +750,36 @@ async fn delete_by_digest_removes_its_tags() {
     let api = Api::start().await;
     let repo = "man/deldigest";
     let doomed = api.push_image(repo, "v1", "doomed").await;
-    api.push_manifest(repo, "latest", OCI_MANIFEST, &doomed.manifest).await;
+    api.push_manifest(repo, "latest", OCI_MANIFEST, &doomed.manifest)
+        .await;
     let kept = api.push_image(repo, "v2", "kept").await;
     expect_manifest(&api, repo, "latest", OCI_MANIFEST, &doomed.manifest).await;
 
     let path = format!("/v2/{repo}/manifests/{}", doomed.digest);
     expect_status(api.send(api.delete(&path)).await, 202).await;
     for reference in ["v1", "latest", doomed.digest.as_str()] {
-        let response = api.send(api.get(&format!("/v2/{repo}/manifests/{reference}"))).await;
+        let response = api
+            .send(api.get(&format!("/v2/{repo}/manifests/{reference}")))
+            .await;
         expect_error(response, 404, "MANIFEST_UNKNOWN").await;
-        let response = api.send(api.head(&format!("/v2/{repo}/manifests/{reference}"))).await;
+        let response = api
+            .send(api.head(&format!("/v2/{repo}/manifests/{reference}")))
+            .await;
         assert_eq!(response.status(), 404, "HEAD {reference}");
     }
     assert_eq!(api.tags(repo).await, ["v2"]);
     expect_manifest(&api, repo, "v2", OCI_MANIFEST, &kept.manifest).await;
     // Deleting a manifest leaves its blobs in the repository.
-    assert_eq!(api.get_blob(repo, &doomed.layer_digest()).await, (200, doomed.layer.clone()));
+    assert_eq!(
+        api.get_blob(repo, &doomed.layer_digest()).await,
+        (200, doomed.layer.clone())
+    );
 
     let response = api.send(api.delete(&path)).await;
     expect_error(response, 404, "MANIFEST_UNKNOWN").await;
     // It can be pushed again.
-    api.push_manifest(repo, "v1", OCI_MANIFEST, &doomed.manifest).await;
+    api.push_manifest(repo, "v1", OCI_MANIFEST, &doomed.manifest)
+        .await;
     expect_manifest(&api, repo, "v1", OCI_MANIFEST, &doomed.manifest).await;
 }
 
@@ -559,13 +808,16 @@ async fn repushing_a_manifest_is_idempotent() {
     let repo = "man/idem";
     let image = api.push_image(repo, "v1", "idempotent").await;
     for _ in 0..3 {
-        let digest = api.push_manifest(repo, "v1", OCI_MANIFEST, &image.manifest).await;
+        let digest = api
+            .push_manifest(repo, "v1", OCI_MANIFEST, &image.manifest)
+            .await;
         assert_eq!(digest, image.digest);
     }
     assert_eq!(api.tags(repo).await, ["v1"]);
     expect_manifest(&api, repo, "v1", OCI_MANIFEST, &image.manifest).await;
     // By digest too.
-    api.push_manifest(repo, &image.digest, OCI_MANIFEST, &image.manifest).await;
+    api.push_manifest(repo, &image.digest, OCI_MANIFEST, &image.manifest)
+        .await;
     assert_eq!(api.tags(repo).await, ["v1"]);
     expect_manifest(&api, repo, &image.digest, OCI_MANIFEST, &image.manifest).await;
 }
@@ -594,7 +846,8 @@ async fn moving_a_tag() {
     expect_manifest(&api, repo, "latest", OCI_MANIFEST, &first.manifest).await;
     // A tag may also move to a manifest of another type.
     let docker = docker_image(&api, repo, "move docker").await;
-    api.push_manifest(repo, "latest", DOCKER_MANIFEST, &docker).await;
+    api.push_manifest(repo, "latest", DOCKER_MANIFEST, &docker)
+        .await;
     expect_manifest(&api, repo, "latest", DOCKER_MANIFEST, &docker).await;
 }
 
@@ -603,10 +856,14 @@ async fn manifests_are_scoped_to_their_repository() {
     let api = Api::start().await;
     let image = api.push_image("man/scope-a", "v1", "scoped").await;
     for reference in ["v1", image.digest.as_str()] {
-        let response = api.send(api.get(&format!("/v2/man/scope-b/manifests/{reference}"))).await;
+        let response = api
+            .send(api.get(&format!("/v2/man/scope-b/manifests/{reference}")))
+            .await;
         expect_error(response, 404, "MANIFEST_UNKNOWN").await;
     }
-    let response = api.send(api.delete(&format!("/v2/man/scope-b/manifests/{}", image.digest))).await;
+    let response = api
+        .send(api.delete(&format!("/v2/man/scope-b/manifests/{}", image.digest)))
+        .await;
     expect_error(response, 404, "MANIFEST_UNKNOWN").await;
     expect_manifest(&api, "man/scope-a", "v1", OCI_MANIFEST, &image.manifest).await;
 }

@@ -6,8 +6,6 @@
 //! blob/manifest push helpers, manifest builders and error-body assertions. The submodules
 //! hold the tests, one per area of the API.
 
-#![allow(dead_code)]
-
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -166,7 +164,13 @@ pub fn header_values(headers: &HeaderMap, name: &str) -> Vec<String> {
     headers
         .get_all(name)
         .iter()
-        .flat_map(|v| v.to_str().expect("header is text").split(',').map(|s| s.trim().to_owned()).collect::<Vec<_>>())
+        .flat_map(|v| {
+            v.to_str()
+                .expect("header is text")
+                .split(',')
+                .map(|s| s.trim().to_owned())
+                .collect::<Vec<_>>()
+        })
         .filter(|s| !s.is_empty())
         .collect()
 }
@@ -199,8 +203,11 @@ fn check_error_body(headers: &HeaderMap, body: &[u8], code: &str) -> Value {
         header(headers, "content-type").starts_with("application/json"),
         "error body must be JSON; headers {headers:?}"
     );
-    let value: Value = serde_json::from_slice(body).unwrap_or_else(|e| panic!("error body is not JSON ({e}): {text}"));
-    let errors = value["errors"].as_array().unwrap_or_else(|| panic!("no errors array: {text}"));
+    let value: Value = serde_json::from_slice(body)
+        .unwrap_or_else(|e| panic!("error body is not JSON ({e}): {text}"));
+    let errors = value["errors"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no errors array: {text}"));
     assert!(!errors.is_empty(), "empty errors array: {text}");
     for e in errors {
         assert!(e["code"].is_string(), "error without code: {text}");
@@ -285,7 +292,11 @@ impl Api {
     /// Where the filesystem store keeps a blob: `blobs/<alg>/<2 hex>/<hex>`.
     pub fn blob_file(&self, digest: &str) -> PathBuf {
         let (alg, hex) = digest.split_once(':').expect("algorithm:hex");
-        self.storage().join("blobs").join(alg).join(&hex[..2]).join(hex)
+        self.storage()
+            .join("blobs")
+            .join(alg)
+            .join(&hex[..2])
+            .join(hex)
     }
 
     /// Every file under `storage/blobs`.
@@ -312,7 +323,10 @@ impl Api {
     pub async fn push_blob(&self, repo: &str, bytes: &[u8]) -> String {
         let digest = sha256(bytes);
         let response = self
-            .send(self.post(&format!("/v2/{repo}/blobs/uploads/?digest={digest}")).body(bytes.to_vec()))
+            .send(
+                self.post(&format!("/v2/{repo}/blobs/uploads/?digest={digest}"))
+                    .body(bytes.to_vec()),
+            )
             .await;
         let (headers, _) = expect_status(response, 201).await;
         assert_eq!(header(&headers, "docker-content-digest"), digest);
@@ -321,14 +335,18 @@ impl Api {
 
     /// `GET` of a blob: status and body.
     pub async fn get_blob(&self, repo: &str, digest: &str) -> (u16, Vec<u8>) {
-        let response = self.send(self.get(&format!("/v2/{repo}/blobs/{digest}"))).await;
+        let response = self
+            .send(self.get(&format!("/v2/{repo}/blobs/{digest}")))
+            .await;
         let status = response.status().as_u16();
         (status, response.bytes().await.expect("body").to_vec())
     }
 
     /// Opens an upload session; asserts 202 and returns its `Location`.
     pub async fn start_upload(&self, repo: &str) -> String {
-        let response = self.send(self.post(&format!("/v2/{repo}/blobs/uploads/"))).await;
+        let response = self
+            .send(self.post(&format!("/v2/{repo}/blobs/uploads/")))
+            .await;
         let (headers, _) = expect_status(response, 202).await;
         header(&headers, "location").to_owned()
     }
@@ -342,7 +360,13 @@ impl Api {
     // ---- manifests ----
 
     /// `PUT /v2/<repo>/manifests/<reference>` with `Content-Type: media_type`.
-    pub async fn put_manifest(&self, repo: &str, reference: &str, media_type: &str, body: &[u8]) -> Response {
+    pub async fn put_manifest(
+        &self,
+        repo: &str,
+        reference: &str,
+        media_type: &str,
+        body: &[u8],
+    ) -> Response {
         self.send(
             self.put(&format!("/v2/{repo}/manifests/{reference}"))
                 .header("content-type", media_type)
@@ -352,12 +376,21 @@ impl Api {
     }
 
     /// Like [`Api::put_manifest`] but asserts 201 and the digest headers; returns the digest.
-    pub async fn push_manifest(&self, repo: &str, reference: &str, media_type: &str, body: &[u8]) -> String {
+    pub async fn push_manifest(
+        &self,
+        repo: &str,
+        reference: &str,
+        media_type: &str,
+        body: &[u8],
+    ) -> String {
         let response = self.put_manifest(repo, reference, media_type, body).await;
         let (headers, _) = expect_status(response, 201).await;
         let digest = sha256(body);
         assert_eq!(header(&headers, "docker-content-digest"), digest);
-        assert_eq!(header(&headers, "location"), format!("/v2/{repo}/manifests/{digest}"));
+        assert_eq!(
+            header(&headers, "location"),
+            format!("/v2/{repo}/manifests/{digest}")
+        );
         digest
     }
 
@@ -367,15 +400,27 @@ impl Api {
         self.push_blob(repo, &config).await;
         self.push_blob(repo, &layer).await;
         let digest = self.push_manifest(repo, tag, OCI_MANIFEST, &manifest).await;
-        Image { config, layer, manifest, media_type: OCI_MANIFEST, digest }
+        Image {
+            config,
+            layer,
+            manifest,
+            media_type: OCI_MANIFEST,
+            digest,
+        }
     }
 
     /// `GET` of a manifest: status, headers, body.
     pub async fn get_manifest(&self, repo: &str, reference: &str) -> (u16, HeaderMap, Vec<u8>) {
-        let response = self.send(self.get(&format!("/v2/{repo}/manifests/{reference}"))).await;
+        let response = self
+            .send(self.get(&format!("/v2/{repo}/manifests/{reference}")))
+            .await;
         let status = response.status().as_u16();
         let headers = response.headers().clone();
-        (status, headers, response.bytes().await.expect("body").to_vec())
+        (
+            status,
+            headers,
+            response.bytes().await.expect("body").to_vec(),
+        )
     }
 
     /// The tags of a repository (asserting 200).
@@ -410,7 +455,12 @@ impl Api {
         let response = self.send(self.post("/api/v1/admin/gc")).await;
         let (_, body) = expect_status(response, 200).await;
         let report: Value = serde_json::from_slice(&body).expect("gc report json");
-        for field in ["blobs_deleted", "uploads_deleted", "orphan_blobs_deleted", "orphan_uploads_deleted"] {
+        for field in [
+            "blobs_deleted",
+            "uploads_deleted",
+            "orphan_blobs_deleted",
+            "orphan_uploads_deleted",
+        ] {
             assert!(report[field].is_u64(), "gc report lacks {field}: {report}");
         }
         report
@@ -421,20 +471,36 @@ impl Api {
     /// Sends `head` (request line and headers, without `Host`/`Connection`) and `body` over a
     /// fresh TCP connection, exactly as given: no normalisation of `..` or `%2e`, no
     /// `Content-Length` fixing. `None` when the server closed without answering.
-    pub async fn raw(&self, request_line: &str, headers: &[(&str, &str)], body: &[u8], half_close: bool) -> Option<RawResponse> {
-        let mut stream = tokio::net::TcpStream::connect(self.server.addr).await.expect("connect");
-        let mut head = format!("{request_line}\r\nHost: {}\r\nConnection: close\r\n", self.server.host());
+    pub async fn raw(
+        &self,
+        request_line: &str,
+        headers: &[(&str, &str)],
+        body: &[u8],
+        half_close: bool,
+    ) -> Option<RawResponse> {
+        let mut stream = tokio::net::TcpStream::connect(self.server.addr)
+            .await
+            .expect("connect");
+        let mut head = format!(
+            "{request_line}\r\nHost: {}\r\nConnection: close\r\n",
+            self.server.host()
+        );
         for (name, value) in headers {
             head.push_str(&format!("{name}: {value}\r\n"));
         }
         head.push_str("\r\n");
-        stream.write_all(head.as_bytes()).await.expect("write head");
-        stream.write_all(body).await.expect("write body");
+        // One write, so the body travels with the head: a server that answers from the head
+        // alone then finds nothing unread when it closes (unread bytes would make it reset
+        // the connection, and a reset can discard its answer before we read it).
+        let mut request = head.into_bytes();
+        request.extend_from_slice(body);
+        stream.write_all(&request).await.expect("write request");
         if half_close {
             stream.shutdown().await.expect("shutdown write half");
         }
         let mut received = Vec::new();
-        let read = tokio::time::timeout(Duration::from_secs(20), stream.read_to_end(&mut received)).await;
+        let read =
+            tokio::time::timeout(Duration::from_secs(20), stream.read_to_end(&mut received)).await;
         match read {
             Ok(Ok(_)) | Ok(Err(_)) => {}
             Err(_) => panic!("server neither answered nor closed within 20 s: {request_line}"),
@@ -461,20 +527,33 @@ impl RawResponse {
         for line in lines {
             let (name, value) = line.split_once(':')?;
             headers.append(
-                reqwest::header::HeaderName::from_bytes(name.trim().as_bytes()).expect("header name"),
+                reqwest::header::HeaderName::from_bytes(name.trim().as_bytes())
+                    .expect("header name"),
                 value.trim().parse().expect("header value"),
             );
         }
         let mut body = bytes[end + 4..].to_vec();
-        if headers.get("transfer-encoding").is_some_and(|v| v == "chunked") {
+        if headers
+            .get("transfer-encoding")
+            .is_some_and(|v| v == "chunked")
+        {
             body = dechunk(&body);
         }
-        Some(RawResponse { status, headers, body })
+        Some(RawResponse {
+            status,
+            headers,
+            body,
+        })
     }
 
     /// Asserts the status and the OCI error code; returns the first error.
     pub fn expect_error(&self, status: u16, code: &str) -> Value {
-        assert_eq!(self.status, status, "unexpected status; body: {}", String::from_utf8_lossy(&self.body));
+        assert_eq!(
+            self.status,
+            status,
+            "unexpected status; body: {}",
+            String::from_utf8_lossy(&self.body)
+        );
         check_error_body(&self.headers, &self.body, code)
     }
 }
@@ -483,12 +562,15 @@ fn dechunk(mut body: &[u8]) -> Vec<u8> {
     let mut out = Vec::new();
     while let Some(line_end) = body.windows(2).position(|w| w == b"\r\n") {
         let size_text = std::str::from_utf8(&body[..line_end]).unwrap_or("0");
-        let size = usize::from_str_radix(size_text.split(';').next().unwrap_or("0").trim(), 16).unwrap_or(0);
+        let size = usize::from_str_radix(size_text.split(';').next().unwrap_or("0").trim(), 16)
+            .unwrap_or(0);
         if size == 0 {
             break;
         }
         let start = line_end + 2;
-        let Some(chunk) = body.get(start..start + size) else { break };
+        let Some(chunk) = body.get(start..start + size) else {
+            break;
+        };
         out.extend_from_slice(chunk);
         body = body.get(start + size + 2..).unwrap_or_default();
     }
@@ -500,7 +582,9 @@ pub fn files_under(dir: &Path) -> Vec<PathBuf> {
     let mut out = Vec::new();
     let mut stack = vec![dir.to_path_buf()];
     while let Some(d) = stack.pop() {
-        let Ok(entries) = std::fs::read_dir(&d) else { continue };
+        let Ok(entries) = std::fs::read_dir(&d) else {
+            continue;
+        };
         for entry in entries {
             let path = entry.expect("dir entry").path();
             if path.is_dir() {

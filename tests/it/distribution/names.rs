@@ -3,7 +3,9 @@
 
 use reqwest::Method;
 
-use super::{Api, OCI_MANIFEST, bytes_for, expect_error, expect_status, files_under, header, sha256};
+use super::{
+    Api, OCI_MANIFEST, bytes_for, expect_error, expect_status, files_under, header, sha256,
+};
 
 #[tokio::test]
 async fn deep_names_and_names_containing_route_words() {
@@ -31,21 +33,36 @@ async fn deep_names_and_names_containing_route_words() {
         // A session upload too, so every upload route is exercised under the name.
         let extra = bytes_for(repo, 64);
         let location = api.start_upload(repo).await;
-        assert!(location.starts_with(&format!("/v2/{repo}/blobs/uploads/")), "{repo}: {location}");
+        assert!(
+            location.starts_with(&format!("/v2/{repo}/blobs/uploads/")),
+            "{repo}: {location}"
+        );
         let response = api.send(api.patch(&location).body(extra.clone())).await;
         let (headers, _) = expect_status(response, 202).await;
         let location = header(&headers, "location").to_owned();
         let (headers, _) = expect_status(api.send(api.get(&location)).await, 204).await;
         assert_eq!(header(&headers, "range"), "0-63");
-        let response = api.send(api.put(&Api::with_digest(&location, &sha256(&extra)))).await;
+        let response = api
+            .send(api.put(&Api::with_digest(&location, &sha256(&extra))))
+            .await;
         expect_status(response, 201).await;
 
-        assert_eq!(api.get_blob(repo, &sha256(&extra)).await, (200, extra), "{repo}");
-        assert_eq!(api.get_blob(repo, &image.layer_digest()).await, (200, image.layer.clone()), "{repo}");
+        assert_eq!(
+            api.get_blob(repo, &sha256(&extra)).await,
+            (200, extra),
+            "{repo}"
+        );
+        assert_eq!(
+            api.get_blob(repo, &image.layer_digest()).await,
+            (200, image.layer.clone()),
+            "{repo}"
+        );
         let (status, _, body) = api.get_manifest(repo, "v1").await;
         assert_eq!((status, body), (200, image.manifest.clone()), "{repo}");
         assert_eq!(api.tags(repo).await, ["v1"], "{repo}");
-        let response = api.send(api.get(&format!("/v2/{repo}/referrers/{}", image.digest))).await;
+        let response = api
+            .send(api.get(&format!("/v2/{repo}/referrers/{}", image.digest)))
+            .await;
         expect_status(response, 200).await;
     }
     let mut expected: Vec<String> = repos.iter().map(|r| (*r).to_owned()).collect();
@@ -84,22 +101,39 @@ async fn invalid_names_are_name_invalid() {
             (Method::GET, format!("/v2/{name}/blobs/{digest}")),
             (Method::DELETE, format!("/v2/{name}/blobs/{digest}")),
             (Method::POST, format!("/v2/{name}/blobs/uploads/")),
-            (Method::POST, format!("/v2/{name}/blobs/uploads/?digest={digest}")),
+            (
+                Method::POST,
+                format!("/v2/{name}/blobs/uploads/?digest={digest}"),
+            ),
             (Method::GET, format!("/v2/{name}/referrers/{digest}")),
         ];
         for (method, path) in cases {
-            let response = api.send(api.request(method.clone(), &path).body(b"x".to_vec())).await;
+            let response = api
+                .send(api.request(method.clone(), &path).body(b"x".to_vec()))
+                .await;
             assert_eq!(response.status(), 400, "{method} {path}");
             expect_error(response, 400, "NAME_INVALID").await;
         }
     }
     // Dot segments cannot be sent through a URL library (it resolves them), so raw requests.
-    for path in ["/v2/../tags/list", "/v2/a/../b/tags/list", "/v2/%2e%2e/tags/list", "/v2/a/%2E%2E/manifests/latest"] {
-        let response = api.raw(&format!("GET {path} HTTP/1.1"), &[], b"", false).await.expect("an answer");
+    for path in [
+        "/v2/../tags/list",
+        "/v2/a/../b/tags/list",
+        "/v2/%2e%2e/tags/list",
+        "/v2/a/%2E%2E/manifests/latest",
+    ] {
+        let response = api
+            .raw(&format!("GET {path} HTTP/1.1"), &[], b"", false)
+            .await
+            .expect("an answer");
         response.expect_error(400, "NAME_INVALID");
     }
     // `from=` of a mount is a name too.
-    let response = api.send(api.post(&format!("/v2/ok/blobs/uploads/?mount={digest}&from=Not/Valid"))).await;
+    let response = api
+        .send(api.post(&format!(
+            "/v2/ok/blobs/uploads/?mount={digest}&from=Not/Valid"
+        )))
+        .await;
     expect_error(response, 400, "NAME_INVALID").await;
     assert!(api.catalog().await.is_empty());
     assert!(api.blob_files().is_empty());
@@ -111,9 +145,18 @@ async fn invalid_tags_are_tag_invalid() {
     let api = Api::start().await;
     let image = api.push_image("names/tags", "v1", "tags").await;
     let too_long = "t".repeat(129);
-    for tag in ["-bad", ".bad", too_long.as_str(), "a%2Fb", "a%20b", "t%C3%A9"] {
+    for tag in [
+        "-bad",
+        ".bad",
+        too_long.as_str(),
+        "a%2Fb",
+        "a%20b",
+        "t%C3%A9",
+    ] {
         let path = format!("/v2/names/tags/manifests/{tag}");
-        let response = api.put_manifest("names/tags", tag, OCI_MANIFEST, &image.manifest).await;
+        let response = api
+            .put_manifest("names/tags", tag, OCI_MANIFEST, &image.manifest)
+            .await;
         expect_error(response, 400, "TAG_INVALID").await;
         expect_error(api.send(api.get(&path)).await, 400, "TAG_INVALID").await;
         expect_error(api.send(api.delete(&path)).await, 400, "TAG_INVALID").await;
@@ -121,7 +164,8 @@ async fn invalid_tags_are_tag_invalid() {
     }
     // The longest valid tag is fine.
     let longest = "t".repeat(128);
-    api.push_manifest("names/tags", &longest, OCI_MANIFEST, &image.manifest).await;
+    api.push_manifest("names/tags", &longest, OCI_MANIFEST, &image.manifest)
+        .await;
     let mut tags = api.tags("names/tags").await;
     tags.sort();
     assert_eq!(tags, [longest, "v1".to_owned()]);
@@ -147,26 +191,38 @@ async fn invalid_digests_are_digest_invalid() {
             (Method::GET, format!("/v2/names/digests/blobs/{digest}")),
             (Method::DELETE, format!("/v2/names/digests/blobs/{digest}")),
             (Method::GET, format!("/v2/names/digests/manifests/{digest}")),
-            (Method::DELETE, format!("/v2/names/digests/manifests/{digest}")),
+            (
+                Method::DELETE,
+                format!("/v2/names/digests/manifests/{digest}"),
+            ),
             (Method::GET, format!("/v2/names/digests/referrers/{digest}")),
         ] {
             let response = api.send(api.request(method.clone(), &path)).await;
             expect_error(response, 400, "DIGEST_INVALID").await;
         }
-        let response = api.put_manifest("names/digests", digest, OCI_MANIFEST, &image.manifest).await;
+        let response = api
+            .put_manifest("names/digests", digest, OCI_MANIFEST, &image.manifest)
+            .await;
         expect_error(response, 400, "DIGEST_INVALID").await;
-        let response = api.send(api.head(&format!("/v2/names/digests/blobs/{digest}"))).await;
+        let response = api
+            .send(api.head(&format!("/v2/names/digests/blobs/{digest}")))
+            .await;
         assert_eq!(response.status(), 400, "HEAD blob {digest}");
     }
     // Nothing was deleted by any of that.
-    assert_eq!(api.get_blob("names/digests", &image.layer_digest()).await, (200, image.layer.clone()));
+    assert_eq!(
+        api.get_blob("names/digests", &image.layer_digest()).await,
+        (200, image.layer.clone())
+    );
     assert_eq!(api.get_manifest("names/digests", "v1").await.0, 200);
 }
 
 #[tokio::test]
 async fn path_traversal_never_leaves_the_data_dir() {
     // The registry's data dir is <tmp>/data; <tmp>/secret sits right next to it.
-    let api = Api::start_with(|config| config.server.data_dir = config.server.data_dir.join("data")).await;
+    let api =
+        Api::start_with(|config| config.server.data_dir = config.server.data_dir.join("data"))
+            .await;
     let outer = api.server.data_path().to_path_buf();
     let data = outer.join("data");
     let secret = outer.join("secret");
@@ -176,30 +232,107 @@ async fn path_traversal_never_leaves_the_data_dir() {
 
     // (request line, expected status, expected code when the answer is an OCI error)
     let cases: Vec<(String, u16, Option<&str>)> = vec![
-        ("GET /v2/../../secret/tags/list".into(), 400, Some("NAME_INVALID")),
-        ("GET /v2/%2e%2e/%2e%2e/secret/tags/list".into(), 400, Some("NAME_INVALID")),
-        ("GET /v2/%2E%2E/secret/manifests/latest".into(), 400, Some("NAME_INVALID")),
-        ("GET /v2/a/..%2f..%2f..%2fsecret/tags/list".into(), 400, Some("NAME_INVALID")),
-        (format!("POST /v2/../../../secret/blobs/uploads/?digest={digest}"), 400, Some("NAME_INVALID")),
-        ("GET /v2/a/blobs/sha256:..%2F..%2F..%2Fsecret".into(), 400, Some("DIGEST_INVALID")),
-        ("GET /v2/a/blobs/sha256%3A..%2F..%2F..%2F..%2Fsecret".into(), 400, Some("DIGEST_INVALID")),
-        ("DELETE /v2/a/blobs/sha256:..%2f..%2f..%2f..%2f..%2fsecret".into(), 400, Some("DIGEST_INVALID")),
-        ("GET /v2/a/manifests/sha256:..%2f..%2fsecret".into(), 400, Some("DIGEST_INVALID")),
-        ("GET /v2/a/referrers/sha256:..%2F..%2Fsecret".into(), 400, Some("DIGEST_INVALID")),
-        ("POST /v2/a/blobs/uploads/?mount=sha256:..%2F..%2Fsecret&from=b".into(), 400, Some("DIGEST_INVALID")),
-        (format!("POST /v2/a/blobs/uploads/?mount={digest}&from=..%2F..%2Fsecret"), 400, Some("NAME_INVALID")),
-        ("PUT /v2/a/manifests/..%2F..%2Fsecret".into(), 400, Some("TAG_INVALID")),
+        (
+            "GET /v2/../../secret/tags/list".into(),
+            400,
+            Some("NAME_INVALID"),
+        ),
+        (
+            "GET /v2/%2e%2e/%2e%2e/secret/tags/list".into(),
+            400,
+            Some("NAME_INVALID"),
+        ),
+        (
+            "GET /v2/%2E%2E/secret/manifests/latest".into(),
+            400,
+            Some("NAME_INVALID"),
+        ),
+        (
+            "GET /v2/a/..%2f..%2f..%2fsecret/tags/list".into(),
+            400,
+            Some("NAME_INVALID"),
+        ),
+        (
+            format!("POST /v2/../../../secret/blobs/uploads/?digest={digest}"),
+            400,
+            Some("NAME_INVALID"),
+        ),
+        (
+            "GET /v2/a/blobs/sha256:..%2F..%2F..%2Fsecret".into(),
+            400,
+            Some("DIGEST_INVALID"),
+        ),
+        (
+            "GET /v2/a/blobs/sha256%3A..%2F..%2F..%2F..%2Fsecret".into(),
+            400,
+            Some("DIGEST_INVALID"),
+        ),
+        (
+            "DELETE /v2/a/blobs/sha256:..%2f..%2f..%2f..%2f..%2fsecret".into(),
+            400,
+            Some("DIGEST_INVALID"),
+        ),
+        (
+            "GET /v2/a/manifests/sha256:..%2f..%2fsecret".into(),
+            400,
+            Some("DIGEST_INVALID"),
+        ),
+        (
+            "GET /v2/a/referrers/sha256:..%2F..%2Fsecret".into(),
+            400,
+            Some("DIGEST_INVALID"),
+        ),
+        (
+            "POST /v2/a/blobs/uploads/?mount=sha256:..%2F..%2Fsecret&from=b".into(),
+            400,
+            Some("DIGEST_INVALID"),
+        ),
+        (
+            format!("POST /v2/a/blobs/uploads/?mount={digest}&from=..%2F..%2Fsecret"),
+            400,
+            Some("NAME_INVALID"),
+        ),
+        (
+            "PUT /v2/a/manifests/..%2F..%2Fsecret".into(),
+            400,
+            Some("TAG_INVALID"),
+        ),
         ("DELETE /v2/a/manifests/..".into(), 400, Some("TAG_INVALID")),
-        ("DELETE /v2/a/blobs/uploads/..%2F..%2F..%2Fsecret".into(), 404, Some("BLOB_UPLOAD_UNKNOWN")),
-        ("GET /v2/a/blobs/uploads/%2e%2e".into(), 404, Some("BLOB_UPLOAD_UNKNOWN")),
-        (format!("PUT /v2/a/blobs/uploads/..%2f..%2f..%2fsecret?digest={digest}"), 404, Some("BLOB_UPLOAD_UNKNOWN")),
-        ("PATCH /v2/a/blobs/uploads/../../../secret".into(), 404, None),
-        ("DELETE /v2/a/blobs/sha512:../../../../../secret".into(), 404, None),
+        (
+            "DELETE /v2/a/blobs/uploads/..%2F..%2F..%2Fsecret".into(),
+            404,
+            Some("BLOB_UPLOAD_UNKNOWN"),
+        ),
+        (
+            "GET /v2/a/blobs/uploads/%2e%2e".into(),
+            404,
+            Some("BLOB_UPLOAD_UNKNOWN"),
+        ),
+        (
+            format!("PUT /v2/a/blobs/uploads/..%2f..%2f..%2fsecret?digest={digest}"),
+            404,
+            Some("BLOB_UPLOAD_UNKNOWN"),
+        ),
+        (
+            "PATCH /v2/a/blobs/uploads/../../../secret".into(),
+            404,
+            None,
+        ),
+        (
+            "DELETE /v2/a/blobs/sha512:../../../../../secret".into(),
+            404,
+            None,
+        ),
         ("GET /v2/..".into(), 404, None),
     ];
     for (request_line, status, code) in cases {
         let response = api
-            .raw(&format!("{request_line} HTTP/1.1"), &[("Content-Length", "1")], b"x", false)
+            .raw(
+                &format!("{request_line} HTTP/1.1"),
+                &[("Content-Length", "1")],
+                b"x",
+                false,
+            )
             .await
             .unwrap_or_else(|| panic!("no answer to {request_line}"));
         assert_eq!(
@@ -217,17 +350,34 @@ async fn path_traversal_never_leaves_the_data_dir() {
         );
     }
 
-    assert_eq!(std::fs::read(&secret).expect("sentinel"), b"TOP SECRET CONTENT");
+    assert_eq!(
+        std::fs::read(&secret).expect("sentinel"),
+        b"TOP SECRET CONTENT"
+    );
     let mut beside: Vec<String> = std::fs::read_dir(&outer)
         .expect("outer dir")
         .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
         .collect();
     beside.sort();
-    assert_eq!(beside, ["data", "secret"], "nothing was created next to the data dir");
-    assert!(files_under(&storage.join("blobs")).is_empty(), "{:?}", files_under(&storage));
-    assert!(files_under(&storage.join("uploads")).is_empty(), "{:?}", files_under(&storage));
+    assert_eq!(
+        beside,
+        ["data", "secret"],
+        "nothing was created next to the data dir"
+    );
+    assert!(
+        files_under(&storage.join("blobs")).is_empty(),
+        "{:?}",
+        files_under(&storage)
+    );
+    assert!(
+        files_under(&storage.join("uploads")).is_empty(),
+        "{:?}",
+        files_under(&storage)
+    );
     // The registry still works normally in this layout.
-    let image = api.push_image("after/traversal", "v1", "after traversal").await;
+    let image = api
+        .push_image("after/traversal", "v1", "after traversal")
+        .await;
     assert!(image.layer_digest().starts_with("sha256:"));
     assert!(storage.join("blobs/sha256").is_dir());
 }

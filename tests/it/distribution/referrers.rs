@@ -3,8 +3,8 @@
 use serde_json::{Value, json};
 
 use super::{
-    Api, OCI_EMPTY, OCI_INDEX, OCI_MANIFEST, bytes_for, descriptor_of, expect_error, expect_status, header,
-    manifest_bytes, sha256,
+    Api, OCI_EMPTY, OCI_INDEX, OCI_MANIFEST, bytes_for, descriptor_of, expect_error, expect_status,
+    header, manifest_bytes, sha256,
 };
 
 const SBOM: &str = "application/vnd.example.sbom.v1";
@@ -18,23 +18,40 @@ async fn push_referrer(api: &Api, repo: &str, manifest: &Value) -> (String, Vec<
     let response = api.put_manifest(repo, &digest, media_type, &bytes).await;
     let (headers, _) = expect_status(response, 201).await;
     if let Some(subject) = manifest["subject"]["digest"].as_str() {
-        assert_eq!(header(&headers, "oci-subject"), subject, "OCI-Subject names the processed subject");
+        assert_eq!(
+            header(&headers, "oci-subject"),
+            subject,
+            "OCI-Subject names the processed subject"
+        );
     } else {
-        assert!(headers.get("oci-subject").is_none(), "no subject, no OCI-Subject: {headers:?}");
+        assert!(
+            headers.get("oci-subject").is_none(),
+            "no subject, no OCI-Subject: {headers:?}"
+        );
     }
     (digest, bytes)
 }
 
 /// `GET …/referrers/<digest>[?query]`: asserts 200 and the index shape; returns the headers and
 /// the descriptors sorted by digest.
-async fn referrers(api: &Api, repo: &str, subject: &str, query: &str) -> (reqwest::header::HeaderMap, Vec<Value>) {
-    let response = api.send(api.get(&format!("/v2/{repo}/referrers/{subject}{query}"))).await;
+async fn referrers(
+    api: &Api,
+    repo: &str,
+    subject: &str,
+    query: &str,
+) -> (reqwest::header::HeaderMap, Vec<Value>) {
+    let response = api
+        .send(api.get(&format!("/v2/{repo}/referrers/{subject}{query}")))
+        .await;
     let (headers, body) = expect_status(response, 200).await;
     assert_eq!(header(&headers, "content-type"), OCI_INDEX);
     let index: Value = serde_json::from_slice(&body).expect("referrers body is JSON");
     assert_eq!(index["schemaVersion"], 2, "{index}");
     assert_eq!(index["mediaType"], OCI_INDEX, "{index}");
-    let mut manifests = index["manifests"].as_array().unwrap_or_else(|| panic!("manifests array: {index}")).clone();
+    let mut manifests = index["manifests"]
+        .as_array()
+        .unwrap_or_else(|| panic!("manifests array: {index}"))
+        .clone();
     manifests.sort_by(|a, b| a["digest"].as_str().cmp(&b["digest"].as_str()));
     (headers, manifests)
 }
@@ -103,7 +120,10 @@ async fn referrers_api_lists_artifacts_about_a_subject() {
     push_referrer(&api, repo, &unrelated).await;
 
     let (headers, listed) = referrers(&api, repo, &subject.digest, "").await;
-    assert!(headers.get("oci-filters-applied").is_none(), "no filter requested: {headers:?}");
+    assert!(
+        headers.get("oci-filters-applied").is_none(),
+        "no filter requested: {headers:?}"
+    );
     let expected = sorted(vec![
         json!({
             "mediaType": OCI_MANIFEST, "digest": sbom_digest, "size": sbom_bytes.len(),
@@ -122,24 +142,50 @@ async fn referrers_api_lists_artifacts_about_a_subject() {
     assert_eq!(listed, expected);
 
     // Filtered by artifactType.
-    let (headers, listed) = referrers(&api, repo, &subject.digest, &format!("?artifactType={SBOM}")).await;
+    let (headers, listed) = referrers(
+        &api,
+        repo,
+        &subject.digest,
+        &format!("?artifactType={SBOM}"),
+    )
+    .await;
     assert_eq!(header(&headers, "oci-filters-applied"), "artifactType");
     assert_eq!(listed.len(), 1, "{listed:?}");
     assert_eq!(listed[0]["digest"], sbom_digest);
     // `+` must be percent-encoded in a query (a bare `+` means a space).
     let encoded = SIGNATURE_CONFIG.replace('+', "%2B");
-    let (headers, listed) = referrers(&api, repo, &subject.digest, &format!("?artifactType={encoded}")).await;
+    let (headers, listed) = referrers(
+        &api,
+        repo,
+        &subject.digest,
+        &format!("?artifactType={encoded}"),
+    )
+    .await;
     assert_eq!(header(&headers, "oci-filters-applied"), "artifactType");
     assert_eq!(listed.len(), 1, "{listed:?}");
     assert_eq!(listed[0]["digest"], signature_digest);
-    let (headers, listed) = referrers(&api, repo, &subject.digest, "?artifactType=application/vnd.example.none").await;
+    let (headers, listed) = referrers(
+        &api,
+        repo,
+        &subject.digest,
+        "?artifactType=application/vnd.example.none",
+    )
+    .await;
     assert_eq!(header(&headers, "oci-filters-applied"), "artifactType");
     assert!(listed.is_empty());
 
     // Deleting a referrer takes it off the list.
-    expect_status(api.send(api.delete(&format!("/v2/{repo}/manifests/{signature_digest}"))).await, 202).await;
+    expect_status(
+        api.send(api.delete(&format!("/v2/{repo}/manifests/{signature_digest}")))
+            .await,
+        202,
+    )
+    .await;
     let (_, listed) = referrers(&api, repo, &subject.digest, "").await;
-    let digests: Vec<&str> = listed.iter().map(|d| d["digest"].as_str().unwrap()).collect();
+    let digests: Vec<&str> = listed
+        .iter()
+        .map(|d| d["digest"].as_str().unwrap())
+        .collect();
     let mut expected = vec![sbom_digest.as_str(), index_digest.as_str()];
     expected.sort();
     assert_eq!(digests, expected);
@@ -166,7 +212,10 @@ async fn subject_need_not_exist() {
     assert_eq!(listed.len(), 1);
     assert_eq!(listed[0]["digest"], digest);
     assert_eq!(listed[0]["artifactType"], SBOM);
-    assert!(listed[0].get("annotations").is_none() || listed[0]["annotations"].is_null(), "{listed:?}");
+    assert!(
+        listed[0].get("annotations").is_none() || listed[0]["annotations"].is_null(),
+        "{listed:?}"
+    );
 }
 
 #[tokio::test]
@@ -174,15 +223,22 @@ async fn referrers_of_unknown_subjects_are_empty_and_bad_digests_400() {
     let api = Api::start().await;
     let image = api.push_image("ref/empty", "v1", "no referrers").await;
     for (repo, subject) in [
-        ("ref/empty", image.digest.clone()),            // exists, nobody refers to it
-        ("ref/empty", sha256(b"unknown subject")),      // unknown subject
+        ("ref/empty", image.digest.clone()), // exists, nobody refers to it
+        ("ref/empty", sha256(b"unknown subject")), // unknown subject
         ("ref/never-created", sha256(b"unknown repo")), // unknown repository: still not a 404
     ] {
         let (_, listed) = referrers(&api, repo, &subject, "").await;
         assert!(listed.is_empty(), "{repo} {subject}: {listed:?}");
     }
-    for bad in ["sha256:abc", "sha256:XYZ", "notadigest:", "md5:d41d8cd98f00b204e9800998ecf8427e"] {
-        let response = api.send(api.get(&format!("/v2/ref/empty/referrers/{bad}"))).await;
+    for bad in [
+        "sha256:abc",
+        "sha256:XYZ",
+        "notadigest:",
+        "md5:d41d8cd98f00b204e9800998ecf8427e",
+    ] {
+        let response = api
+            .send(api.get(&format!("/v2/ref/empty/referrers/{bad}")))
+            .await;
         expect_error(response, 400, "DIGEST_INVALID").await;
     }
     let response = api.send(api.get("/v2/ref/empty/referrers/latest")).await;

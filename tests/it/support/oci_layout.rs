@@ -121,7 +121,9 @@ impl Descriptor {
 
     /// The hex part of the digest.
     pub fn hex(&self) -> &str {
-        self.digest.split_once(':').map_or(&*self.digest, |(_, h)| h)
+        self.digest
+            .split_once(':')
+            .map_or(&*self.digest, |(_, h)| h)
     }
 
     pub fn to_json(&self) -> Value {
@@ -488,11 +490,9 @@ pub fn write_blob(dir: &Path, media_type: &str, bytes: &[u8]) -> Descriptor {
 /// file, renamed to `blobs/sha256/<hex>` at the end.
 pub fn write_layer(dir: &Path, spec: &LayerSpec) -> Descriptor {
     init_layout(dir);
-    let tmp = dir.join("blobs/sha256").join(format!(
-        ".tmp-{}-{:016x}",
-        std::process::id(),
-        fresh_seed()
-    ));
+    let tmp =
+        dir.join("blobs/sha256")
+            .join(format!(".tmp-{}-{:016x}", std::process::id(), fresh_seed()));
     let file = File::create(&tmp).unwrap_or_else(|e| panic!("creating {}: {e}", tmp.display()));
     let mut w = HashingWriter::new(io::BufWriter::with_capacity(PIECE, file));
     let mut gen_ = ByteGen::new(spec.fill, spec.size);
@@ -750,7 +750,12 @@ pub fn resolve_tag(dir: &Path, tag: &str) -> Descriptor {
 pub fn read_blob(dir: &Path, digest: &str) -> Vec<u8> {
     let path = blob_path(dir, digest);
     let bytes = fs::read(&path).unwrap_or_else(|e| panic!("reading {}: {e}", path.display()));
-    assert_eq!(sha256_digest(&bytes), digest, "{} is corrupt", path.display());
+    assert_eq!(
+        sha256_digest(&bytes),
+        digest,
+        "{} is corrupt",
+        path.display()
+    );
     bytes
 }
 
@@ -852,7 +857,8 @@ mod tests {
         );
 
         let art = write_artifact(dir.path(), "sbom", &img.manifest);
-        let v: Value = serde_json::from_slice(&read_blob(dir.path(), &art.manifest.digest)).unwrap();
+        let v: Value =
+            serde_json::from_slice(&read_blob(dir.path(), &art.manifest.digest)).unwrap();
         assert_eq!(v["subject"]["digest"], img.manifest.digest);
         assert_eq!(v["artifactType"], TEST_ARTIFACT_TYPE);
         assert_eq!(v["config"]["digest"], EMPTY_DIGEST);
@@ -868,7 +874,10 @@ mod tests {
         assert_ne!(a, c);
         assert_ne!(a[..PIECE], a[PIECE..2 * PIECE]);
         assert!(a.starts_with(b"AERU"));
-        assert_eq!(generated_digest(Fill::Seeded(1), 3 << 20), sha256_digest(&a));
+        assert_eq!(
+            generated_digest(Fill::Seeded(1), 3 << 20),
+            sha256_digest(&a)
+        );
         assert_ne!(
             generated_digest(Fill::Random, 10),
             generated_digest(Fill::Random, 10)
