@@ -7,6 +7,8 @@
 //! - [`storage`]: the `BlobStore` seam — content-addressed bytes (`fs`).
 //! - [`metadata`]: the `MetadataStore` seam — repositories, manifests, tags, uploads (`sqlite`).
 //! - [`cache`]: the `Cache` seam — a lossy accelerator (`memory`).
+//! - [`upstream`]: the `Upstream` seam — a registry client for pull-through (token dance,
+//!   retries, digest-verified manifests and blob streams).
 //!
 //! Dependency rule: `oci` ← `storage`/`metadata`/`cache` ← `registry` ← `api`.
 //! `registry` never names axum; `api` never touches SQL or files.
@@ -24,3 +26,4 @@ pub mod oci;
 pub mod registry;
 pub mod storage;
 pub mod telemetry;
+pub mod upstream;
