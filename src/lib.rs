@@ -21,6 +21,7 @@ pub mod app;
 pub mod cache;
 pub mod cli;
 pub mod config;
+pub mod edge;
 pub mod metadata;
 pub mod oci;
 pub mod registry;

@@ -6,7 +6,8 @@
 use std::sync::LazyLock;
 
 use prometheus::{
-    Encoder, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, Opts, Registry, TextEncoder,
+    Encoder, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, Opts, Registry,
+    TextEncoder,
 };
 
 /// The registry's metrics.
@@ -24,6 +25,61 @@ pub struct Metrics {
     pub uploads_completed: IntCounter,
     /// Latency of blob store operations by operation name.
     pub storage_duration: HistogramVec,
+    pub edge: EdgeMetrics,
+}
+
+/// Metrics of the edge cache (`aerugo edge`).
+pub struct EdgeMetrics {
+    /// Requests answered from the disk cache, by kind (`blob`, `manifest`, `tag`).
+    pub cache_hits: IntCounterVec,
+    /// Requests that had to go to the origin, by kind.
+    pub cache_misses: IntCounterVec,
+    /// Body bytes sent to clients, by source (`cache` or `fill`).
+    pub bytes_served: IntCounterVec,
+    /// Clients that joined a fetch already in flight instead of starting their own.
+    pub coalesced_waiters: IntCounter,
+    /// Requests sent to an origin, by upstream and kind.
+    pub upstream_fetches: IntCounterVec,
+    /// Failed origin requests, by upstream and reason.
+    pub upstream_errors: IntCounterVec,
+    pub evictions: IntCounter,
+    pub disk_usage_bytes: IntGauge,
+    /// Responses served stale because the origin failed.
+    pub stale_serves: IntCounter,
+}
+
+fn edge_metrics(r: &Registry) -> Result<EdgeMetrics, prometheus::Error> {
+    let counter_vec = |name: &str, help: &str, labels: &[&str]| -> Result<IntCounterVec, prometheus::Error> {
+        let c = IntCounterVec::new(Opts::new(name, help), labels)?;
+        r.register(Box::new(c.clone()))?;
+        Ok(c)
+    };
+    let counter = |name: &str, help: &str| -> Result<IntCounter, prometheus::Error> {
+        let c = IntCounter::new(name, help)?;
+        r.register(Box::new(c.clone()))?;
+        Ok(c)
+    };
+    let disk_usage_bytes = IntGauge::new("edge_disk_usage_bytes", "Bytes held by the edge cache")?;
+    r.register(Box::new(disk_usage_bytes.clone()))?;
+    Ok(EdgeMetrics {
+        cache_hits: counter_vec("edge_cache_hits_total", "Edge cache hits by kind", &["kind"])?,
+        cache_misses: counter_vec("edge_cache_misses_total", "Edge cache misses by kind", &["kind"])?,
+        bytes_served: counter_vec("edge_bytes_served_total", "Bytes sent by the edge by source", &["source"])?,
+        coalesced_waiters: counter("edge_coalesced_waiters_total", "Clients that joined an in-flight fetch")?,
+        upstream_fetches: counter_vec(
+            "edge_upstream_fetches_total",
+            "Requests to origins by upstream and kind",
+            &["upstream", "kind"],
+        )?,
+        upstream_errors: counter_vec(
+            "edge_upstream_errors_total",
+            "Failed origin requests by upstream and reason",
+            &["upstream", "reason"],
+        )?,
+        evictions: counter("edge_evictions_total", "Entries evicted from the edge cache")?,
+        disk_usage_bytes,
+        stale_serves: counter("edge_stale_serves_total", "Responses served stale because the origin failed")?,
+    })
 }
 
 fn build() -> Result<Metrics, prometheus::Error> {
@@ -53,6 +109,7 @@ fn build() -> Result<Metrics, prometheus::Error> {
                 .buckets(latency_buckets),
             &["operation"],
         )?,
+        edge: edge_metrics(&registry)?,
         registry,
     };
     let r = &metrics.registry;

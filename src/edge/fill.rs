@@ -1,0 +1,237 @@
+//! Request coalescing for blob misses: however many clients ask for the same uncached blob,
+//! one fetch goes to the origin, and every client is streamed the bytes as they arrive.
+//!
+//! The fetch runs in its own task (a client hanging up does not cancel it for the others),
+//! writing to a temp file in the cache while hashing (the upstream's verifying stream).
+//! Readers follow the file through a shared descriptor with positioned reads, so they can
+//! start at any offset (`Range`) and keep reading after the file is renamed into the cache.
+//!
+//! Guarantee: no reader is ever handed the final byte of its response before the whole blob
+//! was verified. On a digest mismatch or a broken origin every reader gets an error instead,
+//! which aborts the client connection — never a silently truncated or corrupted body.
+
+use std::collections::HashMap;
+use std::fs::File;
+use std::io;
+use std::ops::Range;
+use std::os::unix::fs::FileExt;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+
+use bytes::{Bytes, BytesMut};
+use futures_util::{Stream, StreamExt};
+use tokio::sync::watch;
+
+use super::cache::DiskCache;
+use crate::oci::Digest;
+use crate::telemetry::metrics;
+use crate::upstream::{FetchedBlob, UpstreamError};
+
+/// Bytes written to the temp file (and announced to readers) per step.
+const WRITE_STEP: usize = 256 * 1024;
+/// Bytes a reader sends per read.
+const READ_STEP: u64 = 256 * 1024;
+
+/// Progress of one fill, broadcast to its readers.
+#[derive(Debug, Clone, Default)]
+pub struct Progress {
+    /// Blob size, once the origin answered.
+    pub total: Option<u64>,
+    /// Bytes durable in the temp file.
+    pub written: u64,
+    /// `Some` when the fill ended: `Ok` = verified and committed.
+    pub outcome: Option<Result<(), Arc<FillError>>>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum FillError {
+    #[error("the origin does not have this blob")]
+    NotFound,
+    #[error(transparent)]
+    Upstream(#[from] UpstreamError),
+    #[error("edge cache: {0}")]
+    Io(#[from] io::Error),
+}
+
+/// One fetch in flight.
+pub struct Fill {
+    file: Arc<File>,
+    progress: watch::Receiver<Progress>,
+}
+
+impl Fill {
+    /// Waits until the origin answered; the blob's size, or why there is none.
+    pub async fn size(&self) -> Result<u64, Arc<FillError>> {
+        let mut rx = self.progress.clone();
+        let state = rx
+            .wait_for(|p| p.total.is_some() || p.outcome.is_some())
+            .await
+            .map_err(|_| Arc::new(FillError::Io(io::Error::other("fill task vanished"))))?
+            .clone();
+        match (state.total, state.outcome) {
+            (Some(total), _) => Ok(total),
+            (None, Some(Err(e))) => Err(e),
+            (None, _) => Err(Arc::new(FillError::Io(io::Error::other("fill ended without a size")))),
+        }
+    }
+
+    /// Streams `range` of the blob as the fill writes it. The response's last byte is held back
+    /// until the blob is verified; a failed fill ends the stream with an error.
+    pub fn read(&self, range: Range<u64>) -> impl Stream<Item = io::Result<Bytes>> + Send + 'static {
+        let state = (Arc::clone(&self.file), self.progress.clone(), range.start);
+        futures_util::stream::unfold(state, move |(file, mut rx, pos)| {
+            let end = range.end;
+            async move {
+                if pos >= end {
+                    return None;
+                }
+                let readable = loop {
+                    let p = rx.borrow_and_update().clone();
+                    match &p.outcome {
+                        Some(Err(e)) => return Some((Err(io::Error::other(e.to_string())), (file, rx, end))),
+                        Some(Ok(())) => break end,
+                        // Keep one byte back until verification says the blob is right.
+                        None if p.written.min(end.saturating_sub(1)) > pos => break p.written.min(end - 1),
+                        None => {}
+                    }
+                    if rx.changed().await.is_err() {
+                        let e = io::Error::other("fill task vanished");
+                        return Some((Err(e), (file, rx, end)));
+                    }
+                };
+                let len = (readable - pos).min(READ_STEP);
+                let reader = Arc::clone(&file);
+                let chunk = tokio::task::spawn_blocking(move || {
+                    let mut buf = vec![0u8; len as usize];
+                    reader.read_exact_at(&mut buf, pos).map(|()| Bytes::from(buf))
+                })
+                .await
+                .unwrap_or_else(|e| Err(io::Error::other(e)));
+                match chunk {
+                    Ok(bytes) => Some((Ok(bytes), (file, rx, pos + len))),
+                    Err(e) => Some((Err(e), (file, rx, end))),
+                }
+            }
+        })
+    }
+}
+
+/// The fills in flight, by digest.
+#[derive(Default)]
+pub struct Fills {
+    inflight: Mutex<HashMap<Digest, Arc<Fill>>>,
+}
+
+impl Fills {
+    /// Joins the fill for `digest`, or starts one with `fetch` (called at most once per fill).
+    /// Returns the fill and whether this caller started it.
+    pub fn join_or_start<F>(self: &Arc<Self>, digest: &Digest, cache: &Arc<DiskCache>, fetch: F) -> io::Result<(Arc<Fill>, bool)>
+    where
+        F: Future<Output = Result<Option<FetchedBlob>, UpstreamError>> + Send + 'static,
+    {
+        let mut inflight = self.lock();
+        if let Some(fill) = inflight.get(digest) {
+            metrics().edge.coalesced_waiters.inc();
+            return Ok((Arc::clone(fill), false));
+        }
+        let (temp, file) = cache.temp_file()?;
+        let file = Arc::new(file);
+        let (tx, rx) = watch::channel(Progress::default());
+        let fill = Arc::new(Fill { file: Arc::clone(&file), progress: rx });
+        inflight.insert(digest.clone(), Arc::clone(&fill));
+        drop(inflight);
+        let job = Job { fills: Arc::clone(self), cache: Arc::clone(cache), digest: digest.clone(), temp, file, tx };
+        tokio::spawn(job.run(fetch));
+        Ok((fill, true))
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<Digest, Arc<Fill>>> {
+        self.inflight.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}
+
+/// The task behind one fill.
+struct Job {
+    fills: Arc<Fills>,
+    cache: Arc<DiskCache>,
+    digest: Digest,
+    temp: PathBuf,
+    file: Arc<File>,
+    tx: watch::Sender<Progress>,
+}
+
+impl Job {
+    async fn run<F>(self, fetch: F)
+    where
+        F: Future<Output = Result<Option<FetchedBlob>, UpstreamError>>,
+    {
+        let outcome = self.fetch_into_temp(fetch).await;
+        // Commit before leaving the in-flight map, so a newcomer finds either this fill or the
+        // cached blob, never neither.
+        let outcome = match outcome {
+            Ok(size) => {
+                let (cache, temp, digest) = (Arc::clone(&self.cache), self.temp.clone(), self.digest.clone());
+                let file = Arc::clone(&self.file);
+                tokio::task::spawn_blocking(move || {
+                    file.sync_data()?;
+                    cache.commit_blob(&temp, &digest, size)
+                })
+                .await
+                .unwrap_or_else(|e| Err(io::Error::other(e)))
+                .map_err(|e| Arc::new(FillError::Io(e)))
+            }
+            Err(e) => {
+                let _ = std::fs::remove_file(&self.temp);
+                Err(Arc::new(e))
+            }
+        };
+        if let Err(e) = &outcome {
+            tracing::warn!(digest = %self.digest, error = %e, "blob fill failed; nothing cached");
+        }
+        self.tx.send_modify(|p| p.outcome = Some(outcome));
+        self.fills.lock().remove(&self.digest);
+    }
+
+    async fn fetch_into_temp<F>(&self, fetch: F) -> Result<u64, FillError>
+    where
+        F: Future<Output = Result<Option<FetchedBlob>, UpstreamError>>,
+    {
+        let blob = fetch.await?.ok_or(FillError::NotFound)?;
+        let total = blob.content_length.ok_or_else(|| {
+            FillError::Upstream(UpstreamError::Protocol("the origin sent a blob without Content-Length".into()))
+        })?;
+        self.tx.send_modify(|p| p.total = Some(total));
+        let mut stream = blob.stream;
+        let mut buffer = BytesMut::with_capacity(WRITE_STEP);
+        let mut written = 0u64;
+        loop {
+            let next = stream.next().await.transpose().map_err(|e| match UpstreamError::from_io(&e) {
+                Some(upstream) => FillError::Upstream(upstream.clone()),
+                None => FillError::Io(e),
+            })?;
+            let done = next.is_none();
+            if let Some(chunk) = next {
+                buffer.extend_from_slice(&chunk);
+            }
+            if buffer.len() >= WRITE_STEP || (done && !buffer.is_empty()) {
+                let block = buffer.split().freeze();
+                let block_len = block.len() as u64;
+                let file = Arc::clone(&self.file);
+                let offset = written;
+                tokio::task::spawn_blocking(move || file.write_all_at(&block, offset))
+                    .await
+                    .unwrap_or_else(|e| Err(io::Error::other(e)))?;
+                written += block_len;
+                self.tx.send_modify(|p| p.written = written);
+            }
+            if done {
+                break;
+            }
+        }
+        // The verifying stream already checked length and digest; this guards the arithmetic.
+        if written != total {
+            return Err(FillError::Upstream(UpstreamError::Truncated { expected: total, received: written }));
+        }
+        Ok(total)
+    }
+}

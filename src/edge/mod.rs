@@ -1,0 +1,12 @@
+//! The edge node: a pull-through cache near CI runners (and, in gateway mode, in front of the
+//! core nodes).
+//!
+//! - [`cache`]: content-addressed disk cache with LRU eviction;
+//! - [`fill`]: one origin fetch per blob however many clients ask, streamed to all of them;
+//! - [`mirror`]: upstream selection, manifest TTL/revalidation, stale-if-error, blob serving.
+//!
+//! Depends on `oci`, `upstream` and `telemetry`; nothing but `cli` depends on it.
+
+pub mod cache;
+pub mod fill;
+pub mod mirror;
