@@ -18,9 +18,12 @@ use crate::storage::timed::TimedBlobStore;
 /// Opens the configured backends and builds the registry on them.
 pub async fn build_registry(config: &Config) -> anyhow::Result<Arc<Registry>> {
     let root = config.storage_root();
-    let blobs = FsBlobStore::new(root.clone()).with_context(|| format!("opening blob storage at {}", root.display()))?;
+    let blobs = FsBlobStore::new(root.clone())
+        .with_context(|| format!("opening blob storage at {}", root.display()))?;
     let db = config.sqlite_path();
-    let meta = SqliteStore::open(&db).await.with_context(|| format!("opening metadata database {}", db.display()))?;
+    let meta = SqliteStore::open(&db)
+        .await
+        .with_context(|| format!("opening metadata database {}", db.display()))?;
     let cache = MemoryCache::new(config.cache.memory_max_bytes);
     let settings = Settings {
         max_manifest_bytes: config.registry.max_manifest_bytes,
@@ -43,7 +46,8 @@ pub struct DataDirLock {
 impl DataDirLock {
     /// `Ok(None)` when another process holds the lock.
     pub fn try_acquire(data_dir: &Path) -> anyhow::Result<Option<DataDirLock>> {
-        std::fs::create_dir_all(data_dir).with_context(|| format!("creating data directory {}", data_dir.display()))?;
+        std::fs::create_dir_all(data_dir)
+            .with_context(|| format!("creating data directory {}", data_dir.display()))?;
         let file = File::options()
             .create(true)
             .truncate(false)
@@ -65,12 +69,19 @@ pub async fn run_server(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
     let _lock = DataDirLock::try_acquire(&config.server.data_dir)?.with_context(|| {
-        format!("another aerugo process is using the data directory {}", config.server.data_dir.display())
+        format!(
+            "another aerugo process is using the data directory {}",
+            config.server.data_dir.display()
+        )
     })?;
     let registry = build_registry(&config).await?;
     let gc_grace = Duration::from_secs(config.gc.grace_period_seconds);
     let gc_task = spawn_periodic_gc(&registry, config.gc.interval_seconds, gc_grace);
-    let state = AppState { registry, max_page_size: config.registry.max_page_size, gc_grace };
+    let state = AppState {
+        registry,
+        max_page_size: config.registry.max_page_size,
+        gc_grace,
+    };
     tracing::info!(address = %listener.local_addr()?, "aerugo registry listening");
     let grace = Duration::from_secs(config.server.shutdown_grace_seconds);
     let result = api::serve(listener, api::router(state), shutdown, grace).await;
@@ -80,7 +91,11 @@ pub async fn run_server(
     result.context("serving HTTP")
 }
 
-fn spawn_periodic_gc(registry: &Arc<Registry>, interval_seconds: u64, grace: Duration) -> Option<tokio::task::JoinHandle<()>> {
+fn spawn_periodic_gc(
+    registry: &Arc<Registry>,
+    interval_seconds: u64,
+    grace: Duration,
+) -> Option<tokio::task::JoinHandle<()>> {
     if interval_seconds == 0 {
         return None;
     }

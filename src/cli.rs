@@ -7,10 +7,14 @@ use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
 
 use crate::app::{self, DataDirLock};
-use crate::config::{Config, Overrides};
+use crate::config::{Config, EdgeOverrides, Overrides};
 
 #[derive(Debug, Parser)]
-#[command(name = "aerugo", version, about = "A container registry (OCI Distribution API)")]
+#[command(
+    name = "aerugo",
+    version,
+    about = "A container registry (OCI Distribution API)"
+)]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
@@ -35,6 +39,20 @@ pub enum Command {
         /// Address to listen on (default 127.0.0.1:5000).
         #[arg(long)]
         listen: Option<String>,
+    },
+    /// Run an edge node: the pull-through cache near CI runners, or a gateway in front of cores.
+    Edge {
+        #[command(flatten)]
+        common: Common,
+        /// Plain-HTTP listen address (default 127.0.0.1:5001).
+        #[arg(long)]
+        listen: Option<String>,
+        /// Disk cache directory (default ./edge-cache).
+        #[arg(long)]
+        cache_dir: Option<PathBuf>,
+        /// An upstream registry, `[NAME=]URL`, repeatable. Unnamed = the default for bare paths.
+        #[arg(long = "upstream", value_name = "[NAME=]URL")]
+        upstreams: Vec<String>,
     },
     /// Operator commands.
     Admin {
@@ -63,30 +81,65 @@ pub enum AdminCommand {
 impl Cli {
     /// Resolves the configuration for the chosen command.
     pub fn config(&self) -> anyhow::Result<Config> {
-        let (common, listen) = match &self.command {
-            Command::Serve { common, listen } => (common, listen.clone()),
-            Command::Admin { common, .. } => (common, None),
+        let (common, listen, edge) = match &self.command {
+            Command::Serve { common, listen } => (common, listen.clone(), None),
+            Command::Edge {
+                common,
+                listen,
+                cache_dir,
+                upstreams,
+            } => (
+                common,
+                listen.clone(),
+                Some(EdgeOverrides {
+                    cache_dir: cache_dir.clone(),
+                    upstreams: upstreams.clone(),
+                }),
+            ),
+            Command::Admin { common, .. } => (common, None, None),
         };
-        let overrides = Overrides { listen, data_dir: common.data_dir.clone() };
+        let overrides = Overrides {
+            listen,
+            data_dir: common.data_dir.clone(),
+            edge,
+        };
         Ok(Config::load(common.config.as_deref(), &overrides)?)
     }
 }
 
+/// Whether the command runs the edge, which owns its runtimes (pingora) and so must be
+/// started outside any tokio runtime.
+pub fn is_edge(cli: &Cli) -> bool {
+    matches!(cli.command, Command::Edge { .. })
+}
+
 pub async fn run(cli: Cli, config: Config) -> anyhow::Result<()> {
     match cli.command {
+        Command::Edge { .. } => {
+            anyhow::bail!("the edge runs outside the async runtime; call edge::server::run")
+        }
         Command::Serve { .. } => {
             let addr = config.listen_addr();
-            let listener = tokio::net::TcpListener::bind(addr).await.with_context(|| format!("binding {addr}"))?;
+            let listener = tokio::net::TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("binding {addr}"))?;
             app::run_server(config, listener, shutdown_signal()).await
         }
-        Command::Admin { command: AdminCommand::Gc { grace_period }, .. } => {
+        Command::Admin {
+            command: AdminCommand::Gc { grace_period },
+            ..
+        } => {
             let grace = Duration::from_secs(grace_period.unwrap_or(config.gc.grace_period_seconds));
             gc(&config, grace).await
         }
-        Command::Admin { command: AdminCommand::CheckConfig, .. } => {
-            print_out(&toml::to_string_pretty(&config).context("rendering configuration")?)
-        }
-        Command::Admin { command: AdminCommand::Migrate, .. } => {
+        Command::Admin {
+            command: AdminCommand::CheckConfig,
+            ..
+        } => print_out(&toml::to_string_pretty(&config).context("rendering configuration")?),
+        Command::Admin {
+            command: AdminCommand::Migrate,
+            ..
+        } => {
             app::build_registry(&config).await?;
             print_out("metadata schema is up to date")
         }
@@ -95,17 +148,27 @@ pub async fn run(cli: Cli, config: Config) -> anyhow::Result<()> {
 
 async fn gc(config: &Config, grace: Duration) -> anyhow::Result<()> {
     let report = match DataDirLock::try_acquire(&config.server.data_dir)? {
-        Some(_lock) => app::build_registry(config).await?.collect_garbage(grace).await?,
+        Some(_lock) => {
+            app::build_registry(config)
+                .await?
+                .collect_garbage(grace)
+                .await?
+        }
         None => {
             let url = format!("http://{}/api/v1/admin/gc", loopback_of(config));
             let response = reqwest::Client::new()
                 .post(&url)
                 .send()
                 .await
-                .with_context(|| format!("a server holds the data directory; asking it at {url}"))?;
+                .with_context(|| {
+                    format!("a server holds the data directory; asking it at {url}")
+                })?;
             let status = response.status();
             let body = response.text().await.unwrap_or_default();
-            anyhow::ensure!(status.is_success(), "server refused garbage collection ({status}): {body}");
+            anyhow::ensure!(
+                status.is_success(),
+                "server refused garbage collection ({status}): {body}"
+            );
             serde_json::from_str(&body).context("reading the server's report")?
         }
     };

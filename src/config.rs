@@ -20,6 +20,140 @@ pub struct Config {
     pub cache: CacheConfig,
     pub registry: RegistryConfig,
     pub gc: GcConfig,
+    pub edge: EdgeConfig,
+}
+
+/// `aerugo edge`: the pull-through cache / gateway.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct EdgeConfig {
+    /// Plain-HTTP listener. Flag: --listen.
+    pub listen_address: String,
+    /// Optional TLS listener (HTTP/1.1 and HTTP/2), with the certificate chain and key in PEM.
+    pub tls_listen_address: Option<String>,
+    pub tls_cert_path: Option<PathBuf>,
+    pub tls_key_path: Option<PathBuf>,
+    /// Directory of the disk cache. Flag: --cache-dir.
+    pub cache_dir: PathBuf,
+    /// Size cap of the disk cache in bytes; least recently used entries are evicted beyond it.
+    pub cache_max_bytes: u64,
+    /// Worker threads of the proxy.
+    pub threads: usize,
+    /// Seconds between SIGTERM and the start of the graceful shutdown (pingora's default is 300).
+    pub grace_period_seconds: u64,
+    /// Seconds in-flight requests get to finish during a graceful shutdown.
+    pub graceful_shutdown_timeout_seconds: u64,
+    /// Upstream registries mirrored by this edge (`[[edge.upstreams]]`).
+    pub upstreams: Vec<crate::edge::mirror::MirrorUpstream>,
+    /// Gateway mode: core nodes this edge routes `/v2/`, `/auth/` and `/api/` to.
+    pub gateway: GatewayConfig,
+}
+
+impl Default for EdgeConfig {
+    fn default() -> Self {
+        EdgeConfig {
+            listen_address: "127.0.0.1:5001".into(),
+            tls_listen_address: None,
+            tls_cert_path: None,
+            tls_key_path: None,
+            cache_dir: PathBuf::from("./edge-cache"),
+            cache_max_bytes: 50 << 30,
+            threads: 2,
+            grace_period_seconds: 5,
+            graceful_shutdown_timeout_seconds: 5,
+            upstreams: Vec::new(),
+            gateway: GatewayConfig::default(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct GatewayConfig {
+    /// Core node addresses (`host:port`); empty = not a gateway.
+    pub cores: Vec<String>,
+    /// Seconds between TCP health checks of the cores.
+    pub health_check_interval_seconds: u64,
+}
+
+impl Default for GatewayConfig {
+    fn default() -> Self {
+        GatewayConfig {
+            cores: Vec::new(),
+            health_check_interval_seconds: 2,
+        }
+    }
+}
+
+impl EdgeConfig {
+    /// Every problem with the edge section (checked only when running `aerugo edge`).
+    pub fn problems(&self) -> Vec<String> {
+        let mut problems = Vec::new();
+        for (key, value) in [
+            ("listen_address", Some(&self.listen_address)),
+            ("tls_listen_address", self.tls_listen_address.as_ref()),
+        ] {
+            if let Some(v) = value
+                && v.parse::<SocketAddr>().is_err()
+            {
+                problems.push(format!("edge.{key} {v:?} is not an IP:port address"));
+            }
+        }
+        if self.tls_listen_address.is_some()
+            != (self.tls_cert_path.is_some() && self.tls_key_path.is_some())
+        {
+            problems.push(
+                "edge.tls_listen_address, edge.tls_cert_path and edge.tls_key_path go together"
+                    .into(),
+            );
+        }
+        if self.upstreams.is_empty() && self.gateway.cores.is_empty() {
+            problems.push("the edge needs at least one [[edge.upstreams]] (or --upstream) or [edge.gateway] cores".into());
+        }
+        if !self.upstreams.is_empty() && !self.gateway.cores.is_empty() {
+            problems.push(
+                "an edge is either a mirror of upstreams or a gateway to cores, not both".into(),
+            );
+        }
+        if self.upstreams.iter().filter(|u| u.default).count() > 1 {
+            problems.push("at most one edge upstream may be the default".into());
+        }
+        for u in &self.upstreams {
+            let name = &u.client.name;
+            if name.is_empty()
+                || !name
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_'))
+                || name.starts_with('.')
+            {
+                problems.push(format!(
+                    "edge upstream name {name:?} must be letters, digits, '.', '-' or '_'"
+                ));
+            }
+            if reqwest::Url::parse(&u.client.url).is_err() {
+                problems.push(format!(
+                    "edge upstream {name:?} url {:?} is not a URL",
+                    u.client.url
+                ));
+            }
+        }
+        for core in &self.gateway.cores {
+            if !is_host_port(core) {
+                problems.push(format!("edge.gateway core {core:?} is not host:port"));
+            }
+        }
+        if self.threads == 0 {
+            problems.push("edge.threads must be at least 1".into());
+        }
+        problems
+    }
+}
+
+/// `host:port` with a non-empty host and a numeric port (the host may be a name).
+fn is_host_port(value: &str) -> bool {
+    value
+        .rsplit_once(':')
+        .is_some_and(|(host, port)| !host.is_empty() && port.parse::<u16>().is_ok())
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -61,7 +195,10 @@ pub struct StorageConfig {
 
 impl Default for StorageConfig {
     fn default() -> Self {
-        StorageConfig { kind: "fs".into(), path: None }
+        StorageConfig {
+            kind: "fs".into(),
+            path: None,
+        }
     }
 }
 
@@ -76,7 +213,10 @@ pub struct DatabaseConfig {
 
 impl Default for DatabaseConfig {
     fn default() -> Self {
-        DatabaseConfig { url: None, max_connections: 10 }
+        DatabaseConfig {
+            url: None,
+            max_connections: 10,
+        }
     }
 }
 
@@ -95,7 +235,11 @@ pub struct CacheConfig {
 
 impl Default for CacheConfig {
     fn default() -> Self {
-        CacheConfig { kind: "memory".into(), memory_max_bytes: 64 << 20, tag_ttl_seconds: 5 }
+        CacheConfig {
+            kind: "memory".into(),
+            memory_max_bytes: 64 << 20,
+            tag_ttl_seconds: 5,
+        }
     }
 }
 
@@ -110,7 +254,10 @@ pub struct RegistryConfig {
 
 impl Default for RegistryConfig {
     fn default() -> Self {
-        RegistryConfig { max_manifest_bytes: 4 << 20, max_page_size: 1000 }
+        RegistryConfig {
+            max_manifest_bytes: 4 << 20,
+            max_page_size: 1000,
+        }
     }
 }
 
@@ -126,7 +273,10 @@ pub struct GcConfig {
 
 impl Default for GcConfig {
     fn default() -> Self {
-        GcConfig { interval_seconds: 0, grace_period_seconds: 3600 }
+        GcConfig {
+            interval_seconds: 0,
+            grace_period_seconds: 3600,
+        }
     }
 }
 
@@ -135,6 +285,35 @@ impl Default for GcConfig {
 pub struct Overrides {
     pub listen: Option<String>,
     pub data_dir: Option<PathBuf>,
+    /// `aerugo edge` flags: they land in the `[edge]` section instead.
+    pub edge: Option<EdgeOverrides>,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct EdgeOverrides {
+    pub cache_dir: Option<PathBuf>,
+    /// `--upstream [NAME=]URL`; an unnamed one is the default upstream.
+    pub upstreams: Vec<String>,
+}
+
+/// `[NAME=]URL` → an upstream; without a name it is named after the URL's host and becomes
+/// the default (what dockerd and podman mirrors send: bare paths).
+pub fn parse_upstream_flag(flag: &str) -> Result<crate::edge::mirror::MirrorUpstream, String> {
+    let (name, url) = match flag.split_once('=') {
+        Some((name, url)) if !name.contains("://") => (Some(name.to_owned()), url.to_owned()),
+        _ => (None, flag.to_owned()),
+    };
+    let parsed = reqwest::Url::parse(&url).map_err(|e| format!("--upstream {flag:?}: {e}"))?;
+    let host = parsed
+        .host_str()
+        .ok_or_else(|| format!("--upstream {flag:?} has no host"))?;
+    let mut upstream = crate::edge::mirror::MirrorUpstream {
+        default: name.is_none(),
+        ..Default::default()
+    };
+    upstream.client.name = name.unwrap_or_else(|| host.to_owned());
+    upstream.client.url = url;
+    Ok(upstream)
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -158,10 +337,12 @@ impl Config {
             }
             figment = figment.merge(Toml::file_exact(file));
         }
-        let legacy = Env::raw().only(&["LISTEN_ADDRESS", "LOG_LEVEL"]).map(|key| {
-            format!("server.{}", key.as_str().to_ascii_lowercase()).into()
-        });
-        figment = figment.merge(legacy).merge(Env::prefixed("AERUGO__").split("__"));
+        let legacy = Env::raw()
+            .only(&["LISTEN_ADDRESS", "LOG_LEVEL"])
+            .map(|key| format!("server.{}", key.as_str().to_ascii_lowercase()).into());
+        figment = figment
+            .merge(legacy)
+            .merge(Env::prefixed("AERUGO__").split("__"));
         let mut config: Config = figment.extract().map_err(Box::new)?;
         if let Some(listen) = &overrides.listen {
             config.server.listen_address.clone_from(listen);
@@ -169,8 +350,44 @@ impl Config {
         if let Some(dir) = &overrides.data_dir {
             config.server.data_dir.clone_from(dir);
         }
+        if let Some(edge) = &overrides.edge {
+            config.apply_edge_overrides(overrides.listen.as_deref(), edge)?;
+            let problems = config.edge.problems();
+            if !problems.is_empty() {
+                return Err(ConfigError::Invalid(problems));
+            }
+        }
         config.validate()?;
         Ok(config)
+    }
+
+    fn apply_edge_overrides(
+        &mut self,
+        listen: Option<&str>,
+        edge: &EdgeOverrides,
+    ) -> Result<(), ConfigError> {
+        if let Some(listen) = listen {
+            // `--listen` names the edge's listener, not the core's.
+            self.edge.listen_address = listen.to_owned();
+            self.server.listen_address = Config::default().server.listen_address;
+        }
+        if let Some(dir) = &edge.cache_dir {
+            self.edge.cache_dir.clone_from(dir);
+        }
+        let parsed: Vec<_> = edge
+            .upstreams
+            .iter()
+            .map(|f| parse_upstream_flag(f))
+            .collect();
+        let problems: Vec<String> = parsed
+            .iter()
+            .filter_map(|p| p.as_ref().err().cloned())
+            .collect();
+        if !problems.is_empty() {
+            return Err(ConfigError::Invalid(problems));
+        }
+        self.edge.upstreams.extend(parsed.into_iter().flatten());
+        Ok(())
     }
 
     /// Every problem with the configuration, not just the first.
@@ -183,10 +400,16 @@ impl Config {
             ));
         }
         if tracing_subscriber::EnvFilter::try_new(&self.server.log_level).is_err() {
-            problems.push(format!("server.log_level {:?} is not a valid log filter", self.server.log_level));
+            problems.push(format!(
+                "server.log_level {:?} is not a valid log filter",
+                self.server.log_level
+            ));
         }
         if !matches!(self.server.log_format.as_str(), "pretty" | "json") {
-            problems.push(format!("server.log_format {:?} must be \"pretty\" or \"json\"", self.server.log_format));
+            problems.push(format!(
+                "server.log_format {:?} must be \"pretty\" or \"json\"",
+                self.server.log_format
+            ));
         }
         if !matches!(self.storage.kind.as_str(), "fs" | "filesystem") {
             problems.push(format!(
@@ -197,13 +420,18 @@ impl Config {
         if let Some(url) = &self.database.url
             && !url.starts_with("sqlite:")
         {
-            problems.push(format!("database.url {url:?} is not supported by this build (supported: sqlite://PATH)"));
+            problems.push(format!(
+                "database.url {url:?} is not supported by this build (supported: sqlite://PATH)"
+            ));
         }
         if self.database.max_connections == 0 {
             problems.push("database.max_connections must be at least 1".into());
         }
         if self.cache.kind != "memory" {
-            problems.push(format!("cache.type {:?} is not supported by this build (supported: \"memory\")", self.cache.kind));
+            problems.push(format!(
+                "cache.type {:?} is not supported by this build (supported: \"memory\")",
+                self.cache.kind
+            ));
         }
         if !(1024..=(64 << 20)).contains(&self.registry.max_manifest_bytes) {
             problems.push("registry.max_manifest_bytes must be between 1024 and 67108864".into());
@@ -211,21 +439,34 @@ impl Config {
         if self.registry.max_page_size == 0 {
             problems.push("registry.max_page_size must be at least 1".into());
         }
-        if problems.is_empty() { Ok(()) } else { Err(ConfigError::Invalid(problems)) }
+        if problems.is_empty() {
+            Ok(())
+        } else {
+            Err(ConfigError::Invalid(problems))
+        }
     }
 
     pub fn listen_addr(&self) -> SocketAddr {
-        self.server.listen_address.parse().unwrap_or_else(|_| SocketAddr::from(([127, 0, 0, 1], 5000)))
+        self.server
+            .listen_address
+            .parse()
+            .unwrap_or_else(|_| SocketAddr::from(([127, 0, 0, 1], 5000)))
     }
 
     pub fn storage_root(&self) -> PathBuf {
-        self.storage.path.clone().unwrap_or_else(|| self.server.data_dir.join("storage"))
+        self.storage
+            .path
+            .clone()
+            .unwrap_or_else(|| self.server.data_dir.join("storage"))
     }
 
     /// Path of the SQLite database file.
     pub fn sqlite_path(&self) -> PathBuf {
         match &self.database.url {
-            Some(url) => PathBuf::from(url.trim_start_matches("sqlite://").trim_start_matches("sqlite:")),
+            Some(url) => PathBuf::from(
+                url.trim_start_matches("sqlite://")
+                    .trim_start_matches("sqlite:"),
+            ),
             None => self.server.data_dir.join("metadata.db"),
         }
     }
@@ -266,7 +507,11 @@ mod tests {
             )?;
             jail.set_env("LOG_LEVEL", "warn");
             jail.set_env("AERUGO__REGISTRY__MAX_MANIFEST_BYTES", "8192");
-            let overrides = Overrides { listen: None, data_dir: Some("/tmp/x".into()) };
+            let overrides = Overrides {
+                listen: None,
+                data_dir: Some("/tmp/x".into()),
+                edge: None,
+            };
             let config = Config::load(Some(Path::new("aerugo.toml")), &overrides).unwrap();
             assert_eq!(config.server.listen_address, "127.0.0.1:7000");
             assert_eq!(config.server.log_level, "warn");

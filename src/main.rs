@@ -10,14 +10,34 @@ fn main() -> std::process::ExitCode {
         }
     };
     aerugo::telemetry::init_logging(&config.server.log_level, &config.server.log_format);
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    if aerugo::cli::is_edge(&cli) {
+        return exit_with(run_edge(&config));
+    }
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(runtime) => runtime,
         Err(e) => {
             eprintln!("aerugo: cannot start the async runtime: {e}");
             return std::process::ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(aerugo::cli::run(cli, config)) {
+    exit_with(runtime.block_on(aerugo::cli::run(cli, config)))
+}
+
+#[cfg(feature = "edge")]
+fn run_edge(config: &aerugo::config::Config) -> anyhow::Result<()> {
+    aerugo::edge::server::run(config)
+}
+
+#[cfg(not(feature = "edge"))]
+fn run_edge(_: &aerugo::config::Config) -> anyhow::Result<()> {
+    anyhow::bail!("this binary was built without the `edge` feature")
+}
+
+fn exit_with(result: anyhow::Result<()>) -> std::process::ExitCode {
+    match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("aerugo: {e:#}");

@@ -49,11 +49,12 @@ pub struct EdgeMetrics {
 }
 
 fn edge_metrics(r: &Registry) -> Result<EdgeMetrics, prometheus::Error> {
-    let counter_vec = |name: &str, help: &str, labels: &[&str]| -> Result<IntCounterVec, prometheus::Error> {
-        let c = IntCounterVec::new(Opts::new(name, help), labels)?;
-        r.register(Box::new(c.clone()))?;
-        Ok(c)
-    };
+    let counter_vec =
+        |name: &str, help: &str, labels: &[&str]| -> Result<IntCounterVec, prometheus::Error> {
+            let c = IntCounterVec::new(Opts::new(name, help), labels)?;
+            r.register(Box::new(c.clone()))?;
+            Ok(c)
+        };
     let counter = |name: &str, help: &str| -> Result<IntCounter, prometheus::Error> {
         let c = IntCounter::new(name, help)?;
         r.register(Box::new(c.clone()))?;
@@ -62,10 +63,25 @@ fn edge_metrics(r: &Registry) -> Result<EdgeMetrics, prometheus::Error> {
     let disk_usage_bytes = IntGauge::new("edge_disk_usage_bytes", "Bytes held by the edge cache")?;
     r.register(Box::new(disk_usage_bytes.clone()))?;
     Ok(EdgeMetrics {
-        cache_hits: counter_vec("edge_cache_hits_total", "Edge cache hits by kind", &["kind"])?,
-        cache_misses: counter_vec("edge_cache_misses_total", "Edge cache misses by kind", &["kind"])?,
-        bytes_served: counter_vec("edge_bytes_served_total", "Bytes sent by the edge by source", &["source"])?,
-        coalesced_waiters: counter("edge_coalesced_waiters_total", "Clients that joined an in-flight fetch")?,
+        cache_hits: counter_vec(
+            "edge_cache_hits_total",
+            "Edge cache hits by kind",
+            &["kind"],
+        )?,
+        cache_misses: counter_vec(
+            "edge_cache_misses_total",
+            "Edge cache misses by kind",
+            &["kind"],
+        )?,
+        bytes_served: counter_vec(
+            "edge_bytes_served_total",
+            "Bytes sent by the edge by source",
+            &["source"],
+        )?,
+        coalesced_waiters: counter(
+            "edge_coalesced_waiters_total",
+            "Clients that joined an in-flight fetch",
+        )?,
         upstream_fetches: counter_vec(
             "edge_upstream_fetches_total",
             "Requests to origins by upstream and kind",
@@ -76,9 +92,15 @@ fn edge_metrics(r: &Registry) -> Result<EdgeMetrics, prometheus::Error> {
             "Failed origin requests by upstream and reason",
             &["upstream", "reason"],
         )?,
-        evictions: counter("edge_evictions_total", "Entries evicted from the edge cache")?,
+        evictions: counter(
+            "edge_evictions_total",
+            "Entries evicted from the edge cache",
+        )?,
         disk_usage_bytes,
-        stale_serves: counter("edge_stale_serves_total", "Responses served stale because the origin failed")?,
+        stale_serves: counter(
+            "edge_stale_serves_total",
+            "Responses served stale because the origin failed",
+        )?,
     })
 }
 
@@ -89,7 +111,10 @@ fn build() -> Result<Metrics, prometheus::Error> {
     ];
     let metrics = Metrics {
         http_requests: IntCounterVec::new(
-            Opts::new("http_requests_total", "HTTP requests by route, method and status"),
+            Opts::new(
+                "http_requests_total",
+                "HTTP requests by route, method and status",
+            ),
             &["route", "method", "status"],
         )?,
         http_duration: HistogramVec::new(
@@ -99,14 +124,20 @@ fn build() -> Result<Metrics, prometheus::Error> {
         )?,
         bytes_received: IntCounter::new("bytes_received_total", "Blob bytes received")?,
         bytes_sent: IntCounter::new("bytes_sent_total", "Blob and manifest bytes sent")?,
-        uploads_started: IntCounter::new("upload_sessions_started_total", "Upload sessions started")?,
+        uploads_started: IntCounter::new(
+            "upload_sessions_started_total",
+            "Upload sessions started",
+        )?,
         uploads_completed: IntCounter::new(
             "upload_sessions_completed_total",
             "Upload sessions that published a blob",
         )?,
         storage_duration: HistogramVec::new(
-            HistogramOpts::new("storage_operation_duration_seconds", "Blob store operation latency")
-                .buckets(latency_buckets),
+            HistogramOpts::new(
+                "storage_operation_duration_seconds",
+                "Blob store operation latency",
+            )
+            .buckets(latency_buckets),
             &["operation"],
         )?,
         edge: edge_metrics(&registry)?,
@@ -143,7 +174,9 @@ impl Metrics {
 pub fn init_logging(filter: &str, format: &str) {
     let filter = tracing_subscriber::EnvFilter::try_new(filter)
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_target(true);
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_target(true);
     let _ = if format == "json" {
         builder.json().flatten_event(true).try_init()
     } else {
@@ -157,9 +190,15 @@ mod tests {
     fn renders_registered_metrics() {
         let m = super::metrics();
         m.bytes_received.inc_by(3);
-        m.http_requests.with_label_values(&["blob", "GET", "200"]).inc();
+        m.http_requests
+            .with_label_values(&["blob", "GET", "200"])
+            .inc();
         let text = m.render();
         assert!(text.contains("aerugo_bytes_received_total"));
-        assert!(text.contains("aerugo_http_requests_total{method=\"GET\",route=\"blob\",status=\"200\"}"));
+        assert!(
+            text.contains(
+                "aerugo_http_requests_total{method=\"GET\",route=\"blob\",status=\"200\"}"
+            )
+        );
     }
 }

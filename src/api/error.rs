@@ -35,12 +35,14 @@ impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         log(&self.0);
         let code = self.0.code();
-        let status = StatusCode::from_u16(code.status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        let status =
+            StatusCode::from_u16(code.status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
         let body = ErrorEnvelope::single(code, self.0.client_message(), self.0.detail()).to_json();
         let mut response = (status, body).into_response();
-        response
-            .headers_mut()
-            .insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        response.headers_mut().insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        );
         response
     }
 }
@@ -53,8 +55,16 @@ impl IntoResponse for ManageError {
     fn into_response(self) -> Response {
         log(&self.0);
         let code = self.0.code();
-        let status = StatusCode::from_u16(code.status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-        let message = self.0.client_message().unwrap_or_else(|| code.describe().1.to_owned());
-        (status, axum::Json(serde_json::json!({"error": code.code(), "message": message}))).into_response()
+        let status =
+            StatusCode::from_u16(code.status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        let message = self
+            .0
+            .client_message()
+            .unwrap_or_else(|| code.describe().1.to_owned());
+        (
+            status,
+            axum::Json(serde_json::json!({"error": code.code(), "message": message})),
+        )
+            .into_response()
     }
 }

@@ -54,15 +54,26 @@ impl DiskCache {
         let _ = fs::remove_dir_all(&tmp);
         fs::create_dir_all(&tmp)?;
         let mut found = Vec::new();
-        scan(&root.join("blobs"), &mut |d, size, t| found.push((t, Entry::Blob(d), size)))?;
-        scan(&root.join("manifests"), &mut |d, size, t| found.push((t, Entry::Manifest(d), size)))?;
+        scan(&root.join("blobs"), &mut |d, size, t| {
+            found.push((t, Entry::Blob(d), size))
+        })?;
+        scan(&root.join("manifests"), &mut |d, size, t| {
+            found.push((t, Entry::Manifest(d), size))
+        })?;
         found.sort_by_key(|(t, _, _)| *t);
-        let mut index = Index { lru: LruCache::unbounded(), bytes: 0 };
+        let mut index = Index {
+            lru: LruCache::unbounded(),
+            bytes: 0,
+        };
         for (_, entry, size) in found {
             index.bytes += size;
             index.lru.put(entry, size);
         }
-        let cache = DiskCache { root: root.to_path_buf(), max_bytes, index: Mutex::new(index) };
+        let cache = DiskCache {
+            root: root.to_path_buf(),
+            max_bytes,
+            index: Mutex::new(index),
+        };
         cache.evict();
         Ok(cache)
     }
@@ -73,19 +84,32 @@ impl DiskCache {
             Entry::Manifest(d) => ("manifests", d),
         };
         let hex = digest.hex();
-        self.root.join(kind).join(digest.algorithm().as_str()).join(hex.get(..2).unwrap_or(hex)).join(hex)
+        self.root
+            .join(kind)
+            .join(digest.algorithm().as_str())
+            .join(hex.get(..2).unwrap_or(hex))
+            .join(hex)
     }
 
     fn tag_path(&self, upstream: &str, repo: &RepoName, tag: &Tag) -> PathBuf {
         // Repository components match [a-z0-9]+…, so `_tags` can never collide with one; the
         // upstream name comes from configuration and is checked there.
-        self.root.join("tags").join(upstream).join(repo.as_str()).join("_tags").join(tag.as_str())
+        self.root
+            .join("tags")
+            .join(upstream)
+            .join(repo.as_str())
+            .join("_tags")
+            .join(tag.as_str())
     }
 
     /// A fresh temp file inside the cache (same filesystem, so commit is a rename).
     pub fn temp_file(&self) -> io::Result<(PathBuf, fs::File)> {
         let path = self.root.join("tmp").join(uuid::Uuid::new_v4().to_string());
-        let file = fs::File::options().read(true).write(true).create_new(true).open(&path)?;
+        let file = fs::File::options()
+            .read(true)
+            .write(true)
+            .create_new(true)
+            .open(&path)?;
         Ok((path, file))
     }
 
@@ -131,7 +155,13 @@ impl DiskCache {
     }
 
     /// Records that `tag` points at `digest` as of now.
-    pub fn put_tag(&self, upstream: &str, repo: &RepoName, tag: &Tag, digest: &Digest) -> io::Result<()> {
+    pub fn put_tag(
+        &self,
+        upstream: &str,
+        repo: &RepoName,
+        tag: &Tag,
+        digest: &Digest,
+    ) -> io::Result<()> {
         let path = self.tag_path(upstream, repo, tag);
         if let Some(parent) = path.parent() {
             fs::create_dir_all(parent)?;
@@ -177,19 +207,26 @@ impl DiskCache {
                 if index.bytes <= self.max_bytes {
                     break;
                 }
-                let Some((entry, size)) = index.lru.pop_lru() else { break };
+                let Some((entry, size)) = index.lru.pop_lru() else {
+                    break;
+                };
                 index.bytes -= size;
                 entry
             };
             let _ = fs::remove_file(self.path_of(&victim));
             metrics().edge.evictions.inc();
         }
-        metrics().edge.disk_usage_bytes.set(i64::try_from(self.usage()).unwrap_or(i64::MAX));
+        metrics()
+            .edge
+            .disk_usage_bytes
+            .set(i64::try_from(self.usage()).unwrap_or(i64::MAX));
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Index> {
         // The index holds no invariant a panicking holder could break half-way.
-        self.index.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.index
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 }
 
@@ -198,9 +235,19 @@ fn scan(dir: &Path, found: &mut dyn FnMut(Digest, u64, SystemTime)) -> io::Resul
     for alg in fs::read_dir(dir)?.flatten() {
         for prefix in fs::read_dir(alg.path())?.flatten() {
             for file in fs::read_dir(prefix.path())?.flatten() {
-                let name = format!("{}:{}", alg.file_name().to_string_lossy(), file.file_name().to_string_lossy());
-                let (Ok(digest), Ok(meta)) = (name.parse::<Digest>(), file.metadata()) else { continue };
-                found(digest, meta.len(), meta.modified().unwrap_or(SystemTime::UNIX_EPOCH));
+                let name = format!(
+                    "{}:{}",
+                    alg.file_name().to_string_lossy(),
+                    file.file_name().to_string_lossy()
+                );
+                let (Ok(digest), Ok(meta)) = (name.parse::<Digest>(), file.metadata()) else {
+                    continue;
+                };
+                found(
+                    digest,
+                    meta.len(),
+                    meta.modified().unwrap_or(SystemTime::UNIX_EPOCH),
+                );
             }
         }
     }
@@ -215,7 +262,9 @@ mod tests {
         let digest = Digest::sha256_of(bytes);
         let (temp, mut file) = cache.temp_file().unwrap();
         file.write_all(bytes).unwrap();
-        cache.commit_blob(&temp, &digest, bytes.len() as u64).unwrap();
+        cache
+            .commit_blob(&temp, &digest, bytes.len() as u64)
+            .unwrap();
         digest
     }
 
@@ -251,7 +300,9 @@ mod tests {
         let cache = DiskCache::open(dir.path(), 1 << 20).unwrap();
         let body = br#"{"schemaVersion":2}"#;
         let digest = Digest::sha256_of(body);
-        cache.put_manifest(&digest, "application/vnd.oci.image.index.v1+json", body).unwrap();
+        cache
+            .put_manifest(&digest, "application/vnd.oci.image.index.v1+json", body)
+            .unwrap();
         let (media, bytes) = cache.manifest(&digest).unwrap();
         assert_eq!(media, "application/vnd.oci.image.index.v1+json");
         assert_eq!(&bytes[..], body);

@@ -71,13 +71,18 @@ impl Fill {
         match (state.total, state.outcome) {
             (Some(total), _) => Ok(total),
             (None, Some(Err(e))) => Err(e),
-            (None, _) => Err(Arc::new(FillError::Io(io::Error::other("fill ended without a size")))),
+            (None, _) => Err(Arc::new(FillError::Io(io::Error::other(
+                "fill ended without a size",
+            )))),
         }
     }
 
     /// Streams `range` of the blob as the fill writes it. The response's last byte is held back
     /// until the blob is verified; a failed fill ends the stream with an error.
-    pub fn read(&self, range: Range<u64>) -> impl Stream<Item = io::Result<Bytes>> + Send + 'static {
+    pub fn read(
+        &self,
+        range: Range<u64>,
+    ) -> impl Stream<Item = io::Result<Bytes>> + Send + 'static {
         let state = (Arc::clone(&self.file), self.progress.clone(), range.start);
         futures_util::stream::unfold(state, move |(file, mut rx, pos)| {
             let end = range.end;
@@ -88,10 +93,14 @@ impl Fill {
                 let readable = loop {
                     let p = rx.borrow_and_update().clone();
                     match &p.outcome {
-                        Some(Err(e)) => return Some((Err(io::Error::other(e.to_string())), (file, rx, end))),
+                        Some(Err(e)) => {
+                            return Some((Err(io::Error::other(e.to_string())), (file, rx, end)));
+                        }
                         Some(Ok(())) => break end,
                         // Keep one byte back until verification says the blob is right.
-                        None if p.written.min(end.saturating_sub(1)) > pos => break p.written.min(end - 1),
+                        None if p.written.min(end.saturating_sub(1)) > pos => {
+                            break p.written.min(end - 1);
+                        }
                         None => {}
                     }
                     if rx.changed().await.is_err() {
@@ -103,7 +112,9 @@ impl Fill {
                 let reader = Arc::clone(&file);
                 let chunk = tokio::task::spawn_blocking(move || {
                     let mut buf = vec![0u8; len as usize];
-                    reader.read_exact_at(&mut buf, pos).map(|()| Bytes::from(buf))
+                    reader
+                        .read_exact_at(&mut buf, pos)
+                        .map(|()| Bytes::from(buf))
                 })
                 .await
                 .unwrap_or_else(|e| Err(io::Error::other(e)));
@@ -125,7 +136,12 @@ pub struct Fills {
 impl Fills {
     /// Joins the fill for `digest`, or starts one with `fetch` (called at most once per fill).
     /// Returns the fill and whether this caller started it.
-    pub fn join_or_start<F>(self: &Arc<Self>, digest: &Digest, cache: &Arc<DiskCache>, fetch: F) -> io::Result<(Arc<Fill>, bool)>
+    pub fn join_or_start<F>(
+        self: &Arc<Self>,
+        digest: &Digest,
+        cache: &Arc<DiskCache>,
+        fetch: F,
+    ) -> io::Result<(Arc<Fill>, bool)>
     where
         F: Future<Output = Result<Option<FetchedBlob>, UpstreamError>> + Send + 'static,
     {
@@ -137,16 +153,28 @@ impl Fills {
         let (temp, file) = cache.temp_file()?;
         let file = Arc::new(file);
         let (tx, rx) = watch::channel(Progress::default());
-        let fill = Arc::new(Fill { file: Arc::clone(&file), progress: rx });
+        let fill = Arc::new(Fill {
+            file: Arc::clone(&file),
+            progress: rx,
+        });
         inflight.insert(digest.clone(), Arc::clone(&fill));
         drop(inflight);
-        let job = Job { fills: Arc::clone(self), cache: Arc::clone(cache), digest: digest.clone(), temp, file, tx };
+        let job = Job {
+            fills: Arc::clone(self),
+            cache: Arc::clone(cache),
+            digest: digest.clone(),
+            temp,
+            file,
+            tx,
+        };
         tokio::spawn(job.run(fetch));
         Ok((fill, true))
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<Digest, Arc<Fill>>> {
-        self.inflight.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.inflight
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 }
 
@@ -170,7 +198,11 @@ impl Job {
         // cached blob, never neither.
         let outcome = match outcome {
             Ok(size) => {
-                let (cache, temp, digest) = (Arc::clone(&self.cache), self.temp.clone(), self.digest.clone());
+                let (cache, temp, digest) = (
+                    Arc::clone(&self.cache),
+                    self.temp.clone(),
+                    self.digest.clone(),
+                );
                 let file = Arc::clone(&self.file);
                 tokio::task::spawn_blocking(move || {
                     file.sync_data()?;
@@ -198,17 +230,24 @@ impl Job {
     {
         let blob = fetch.await?.ok_or(FillError::NotFound)?;
         let total = blob.content_length.ok_or_else(|| {
-            FillError::Upstream(UpstreamError::Protocol("the origin sent a blob without Content-Length".into()))
+            FillError::Upstream(UpstreamError::Protocol(
+                "the origin sent a blob without Content-Length".into(),
+            ))
         })?;
         self.tx.send_modify(|p| p.total = Some(total));
         let mut stream = blob.stream;
         let mut buffer = BytesMut::with_capacity(WRITE_STEP);
         let mut written = 0u64;
         loop {
-            let next = stream.next().await.transpose().map_err(|e| match UpstreamError::from_io(&e) {
-                Some(upstream) => FillError::Upstream(upstream.clone()),
-                None => FillError::Io(e),
-            })?;
+            let next =
+                stream
+                    .next()
+                    .await
+                    .transpose()
+                    .map_err(|e| match UpstreamError::from_io(&e) {
+                        Some(upstream) => FillError::Upstream(upstream.clone()),
+                        None => FillError::Io(e),
+                    })?;
             let done = next.is_none();
             if let Some(chunk) = next {
                 buffer.extend_from_slice(&chunk);
@@ -230,7 +269,10 @@ impl Job {
         }
         // The verifying stream already checked length and digest; this guards the arithmetic.
         if written != total {
-            return Err(FillError::Upstream(UpstreamError::Truncated { expected: total, received: written }));
+            return Err(FillError::Upstream(UpstreamError::Truncated {
+                expected: total,
+                received: written,
+            }));
         }
         Ok(total)
     }

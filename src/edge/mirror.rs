@@ -50,7 +50,11 @@ pub struct EdgeResponse {
 
 impl EdgeResponse {
     fn new(status: u16) -> EdgeResponse {
-        EdgeResponse { status, headers: vec![("docker-distribution-api-version", "registry/2.0".into())], body: EdgeBody::Empty }
+        EdgeResponse {
+            status,
+            headers: vec![("docker-distribution-api-version", "registry/2.0".into())],
+            body: EdgeBody::Empty,
+        }
     }
 
     fn header(mut self, name: &'static str, value: impl Into<String>) -> EdgeResponse {
@@ -69,9 +73,10 @@ impl EdgeResponse {
     }
 }
 
-/// One configured upstream as the mirror uses it.
+/// One configured upstream as the mirror uses it (`[[edge.upstreams]]`). Unknown keys are
+/// rejected by the flattened [`UpstreamConfig`].
 #[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
-#[serde(default, deny_unknown_fields)]
+#[serde(default)]
 pub struct MirrorUpstream {
     #[serde(flatten)]
     pub client: UpstreamConfig,
@@ -116,7 +121,8 @@ struct Site {
 impl Site {
     fn permits(&self, repo: &RepoName) -> bool {
         let name = repo.as_str();
-        (self.allow.is_empty() || self.allow.iter().any(|p| p.matches(name))) && !self.deny.iter().any(|p| p.matches(name))
+        (self.allow.is_empty() || self.allow.iter().any(|p| p.matches(name)))
+            && !self.deny.iter().any(|p| p.matches(name))
     }
 
     fn answers_to(&self, name: &str) -> bool {
@@ -133,14 +139,20 @@ pub struct Mirror {
 }
 
 impl Mirror {
-    pub fn new(upstreams: &[MirrorUpstream], cache: Arc<DiskCache>) -> Result<Mirror, UpstreamError> {
+    pub fn new(
+        upstreams: &[MirrorUpstream],
+        cache: Arc<DiskCache>,
+    ) -> Result<Mirror, UpstreamError> {
         let mut sites = Vec::new();
         for u in upstreams {
             let mut aliases = u.aliases.clone();
             if let Some(host) = url_host(&u.client.url) {
                 aliases.push(host);
             }
-            if aliases.iter().any(|a| a == "registry-1.docker.io" || a == "index.docker.io") {
+            if aliases
+                .iter()
+                .any(|a| a == "registry-1.docker.io" || a == "index.docker.io")
+            {
                 aliases.push("docker.io".into());
             }
             sites.push(Site {
@@ -153,64 +165,145 @@ impl Mirror {
                 deny: u.deny.iter().map(|p| WildMatch::new(p)).collect(),
             });
         }
-        let default_site = upstreams.iter().position(|u| u.default).or(if sites.len() == 1 { Some(0) } else { None });
-        Ok(Mirror { sites, default_site, cache, fills: Arc::new(Fills::default()) })
+        let default_site = upstreams
+            .iter()
+            .position(|u| u.default)
+            .or(if sites.len() == 1 { Some(0) } else { None });
+        Ok(Mirror {
+            sites,
+            default_site,
+            cache,
+            fills: Arc::new(Fills::default()),
+        })
     }
 
     pub fn cache(&self) -> &Arc<DiskCache> {
         &self.cache
     }
 
-    /// Answers one `/v2/` request.
+    /// Answers one `/v2/` request, choosing the upstream from the request.
     pub async fn handle(&self, request: &EdgeRequest) -> EdgeResponse {
+        let route = match self.route(request) {
+            Ok(route) => route,
+            Err(response) => return response,
+        };
+        match self.select(&route, request.query.as_deref()) {
+            Ok((site, route)) => self.serve(site, route, request).await,
+            Err(response) => response,
+        }
+    }
+
+    /// Answers a request from the named upstream (gateway mode: the core the balancer chose).
+    pub async fn handle_at(&self, upstream: &str, request: &EdgeRequest) -> EdgeResponse {
+        let route = match self.route(request) {
+            Ok(route) => route,
+            Err(response) => return response,
+        };
+        match self.sites.iter().find(|s| s.name == upstream) {
+            Some(site) => self.serve(site, route, request).await,
+            None => EdgeResponse::error(
+                ErrorCode::Unavailable,
+                format!("no upstream named {upstream}"),
+            ),
+        }
+    }
+
+    /// Parses the path and refuses what a read-only mirror cannot do.
+    fn route(&self, request: &EdgeRequest) -> Result<V2Route, EdgeResponse> {
         let route = match path::parse(&request.path) {
             Ok(route) => route,
-            Err(RouteError::NotFound) => return EdgeResponse::error(ErrorCode::Unsupported, "no such endpoint"),
+            Err(RouteError::NotFound) => {
+                return Err(EdgeResponse::error(
+                    ErrorCode::Unsupported,
+                    "no such endpoint",
+                ));
+            }
             Err(RouteError::Invalid(e)) => {
                 let code = crate::registry::RegistryError::from(e).code();
-                return EdgeResponse::error(code, "invalid repository name, reference or digest");
+                return Err(EdgeResponse::error(
+                    code,
+                    "invalid repository name, reference or digest",
+                ));
             }
         };
         if matches!(route, V2Route::Base) {
-            return EdgeResponse::new(200).header("content-type", "application/json").with_body(Bytes::from_static(b"{}"));
+            return Err(EdgeResponse::new(200)
+                .header("content-type", "application/json")
+                .with_body(Bytes::from_static(b"{}")));
         }
-        let is_read = request.method == Method::GET || request.method == Method::HEAD;
-        if !is_read {
-            return EdgeResponse::error(ErrorCode::Unsupported, "this edge is a read-only mirror of its upstreams");
+        if request.method != Method::GET && request.method != Method::HEAD {
+            return Err(EdgeResponse::error(
+                ErrorCode::Unsupported,
+                "this edge is a read-only mirror of its upstreams",
+            ));
         }
-        let (site, route) = match self.select(&route, request.query.as_deref()) {
-            Ok(selected) => selected,
-            Err(response) => return response,
-        };
+        Ok(route)
+    }
+
+    async fn serve(&self, site: &Site, route: V2Route, request: &EdgeRequest) -> EdgeResponse {
         let head = request.method == Method::HEAD;
         match route {
-            V2Route::Manifest { name, reference } => self.manifest(site, &name, &reference, request, head).await,
-            V2Route::Blob { name, digest } => self.blob(site, &name, &digest, request.range.as_deref(), head).await,
-            _ => EdgeResponse::error(ErrorCode::Unsupported, "the mirror serves manifests and blobs only"),
+            V2Route::Manifest { name, reference } => {
+                self.manifest(site, &name, &reference, request, head).await
+            }
+            V2Route::Blob { name, digest } => {
+                self.blob(site, &name, &digest, request.range.as_deref(), head)
+                    .await
+            }
+            _ => EdgeResponse::error(
+                ErrorCode::Unsupported,
+                "the mirror serves manifests and blobs only",
+            ),
         }
     }
 
     /// Picks the upstream: `?ns=`, then a first path component naming an upstream, then the
     /// default. Returns the route with that prefix removed.
-    fn select(&self, route: &V2Route, query: Option<&str>) -> Result<(&Site, V2Route), EdgeResponse> {
-        let name = route.name().ok_or_else(|| EdgeResponse::error(ErrorCode::Unsupported, "no such endpoint"))?;
-        let ns = query.and_then(|q| form_urlencoded::parse(q.as_bytes()).find(|(k, _)| k == "ns").map(|(_, v)| v.into_owned()));
+    fn select(
+        &self,
+        route: &V2Route,
+        query: Option<&str>,
+    ) -> Result<(&Site, V2Route), EdgeResponse> {
+        let name = route
+            .name()
+            .ok_or_else(|| EdgeResponse::error(ErrorCode::Unsupported, "no such endpoint"))?;
+        let ns = query.and_then(|q| {
+            form_urlencoded::parse(q.as_bytes())
+                .find(|(k, _)| k == "ns")
+                .map(|(_, v)| v.into_owned())
+        });
         let (site, route) = if let Some(ns) = ns {
-            let site = self.sites.iter().find(|s| s.answers_to(&ns)).ok_or_else(|| {
-                EdgeResponse::error(ErrorCode::NameUnknown, format!("no upstream is configured for {ns}"))
-            })?;
+            let site = self
+                .sites
+                .iter()
+                .find(|s| s.answers_to(&ns))
+                .ok_or_else(|| {
+                    EdgeResponse::error(
+                        ErrorCode::NameUnknown,
+                        format!("no upstream is configured for {ns}"),
+                    )
+                })?;
             (site, route.clone())
         } else if let Some((site, rest)) = self.by_prefix(name) {
             (site, with_name(route, rest))
         } else {
             let index = self.default_site.ok_or_else(|| {
-                EdgeResponse::error(ErrorCode::NameUnknown, "no default upstream: prefix the name with an upstream or use ?ns=")
+                EdgeResponse::error(
+                    ErrorCode::NameUnknown,
+                    "no default upstream: prefix the name with an upstream or use ?ns=",
+                )
             })?;
             (&self.sites[index], route.clone())
         };
-        let repo = route.name().cloned().ok_or_else(|| EdgeResponse::error(ErrorCode::Unsupported, "no such endpoint"))?;
+        let repo = route
+            .name()
+            .cloned()
+            .ok_or_else(|| EdgeResponse::error(ErrorCode::Unsupported, "no such endpoint"))?;
         if !site.permits(&repo) {
-            return Err(EdgeResponse::error(ErrorCode::Denied, format!("{repo} is not mirrored from {}", site.name)));
+            return Err(EdgeResponse::error(
+                ErrorCode::Denied,
+                format!("{repo} is not mirrored from {}", site.name),
+            ));
         }
         Ok((site, route))
     }
@@ -221,17 +314,32 @@ impl Mirror {
         Some((site, rest.parse().ok()?))
     }
 
-    async fn manifest(&self, site: &Site, repo: &RepoName, reference: &Reference, request: &EdgeRequest, head: bool) -> EdgeResponse {
+    async fn manifest(
+        &self,
+        site: &Site,
+        repo: &RepoName,
+        reference: &Reference,
+        request: &EdgeRequest,
+        head: bool,
+    ) -> EdgeResponse {
         let result = match reference {
-            Reference::Digest(digest) => self.manifest_by_digest(site, repo, digest).await.map(|(m, b)| (digest.clone(), m, b, false)),
+            Reference::Digest(digest) => self
+                .manifest_by_digest(site, repo, digest)
+                .await
+                .map(|(m, b)| (digest.clone(), m, b, false)),
             Reference::Tag(tag) => self.manifest_by_tag(site, repo, tag).await,
         };
         let (digest, media_type, body, stale) = match result {
             Ok(found) => found,
             Err(response) => return response,
         };
-        if matches!(reference, Reference::Tag(_)) && !accepts(request.accept.iter().map(String::as_str), &media_type) {
-            return EdgeResponse::error(ErrorCode::ManifestUnknown, format!("the tag points at a {media_type} manifest, which Accept does not allow"));
+        if matches!(reference, Reference::Tag(_))
+            && !accepts(request.accept.iter().map(String::as_str), &media_type)
+        {
+            return EdgeResponse::error(
+                ErrorCode::ManifestUnknown,
+                format!("the tag points at a {media_type} manifest, which Accept does not allow"),
+            );
         }
         let mut response = EdgeResponse::new(200)
             .header("content-type", media_type)
@@ -240,7 +348,9 @@ impl Mirror {
             .header("etag", format!("\"{digest}\""));
         if stale {
             metrics().edge.stale_serves.inc();
-            response = response.header("warning", "110 - \"Response is Stale\"").header("x-aerugo-cache", "STALE");
+            response = response
+                .header("warning", "110 - \"Response is Stale\"")
+                .header("x-aerugo-cache", "STALE");
         }
         if !head {
             response.body = EdgeBody::Full(body);
@@ -248,21 +358,45 @@ impl Mirror {
         response
     }
 
-    async fn manifest_by_digest(&self, site: &Site, repo: &RepoName, digest: &Digest) -> Result<(String, Bytes), EdgeResponse> {
+    async fn manifest_by_digest(
+        &self,
+        site: &Site,
+        repo: &RepoName,
+        digest: &Digest,
+    ) -> Result<(String, Bytes), EdgeResponse> {
         if let Some(found) = self.cached_manifest(digest).await {
-            metrics().edge.cache_hits.with_label_values(&["manifest"]).inc();
+            metrics()
+                .edge
+                .cache_hits
+                .with_label_values(&["manifest"])
+                .inc();
             return Ok(found);
         }
-        metrics().edge.cache_misses.with_label_values(&["manifest"]).inc();
-        let fetched = self.fetch_manifest(site, repo, &Reference::Digest(digest.clone())).await?;
+        metrics()
+            .edge
+            .cache_misses
+            .with_label_values(&["manifest"])
+            .inc();
+        let fetched = self
+            .fetch_manifest(site, repo, &Reference::Digest(digest.clone()))
+            .await?;
         Ok((fetched.1, fetched.2))
     }
 
     /// A tag: trusted within its TTL, revalidated with a `HEAD` after it, re-fetched only when
     /// the digest moved, and served stale (within `max_stale`) when the upstream fails.
-    async fn manifest_by_tag(&self, site: &Site, repo: &RepoName, tag: &Tag) -> Result<(Digest, String, Bytes, bool), EdgeResponse> {
+    async fn manifest_by_tag(
+        &self,
+        site: &Site,
+        repo: &RepoName,
+        tag: &Tag,
+    ) -> Result<(Digest, String, Bytes, bool), EdgeResponse> {
         let cached = self.cached_tag(site, repo, tag).await;
-        let age = cached.as_ref().map(|(_, validated)| SystemTime::now().duration_since(*validated).unwrap_or_default());
+        let age = cached.as_ref().map(|(_, validated)| {
+            SystemTime::now()
+                .duration_since(*validated)
+                .unwrap_or_default()
+        });
         if let (Some((digest, _)), Some(age)) = (&cached, age)
             && age < site.tag_ttl
             && let Some((media_type, body)) = self.cached_manifest(digest).await
@@ -270,9 +404,16 @@ impl Mirror {
             metrics().edge.cache_hits.with_label_values(&["tag"]).inc();
             return Ok((digest.clone(), media_type, body, false));
         }
-        metrics().edge.cache_misses.with_label_values(&["tag"]).inc();
+        metrics()
+            .edge
+            .cache_misses
+            .with_label_values(&["tag"])
+            .inc();
         fetch_count(site, "manifest_head");
-        let head = site.client.head_manifest(repo, &Reference::Tag(tag.clone())).await;
+        let head = site
+            .client
+            .head_manifest(repo, &Reference::Tag(tag.clone()))
+            .await;
         match head {
             Ok(Some(head)) => {
                 if let Some((digest, _)) = &cached
@@ -282,11 +423,16 @@ impl Mirror {
                     self.store_tag(site, repo, tag, digest).await;
                     return Ok((digest.clone(), media_type, body, false));
                 }
-                let (digest, media_type, body) = self.fetch_manifest(site, repo, &Reference::Tag(tag.clone())).await?;
+                let (digest, media_type, body) = self
+                    .fetch_manifest(site, repo, &Reference::Tag(tag.clone()))
+                    .await?;
                 self.store_tag(site, repo, tag, &digest).await;
                 Ok((digest, media_type, body, false))
             }
-            Ok(None) => Err(EdgeResponse::error(ErrorCode::ManifestUnknown, format!("{repo}:{tag} is not known to {}", site.name))),
+            Ok(None) => Err(EdgeResponse::error(
+                ErrorCode::ManifestUnknown,
+                format!("{repo}:{tag} is not known to {}", site.name),
+            )),
             Err(e) => {
                 upstream_error(site, &e);
                 let within = age.is_some_and(|age| age < site.tag_ttl + site.max_stale);
@@ -302,19 +448,31 @@ impl Mirror {
         }
     }
 
-    async fn fetch_manifest(&self, site: &Site, repo: &RepoName, reference: &Reference) -> Result<(Digest, String, Bytes), EdgeResponse> {
+    async fn fetch_manifest(
+        &self,
+        site: &Site,
+        repo: &RepoName,
+        reference: &Reference,
+    ) -> Result<(Digest, String, Bytes), EdgeResponse> {
         fetch_count(site, "manifest");
         match site.client.get_manifest(repo, reference).await {
             Ok(Some(m)) => {
                 let cache = Arc::clone(&self.cache);
-                let (digest, media_type, body) = (m.digest.clone(), m.media_type.clone(), m.body.clone());
-                let stored = tokio::task::spawn_blocking(move || cache.put_manifest(&digest, &media_type, &body)).await;
+                let (digest, media_type, body) =
+                    (m.digest.clone(), m.media_type.clone(), m.body.clone());
+                let stored = tokio::task::spawn_blocking(move || {
+                    cache.put_manifest(&digest, &media_type, &body)
+                })
+                .await;
                 if !matches!(stored, Ok(Ok(()))) {
                     tracing::warn!(digest = %m.digest, "could not cache manifest");
                 }
                 Ok((m.digest, m.media_type, m.body))
             }
-            Ok(None) => Err(EdgeResponse::error(ErrorCode::ManifestUnknown, format!("{repo}:{reference} is not known to {}", site.name))),
+            Ok(None) => Err(EdgeResponse::error(
+                ErrorCode::ManifestUnknown,
+                format!("{repo}:{reference} is not known to {}", site.name),
+            )),
             Err(e) => {
                 upstream_error(site, &e);
                 Err(unavailable(site, &e))
@@ -325,27 +483,71 @@ impl Mirror {
     async fn cached_manifest(&self, digest: &Digest) -> Option<(String, Bytes)> {
         let cache = Arc::clone(&self.cache);
         let digest = digest.clone();
-        tokio::task::spawn_blocking(move || cache.manifest(&digest)).await.ok().flatten()
+        tokio::task::spawn_blocking(move || cache.manifest(&digest))
+            .await
+            .ok()
+            .flatten()
     }
 
-    async fn cached_tag(&self, site: &Site, repo: &RepoName, tag: &Tag) -> Option<(Digest, SystemTime)> {
-        let (cache, name, repo, tag) = (Arc::clone(&self.cache), site.name.clone(), repo.clone(), tag.clone());
-        tokio::task::spawn_blocking(move || cache.tag(&name, &repo, &tag)).await.ok().flatten()
+    async fn cached_tag(
+        &self,
+        site: &Site,
+        repo: &RepoName,
+        tag: &Tag,
+    ) -> Option<(Digest, SystemTime)> {
+        let (cache, name, repo, tag) = (
+            Arc::clone(&self.cache),
+            site.name.clone(),
+            repo.clone(),
+            tag.clone(),
+        );
+        tokio::task::spawn_blocking(move || cache.tag(&name, &repo, &tag))
+            .await
+            .ok()
+            .flatten()
     }
 
     async fn store_tag(&self, site: &Site, repo: &RepoName, tag: &Tag, digest: &Digest) {
-        let (cache, name, repo, tag, digest) = (Arc::clone(&self.cache), site.name.clone(), repo.clone(), tag.clone(), digest.clone());
-        if !matches!(tokio::task::spawn_blocking(move || cache.put_tag(&name, &repo, &tag, &digest)).await, Ok(Ok(()))) {
+        let (cache, name, repo, tag, digest) = (
+            Arc::clone(&self.cache),
+            site.name.clone(),
+            repo.clone(),
+            tag.clone(),
+            digest.clone(),
+        );
+        if !matches!(
+            tokio::task::spawn_blocking(move || cache.put_tag(&name, &repo, &tag, &digest)).await,
+            Ok(Ok(()))
+        ) {
             tracing::warn!("could not record a tag in the edge cache");
         }
     }
 
-    async fn blob(&self, site: &Site, repo: &RepoName, digest: &Digest, range: Option<&str>, head: bool) -> EdgeResponse {
+    async fn blob(
+        &self,
+        site: &Site,
+        repo: &RepoName,
+        digest: &Digest,
+        range: Option<&str>,
+        head: bool,
+    ) -> EdgeResponse {
         if let Some((path, size)) = self.cache.blob(digest) {
             metrics().edge.cache_hits.with_label_values(&["blob"]).inc();
-            return serve_blob(digest, size, range, head, |r| Ok(file_stream(path, r)), "cache").await;
+            return serve_blob(
+                digest,
+                size,
+                range,
+                head,
+                |r| Ok(file_stream(path, r)),
+                "cache",
+            )
+            .await;
         }
-        metrics().edge.cache_misses.with_label_values(&["blob"]).inc();
+        metrics()
+            .edge
+            .cache_misses
+            .with_label_values(&["blob"])
+            .inc();
         let client = site.client.clone();
         let (repo_owned, digest_owned) = (repo.clone(), digest.clone());
         let joined = self.fills.join_or_start(digest, &self.cache, async move {
@@ -358,26 +560,44 @@ impl Mirror {
                 }
                 fill
             }
-            Err(e) => return EdgeResponse::error(ErrorCode::Unknown, format!("edge cache unusable: {e}")),
+            Err(e) => {
+                return EdgeResponse::error(ErrorCode::Unknown, format!("edge cache unusable: {e}"));
+            }
         };
         let size = match fill.size().await {
             Ok(size) => size,
-            Err(e) => return match &*e {
-                FillError::NotFound => EdgeResponse::error(ErrorCode::BlobUnknown, format!("{digest} is not known to {}", site.name)),
-                FillError::Upstream(u) => {
-                    upstream_error(site, u);
-                    unavailable(site, u)
-                }
-                FillError::Io(io) => EdgeResponse::error(ErrorCode::Unknown, format!("edge cache: {io}")),
-            },
+            Err(e) => {
+                return match &*e {
+                    FillError::NotFound => EdgeResponse::error(
+                        ErrorCode::BlobUnknown,
+                        format!("{digest} is not known to {}", site.name),
+                    ),
+                    FillError::Upstream(u) => {
+                        upstream_error(site, u);
+                        unavailable(site, u)
+                    }
+                    FillError::Io(io) => {
+                        EdgeResponse::error(ErrorCode::Unknown, format!("edge cache: {io}"))
+                    }
+                };
+            }
         };
-        serve_blob(digest, size, range, head, |r| Ok(Box::pin(fill.read(r)) as BodyStream), "fill").await
+        serve_blob(
+            digest,
+            size,
+            range,
+            head,
+            |r| Ok(Box::pin(fill.read(r)) as BodyStream),
+            "fill",
+        )
+        .await
     }
 }
 
 impl EdgeResponse {
     fn with_body(mut self, body: Bytes) -> EdgeResponse {
-        self.headers.push(("content-length", body.len().to_string()));
+        self.headers
+            .push(("content-length", body.len().to_string()));
         self.body = EdgeBody::Full(body);
         self
     }
@@ -392,11 +612,16 @@ async fn serve_blob(
     open: impl FnOnce(Range<u64>) -> std::io::Result<BodyStream>,
     source: &'static str,
 ) -> EdgeResponse {
-    let (status, range) = match range_header.map(|h| http_range_header::parse_range_header(h).map(|r| r.validate(size))) {
+    let (status, range) = match range_header
+        .map(|h| http_range_header::parse_range_header(h).map(|r| r.validate(size)))
+    {
         Some(Ok(Ok(ranges))) if ranges.len() == 1 => (206, *ranges[0].start()..ranges[0].end() + 1),
         Some(Ok(Err(_))) => {
-            return EdgeResponse::error(ErrorCode::RangeInvalid, format!("the blob has {size} bytes"))
-                .header("content-range", format!("bytes */{size}"));
+            return EdgeResponse::error(
+                ErrorCode::RangeInvalid,
+                format!("the blob has {size} bytes"),
+            )
+            .header("content-range", format!("bytes */{size}"));
         }
         _ => (200, 0..size),
     };
@@ -406,9 +631,15 @@ async fn serve_blob(
         .header("docker-content-digest", digest.to_string())
         .header("etag", format!("\"{digest}\""))
         .header("accept-ranges", "bytes")
-        .header("x-aerugo-cache", if source == "cache" { "HIT" } else { "MISS" });
+        .header(
+            "x-aerugo-cache",
+            if source == "cache" { "HIT" } else { "MISS" },
+        );
     if status == 206 {
-        response = response.header("content-range", format!("bytes {}-{}/{size}", range.start, range.end - 1));
+        response = response.header(
+            "content-range",
+            format!("bytes {}-{}/{size}", range.start, range.end - 1),
+        );
     }
     if head || range.is_empty() {
         return response;
@@ -417,7 +648,11 @@ async fn serve_blob(
         Ok(stream) => {
             let counted = stream.inspect(move |chunk| {
                 if let Ok(bytes) = chunk {
-                    metrics().edge.bytes_served.with_label_values(&[source]).inc_by(bytes.len() as u64);
+                    metrics()
+                        .edge
+                        .bytes_served
+                        .with_label_values(&[source])
+                        .inc_by(bytes.len() as u64);
                 }
             });
             response.body = EdgeBody::Stream(Box::pin(counted));
@@ -434,7 +669,10 @@ fn file_stream(path: std::path::PathBuf, range: Range<u64>) -> BodyStream {
     let stream = futures_util::stream::once(async move {
         let mut file = tokio::fs::File::open(&path).await?;
         file.seek(std::io::SeekFrom::Start(range.start)).await?;
-        Ok::<_, std::io::Error>(tokio_util::io::ReaderStream::with_capacity(file.take(range.end - range.start), 256 * 1024))
+        Ok::<_, std::io::Error>(tokio_util::io::ReaderStream::with_capacity(
+            file.take(range.end - range.start),
+            256 * 1024,
+        ))
     })
     .map(|opened| match opened {
         Ok(reader) => reader.left_stream(),
@@ -461,7 +699,11 @@ fn url_host(url: &str) -> Option<String> {
 }
 
 fn fetch_count(site: &Site, kind: &str) {
-    metrics().edge.upstream_fetches.with_label_values(&[&site.name, kind]).inc();
+    metrics()
+        .edge
+        .upstream_fetches
+        .with_label_values(&[&site.name, kind])
+        .inc();
 }
 
 fn upstream_error(site: &Site, e: &UpstreamError) {
@@ -473,7 +715,11 @@ fn upstream_error(site: &Site, e: &UpstreamError) {
         UpstreamError::Unauthorized => "unauthorized",
         _ => "other",
     };
-    metrics().edge.upstream_errors.with_label_values(&[&site.name, reason]).inc();
+    metrics()
+        .edge
+        .upstream_errors
+        .with_label_values(&[&site.name, reason])
+        .inc();
 }
 
 /// The OCI error for content the edge cannot serve because the upstream failed.
@@ -483,5 +729,11 @@ fn unavailable(site: &Site, e: &UpstreamError) -> EdgeResponse {
         UpstreamError::Unauthorized => ErrorCode::Denied,
         _ => ErrorCode::Unavailable,
     };
-    EdgeResponse::error(code, format!("upstream {} failed and the content is not cached: {e}", site.name))
+    EdgeResponse::error(
+        code,
+        format!(
+            "upstream {} failed and the content is not cached: {e}",
+            site.name
+        ),
+    )
 }

@@ -10,3 +10,7 @@
 pub mod cache;
 pub mod fill;
 pub mod mirror;
+#[cfg(feature = "edge")]
+pub mod proxy;
+#[cfg(feature = "edge")]
+pub mod server;

@@ -122,7 +122,11 @@ pub trait MetadataStore: Send + Sync + 'static {
     async fn put_manifest(&self, manifest: &NewManifest) -> Result<()>;
 
     /// The manifest a tag points at, or the manifest with that digest in the repository.
-    async fn get_manifest(&self, repo: &RepoName, reference: &Reference) -> Result<Option<ManifestRecord>>;
+    async fn get_manifest(
+        &self,
+        repo: &RepoName,
+        reference: &Reference,
+    ) -> Result<Option<ManifestRecord>>;
 
     /// Deletes a manifest and every tag pointing at it. Returns the tags removed (so caches
     /// can drop exactly those), or `None` when the manifest was not there.
@@ -132,13 +136,23 @@ pub trait MetadataStore: Send + Sync + 'static {
     async fn delete_tag(&self, repo: &RepoName, tag: &Tag) -> Result<bool>;
 
     /// Up to `limit` tags in lexical order after `last`; `None` when the repository is unknown.
-    async fn list_tags(&self, repo: &RepoName, last: Option<&str>, limit: usize) -> Result<Option<Vec<String>>>;
+    async fn list_tags(
+        &self,
+        repo: &RepoName,
+        last: Option<&str>,
+        limit: usize,
+    ) -> Result<Option<Vec<String>>>;
 
     /// Up to `limit` repository names holding at least one manifest, in lexical order after `last`.
     async fn list_repositories(&self, last: Option<&str>, limit: usize) -> Result<Vec<String>>;
 
     /// Manifests of `repo` whose `subject` is `subject`, optionally only those of one artifact type.
-    async fn list_referrers(&self, repo: &RepoName, subject: &Digest, artifact_type: Option<&str>) -> Result<Vec<Referrer>>;
+    async fn list_referrers(
+        &self,
+        repo: &RepoName,
+        subject: &Digest,
+        artifact_type: Option<&str>,
+    ) -> Result<Vec<Referrer>>;
 
     // ---- upload sessions ----
 
@@ -149,7 +163,13 @@ pub trait MetadataStore: Send + Sync + 'static {
 
     /// Moves the session from `expected_offset` to `new_offset` with the new hash state.
     /// `false` (nothing changed) when the session is gone or another request moved it first.
-    async fn advance_upload(&self, id: &UploadId, expected_offset: u64, new_offset: u64, hash_state: &[u8]) -> Result<bool>;
+    async fn advance_upload(
+        &self,
+        id: &UploadId,
+        expected_offset: u64,
+        new_offset: u64,
+        hash_state: &[u8],
+    ) -> Result<bool>;
 
     /// Ends a session; `false` when it was not there.
     async fn delete_upload(&self, id: &UploadId) -> Result<bool>;

@@ -50,7 +50,10 @@ pub enum DigestError {
     #[error("unsupported digest algorithm {0:?} (sha256 and sha512 are supported)")]
     UnsupportedAlgorithm(String),
     #[error("{algorithm} digest must be {expected} lowercase hex characters")]
-    BadEncoding { algorithm: &'static str, expected: usize },
+    BadEncoding {
+        algorithm: &'static str,
+        expected: usize,
+    },
 }
 
 /// A validated content digest such as `sha256:e3b0…`. Displays as the canonical string.

@@ -41,7 +41,11 @@ impl ErrorCode {
         match self {
             BlobUnknown => ("BLOB_UNKNOWN", "blob unknown to registry", 404),
             BlobUploadInvalid => ("BLOB_UPLOAD_INVALID", "blob upload invalid", 400),
-            BlobUploadUnknown => ("BLOB_UPLOAD_UNKNOWN", "blob upload unknown to registry", 404),
+            BlobUploadUnknown => (
+                "BLOB_UPLOAD_UNKNOWN",
+                "blob upload unknown to registry",
+                404,
+            ),
             DigestInvalid => (
                 "DIGEST_INVALID",
                 "provided digest did not match uploaded content",
@@ -62,12 +66,20 @@ impl ErrorCode {
                 400,
             ),
             TagInvalid => ("TAG_INVALID", "invalid tag", 400),
-            PaginationNumberInvalid => ("PAGINATION_NUMBER_INVALID", "invalid number of results requested", 400),
+            PaginationNumberInvalid => (
+                "PAGINATION_NUMBER_INVALID",
+                "invalid number of results requested",
+                400,
+            ),
             Unauthorized => ("UNAUTHORIZED", "authentication required", 401),
             Denied => ("DENIED", "requested access to the resource is denied", 403),
             Unsupported => ("UNSUPPORTED", "the operation is unsupported", 405),
             TooManyRequests => ("TOOMANYREQUESTS", "too many requests", 429),
-            RangeInvalid => ("BLOB_UPLOAD_INVALID", "requested range not satisfiable", 416),
+            RangeInvalid => (
+                "BLOB_UPLOAD_INVALID",
+                "requested range not satisfiable",
+                416,
+            ),
             ManifestTooLarge => ("MANIFEST_INVALID", "manifest exceeds the size limit", 413),
             Unavailable => ("UNAVAILABLE", "service unavailable", 503),
             Unknown => ("UNKNOWN", "unknown error", 500),
@@ -99,7 +111,11 @@ pub struct ErrorEntry {
 
 impl ErrorEnvelope {
     /// One error; `message` replaces the default message when given.
-    pub fn single(code: ErrorCode, message: Option<String>, detail: Option<serde_json::Value>) -> Self {
+    pub fn single(
+        code: ErrorCode,
+        message: Option<String>,
+        detail: Option<serde_json::Value>,
+    ) -> Self {
         let (code, default_message, _) = code.describe();
         ErrorEnvelope {
             errors: vec![ErrorEntry {
@@ -123,14 +139,33 @@ mod tests {
     fn codes_are_uppercase_identifiers_with_error_statuses() {
         use ErrorCode::*;
         let all = [
-            BlobUnknown, BlobUploadInvalid, BlobUploadUnknown, DigestInvalid, ManifestBlobUnknown,
-            ManifestInvalid, ManifestUnknown, NameInvalid, NameUnknown, SizeInvalid, TagInvalid, PaginationNumberInvalid,
-            Unauthorized, Denied, Unsupported, TooManyRequests, RangeInvalid, ManifestTooLarge,
-            Unavailable, Unknown,
+            BlobUnknown,
+            BlobUploadInvalid,
+            BlobUploadUnknown,
+            DigestInvalid,
+            ManifestBlobUnknown,
+            ManifestInvalid,
+            ManifestUnknown,
+            NameInvalid,
+            NameUnknown,
+            SizeInvalid,
+            TagInvalid,
+            PaginationNumberInvalid,
+            Unauthorized,
+            Denied,
+            Unsupported,
+            TooManyRequests,
+            RangeInvalid,
+            ManifestTooLarge,
+            Unavailable,
+            Unknown,
         ];
         for code in all {
             let (id, _, status) = code.describe();
-            assert!(id.chars().all(|c| c.is_ascii_uppercase() || c == '_'), "{id}");
+            assert!(
+                id.chars().all(|c| c.is_ascii_uppercase() || c == '_'),
+                "{id}"
+            );
             assert!((400..600).contains(&status));
         }
     }

@@ -23,8 +23,12 @@ const FOREIGN_LAYER_PREFIXES: &[&str] = &[
 ];
 
 /// Every manifest media type the registry stores, in the order offered to upstreams.
-pub const SUPPORTED_MEDIA_TYPES: &[&str] =
-    &[OCI_INDEX, OCI_MANIFEST, DOCKER_MANIFEST_LIST, DOCKER_MANIFEST];
+pub const SUPPORTED_MEDIA_TYPES: &[&str] = &[
+    OCI_INDEX,
+    OCI_MANIFEST,
+    DOCKER_MANIFEST_LIST,
+    DOCKER_MANIFEST,
+];
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ManifestError {
@@ -39,9 +43,15 @@ pub enum ManifestError {
     #[error("cannot tell the manifest's media type: set mediaType or Content-Type")]
     UnknownMediaType,
     #[error("{media_type} requires the field {field:?}")]
-    MissingField { media_type: &'static str, field: &'static str },
+    MissingField {
+        media_type: &'static str,
+        field: &'static str,
+    },
     #[error("{media_type} must not have the field {field:?}")]
-    UnexpectedField { media_type: &'static str, field: &'static str },
+    UnexpectedField {
+        media_type: &'static str,
+        field: &'static str,
+    },
     #[error("descriptor in {field:?} is invalid: {reason}")]
     InvalidDescriptor { field: &'static str, reason: String },
 }
@@ -101,13 +111,19 @@ impl RawDescriptor {
             Some(size) if size >= 0 => {}
             _ => return Err(invalid("size must be a non-negative integer".into())),
         }
-        let digest = self.digest.as_deref().ok_or_else(|| invalid("digest is required".into()))?;
+        let digest = self
+            .digest
+            .as_deref()
+            .ok_or_else(|| invalid("digest is required".into()))?;
         digest.parse().map_err(|e| invalid(format!("{e}")))
     }
 
     fn is_foreign(&self) -> bool {
         let media_type = self.media_type.as_deref().unwrap_or_default();
-        !self.urls.is_empty() && FOREIGN_LAYER_PREFIXES.iter().any(|p| media_type.starts_with(p))
+        !self.urls.is_empty()
+            && FOREIGN_LAYER_PREFIXES
+                .iter()
+                .any(|p| media_type.starts_with(p))
     }
 }
 
@@ -132,7 +148,11 @@ pub fn parse(content_type: Option<&str>, bytes: &[u8]) -> Result<ManifestInfo, M
     let raw: RawManifest =
         serde_json::from_slice(bytes).map_err(|e| ManifestError::NotJson(e.to_string()))?;
     if raw.schema_version != Some(serde_json::Value::from(2)) {
-        if let Some(m) = raw.media_type.as_deref().filter(|m| DOCKER_SCHEMA1.contains(m)) {
+        if let Some(m) = raw
+            .media_type
+            .as_deref()
+            .filter(|m| DOCKER_SCHEMA1.contains(m))
+        {
             return Err(ManifestError::UnsupportedMediaType(m.to_owned()));
         }
         return Err(ManifestError::SchemaVersion);
@@ -140,7 +160,10 @@ pub fn parse(content_type: Option<&str>, bytes: &[u8]) -> Result<ManifestInfo, M
     let header = declared_type(content_type);
     let media_type = match (header, raw.media_type.as_deref()) {
         (Some(h), Some(b)) if h != b => {
-            return Err(ManifestError::MediaTypeMismatch { header: h.into(), body: b.into() });
+            return Err(ManifestError::MediaTypeMismatch {
+                header: h.into(),
+                body: b.into(),
+            });
         }
         (_, Some(b)) => canonical(b)?,
         (Some(h), None) => canonical(h)?,
@@ -148,7 +171,11 @@ pub fn parse(content_type: Option<&str>, bytes: &[u8]) -> Result<ManifestInfo, M
         (None, None) if raw.config.is_some() => OCI_MANIFEST,
         (None, None) => return Err(ManifestError::UnknownMediaType),
     };
-    let subject = raw.subject.as_ref().map(|s| s.validate("subject")).transpose()?;
+    let subject = raw
+        .subject
+        .as_ref()
+        .map(|s| s.validate("subject"))
+        .transpose()?;
     let mut info = ManifestInfo {
         media_type,
         artifact_type: raw.artifact_type.clone().filter(|a| !a.is_empty()),
@@ -182,11 +209,19 @@ pub fn parse(content_type: Option<&str>, bytes: &[u8]) -> Result<ManifestInfo, M
     Ok(info)
 }
 
-fn require<'a, T>(media_type: &'static str, field: &'static str, value: Option<&'a T>) -> Result<&'a T, ManifestError> {
+fn require<'a, T>(
+    media_type: &'static str,
+    field: &'static str,
+    value: Option<&'a T>,
+) -> Result<&'a T, ManifestError> {
     value.ok_or(ManifestError::MissingField { media_type, field })
 }
 
-fn forbid(media_type: &'static str, field: &'static str, present: bool) -> Result<(), ManifestError> {
+fn forbid(
+    media_type: &'static str,
+    field: &'static str,
+    present: bool,
+) -> Result<(), ManifestError> {
     if present {
         return Err(ManifestError::UnexpectedField { media_type, field });
     }

@@ -15,8 +15,10 @@ pub const MAX_NAME_LEN: usize = 255;
 /// `path-component ( "/" path-component )*` with components `[a-z0-9]+` joined by
 /// `.`, `_`, `__` or any run of `-` (the OCI distribution spec's name regex).
 static NAME_RE: LazyLock<Regex> = LazyLock::new(|| {
-    Regex::new(r"^[a-z0-9]+(?:(?:\.|_|__|-+)[a-z0-9]+)*(?:/[a-z0-9]+(?:(?:\.|_|__|-+)[a-z0-9]+)*)*$")
-        .expect("static regex")
+    Regex::new(
+        r"^[a-z0-9]+(?:(?:\.|_|__|-+)[a-z0-9]+)*(?:/[a-z0-9]+(?:(?:\.|_|__|-+)[a-z0-9]+)*)*$",
+    )
+    .expect("static regex")
 });
 
 /// `[a-zA-Z0-9_][a-zA-Z0-9._-]{0,127}` from the spec.
@@ -25,7 +27,9 @@ static TAG_RE: LazyLock<Regex> =
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum NameError {
-    #[error("repository name must match [a-z0-9]+([._-][a-z0-9]+)*(/[a-z0-9]+([._-][a-z0-9]+)*)* and be at most 255 characters")]
+    #[error(
+        "repository name must match [a-z0-9]+([._-][a-z0-9]+)*(/[a-z0-9]+([._-][a-z0-9]+)*)* and be at most 255 characters"
+    )]
     InvalidName,
     #[error("tag must match [a-zA-Z0-9_][a-zA-Z0-9._-]{{0,127}}")]
     InvalidTag,

@@ -21,7 +21,10 @@ pub enum V2Route {
     /// `/v2/<name>/blobs/uploads/<id>`.
     Upload { name: RepoName, id: UploadId },
     /// `/v2/<name>/manifests/<reference>`.
-    Manifest { name: RepoName, reference: Reference },
+    Manifest {
+        name: RepoName,
+        reference: Reference,
+    },
     /// `/v2/<name>/blobs/<digest>`.
     Blob { name: RepoName, digest: Digest },
     /// `/v2/<name>/referrers/<digest>`.
@@ -139,30 +142,48 @@ mod tests {
             ("/v2".into(), Ok(V2Route::Base)),
             ("/v2/".into(), Ok(V2Route::Base)),
             ("/v2/_catalog".into(), Ok(V2Route::Catalog)),
-            ("/v2/a/tags/list".into(), Ok(V2Route::Tags { name: name("a") })),
+            (
+                "/v2/a/tags/list".into(),
+                Ok(V2Route::Tags { name: name("a") }),
+            ),
             (
                 "/v2/a/b/c/tags/list".into(),
-                Ok(V2Route::Tags { name: name("a/b/c") }),
+                Ok(V2Route::Tags {
+                    name: name("a/b/c"),
+                }),
             ),
             (
                 "/v2/team/app/blobs/uploads/".into(),
-                Ok(V2Route::UploadStart { name: name("team/app") }),
+                Ok(V2Route::UploadStart {
+                    name: name("team/app"),
+                }),
             ),
             (
                 "/v2/team/app/blobs/uploads".into(),
-                Ok(V2Route::UploadStart { name: name("team/app") }),
+                Ok(V2Route::UploadStart {
+                    name: name("team/app"),
+                }),
             ),
             (
                 format!("/v2/team/app/blobs/uploads/{id}"),
-                Ok(V2Route::Upload { name: name("team/app"), id: id.clone() }),
+                Ok(V2Route::Upload {
+                    name: name("team/app"),
+                    id: id.clone(),
+                }),
             ),
             (
                 format!("/v2/team/app/blobs/{d}"),
-                Ok(V2Route::Blob { name: name("team/app"), digest: d.clone() }),
+                Ok(V2Route::Blob {
+                    name: name("team/app"),
+                    digest: d.clone(),
+                }),
             ),
             (
                 format!("/v2/team/app/blobs/{}", d.as_str().replace(':', "%3A")),
-                Ok(V2Route::Blob { name: name("team/app"), digest: d.clone() }),
+                Ok(V2Route::Blob {
+                    name: name("team/app"),
+                    digest: d.clone(),
+                }),
             ),
             (
                 "/v2/team/app/manifests/latest".into(),
@@ -180,11 +201,17 @@ mod tests {
             ),
             (
                 format!("/v2/x/blobs/blobs/{d}"),
-                Ok(V2Route::Blob { name: name("x/blobs"), digest: d.clone() }),
+                Ok(V2Route::Blob {
+                    name: name("x/blobs"),
+                    digest: d.clone(),
+                }),
             ),
             (
                 format!("/v2/a/referrers/{d}"),
-                Ok(V2Route::Referrers { name: name("a"), digest: d.clone() }),
+                Ok(V2Route::Referrers {
+                    name: name("a"),
+                    digest: d.clone(),
+                }),
             ),
             ("/v2/a/tags/list/".into(), Err(RouteError::NotFound)),
             ("/v2/a/unknown/x".into(), Err(RouteError::NotFound)),

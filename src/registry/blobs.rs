@@ -12,7 +12,9 @@ impl Registry {
     /// Cache key of a blob link. It carries the link generation, which garbage collection
     /// bumps: GC removes links without saying which, so it retires every cached one at once.
     fn link_key(&self, repo: &RepoName, digest: &Digest) -> String {
-        let generation = self.link_generation.load(std::sync::atomic::Ordering::Acquire);
+        let generation = self
+            .link_generation
+            .load(std::sync::atomic::Ordering::Acquire);
         format!("b{generation}:{repo}:{digest}")
     }
 
@@ -22,16 +24,31 @@ impl Registry {
     /// `BlobUnknown` when the blob is not linked to `repo`.
     pub async fn blob_size(&self, repo: &RepoName, digest: &Digest) -> Result<u64> {
         let key = self.link_key(repo, digest);
-        if let Some(size) = self.cache.get(&key).await.and_then(|v| std::str::from_utf8(&v).ok()?.parse().ok()) {
+        if let Some(size) = self
+            .cache
+            .get(&key)
+            .await
+            .and_then(|v| std::str::from_utf8(&v).ok()?.parse().ok())
+        {
             return Ok(size);
         }
-        let size = self.meta.linked_blob(repo, digest).await?.ok_or(RegistryError::BlobUnknown)?;
-        self.cache.set(&key, Bytes::from(size.to_string()), self.settings.cache_ttl).await;
+        let size = self
+            .meta
+            .linked_blob(repo, digest)
+            .await?
+            .ok_or(RegistryError::BlobUnknown)?;
+        self.cache
+            .set(&key, Bytes::from(size.to_string()), self.settings.cache_ttl)
+            .await;
         Ok(size)
     }
 
     /// Streams a blob (or a range already clamped to its size) after [`Registry::blob_size`].
-    pub async fn read_blob(&self, digest: &Digest, range: Option<Range<u64>>) -> Result<ByteStream> {
+    pub async fn read_blob(
+        &self,
+        digest: &Digest,
+        range: Option<Range<u64>>,
+    ) -> Result<ByteStream> {
         self.blobs.open(digest, range).await.map_err(|e| match e {
             crate::storage::BlobStoreError::NotFound => RegistryError::BlobUnknown,
             other => other.into(),
@@ -48,12 +65,21 @@ impl Registry {
     pub async fn delete_blob(&self, repo: &RepoName, digest: &Digest) -> Result<()> {
         let removed = self.meta.unlink_blob(repo, digest).await?;
         self.cache.delete(&self.link_key(repo, digest)).await;
-        if removed { Ok(()) } else { Err(RegistryError::BlobUnknown) }
+        if removed {
+            Ok(())
+        } else {
+            Err(RegistryError::BlobUnknown)
+        }
     }
 
     /// Links a blob of `from` into `repo` without copying bytes. `false` when `from` does not
     /// have it (the caller then starts an ordinary upload).
-    pub async fn mount_blob(&self, repo: &RepoName, from: &RepoName, digest: &Digest) -> Result<bool> {
+    pub async fn mount_blob(
+        &self,
+        repo: &RepoName,
+        from: &RepoName,
+        digest: &Digest,
+    ) -> Result<bool> {
         let Some(size) = self.meta.linked_blob(from, digest).await? else {
             return Ok(false);
         };

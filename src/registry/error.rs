@@ -100,7 +100,9 @@ impl RegistryError {
 impl From<MetadataError> for RegistryError {
     fn from(e: MetadataError) -> Self {
         match e {
-            MetadataError::MissingReferences(digests) => RegistryError::ManifestBlobUnknown(digests),
+            MetadataError::MissingReferences(digests) => {
+                RegistryError::ManifestBlobUnknown(digests)
+            }
             other => RegistryError::Metadata(other),
         }
     }

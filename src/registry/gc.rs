@@ -29,9 +29,13 @@ impl Registry {
     /// Collects everything unreferenced for longer than `grace`.
     pub async fn collect_garbage(&self, grace: Duration) -> Result<GcReport> {
         let grace_secs = i64::try_from(grace.as_secs()).unwrap_or(i64::MAX);
-        let plan = self.meta.collect_garbage(now().saturating_sub(grace_secs)).await?;
+        let plan = self
+            .meta
+            .collect_garbage(now().saturating_sub(grace_secs))
+            .await?;
         // Metadata may have removed blob links; none of the cached ones may be served now.
-        self.link_generation.fetch_add(1, std::sync::atomic::Ordering::AcqRel);
+        self.link_generation
+            .fetch_add(1, std::sync::atomic::Ordering::AcqRel);
         let mut report = GcReport::default();
         for digest in &plan.blobs {
             if self.delete_if_unknown(digest).await? {
@@ -42,7 +46,9 @@ impl Registry {
             self.blobs.delete_upload(id).await?;
             report.uploads_deleted += 1;
         }
-        let cutoff = SystemTime::now().checked_sub(grace).unwrap_or(SystemTime::UNIX_EPOCH);
+        let cutoff = SystemTime::now()
+            .checked_sub(grace)
+            .unwrap_or(SystemTime::UNIX_EPOCH);
         for (digest, modified) in self.blobs.list().await? {
             if modified < cutoff && self.delete_if_unknown(&digest).await? {
                 report.orphan_blobs_deleted += 1;

@@ -14,7 +14,9 @@ pub struct KeyedLocks<K: Eq + Hash + Clone> {
 
 impl<K: Eq + Hash + Clone> Default for KeyedLocks<K> {
     fn default() -> Self {
-        KeyedLocks { locks: DashMap::new() }
+        KeyedLocks {
+            locks: DashMap::new(),
+        }
     }
 }
 
@@ -32,14 +34,26 @@ impl<K: Eq + Hash + Clone> KeyedLocks<K> {
     /// Waits for the key's lock.
     pub async fn lock(&self, key: &K) -> KeyedGuard<'_, K> {
         let guard = self.entry(key).lock_owned().await;
-        KeyedGuard { owner: self, key: key.clone(), guard: Some(guard) }
+        KeyedGuard {
+            owner: self,
+            key: key.clone(),
+            guard: Some(guard),
+        }
     }
 
     /// The key's lock if nobody holds it.
     pub fn try_lock(&self, key: &K) -> Option<KeyedGuard<'_, K>> {
         let guard = self.entry(key).try_lock_owned().ok();
-        let held = KeyedGuard { owner: self, key: key.clone(), guard };
-        if held.guard.is_some() { Some(held) } else { None }
+        let held = KeyedGuard {
+            owner: self,
+            key: key.clone(),
+            guard,
+        };
+        if held.guard.is_some() {
+            Some(held)
+        } else {
+            None
+        }
     }
 
     #[cfg(test)]
@@ -53,7 +67,9 @@ impl<K: Eq + Hash + Clone> Drop for KeyedGuard<'_, K> {
         drop(self.guard.take());
         // Removal happens under the shard lock that `entry` also takes, so a waiter that
         // cloned the Arc keeps the entry alive.
-        self.owner.locks.remove_if(&self.key, |_, lock| Arc::strong_count(lock) == 1);
+        self.owner
+            .locks
+            .remove_if(&self.key, |_, lock| Arc::strong_count(lock) == 1);
     }
 }
 

@@ -39,7 +39,11 @@ fn encode(record: &ManifestRecord) -> Bytes {
 fn decode(digest: &Digest, cached: Bytes) -> Option<ManifestRecord> {
     let newline = cached.iter().position(|b| *b == b'\n')?;
     let media_type = std::str::from_utf8(&cached[..newline]).ok()?.to_owned();
-    Some(ManifestRecord { digest: digest.clone(), media_type, body: cached.slice(newline + 1..) })
+    Some(ManifestRecord {
+        digest: digest.clone(),
+        media_type,
+        body: cached.slice(newline + 1..),
+    })
 }
 
 impl Registry {
@@ -56,12 +60,16 @@ impl Registry {
         if body.len() as u64 > limit {
             return Err(RegistryError::ManifestTooLarge { limit });
         }
-        let info = manifest::parse(content_type, &body).map_err(|e| RegistryError::ManifestInvalid(e.to_string()))?;
+        let info = manifest::parse(content_type, &body)
+            .map_err(|e| RegistryError::ManifestInvalid(e.to_string()))?;
         let digest = match reference {
             Reference::Digest(claimed) => {
                 let actual = Digest::of(claimed.algorithm(), &body);
                 if actual != *claimed {
-                    return Err(RegistryError::DigestMismatch { expected: claimed.clone(), actual });
+                    return Err(RegistryError::DigestMismatch {
+                        expected: claimed.clone(),
+                        actual,
+                    });
                 }
                 actual
             }
@@ -75,12 +83,22 @@ impl Registry {
         let mut seen = std::collections::HashSet::new();
         tags.retain(|tag| seen.insert(tag.clone()));
         let subject = info.subject.clone();
-        let new = NewManifest { repo: repo.clone(), digest: digest.clone(), info, body, tags: tags.clone() };
+        let new = NewManifest {
+            repo: repo.clone(),
+            digest: digest.clone(),
+            info,
+            body,
+            tags: tags.clone(),
+        };
         self.meta.put_manifest(&new).await?;
         for tag in &tags {
             self.cache.delete(&tag_key(repo, tag)).await;
         }
-        Ok(PutManifestOutcome { digest, subject, tags })
+        Ok(PutManifestOutcome {
+            digest,
+            subject,
+            tags,
+        })
     }
 
     /// The manifest `reference` names. A manifest fetched by tag must be of a type the client
@@ -114,13 +132,19 @@ impl Registry {
             .get_manifest(repo, &Reference::Digest(digest.clone()))
             .await?
             .ok_or(RegistryError::ManifestUnknown)?;
-        self.cache.set(&key, encode(&record), self.settings.cache_ttl * 60).await;
+        self.cache
+            .set(&key, encode(&record), self.settings.cache_ttl * 60)
+            .await;
         Ok(record)
     }
 
     async fn manifest_by_tag(&self, repo: &RepoName, tag: &Tag) -> Result<ManifestRecord> {
         let key = tag_key(repo, tag);
-        let cached_digest = self.cache.get(&key).await.and_then(|v| std::str::from_utf8(&v).ok()?.parse::<Digest>().ok());
+        let cached_digest = self
+            .cache
+            .get(&key)
+            .await
+            .and_then(|v| std::str::from_utf8(&v).ok()?.parse::<Digest>().ok());
         if let Some(digest) = cached_digest {
             return self.manifest_by_digest(repo, &digest).await;
         }
@@ -129,8 +153,20 @@ impl Registry {
             .get_manifest(repo, &Reference::Tag(tag.clone()))
             .await?
             .ok_or(RegistryError::ManifestUnknown)?;
-        self.cache.set(&key, Bytes::from(record.digest.to_string()), self.settings.cache_ttl).await;
-        self.cache.set(&manifest_key(repo, &record.digest), encode(&record), self.settings.cache_ttl * 60).await;
+        self.cache
+            .set(
+                &key,
+                Bytes::from(record.digest.to_string()),
+                self.settings.cache_ttl,
+            )
+            .await;
+        self.cache
+            .set(
+                &manifest_key(repo, &record.digest),
+                encode(&record),
+                self.settings.cache_ttl * 60,
+            )
+            .await;
         Ok(record)
     }
 
@@ -157,8 +193,16 @@ impl Registry {
     }
 
     /// A page of the repository's tags.
-    pub async fn list_tags(&self, repo: &RepoName, last: Option<&str>, limit: usize) -> Result<Vec<String>> {
-        self.meta.list_tags(repo, last, limit).await?.ok_or(RegistryError::NameUnknown)
+    pub async fn list_tags(
+        &self,
+        repo: &RepoName,
+        last: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<String>> {
+        self.meta
+            .list_tags(repo, last, limit)
+            .await?
+            .ok_or(RegistryError::NameUnknown)
     }
 
     /// A page of repository names.
@@ -167,7 +211,15 @@ impl Registry {
     }
 
     /// Manifests whose subject is `subject`; an unknown subject simply has none.
-    pub async fn referrers(&self, repo: &RepoName, subject: &Digest, artifact_type: Option<&str>) -> Result<Vec<Referrer>> {
-        Ok(self.meta.list_referrers(repo, subject, artifact_type).await?)
+    pub async fn referrers(
+        &self,
+        repo: &RepoName,
+        subject: &Digest,
+        artifact_type: Option<&str>,
+    ) -> Result<Vec<Referrer>> {
+        Ok(self
+            .meta
+            .list_referrers(repo, subject, artifact_type)
+            .await?)
     }
 }

@@ -31,8 +31,12 @@ pub type Result<T, E = RegistryError> = std::result::Result<T, E>;
 
 /// A request body as the registry sees it: a stream of chunks that may fail mid-way (the
 /// client went away), in which case nothing it carried is committed.
-pub type BodyStream =
-    Pin<Box<dyn Stream<Item = std::result::Result<Bytes, Box<dyn std::error::Error + Send + Sync>>> + Send>>;
+pub type BodyStream = Pin<
+    Box<
+        dyn Stream<Item = std::result::Result<Bytes, Box<dyn std::error::Error + Send + Sync>>>
+            + Send,
+    >,
+>;
 
 /// Limits and timings the services enforce.
 #[derive(Debug, Clone)]
@@ -44,7 +48,10 @@ pub struct Settings {
 
 impl Default for Settings {
     fn default() -> Self {
-        Settings { max_manifest_bytes: 4 << 20, cache_ttl: Duration::from_secs(5) }
+        Settings {
+            max_manifest_bytes: 4 << 20,
+            cache_ttl: Duration::from_secs(5),
+        }
     }
 }
 

@@ -28,7 +28,11 @@ pub struct BodyInfo {
 
 impl Registry {
     /// Opens a session. Hashing uses `algorithm` from the start (`?digest-algorithm=`).
-    pub async fn start_upload(&self, repo: &RepoName, algorithm: Algorithm) -> Result<UploadSession> {
+    pub async fn start_upload(
+        &self,
+        repo: &RepoName,
+        algorithm: Algorithm,
+    ) -> Result<UploadSession> {
         let id = UploadId::generate();
         self.blobs.create_upload(&id).await?;
         let created_at = now();
@@ -46,11 +50,20 @@ impl Registry {
     }
 
     pub async fn upload_status(&self, repo: &RepoName, id: &UploadId) -> Result<UploadSession> {
-        self.meta.get_upload(repo, id).await?.ok_or(RegistryError::UploadUnknown)
+        self.meta
+            .get_upload(repo, id)
+            .await?
+            .ok_or(RegistryError::UploadUnknown)
     }
 
     /// Appends one chunk (`PATCH`).
-    pub async fn append_upload(&self, repo: &RepoName, id: &UploadId, info: BodyInfo, body: BodyStream) -> Result<UploadSession> {
+    pub async fn append_upload(
+        &self,
+        repo: &RepoName,
+        id: &UploadId,
+        info: BodyInfo,
+        body: BodyStream,
+    ) -> Result<UploadSession> {
         let _busy = self.lock_upload(id)?;
         let session = self.upload_status(repo, id).await?;
         self.receive(session, info, body).await
@@ -58,7 +71,14 @@ impl Registry {
 
     /// Appends the optional last chunk, verifies the digest and publishes the blob (`PUT`).
     /// On a digest mismatch the session and its bytes are discarded.
-    pub async fn finish_upload(&self, repo: &RepoName, id: &UploadId, digest: &Digest, info: BodyInfo, body: BodyStream) -> Result<u64> {
+    pub async fn finish_upload(
+        &self,
+        repo: &RepoName,
+        id: &UploadId,
+        digest: &Digest,
+        info: BodyInfo,
+        body: BodyStream,
+    ) -> Result<u64> {
         let _busy = self.lock_upload(id)?;
         let session = self.upload_status(repo, id).await?;
         let session = self.receive(session, info, body).await?;
@@ -66,7 +86,13 @@ impl Registry {
     }
 
     /// Pushes a whole blob in one request (`POST ?digest=`).
-    pub async fn push_blob(&self, repo: &RepoName, digest: &Digest, info: BodyInfo, body: BodyStream) -> Result<u64> {
+    pub async fn push_blob(
+        &self,
+        repo: &RepoName,
+        digest: &Digest,
+        info: BodyInfo,
+        body: BodyStream,
+    ) -> Result<u64> {
         let session = self.start_upload(repo, digest.algorithm()).await?;
         let _busy = self.lock_upload(&session.id)?;
         match self.receive(session.clone(), info, body).await {
@@ -87,22 +113,32 @@ impl Registry {
     }
 
     fn lock_upload(&self, id: &UploadId) -> Result<super::locks::KeyedGuard<'_, UploadId>> {
-        self.upload_locks
-            .try_lock(id)
-            .ok_or_else(|| RegistryError::UploadInvalid("another request is writing to this upload session".into()))
+        self.upload_locks.try_lock(id).ok_or_else(|| {
+            RegistryError::UploadInvalid("another request is writing to this upload session".into())
+        })
     }
 
     /// Streams a body into the session: checks the range, hashes and writes every chunk,
     /// makes the bytes durable, then advances the session. On any failure the session keeps
     /// its old offset, so the partial bytes are ignored.
-    async fn receive(&self, mut session: UploadSession, info: BodyInfo, mut body: BodyStream) -> Result<UploadSession> {
+    async fn receive(
+        &self,
+        mut session: UploadSession,
+        info: BodyInfo,
+        mut body: BodyStream,
+    ) -> Result<UploadSession> {
         let expected_len = expected_length(&session, info)?;
-        let mut hasher = Hasher::restore_state(&session.hash_state)
-            .ok_or_else(|| RegistryError::UploadInvalid("upload session state is unreadable".into()))?;
-        let mut writer = self.blobs.append_upload(&session.id, session.offset).await?;
+        let mut hasher = Hasher::restore_state(&session.hash_state).ok_or_else(|| {
+            RegistryError::UploadInvalid("upload session state is unreadable".into())
+        })?;
+        let mut writer = self
+            .blobs
+            .append_upload(&session.id, session.offset)
+            .await?;
         let mut received: u64 = 0;
         while let Some(chunk) = body.next().await {
-            let chunk = chunk.map_err(|e| RegistryError::UploadInvalid(format!("request body failed: {e}")))?;
+            let chunk = chunk
+                .map_err(|e| RegistryError::UploadInvalid(format!("request body failed: {e}")))?;
             received += chunk.len() as u64;
             if expected_len.is_some_and(|len| received > len) {
                 return Err(size_mismatch(expected_len, received));
@@ -120,7 +156,11 @@ impl Registry {
         metrics().bytes_received.inc_by(received);
         let new_offset = session.offset + received;
         let state = hasher.save_state();
-        if !self.meta.advance_upload(&session.id, session.offset, new_offset, &state).await? {
+        if !self
+            .meta
+            .advance_upload(&session.id, session.offset, new_offset, &state)
+            .await?
+        {
             return Err(RegistryError::UploadUnknown);
         }
         session.offset = new_offset;
@@ -132,7 +172,10 @@ impl Registry {
         let actual = self.digest_of_upload(&session, digest.algorithm()).await?;
         if actual != *digest {
             self.discard(&session.id).await;
-            return Err(RegistryError::DigestMismatch { expected: digest.clone(), actual });
+            return Err(RegistryError::DigestMismatch {
+                expected: digest.clone(),
+                actual,
+            });
         }
         let size = session.offset;
         {
@@ -148,9 +191,14 @@ impl Registry {
 
     /// The digest of everything received, from the saved state when the algorithms agree,
     /// otherwise by re-reading the bytes.
-    async fn digest_of_upload(&self, session: &UploadSession, algorithm: Algorithm) -> Result<Digest> {
-        let saved = Hasher::restore_state(&session.hash_state)
-            .ok_or_else(|| RegistryError::UploadInvalid("upload session state is unreadable".into()))?;
+    async fn digest_of_upload(
+        &self,
+        session: &UploadSession,
+        algorithm: Algorithm,
+    ) -> Result<Digest> {
+        let saved = Hasher::restore_state(&session.hash_state).ok_or_else(|| {
+            RegistryError::UploadInvalid("upload session state is unreadable".into())
+        })?;
         if saved.algorithm() == algorithm {
             return Ok(saved.finish());
         }
@@ -186,7 +234,9 @@ fn expected_length(session: &UploadSession, info: BodyInfo) -> Result<Option<u64
         )));
     }
     if range.end < range.start {
-        return Err(RegistryError::RangeInvalid("Content-Range ends before it starts".into()));
+        return Err(RegistryError::RangeInvalid(
+            "Content-Range ends before it starts".into(),
+        ));
     }
     let len = range.end - range.start + 1;
     if info.content_length.is_some_and(|declared| declared != len) {

@@ -23,7 +23,9 @@ enum RangeRequest {
 /// One satisfiable range is served as 206; a malformed or multi-range header is ignored (RFC
 /// 9110 allows serving the whole representation), an out-of-bounds one is a 416.
 fn range_request(header: Option<&str>, size: u64) -> RangeRequest {
-    let Some(header) = header else { return RangeRequest::Whole };
+    let Some(header) = header else {
+        return RangeRequest::Whole;
+    };
     let Ok(parsed) = http_range_header::parse_range_header(header) else {
         return RangeRequest::Whole;
     };
@@ -37,7 +39,12 @@ fn range_request(header: Option<&str>, size: u64) -> RangeRequest {
     }
 }
 
-pub(super) async fn get(registry: &Registry, name: &RepoName, digest: &Digest, request: Request) -> HandlerResult {
+pub(super) async fn get(
+    registry: &Registry,
+    name: &RepoName,
+    digest: &Digest,
+    request: Request,
+) -> HandlerResult {
     let size = registry.blob_size(name, digest).await?;
     let is_head = request.method == axum::http::Method::HEAD;
     if !is_head && let Some(url) = registry.blob_redirect(digest).await? {
@@ -77,7 +84,11 @@ pub(super) async fn get(registry: &Registry, name: &RepoName, digest: &Digest, r
     set_header(&mut response, "etag", format!("\"{digest}\""));
     set_header(&mut response, "accept-ranges", "bytes");
     if let Some(range) = range {
-        set_header(&mut response, "content-range", format!("bytes {}-{}/{size}", range.start, range.end - 1));
+        set_header(
+            &mut response,
+            "content-range",
+            format!("bytes {}-{}/{size}", range.start, range.end - 1),
+        );
     }
     Ok(response)
 }
@@ -94,11 +105,26 @@ mod tests {
     #[test]
     fn range_headers() {
         assert_eq!(range_request(None, 10), RangeRequest::Whole);
-        assert_eq!(range_request(Some("bytes=0-4"), 10), RangeRequest::Part(0..5));
-        assert_eq!(range_request(Some("bytes=5-"), 10), RangeRequest::Part(5..10));
-        assert_eq!(range_request(Some("bytes=-3"), 10), RangeRequest::Part(7..10));
-        assert_eq!(range_request(Some("bytes=10-12"), 10), RangeRequest::Unsatisfiable);
-        assert_eq!(range_request(Some("bytes=0-1,3-4"), 10), RangeRequest::Whole);
+        assert_eq!(
+            range_request(Some("bytes=0-4"), 10),
+            RangeRequest::Part(0..5)
+        );
+        assert_eq!(
+            range_request(Some("bytes=5-"), 10),
+            RangeRequest::Part(5..10)
+        );
+        assert_eq!(
+            range_request(Some("bytes=-3"), 10),
+            RangeRequest::Part(7..10)
+        );
+        assert_eq!(
+            range_request(Some("bytes=10-12"), 10),
+            RangeRequest::Unsatisfiable
+        );
+        assert_eq!(
+            range_request(Some("bytes=0-1,3-4"), 10),
+            RangeRequest::Whole
+        );
         assert_eq!(range_request(Some("pages=1"), 10), RangeRequest::Whole);
     }
 }

@@ -16,7 +16,9 @@ fn page(request: &Request, max: usize) -> Result<(usize, Option<String>), Regist
     let n = match request.query_param("n") {
         Some(n) => n
             .parse::<usize>()
-            .map_err(|_| RegistryError::PaginationInvalid(format!("n={n:?} is not a non-negative integer")))?
+            .map_err(|_| {
+                RegistryError::PaginationInvalid(format!("n={n:?} is not a non-negative integer"))
+            })?
             .min(max),
         None => max,
     };
@@ -25,7 +27,8 @@ fn page(request: &Request, max: usize) -> Result<(usize, Option<String>), Regist
 
 /// A `Link: <…?n=N&last=LAST>; rel="next"` header when the page is full.
 fn link_next(response: &mut Response, path: &str, n: usize, items: &[String]) {
-    if n > 0 && items.len() == n
+    if n > 0
+        && items.len() == n
         && let Some(last) = items.last()
     {
         let query: String = form_urlencoded::Serializer::new(String::new())
@@ -38,8 +41,13 @@ fn link_next(response: &mut Response, path: &str, n: usize, items: &[String]) {
 
 pub(super) async fn catalog(state: &AppState, request: &Request) -> HandlerResult {
     let (n, last) = page(request, state.max_page_size)?;
-    let repositories = if n == 0 { Vec::new() } else { state.registry.catalog(last.as_deref(), n).await? };
-    let mut response = axum::Json(serde_json::json!({ "repositories": repositories })).into_response();
+    let repositories = if n == 0 {
+        Vec::new()
+    } else {
+        state.registry.catalog(last.as_deref(), n).await?
+    };
+    let mut response =
+        axum::Json(serde_json::json!({ "repositories": repositories })).into_response();
     link_next(&mut response, "/v2/_catalog", n, &repositories);
     Ok(response)
 }
@@ -47,9 +55,13 @@ pub(super) async fn catalog(state: &AppState, request: &Request) -> HandlerResul
 pub(super) async fn tags(state: &AppState, name: &RepoName, request: &Request) -> HandlerResult {
     let (n, last) = page(request, state.max_page_size)?;
     // The repository must exist even when the page is empty.
-    let mut tags = state.registry.list_tags(name, last.as_deref(), n.max(1)).await?;
+    let mut tags = state
+        .registry
+        .list_tags(name, last.as_deref(), n.max(1))
+        .await?;
     tags.truncate(n);
-    let mut response = axum::Json(serde_json::json!({ "name": name.as_str(), "tags": tags })).into_response();
+    let mut response =
+        axum::Json(serde_json::json!({ "name": name.as_str(), "tags": tags })).into_response();
     link_next(&mut response, &format!("/v2/{name}/tags/list"), n, &tags);
     Ok(response)
 }
@@ -66,9 +78,16 @@ struct Descriptor {
     annotations: Option<std::collections::BTreeMap<String, String>>,
 }
 
-pub(super) async fn referrers(registry: &Registry, name: &RepoName, digest: &Digest, request: &Request) -> HandlerResult {
+pub(super) async fn referrers(
+    registry: &Registry,
+    name: &RepoName,
+    digest: &Digest,
+    request: &Request,
+) -> HandlerResult {
     let artifact_type = request.query_param("artifactType");
-    let referrers = registry.referrers(name, digest, artifact_type.as_deref()).await?;
+    let referrers = registry
+        .referrers(name, digest, artifact_type.as_deref())
+        .await?;
     let manifests: Vec<Descriptor> = referrers
         .into_iter()
         .map(|r| Descriptor {
@@ -79,9 +98,13 @@ pub(super) async fn referrers(registry: &Registry, name: &RepoName, digest: &Dig
             annotations: r.annotations,
         })
         .collect();
-    let body = serde_json::json!({ "schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": manifests });
+    let body =
+        serde_json::json!({ "schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": manifests });
     let mut response = axum::Json(body).into_response();
-    response.headers_mut().insert(header::CONTENT_TYPE, header::HeaderValue::from_static(OCI_INDEX));
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        header::HeaderValue::from_static(OCI_INDEX),
+    );
     if artifact_type.is_some() {
         set_header(&mut response, "oci-filters-applied", "artifactType");
     }

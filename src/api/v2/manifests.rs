@@ -9,8 +9,17 @@ use crate::oci::{Reference, RepoName, Tag};
 use crate::registry::{Registry, RegistryError};
 use crate::telemetry::metrics;
 
-pub(super) async fn get(registry: &Registry, name: &RepoName, reference: &Reference, request: Request) -> HandlerResult {
-    let accept = request.headers.get_all(header::ACCEPT).iter().filter_map(|v| v.to_str().ok());
+pub(super) async fn get(
+    registry: &Registry,
+    name: &RepoName,
+    reference: &Reference,
+    request: Request,
+) -> HandlerResult {
+    let accept = request
+        .headers
+        .get_all(header::ACCEPT)
+        .iter()
+        .filter_map(|v| v.to_str().ok());
     let record = registry.get_manifest(name, reference, accept).await?;
     let len = record.body.len();
     if request.method == axum::http::Method::GET {
@@ -19,12 +28,22 @@ pub(super) async fn get(registry: &Registry, name: &RepoName, reference: &Refere
     let mut response = record.body.into_response();
     set_header(&mut response, "content-type", &record.media_type);
     set_header(&mut response, "content-length", len.to_string());
-    set_header(&mut response, "docker-content-digest", record.digest.as_str());
+    set_header(
+        &mut response,
+        "docker-content-digest",
+        record.digest.as_str(),
+    );
     set_header(&mut response, "etag", format!("\"{}\"", record.digest));
     Ok(response)
 }
 
-pub(super) async fn put(registry: &Registry, name: &RepoName, reference: &Reference, request: Request, body: axum::body::Body) -> HandlerResult {
+pub(super) async fn put(
+    registry: &Registry,
+    name: &RepoName,
+    reference: &Reference,
+    request: Request,
+    body: axum::body::Body,
+) -> HandlerResult {
     let limit = registry.settings().max_manifest_bytes;
     if request.content_length().is_some_and(|len| len > limit) {
         return Err(RegistryError::ManifestTooLarge { limit }.into());
@@ -44,12 +63,26 @@ pub(super) async fn put(registry: &Registry, name: &RepoName, reference: &Refere
         Err(e) if e.is::<http_body_util::LengthLimitError>() => {
             return Err(RegistryError::ManifestTooLarge { limit }.into());
         }
-        Err(e) => return Err(RegistryError::ManifestInvalid(format!("could not read the manifest: {e}")).into()),
+        Err(e) => {
+            return Err(
+                RegistryError::ManifestInvalid(format!("could not read the manifest: {e}")).into(),
+            );
+        }
     };
-    let outcome = registry.put_manifest(name, reference, content_type.as_deref(), body, extra_tags).await?;
+    let outcome = registry
+        .put_manifest(name, reference, content_type.as_deref(), body, extra_tags)
+        .await?;
     let mut response: Response = StatusCode::CREATED.into_response();
-    set_header(&mut response, "location", format!("/v2/{name}/manifests/{}", outcome.digest));
-    set_header(&mut response, "docker-content-digest", outcome.digest.as_str());
+    set_header(
+        &mut response,
+        "location",
+        format!("/v2/{name}/manifests/{}", outcome.digest),
+    );
+    set_header(
+        &mut response,
+        "docker-content-digest",
+        outcome.digest.as_str(),
+    );
     set_header(&mut response, "content-length", "0");
     if let Some(subject) = &outcome.subject {
         set_header(&mut response, "oci-subject", subject.as_str());
@@ -62,7 +95,11 @@ pub(super) async fn put(registry: &Registry, name: &RepoName, reference: &Refere
     Ok(response)
 }
 
-pub(super) async fn delete(registry: &Registry, name: &RepoName, reference: &Reference) -> HandlerResult {
+pub(super) async fn delete(
+    registry: &Registry,
+    name: &RepoName,
+    reference: &Reference,
+) -> HandlerResult {
     registry.delete_manifest(name, reference).await?;
     Ok(StatusCode::ACCEPTED.into_response())
 }

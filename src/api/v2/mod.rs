@@ -32,11 +32,16 @@ pub(super) struct Request {
 impl Request {
     /// Query parameters in order, repeated keys kept (`?tag=a&tag=b`).
     pub fn query(&self) -> Vec<(String, String)> {
-        form_urlencoded::parse(self.uri.query().unwrap_or_default().as_bytes()).into_owned().collect()
+        form_urlencoded::parse(self.uri.query().unwrap_or_default().as_bytes())
+            .into_owned()
+            .collect()
     }
 
     pub fn query_param(&self, key: &str) -> Option<String> {
-        self.query().into_iter().find(|(k, _)| k == key).map(|(_, v)| v)
+        self.query()
+            .into_iter()
+            .find(|(k, _)| k == key)
+            .map(|(_, v)| v)
     }
 
     pub fn header(&self, name: header::HeaderName) -> Option<&str> {
@@ -44,36 +49,52 @@ impl Request {
     }
 
     pub fn content_length(&self) -> Option<u64> {
-        self.header(header::CONTENT_LENGTH).and_then(|v| v.parse().ok())
+        self.header(header::CONTENT_LENGTH)
+            .and_then(|v| v.parse().ok())
     }
-
 }
 
 /// The body as the registry's stream type.
 pub(super) fn body_stream(body: Body) -> BodyStream {
-    Box::pin(body.into_data_stream().map_err(|e| Box::new(e) as Box<dyn std::error::Error + Send + Sync>))
+    Box::pin(
+        body.into_data_stream()
+            .map_err(|e| Box::new(e) as Box<dyn std::error::Error + Send + Sync>),
+    )
 }
 
 type HandlerResult = Result<Response, ApiError>;
 
-pub(super) async fn dispatch(State(state): State<AppState>, method: Method, uri: Uri, headers: HeaderMap, body: Body) -> Response {
+pub(super) async fn dispatch(
+    State(state): State<AppState>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
     let started = Instant::now();
     let route = path::parse(uri.path());
     let route_label = route.as_ref().map(route_kind).unwrap_or("unknown");
     let method_label = method.as_str().to_owned();
     let is_head = method == Method::HEAD;
-    let request = Request { method, uri, headers };
+    let request = Request {
+        method,
+        uri,
+        headers,
+    };
     let mut response = match route {
-        Ok(route) => handle(&state, route, request, body).await.unwrap_or_else(IntoResponse::into_response),
+        Ok(route) => handle(&state, route, request, body)
+            .await
+            .unwrap_or_else(IntoResponse::into_response),
         Err(path::RouteError::NotFound) => not_found(),
         Err(e) => ApiError(RegistryError::from(e)).into_response(),
     };
     if is_head {
         *response.body_mut() = Body::empty();
     }
-    response
-        .headers_mut()
-        .insert("docker-distribution-api-version", HeaderValue::from_static("registry/2.0"));
+    response.headers_mut().insert(
+        "docker-distribution-api-version",
+        HeaderValue::from_static("registry/2.0"),
+    );
     let m = metrics();
     m.http_requests
         .with_label_values(&[route_label, &method_label, response.status().as_str()])
@@ -87,23 +108,45 @@ pub(super) async fn dispatch(State(state): State<AppState>, method: Method, uri:
 async fn handle(state: &AppState, route: V2Route, request: Request, body: Body) -> HandlerResult {
     let registry = &state.registry;
     match (request.method.clone(), route) {
-        (Method::GET | Method::HEAD, V2Route::Base) => Ok(axum::Json(serde_json::json!({})).into_response()),
+        (Method::GET | Method::HEAD, V2Route::Base) => {
+            Ok(axum::Json(serde_json::json!({})).into_response())
+        }
         (Method::GET, V2Route::Catalog) => listing::catalog(state, &request).await,
         (Method::GET, V2Route::Tags { name }) => listing::tags(state, &name, &request).await,
-        (Method::GET, V2Route::Referrers { name, digest }) => listing::referrers(registry, &name, &digest, &request).await,
-        (Method::GET | Method::HEAD, V2Route::Blob { name, digest }) => blobs::get(registry, &name, &digest, request).await,
-        (Method::DELETE, V2Route::Blob { name, digest }) => blobs::delete(registry, &name, &digest).await,
-        (Method::POST, V2Route::UploadStart { name }) => uploads::start(registry, &name, request, body).await,
+        (Method::GET, V2Route::Referrers { name, digest }) => {
+            listing::referrers(registry, &name, &digest, &request).await
+        }
+        (Method::GET | Method::HEAD, V2Route::Blob { name, digest }) => {
+            blobs::get(registry, &name, &digest, request).await
+        }
+        (Method::DELETE, V2Route::Blob { name, digest }) => {
+            blobs::delete(registry, &name, &digest).await
+        }
+        (Method::POST, V2Route::UploadStart { name }) => {
+            uploads::start(registry, &name, request, body).await
+        }
         (Method::GET, V2Route::Upload { name, id }) => uploads::status(registry, &name, &id).await,
-        (Method::PATCH, V2Route::Upload { name, id }) => uploads::patch(registry, &name, &id, request, body).await,
-        (Method::PUT, V2Route::Upload { name, id }) => uploads::put(registry, &name, &id, request, body).await,
-        (Method::DELETE, V2Route::Upload { name, id }) => uploads::cancel(registry, &name, &id).await,
+        (Method::PATCH, V2Route::Upload { name, id }) => {
+            uploads::patch(registry, &name, &id, request, body).await
+        }
+        (Method::PUT, V2Route::Upload { name, id }) => {
+            uploads::put(registry, &name, &id, request, body).await
+        }
+        (Method::DELETE, V2Route::Upload { name, id }) => {
+            uploads::cancel(registry, &name, &id).await
+        }
         (Method::GET | Method::HEAD, V2Route::Manifest { name, reference }) => {
             manifests::get(registry, &name, &reference, request).await
         }
-        (Method::PUT, V2Route::Manifest { name, reference }) => manifests::put(registry, &name, &reference, request, body).await,
-        (Method::DELETE, V2Route::Manifest { name, reference }) => manifests::delete(registry, &name, &reference).await,
-        (method, _) => Err(ApiError(RegistryError::Unsupported(format!("{method} is not supported on this endpoint")))),
+        (Method::PUT, V2Route::Manifest { name, reference }) => {
+            manifests::put(registry, &name, &reference, request, body).await
+        }
+        (Method::DELETE, V2Route::Manifest { name, reference }) => {
+            manifests::delete(registry, &name, &reference).await
+        }
+        (method, _) => Err(ApiError(RegistryError::Unsupported(format!(
+            "{method} is not supported on this endpoint"
+        )))),
     }
 }
 
@@ -114,7 +157,12 @@ fn not_found() -> Response {
         None,
     )
     .to_json();
-    (StatusCode::NOT_FOUND, [(header::CONTENT_TYPE, "application/json")], body).into_response()
+    (
+        StatusCode::NOT_FOUND,
+        [(header::CONTENT_TYPE, "application/json")],
+        body,
+    )
+        .into_response()
 }
 
 /// Label for metrics: the kind of endpoint, never the (unbounded) name.

@@ -25,7 +25,11 @@ fn progress(offset: u64) -> String {
 
 fn session_response(status: StatusCode, session: &UploadSession) -> Response {
     let mut response = status.into_response();
-    set_header(&mut response, "location", upload_location(&session.repo, &session.id));
+    set_header(
+        &mut response,
+        "location",
+        upload_location(&session.repo, &session.id),
+    );
     set_header(&mut response, "range", progress(session.offset));
     set_header(&mut response, "docker-upload-uuid", session.id.as_str());
     set_header(&mut response, "content-length", "0");
@@ -34,7 +38,11 @@ fn session_response(status: StatusCode, session: &UploadSession) -> Response {
 
 fn blob_created(name: &RepoName, digest: &Digest) -> Response {
     let mut response = StatusCode::CREATED.into_response();
-    set_header(&mut response, "location", format!("/v2/{name}/blobs/{digest}"));
+    set_header(
+        &mut response,
+        "location",
+        format!("/v2/{name}/blobs/{digest}"),
+    );
     set_header(&mut response, "docker-content-digest", digest.as_str());
     set_header(&mut response, "content-length", "0");
     response
@@ -43,8 +51,12 @@ fn blob_created(name: &RepoName, digest: &Digest) -> Response {
 /// `Content-Range` as sent by clients: `start-end`, optionally with a `bytes ` or `bytes=`
 /// prefix and a `/total` suffix.
 fn parse_content_range(value: &str) -> Result<ChunkRange, RegistryError> {
-    let invalid = || RegistryError::RangeInvalid(format!("Content-Range {value:?} is not start-end"));
-    let trimmed = value.trim().trim_start_matches("bytes").trim_start_matches(['=', ' ']);
+    let invalid =
+        || RegistryError::RangeInvalid(format!("Content-Range {value:?} is not start-end"));
+    let trimmed = value
+        .trim()
+        .trim_start_matches("bytes")
+        .trim_start_matches(['=', ' ']);
     let span = trimmed.split('/').next().unwrap_or_default();
     let (start, end) = span.split_once('-').ok_or_else(invalid)?;
     let start = start.parse().map_err(|_| invalid())?;
@@ -53,18 +65,35 @@ fn parse_content_range(value: &str) -> Result<ChunkRange, RegistryError> {
 }
 
 fn body_info(request: &Request) -> Result<BodyInfo, RegistryError> {
-    let range = request.header(header::CONTENT_RANGE).map(parse_content_range).transpose()?;
-    Ok(BodyInfo { range, content_length: request.content_length() })
+    let range = request
+        .header(header::CONTENT_RANGE)
+        .map(parse_content_range)
+        .transpose()?;
+    Ok(BodyInfo {
+        range,
+        content_length: request.content_length(),
+    })
 }
 
 fn parse_digest(value: &str) -> Result<Digest, RegistryError> {
-    value.parse().map_err(|e| RegistryError::DigestInvalid(format!("{e}")))
+    value
+        .parse()
+        .map_err(|e| RegistryError::DigestInvalid(format!("{e}")))
 }
 
-pub(super) async fn start(registry: &Registry, name: &RepoName, request: Request, body: Body) -> HandlerResult {
+pub(super) async fn start(
+    registry: &Registry,
+    name: &RepoName,
+    request: Request,
+    body: Body,
+) -> HandlerResult {
     if let Some(mount) = request.query_param("mount") {
         let digest = parse_digest(&mount)?;
-        let from = request.query_param("from").map(|f| f.parse::<RepoName>()).transpose().map_err(RegistryError::from)?;
+        let from = request
+            .query_param("from")
+            .map(|f| f.parse::<RepoName>())
+            .transpose()
+            .map_err(RegistryError::from)?;
         if let Some(from) = from
             && registry.mount_blob(name, &from, &digest).await?
         {
@@ -76,11 +105,15 @@ pub(super) async fn start(registry: &Registry, name: &RepoName, request: Request
     if let Some(digest) = request.query_param("digest") {
         let digest = parse_digest(&digest)?;
         let info = body_info(&request)?;
-        registry.push_blob(name, &digest, info, body_stream(body)).await?;
+        registry
+            .push_blob(name, &digest, info, body_stream(body))
+            .await?;
         return Ok(blob_created(name, &digest));
     }
     let algorithm = match request.query_param("digest-algorithm") {
-        Some(a) => a.parse::<Algorithm>().map_err(|e| RegistryError::DigestInvalid(e.to_string()))?,
+        Some(a) => a
+            .parse::<Algorithm>()
+            .map_err(|e| RegistryError::DigestInvalid(e.to_string()))?,
         None => Algorithm::Sha256,
     };
     let session = registry.start_upload(name, algorithm).await?;
@@ -92,9 +125,19 @@ pub(super) async fn status(registry: &Registry, name: &RepoName, id: &UploadId) 
     Ok(session_response(StatusCode::NO_CONTENT, &session))
 }
 
-pub(super) async fn patch(registry: &Registry, name: &RepoName, id: &UploadId, request: Request, body: Body) -> HandlerResult {
+pub(super) async fn patch(
+    registry: &Registry,
+    name: &RepoName,
+    id: &UploadId,
+    request: Request,
+    body: Body,
+) -> HandlerResult {
     let result = match body_info(&request) {
-        Ok(info) => registry.append_upload(name, id, info, body_stream(body)).await,
+        Ok(info) => {
+            registry
+                .append_upload(name, id, info, body_stream(body))
+                .await
+        }
         Err(e) => Err(e),
     };
     match result {
@@ -103,13 +146,28 @@ pub(super) async fn patch(registry: &Registry, name: &RepoName, id: &UploadId, r
     }
 }
 
-pub(super) async fn put(registry: &Registry, name: &RepoName, id: &UploadId, request: Request, body: Body) -> HandlerResult {
+pub(super) async fn put(
+    registry: &Registry,
+    name: &RepoName,
+    id: &UploadId,
+    request: Request,
+    body: Body,
+) -> HandlerResult {
     let digest = match request.query_param("digest") {
         Some(d) => parse_digest(&d)?,
-        None => return Err(RegistryError::DigestInvalid("the digest query parameter is required".into()).into()),
+        None => {
+            return Err(RegistryError::DigestInvalid(
+                "the digest query parameter is required".into(),
+            )
+            .into());
+        }
     };
     let result = match body_info(&request) {
-        Ok(info) => registry.finish_upload(name, id, &digest, info, body_stream(body)).await,
+        Ok(info) => {
+            registry
+                .finish_upload(name, id, &digest, info, body_stream(body))
+                .await
+        }
         Err(e) => Err(e),
     };
     match result {
@@ -124,7 +182,12 @@ pub(super) async fn cancel(registry: &Registry, name: &RepoName, id: &UploadId) 
 }
 
 /// An error response that still tells the client where the session stands (when it lives).
-async fn with_progress(registry: &Registry, name: &RepoName, id: &UploadId, error: RegistryError) -> Response {
+async fn with_progress(
+    registry: &Registry,
+    name: &RepoName,
+    id: &UploadId,
+    error: RegistryError,
+) -> Response {
     let mut response = ApiError(error).into_response();
     if let Ok(session) = registry.upload_status(name, id).await {
         set_header(&mut response, "location", upload_location(name, id));

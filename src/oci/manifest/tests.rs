@@ -5,7 +5,9 @@ fn d(c: char) -> String {
 }
 
 fn image(media_type: Option<&str>) -> String {
-    let mt = media_type.map(|m| format!(r#""mediaType":"{m}","#)).unwrap_or_default();
+    let mt = media_type
+        .map(|m| format!(r#""mediaType":"{m}","#))
+        .unwrap_or_default();
     format!(
         r#"{{"schemaVersion":2,{mt}"config":{{"mediaType":"application/vnd.oci.image.config.v1+json","digest":"{}","size":2}},"layers":[{{"mediaType":"application/vnd.oci.image.layer.v1.tar+gzip","digest":"{}","size":10}}]}}"#,
         d('a'),
@@ -18,16 +20,28 @@ fn valid_manifests_report_their_references() {
     let info = parse(Some(OCI_MANIFEST), image(Some(OCI_MANIFEST)).as_bytes()).unwrap();
     assert_eq!(info.media_type, OCI_MANIFEST);
     assert_eq!(info.blobs.len(), 2);
-    assert_eq!(info.artifact_type.as_deref(), Some("application/vnd.oci.image.config.v1+json"));
+    assert_eq!(
+        info.artifact_type.as_deref(),
+        Some("application/vnd.oci.image.config.v1+json")
+    );
 
     let info = parse(None, image(None).as_bytes()).unwrap();
     assert_eq!(info.media_type, OCI_MANIFEST);
 
-    let info = parse(Some("application/vnd.oci.image.manifest.v1+json; charset=utf-8"), image(None).as_bytes()).unwrap();
+    let info = parse(
+        Some("application/vnd.oci.image.manifest.v1+json; charset=utf-8"),
+        image(None).as_bytes(),
+    )
+    .unwrap();
     assert_eq!(info.media_type, OCI_MANIFEST);
 
     let docker = image(Some(DOCKER_MANIFEST));
-    assert_eq!(parse(Some(DOCKER_MANIFEST), docker.as_bytes()).unwrap().media_type, DOCKER_MANIFEST);
+    assert_eq!(
+        parse(Some(DOCKER_MANIFEST), docker.as_bytes())
+            .unwrap()
+            .media_type,
+        DOCKER_MANIFEST
+    );
 
     let index = format!(
         r#"{{"schemaVersion":2,"mediaType":"{OCI_INDEX}","manifests":[{{"mediaType":"{OCI_MANIFEST}","digest":"{}","size":5,"platform":{{"os":"linux","architecture":"amd64"}}}}]}}"#,
@@ -44,8 +58,14 @@ fn valid_manifests_report_their_references() {
         d('e')
     );
     let info = parse(Some(OCI_MANIFEST), artifact.as_bytes()).unwrap();
-    assert_eq!(info.artifact_type.as_deref(), Some("application/vnd.example.sbom"));
-    assert_eq!(info.subject.as_ref().map(|s| s.as_str().to_owned()), Some(d('e')));
+    assert_eq!(
+        info.artifact_type.as_deref(),
+        Some("application/vnd.example.sbom")
+    );
+    assert_eq!(
+        info.subject.as_ref().map(|s| s.as_str().to_owned()),
+        Some(d('e'))
+    );
     assert_eq!(info.annotations.unwrap()["k"], "v");
 }
 
@@ -64,9 +84,8 @@ fn invalid_manifests_are_rejected() {
     let bad_digest = image(Some(OCI_MANIFEST)).replace(&d('b'), "sha256:nothex");
     let negative_size = image(Some(OCI_MANIFEST)).replace(r#""size":10"#, r#""size":-1"#);
     let no_config = format!(r#"{{"schemaVersion":2,"mediaType":"{OCI_MANIFEST}","layers":[]}}"#);
-    let index_with_layers = format!(
-        r#"{{"schemaVersion":2,"mediaType":"{OCI_INDEX}","manifests":[],"layers":[]}}"#
-    );
+    let index_with_layers =
+        format!(r#"{{"schemaVersion":2,"mediaType":"{OCI_INDEX}","manifests":[],"layers":[]}}"#);
     let cases: Vec<(Option<&str>, String, &str)> = vec![
         (None, "not json".into(), "NotJson"),
         (None, "[]".into(), "NotJson"),
@@ -95,7 +114,10 @@ fn accept_negotiation() {
     assert!(accepts([], OCI_MANIFEST));
     assert!(accepts(["*/*"], OCI_MANIFEST));
     assert!(accepts([DOCKER_MANIFEST, OCI_MANIFEST], OCI_MANIFEST));
-    assert!(accepts(["application/vnd.oci.image.manifest.v1+json; q=0.5, text/plain"], OCI_MANIFEST));
+    assert!(accepts(
+        ["application/vnd.oci.image.manifest.v1+json; q=0.5, text/plain"],
+        OCI_MANIFEST
+    ));
     assert!(!accepts([DOCKER_MANIFEST], OCI_MANIFEST));
     assert!(accepts([""], OCI_INDEX));
 }

@@ -1,0 +1,185 @@
+//! The pingora side of the edge: `impl ProxyHttp for EdgeProxy`.
+//!
+//! Mirror mode answers every `/v2/` request itself from [`Mirror`] (the cache is the origin's
+//! stand-in). Gateway mode caches blob `GET`/`HEAD`s the same way, fetching misses from a
+//! healthy core, and proxies everything else under `/v2/`, `/auth/` and `/api/` to the cores,
+//! load-balanced with health checks. `/healthz` and `/metrics` are the edge's own.
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use futures_util::StreamExt;
+use pingora::http::ResponseHeader;
+use pingora::lb::LoadBalancer;
+use pingora::lb::selection::RoundRobin;
+use pingora::prelude::*;
+use pingora::proxy::{ProxyHttp, Session};
+
+use super::mirror::{EdgeBody, EdgeRequest, EdgeResponse, Mirror};
+use crate::oci::{ErrorCode, V2Route, path};
+use crate::telemetry::metrics;
+
+/// How the edge is deployed.
+pub enum Mode {
+    /// A pull-through mirror of upstream registries (near CI runners).
+    Mirror(Arc<Mirror>),
+    /// In front of core nodes: `mirror` has one upstream per core, named by its address.
+    Gateway {
+        cores: Arc<LoadBalancer<RoundRobin>>,
+        mirror: Arc<Mirror>,
+    },
+}
+
+pub struct EdgeProxy {
+    pub mode: Mode,
+}
+
+fn edge_request(session: &Session) -> EdgeRequest {
+    let req = session.req_header();
+    let header = |name: &str| {
+        req.headers
+            .get_all(name)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .map(str::to_owned)
+    };
+    EdgeRequest {
+        method: req.method.clone(),
+        path: req.uri.path().to_owned(),
+        query: req.uri.query().map(str::to_owned),
+        accept: header("accept").collect(),
+        range: header("range").next(),
+    }
+}
+
+/// Writes an [`EdgeResponse`]. A body stream that fails part-way returns an error, which makes
+/// pingora drop the connection: the client sees a short body, never a complete wrong one.
+async fn respond(session: &mut Session, response: EdgeResponse) -> Result<()> {
+    let mut header = ResponseHeader::build(response.status, Some(response.headers.len()))?;
+    for (name, value) in response.headers {
+        header.insert_header(name, value)?;
+    }
+    match response.body {
+        EdgeBody::Empty => session.write_response_header(Box::new(header), true).await,
+        EdgeBody::Full(bytes) => {
+            session
+                .write_response_header(Box::new(header), false)
+                .await?;
+            session.write_response_body(Some(bytes), true).await
+        }
+        EdgeBody::Stream(mut stream) => {
+            session
+                .write_response_header(Box::new(header), false)
+                .await?;
+            while let Some(chunk) = stream.next().await {
+                let chunk = chunk.map_err(|e| {
+                    session.set_keepalive(None);
+                    Error::because(
+                        ErrorType::WriteError,
+                        "blob body failed; aborting the response",
+                        e,
+                    )
+                })?;
+                session.write_response_body(Some(chunk), false).await?;
+            }
+            session.write_response_body(None, true).await
+        }
+    }
+}
+
+impl EdgeProxy {
+    /// Blob reads are served (and cached) by the edge even in gateway mode.
+    fn is_blob_read(request: &EdgeRequest) -> bool {
+        (request.method == http::Method::GET || request.method == http::Method::HEAD)
+            && matches!(path::parse(&request.path), Ok(V2Route::Blob { .. }))
+    }
+}
+
+#[async_trait]
+impl ProxyHttp for EdgeProxy {
+    type CTX = ();
+
+    fn new_ctx(&self) -> Self::CTX {}
+
+    async fn request_filter(&self, session: &mut Session, _ctx: &mut Self::CTX) -> Result<bool> {
+        let request = edge_request(session);
+        let local = match request.path.as_str() {
+            "/healthz" => Some(text(200, "ok")),
+            "/metrics" => Some(text(200, &metrics().render())),
+            _ => None,
+        };
+        if let Some(response) = local {
+            respond(session, response).await?;
+            return Ok(true);
+        }
+        match &self.mode {
+            Mode::Mirror(mirror) => {
+                let response = if request.path.starts_with("/v2") {
+                    mirror.handle(&request).await
+                } else {
+                    EdgeResponse::error(ErrorCode::Unsupported, "not found")
+                };
+                respond(session, response).await?;
+                Ok(true)
+            }
+            Mode::Gateway { cores, mirror } => {
+                if Self::is_blob_read(&request) {
+                    let Some(core) = cores.select(b"", 256) else {
+                        respond(
+                            session,
+                            EdgeResponse::error(ErrorCode::Unavailable, "no healthy core"),
+                        )
+                        .await?;
+                        return Ok(true);
+                    };
+                    let response = mirror.handle_at(&core.addr.to_string(), &request).await;
+                    respond(session, response).await?;
+                    return Ok(true);
+                }
+                let routed = ["/v2", "/auth/", "/api/"]
+                    .iter()
+                    .any(|p| request.path.starts_with(p));
+                if !routed {
+                    respond(
+                        session,
+                        EdgeResponse::error(ErrorCode::Unsupported, "not found"),
+                    )
+                    .await?;
+                    return Ok(true);
+                }
+                Ok(false)
+            }
+        }
+    }
+
+    async fn upstream_peer(
+        &self,
+        _session: &mut Session,
+        _ctx: &mut Self::CTX,
+    ) -> Result<Box<HttpPeer>> {
+        match &self.mode {
+            Mode::Gateway { cores, .. } => {
+                let core = cores
+                    .select(b"", 256)
+                    .ok_or_else(|| Error::explain(ErrorType::ConnectNoRoute, "no healthy core"))?;
+                Ok(Box::new(HttpPeer::new(core.addr, false, String::new())))
+            }
+            Mode::Mirror(_) => Err(Error::explain(
+                ErrorType::InternalError,
+                "the mirror never proxies",
+            )),
+        }
+    }
+}
+
+fn text(status: u16, body: &str) -> EdgeResponse {
+    let mut response = EdgeResponse::error(ErrorCode::Unknown, "");
+    response.status = status;
+    response.headers = vec![
+        ("content-type", "text/plain; charset=utf-8".into()),
+        ("content-length", body.len().to_string()),
+    ];
+    response.body = EdgeBody::Full(Bytes::from(body.to_owned()));
+    response
+}
