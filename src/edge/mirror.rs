@@ -20,7 +20,7 @@ use crate::oci::manifest::accepts;
 use crate::oci::path::{self, RouteError};
 use crate::oci::{Digest, ErrorCode, ErrorEnvelope, Reference, RepoName, Tag, V2Route};
 use crate::telemetry::metrics;
-use crate::upstream::{UpstreamClient, UpstreamConfig, UpstreamError};
+use crate::upstream::{FetchedBlob, UpstreamClient, UpstreamConfig, UpstreamError};
 
 /// What the mirror needs from a request.
 #[derive(Debug, Clone)]
@@ -146,9 +146,7 @@ impl Mirror {
         let mut sites = Vec::new();
         for u in upstreams {
             let mut aliases = u.aliases.clone();
-            if let Some(host) = url_host(&u.client.url) {
-                aliases.push(host);
-            }
+            aliases.extend(url_hosts(&u.client.url));
             if aliases
                 .iter()
                 .any(|a| a == "registry-1.docker.io" || a == "index.docker.io")
@@ -434,7 +432,7 @@ impl Mirror {
                 format!("{repo}:{tag} is not known to {}", site.name),
             )),
             Err(e) => {
-                upstream_error(site, &e);
+                upstream_error(&site.name, &e);
                 let within = age.is_some_and(|age| age < site.tag_ttl + site.max_stale);
                 if e.is_transient()
                     && within
@@ -474,7 +472,7 @@ impl Mirror {
                 format!("{repo}:{reference} is not known to {}", site.name),
             )),
             Err(e) => {
-                upstream_error(site, &e);
+                upstream_error(&site.name, &e);
                 Err(unavailable(site, &e))
             }
         }
@@ -548,10 +546,11 @@ impl Mirror {
             .cache_misses
             .with_label_values(&["blob"])
             .inc();
-        let client = site.client.clone();
+        let (client, upstream) = (site.client.clone(), site.name.clone());
         let (repo_owned, digest_owned) = (repo.clone(), digest.clone());
         let joined = self.fills.join_or_start(digest, &self.cache, async move {
-            client.get_blob(&repo_owned, &digest_owned, None).await
+            let fetched = client.get_blob(&repo_owned, &digest_owned, None).await?;
+            Ok(fetched.map(|blob| counting_body_errors(upstream, blob)))
         });
         let fill = match joined {
             Ok((fill, started)) => {
@@ -561,7 +560,10 @@ impl Mirror {
                 fill
             }
             Err(e) => {
-                return EdgeResponse::error(ErrorCode::Unknown, format!("edge cache unusable: {e}"));
+                return EdgeResponse::error(
+                    ErrorCode::Unknown,
+                    format!("edge cache unusable: {e}"),
+                );
             }
         };
         let size = match fill.size().await {
@@ -573,7 +575,7 @@ impl Mirror {
                         format!("{digest} is not known to {}", site.name),
                     ),
                     FillError::Upstream(u) => {
-                        upstream_error(site, u);
+                        upstream_error(&site.name, u);
                         unavailable(site, u)
                     }
                     FillError::Io(io) => {
@@ -694,8 +696,21 @@ fn with_name(route: &V2Route, name: RepoName) -> V2Route {
     }
 }
 
-fn url_host(url: &str) -> Option<String> {
-    reqwest::Url::parse(url).ok()?.host_str().map(str::to_owned)
+/// The names an upstream answers to by its URL: the host, and `host:port` when the URL has
+/// an explicit port (containerd's `?ns=` names the registry as the image reference does, with
+/// its port: `ns=registry.local:5000`).
+fn url_hosts(url: &str) -> Vec<String> {
+    let Ok(url) = reqwest::Url::parse(url) else {
+        return Vec::new();
+    };
+    let Some(host) = url.host_str() else {
+        return Vec::new();
+    };
+    let mut names = vec![host.to_owned()];
+    if let Some(port) = url.port() {
+        names.push(format!("{host}:{port}"));
+    }
+    names
 }
 
 fn fetch_count(site: &Site, kind: &str) {
@@ -706,7 +721,7 @@ fn fetch_count(site: &Site, kind: &str) {
         .inc();
 }
 
-fn upstream_error(site: &Site, e: &UpstreamError) {
+fn upstream_error(upstream: &str, e: &UpstreamError) {
     let reason = match e {
         UpstreamError::RateLimited { .. } => "rate_limited",
         UpstreamError::Unavailable(_) => "unavailable",
@@ -718,8 +733,22 @@ fn upstream_error(site: &Site, e: &UpstreamError) {
     metrics()
         .edge
         .upstream_errors
-        .with_label_values(&[&site.name, reason])
+        .with_label_values(&[upstream, reason])
         .inc();
+}
+
+/// Counts the error that ends a blob body part-way (digest mismatch, truncation, a broken
+/// connection) against the upstream, like the errors before the body.
+fn counting_body_errors(upstream: String, mut blob: FetchedBlob) -> FetchedBlob {
+    blob.stream = Box::pin(blob.stream.inspect(move |item| {
+        if let Err(e) = item {
+            let error = UpstreamError::from_io(e)
+                .cloned()
+                .unwrap_or_else(|| UpstreamError::Unavailable(e.to_string()));
+            upstream_error(&upstream, &error);
+        }
+    }));
+    blob
 }
 
 /// The OCI error for content the edge cannot serve because the upstream failed.

@@ -66,8 +66,13 @@ fn check_tls_files(cert: &std::path::Path, key: &std::path::Path) -> anyhow::Res
     let certs = CertificateDer::pem_file_iter(cert)
         .and_then(|certs| certs.collect::<Result<Vec<_>, _>>())
         .map_err(|e| anyhow::anyhow!("reading TLS certificate {}: {e}", cert.display()))?;
-    anyhow::ensure!(!certs.is_empty(), "TLS certificate {} holds no certificate", cert.display());
-    PrivateKeyDer::from_pem_file(key).map_err(|e| anyhow::anyhow!("reading TLS key {}: {e}", key.display()))?;
+    anyhow::ensure!(
+        !certs.is_empty(),
+        "TLS certificate {} holds no certificate",
+        cert.display()
+    );
+    PrivateKeyDer::from_pem_file(key)
+        .map_err(|e| anyhow::anyhow!("reading TLS key {}: {e}", key.display()))?;
     Ok(())
 }
 

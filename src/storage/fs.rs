@@ -40,6 +40,11 @@ const READ_CHUNK: usize = 256 * 1024;
 /// How long `append_upload`/`commit_upload` wait for another handle on the same upload to let
 /// go. A writer dropped mid-request releases within one block write; only a genuinely
 /// concurrent request on the same session holds it longer, and that one should fail.
+/// How many bytes the writer lets pile up in the page cache before starting an fsync in the
+/// background. Without it, `finish` of a large layer would wait for the whole layer to reach
+/// the disk after the last byte arrived; with it, write-back overlaps the transfer.
+const SYNC_EVERY: u64 = 64 << 20;
+
 const LOCK_WAIT: Duration = Duration::from_secs(10);
 const LOCK_POLL: Duration = Duration::from_millis(2);
 
@@ -399,14 +404,19 @@ impl BlobStore for FsBlobStore {
                 file.set_len(offset)?;
             }
             file.seek(SeekFrom::Start(offset))?;
-            Ok(file)
+            let sync_handle = file.try_clone()?;
+            Ok((file, sync_handle))
         })
         .await?;
+        let (file, sync_handle) = file;
         Ok(Box::new(FsUploadWriter {
             file: Some(file),
             buf: Vec::new(),
             spare: None,
             in_flight: None,
+            sync_handle: Some(sync_handle),
+            syncing: None,
+            unsynced: 0,
         }))
     }
 
@@ -499,6 +509,7 @@ impl BlobStore for FsBlobStore {
 }
 
 type WriteJob = JoinHandle<io::Result<(File, Vec<u8>)>>;
+type SyncJob = JoinHandle<io::Result<File>>;
 
 /// Appends to one upload file, double-buffered: while one ~1 MiB block is written on the
 /// blocking pool, the next one fills from the request body.
@@ -509,15 +520,22 @@ struct FsUploadWriter {
     /// The buffer of the last finished write, reused to avoid a 1 MiB allocation per block.
     spare: Option<Vec<u8>>,
     in_flight: Option<WriteJob>,
+    /// A second handle on the same open file, for background fsyncs; `None` while one runs.
+    sync_handle: Option<File>,
+    syncing: Option<SyncJob>,
+    /// Bytes handed to the blocking pool since the last background fsync started.
+    unsynced: u64,
+}
+
+fn join_error(e: tokio::task::JoinError) -> BlobStoreError {
+    BlobStoreError::Backend(Box::new(e))
 }
 
 impl FsUploadWriter {
     /// Waits for the block write in flight, if any, and takes the file back.
     async fn settle(&mut self) -> Result<()> {
         if let Some(job) = self.in_flight.take() {
-            let (file, mut spare) = job
-                .await
-                .map_err(|e| BlobStoreError::Backend(Box::new(e)))??;
+            let (file, mut spare) = job.await.map_err(join_error)??;
             spare.clear();
             self.file = Some(file);
             self.spare = Some(spare);
@@ -535,11 +553,39 @@ impl FsUploadWriter {
             .ok_or_else(|| backend("upload writer failed earlier"))?;
         let next = self.spare.take().unwrap_or_default();
         let block = std::mem::replace(&mut self.buf, next);
+        self.unsynced += (block.len() + tail.len()) as u64;
         self.in_flight = Some(tokio::task::spawn_blocking(move || {
             file.write_all(&block)?;
             file.write_all(&tail)?;
             Ok((file, block))
         }));
+        self.maybe_sync().await
+    }
+
+    /// Starts a background fsync once enough bytes are pending, unless one is still running
+    /// (then the next block tries again). Its error, if any, surfaces here or in `finish`.
+    async fn maybe_sync(&mut self) -> Result<()> {
+        if self.unsynced < SYNC_EVERY {
+            return Ok(());
+        }
+        if self.syncing.as_ref().is_some_and(|job| !job.is_finished()) {
+            return Ok(());
+        }
+        self.await_sync().await?;
+        if let Some(file) = self.sync_handle.take() {
+            self.unsynced = 0;
+            self.syncing = Some(tokio::task::spawn_blocking(move || {
+                file.sync_data()?;
+                Ok(file)
+            }));
+        }
+        Ok(())
+    }
+
+    async fn await_sync(&mut self) -> Result<()> {
+        if let Some(job) = self.syncing.take() {
+            self.sync_handle = Some(job.await.map_err(join_error)??);
+        }
         Ok(())
     }
 }
@@ -568,11 +614,12 @@ impl UploadWriter for FsUploadWriter {
             self.submit(Bytes::new()).await?;
         }
         self.settle().await?;
+        self.await_sync().await?;
         let file = self
             .file
             .take()
             .ok_or_else(|| backend("upload writer failed earlier"))?;
-        // Dropping the file at the end of the task releases the upload lock.
+        // Dropping the last handle on the file releases the upload lock.
         blocking(move || Ok(file.sync_data()?)).await
     }
 }
@@ -811,6 +858,35 @@ mod tests {
             .unwrap();
         let results: Vec<io::Result<Bytes>> = futures_util::StreamExt::collect(stream).await;
         assert!(results.iter().any(|r| r.is_err()));
+    }
+
+    #[tokio::test]
+    async fn writes_spanning_background_syncs_round_trip() {
+        let (_dir, store) = store();
+        let len = (SYNC_EVERY * 5 / 2) as usize + 17;
+        // A period of 251 keeps every block different from its neighbours.
+        let period: Vec<u8> = (0..251u8).collect();
+        let mut bytes = Vec::with_capacity(len + period.len());
+        while bytes.len() < len {
+            bytes.extend_from_slice(&period);
+        }
+        bytes.truncate(len);
+        let id = UploadId::generate();
+        store.create_upload(&id).await.unwrap();
+        let mut writer = store.append_upload(&id, 0).await.unwrap();
+        for piece in bytes.chunks(48 * 1024 + 3) {
+            writer.write(Bytes::copy_from_slice(piece)).await.unwrap();
+        }
+        writer.finish().await.unwrap();
+        let digest = Digest::sha256_of(&bytes);
+        let meta = store.commit_upload(&id, len as u64, &digest).await.unwrap();
+        assert_eq!(meta.size, len as u64);
+        let mut stream = store.open(&digest, None).await.unwrap();
+        let mut hasher = crate::oci::Hasher::new(Algorithm::Sha256);
+        while let Some(chunk) = futures_util::StreamExt::next(&mut stream).await {
+            hasher.update(&chunk.unwrap());
+        }
+        assert_eq!(hasher.finish(), digest);
     }
 
     /// `cargo test --release --lib write_throughput -- --ignored --nocapture`

@@ -2,5 +2,6 @@
 
 mod crash;
 mod distribution;
+mod edge;
 mod skopeo;
 mod support;

@@ -76,7 +76,7 @@ fn describe(program: &str, args: &[String], out: &Output) -> String {
 }
 
 /// `skopeo --insecure-policy ARGS…`, which must succeed; returns the output.
-async fn skopeo(args: &[&str]) -> Output {
+pub(crate) async fn skopeo(args: &[&str]) -> Output {
     let mut full = vec!["--insecure-policy".to_owned()];
     full.extend(args.iter().map(|a| (*a).to_owned()));
     let out = run("skopeo", &full).await;

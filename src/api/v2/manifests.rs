@@ -64,9 +64,10 @@ pub(super) async fn put(
             return Err(RegistryError::ManifestTooLarge { limit }.into());
         }
         Err(e) => {
-            return Err(
-                RegistryError::ManifestInvalid(format!("could not read the manifest: {e}")).into(),
-            );
+            return Err(RegistryError::ManifestInvalid(format!(
+                "could not read the manifest: {e}"
+            ))
+            .into());
         }
     };
     let outcome = registry

@@ -3,7 +3,11 @@
 
 #![allow(dead_code)]
 
+pub mod distribution;
+pub mod edge;
+pub mod fault_upstream;
 pub mod oci_layout;
+pub mod seed;
 
 use std::net::SocketAddr;
 use std::path::Path;
@@ -56,8 +60,16 @@ impl TestServer {
                 }
             });
         });
-        ready_rx.await.expect("server thread").expect("server start");
-        let server = TestServer { addr, data_dir, shutdown: Some(shutdown), thread: Some(thread) };
+        ready_rx
+            .await
+            .expect("server thread")
+            .expect("server start");
+        let server = TestServer {
+            addr,
+            data_dir,
+            shutdown: Some(shutdown),
+            thread: Some(thread),
+        };
         server.wait_ready().await;
         server
     }
@@ -111,7 +123,9 @@ pub fn require_tool(tool: &str) -> bool {
         return true;
     }
     if std::env::var_os("AERUGO_REQUIRE_TOOLS").is_some() {
-        panic!("{tool} is required (AERUGO_REQUIRE_TOOLS is set) but is not installed; run ./scripts/test.sh");
+        panic!(
+            "{tool} is required (AERUGO_REQUIRE_TOOLS is set) but is not installed; run ./scripts/test.sh"
+        );
     }
     eprintln!("SKIPPED: {tool} is not installed (run ./scripts/test.sh to install it)");
     false
