@@ -19,6 +19,7 @@ use super::fill::{FillError, Fills};
 use crate::oci::manifest::accepts;
 use crate::oci::path::{self, RouteError};
 use crate::oci::{Digest, ErrorCode, ErrorEnvelope, Reference, RepoName, Tag, V2Route};
+use crate::locks::KeyedLocks;
 use crate::telemetry::metrics;
 use crate::upstream::{FetchedBlob, UpstreamClient, UpstreamConfig, UpstreamError};
 
@@ -136,6 +137,9 @@ pub struct Mirror {
     default_site: Option<usize>,
     cache: Arc<DiskCache>,
     fills: Arc<Fills>,
+    /// Single-flight for manifest lookups: concurrent cold pulls of one tag send one
+    /// revalidation and one fetch upstream; the others then find the cache filled.
+    manifest_locks: KeyedLocks<String>,
 }
 
 impl Mirror {
@@ -172,6 +176,7 @@ impl Mirror {
             default_site,
             cache,
             fills: Arc::new(Fills::default()),
+            manifest_locks: KeyedLocks::default(),
         })
     }
 
@@ -370,6 +375,13 @@ impl Mirror {
                 .inc();
             return Ok(found);
         }
+        let _flight = self
+            .manifest_locks
+            .lock(&format!("{}/{repo}@{digest}", site.name))
+            .await;
+        if let Some(found) = self.cached_manifest(digest).await {
+            return Ok(found);
+        }
         metrics()
             .edge
             .cache_misses
@@ -381,6 +393,22 @@ impl Mirror {
         Ok((fetched.1, fetched.2))
     }
 
+    /// The tag's manifest when the tag was validated within its TTL.
+    async fn fresh_tag(
+        &self,
+        site: &Site,
+        repo: &RepoName,
+        tag: &Tag,
+    ) -> Option<(Digest, String, Bytes, bool)> {
+        let (digest, validated) = self.cached_tag(site, repo, tag).await?;
+        if age_of(validated) >= site.tag_ttl {
+            return None;
+        }
+        let (media_type, body) = self.cached_manifest(&digest).await?;
+        metrics().edge.cache_hits.with_label_values(&["tag"]).inc();
+        Some((digest, media_type, body, false))
+    }
+
     /// A tag: trusted within its TTL, revalidated with a `HEAD` after it, re-fetched only when
     /// the digest moved, and served stale (within `max_stale`) when the upstream fails.
     async fn manifest_by_tag(
@@ -389,19 +417,19 @@ impl Mirror {
         repo: &RepoName,
         tag: &Tag,
     ) -> Result<(Digest, String, Bytes, bool), EdgeResponse> {
-        let cached = self.cached_tag(site, repo, tag).await;
-        let age = cached.as_ref().map(|(_, validated)| {
-            SystemTime::now()
-                .duration_since(*validated)
-                .unwrap_or_default()
-        });
-        if let (Some((digest, _)), Some(age)) = (&cached, age)
-            && age < site.tag_ttl
-            && let Some((media_type, body)) = self.cached_manifest(digest).await
-        {
-            metrics().edge.cache_hits.with_label_values(&["tag"]).inc();
-            return Ok((digest.clone(), media_type, body, false));
+        if let Some(hit) = self.fresh_tag(site, repo, tag).await {
+            return Ok(hit);
         }
+        let _flight = self
+            .manifest_locks
+            .lock(&format!("{}/{repo}:{tag}", site.name))
+            .await;
+        // Whoever held the lock before us may have just revalidated the tag.
+        if let Some(hit) = self.fresh_tag(site, repo, tag).await {
+            return Ok(hit);
+        }
+        let cached = self.cached_tag(site, repo, tag).await;
+        let age = cached.as_ref().map(|(_, validated)| age_of(*validated));
         metrics()
             .edge
             .cache_misses
@@ -758,11 +786,25 @@ fn unavailable(site: &Site, e: &UpstreamError) -> EdgeResponse {
         UpstreamError::Unauthorized => ErrorCode::Denied,
         _ => ErrorCode::Unavailable,
     };
-    EdgeResponse::error(
+    let response = EdgeResponse::error(
         code,
         format!(
             "upstream {} failed and the content is not cached: {e}",
             site.name
         ),
-    )
+    );
+    match e {
+        // Pass the upstream's back-off on, so clients do not hammer the edge meanwhile.
+        UpstreamError::RateLimited {
+            retry_after: Some(after),
+        } => response.header("retry-after", after.as_secs().max(1).to_string()),
+        _ => response,
+    }
+}
+
+/// How long ago `validated` was (zero for a clock that went backwards).
+fn age_of(validated: SystemTime) -> Duration {
+    SystemTime::now()
+        .duration_since(validated)
+        .unwrap_or_default()
 }

@@ -20,7 +20,6 @@ use crate::storage::BlobStore;
 mod blobs;
 mod error;
 pub mod gc;
-mod locks;
 mod manifests;
 pub mod uploads;
 
@@ -63,10 +62,10 @@ pub struct Registry {
     settings: Settings,
     /// One request at a time per upload session: two PATCHes racing on one session would
     /// interleave bytes in the same file.
-    upload_locks: locks::KeyedLocks<UploadId>,
+    upload_locks: crate::locks::KeyedLocks<UploadId>,
     /// Serialises publishing a blob with garbage collection deleting the same digest, so GC
     /// never removes bytes a push has just committed.
-    digest_locks: locks::KeyedLocks<Digest>,
+    digest_locks: crate::locks::KeyedLocks<Digest>,
     /// Part of every blob-link cache key; bumped by garbage collection (see `blobs.rs`).
     link_generation: std::sync::atomic::AtomicU64,
 }

@@ -112,7 +112,7 @@ impl Registry {
         Ok(())
     }
 
-    fn lock_upload(&self, id: &UploadId) -> Result<super::locks::KeyedGuard<'_, UploadId>> {
+    fn lock_upload(&self, id: &UploadId) -> Result<crate::locks::KeyedGuard<'_, UploadId>> {
         self.upload_locks.try_lock(id).ok_or_else(|| {
             RegistryError::UploadInvalid("another request is writing to this upload session".into())
         })

@@ -598,9 +598,10 @@ impl UploadWriter for FsUploadWriter {
                 return self.submit(chunk).await;
             }
             if self.buf.capacity() < WRITE_BLOCK {
-                self.buf.reserve_exact(WRITE_BLOCK - self.buf.len());
+                self.buf
+                    .reserve_exact(WRITE_BLOCK.saturating_sub(self.buf.len()));
             }
-            let n = (WRITE_BLOCK - self.buf.len()).min(chunk.len());
+            let n = WRITE_BLOCK.saturating_sub(self.buf.len()).min(chunk.len());
             self.buf.extend_from_slice(&chunk.split_to(n));
             if self.buf.len() >= WRITE_BLOCK {
                 self.submit(Bytes::new()).await?;

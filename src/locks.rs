@@ -1,4 +1,5 @@
-//! Per-key async locks that clean up after themselves.
+//! Per-key async locks that clean up after themselves: upload sessions and digests in the
+//! registry, manifest fetches in the edge.
 
 use std::hash::Hash;
 use std::sync::Arc;
