@@ -9,7 +9,9 @@ fn parsing(c: &mut Criterion) {
     c.bench_function("path_manifest_by_tag", |b| {
         b.iter(|| path::parse(std::hint::black_box("/v2/team/sub/app/manifests/v1.2.3")))
     });
-    c.bench_function("path_blob_by_digest", |b| b.iter(|| path::parse(std::hint::black_box(&blob_path))));
+    c.bench_function("path_blob_by_digest", |b| {
+        b.iter(|| path::parse(std::hint::black_box(&blob_path)))
+    });
     let layers: Vec<String> = (0..20)
         .map(|i| {
             format!(
@@ -25,7 +27,12 @@ fn parsing(c: &mut Criterion) {
         layers.join(",")
     );
     c.bench_function("manifest_parse_20_layers", |b| {
-        b.iter(|| manifest::parse(Some(manifest::OCI_MANIFEST), std::hint::black_box(manifest_json.as_bytes())))
+        b.iter(|| {
+            manifest::parse(
+                Some(manifest::OCI_MANIFEST),
+                std::hint::black_box(manifest_json.as_bytes()),
+            )
+        })
     });
 }
 

@@ -38,10 +38,13 @@ pub async fn build_registry(config: &Config) -> anyhow::Result<Arc<Registry>> {
 }
 
 /// An exclusive lock on the data directory, held for the life of a server so a second server
-/// or an offline `admin gc` cannot work on the same files at once.
+/// or an offline `admin gc` cannot work on the same files at once. The file also holds the
+/// address the server listens on, so `admin gc` can find it.
 pub struct DataDirLock {
-    _file: File,
+    file: File,
 }
+
+const LOCK_FILE: &str = "aerugo.lock";
 
 impl DataDirLock {
     /// `Ok(None)` when another process holds the lock.
@@ -52,13 +55,32 @@ impl DataDirLock {
             .create(true)
             .truncate(false)
             .write(true)
-            .open(data_dir.join("aerugo.lock"))
+            .open(data_dir.join(LOCK_FILE))
             .context("opening the data directory lock")?;
         match file.try_lock() {
-            Ok(()) => Ok(Some(DataDirLock { _file: file })),
+            Ok(()) => Ok(Some(DataDirLock { file })),
             Err(std::fs::TryLockError::WouldBlock) => Ok(None),
             Err(std::fs::TryLockError::Error(e)) => Err(e).context("locking the data directory"),
         }
+    }
+}
+
+impl DataDirLock {
+    /// Records the address the server holding the lock listens on.
+    pub fn record_address(&mut self, addr: std::net::SocketAddr) -> anyhow::Result<()> {
+        use std::io::Write;
+        self.file.set_len(0)?;
+        self.file.write_all(addr.to_string().as_bytes())?;
+        Ok(())
+    }
+
+    /// The address recorded by the server that holds the data directory's lock.
+    pub fn holder_address(data_dir: &Path) -> Option<std::net::SocketAddr> {
+        std::fs::read_to_string(data_dir.join(LOCK_FILE))
+            .ok()?
+            .trim()
+            .parse()
+            .ok()
     }
 }
 
@@ -68,12 +90,13 @@ pub async fn run_server(
     listener: tokio::net::TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
-    let _lock = DataDirLock::try_acquire(&config.server.data_dir)?.with_context(|| {
+    let mut lock = DataDirLock::try_acquire(&config.server.data_dir)?.with_context(|| {
         format!(
             "another aerugo process is using the data directory {}",
             config.server.data_dir.display()
         )
     })?;
+    lock.record_address(listener.local_addr()?)?;
     let registry = build_registry(&config).await?;
     let gc_grace = Duration::from_secs(config.gc.grace_period_seconds);
     let gc_task = spawn_periodic_gc(&registry, config.gc.interval_seconds, gc_grace);

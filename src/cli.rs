@@ -155,7 +155,13 @@ async fn gc(config: &Config, grace: Duration) -> anyhow::Result<()> {
                 .await?
         }
         None => {
-            let url = format!("http://{}/api/v1/admin/gc", loopback_of(config));
+            let addr = DataDirLock::holder_address(&config.server.data_dir)
+                .unwrap_or_else(|| config.listen_addr());
+            let url = format!(
+                "http://{}/api/v1/admin/gc?grace_period_seconds={}",
+                reachable(addr),
+                grace.as_secs()
+            );
             let response = reqwest::Client::new()
                 .post(&url)
                 .send()
@@ -175,9 +181,8 @@ async fn gc(config: &Config, grace: Duration) -> anyhow::Result<()> {
     print_out(&serde_json::to_string_pretty(&report)?)
 }
 
-/// The server's address as reachable from this host (a wildcard listen address means loopback).
-fn loopback_of(config: &Config) -> std::net::SocketAddr {
-    let mut addr = config.listen_addr();
+/// The server's address as reachable from this host (a wildcard address means loopback).
+fn reachable(mut addr: std::net::SocketAddr) -> std::net::SocketAddr {
     if addr.ip().is_unspecified() {
         addr.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
     }

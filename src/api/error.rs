@@ -17,6 +17,12 @@ impl<E: Into<RegistryError>> From<E> for ApiError {
     }
 }
 
+/// Logs the error and returns its code's HTTP status: the part both error shapes share.
+fn log_and_status(error: &RegistryError) -> StatusCode {
+    log(error);
+    StatusCode::from_u16(error.code().status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR)
+}
+
 fn log(error: &RegistryError) {
     if error.is_internal() {
         let mut cause = String::new();
@@ -33,10 +39,8 @@ fn log(error: &RegistryError) {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        log(&self.0);
+        let status = log_and_status(&self.0);
         let code = self.0.code();
-        let status =
-            StatusCode::from_u16(code.status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
         let body = ErrorEnvelope::single(code, self.0.client_message(), self.0.detail()).to_json();
         let mut response = (status, body).into_response();
         response.headers_mut().insert(
@@ -53,10 +57,8 @@ pub struct ManageError(pub RegistryError);
 
 impl IntoResponse for ManageError {
     fn into_response(self) -> Response {
-        log(&self.0);
+        let status = log_and_status(&self.0);
         let code = self.0.code();
-        let status =
-            StatusCode::from_u16(code.status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
         let message = self
             .0
             .client_message()

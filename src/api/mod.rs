@@ -67,9 +67,17 @@ async fn ready(State(state): State<AppState>) -> Response {
     }
 }
 
+/// `?grace_period_seconds=N` overrides the configured grace period (what `admin gc
+/// --grace-period` sends).
+#[derive(serde::Deserialize)]
+struct GcParams {
+    grace_period_seconds: Option<u64>,
+}
+
 async fn admin_gc(
     State(state): State<AppState>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    axum::extract::Query(params): axum::extract::Query<GcParams>,
 ) -> Response {
     if !peer.ip().is_loopback() {
         return error::ManageError(RegistryError::Unsupported(
@@ -77,7 +85,10 @@ async fn admin_gc(
         ))
         .into_response();
     }
-    match state.registry.collect_garbage(state.gc_grace).await {
+    let grace = params
+        .grace_period_seconds
+        .map_or(state.gc_grace, Duration::from_secs);
+    match state.registry.collect_garbage(grace).await {
         Ok(report) => axum::Json(report).into_response(),
         Err(e) => error::ManageError(e).into_response(),
     }

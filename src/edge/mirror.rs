@@ -16,10 +16,10 @@ use wildmatch::WildMatch;
 
 use super::cache::DiskCache;
 use super::fill::{FillError, Fills};
+use crate::locks::KeyedLocks;
 use crate::oci::manifest::accepts;
 use crate::oci::path::{self, RouteError};
 use crate::oci::{Digest, ErrorCode, ErrorEnvelope, Reference, RepoName, Tag, V2Route};
-use crate::locks::KeyedLocks;
 use crate::telemetry::metrics;
 use crate::upstream::{FetchedBlob, UpstreamClient, UpstreamConfig, UpstreamError};
 

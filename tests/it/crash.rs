@@ -2,127 +2,17 @@
 //! restarted on the same data directory, and must show either the whole blob or nothing —
 //! never a partial one — and accept a fresh push of the same blob.
 
-use std::fs::File;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use tempfile::TempDir;
 
 use super::support::oci_layout::{self, ByteGen, Fill};
+use super::support::process::{CoreProcess, http_client as http};
 
 const CHUNK: usize = 4 << 20;
-const READY_TIMEOUT: Duration = Duration::from_secs(60);
 const REPO: &str = "crash/test";
-
-/// One run of `aerugo serve` on a loopback port; killed (SIGKILL) when dropped.
-struct Server {
-    child: Child,
-    base: String,
-    log: PathBuf,
-}
-
-impl Server {
-    /// Starts the binary on a free port over `data_dir` and waits until `GET /v2/` answers 200.
-    async fn start(data_dir: &Path, log_dir: &Path, run: usize) -> Server {
-        let port = free_port();
-        let log = log_dir.join(format!("aerugo-{run}.log"));
-        let log_file = File::create(&log).expect("log file");
-        let child = Command::new(env!("CARGO_BIN_EXE_aerugo"))
-            .arg("serve")
-            .arg("--listen")
-            .arg(format!("127.0.0.1:{port}"))
-            .arg("--data-dir")
-            .arg(data_dir)
-            .env("RUST_BACKTRACE", "1")
-            .stdin(Stdio::null())
-            .stdout(log_file.try_clone().expect("log file"))
-            .stderr(log_file)
-            .spawn()
-            .expect("spawning the aerugo binary");
-        let mut server = Server {
-            child,
-            base: format!("http://127.0.0.1:{port}"),
-            log,
-        };
-        server.wait_ready().await;
-        server
-    }
-
-    async fn wait_ready(&mut self) {
-        let deadline = Instant::now() + READY_TIMEOUT;
-        let client = http();
-        loop {
-            if let Some(status) = self.child.try_wait().expect("try_wait") {
-                panic!(
-                    "aerugo exited during start-up ({status}):\n{}",
-                    self.log_text()
-                );
-            }
-            if let Ok(resp) = client.get(self.url("/v2/")).send().await
-                && resp.status().as_u16() == 200
-            {
-                return;
-            }
-            if Instant::now() > deadline {
-                panic!(
-                    "aerugo did not answer GET /v2/ within {READY_TIMEOUT:?}:\n{}",
-                    self.log_text()
-                );
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    }
-
-    fn url(&self, path: &str) -> String {
-        format!("{}{path}", self.base)
-    }
-
-    /// Resolves a `Location` header (a path, or an absolute URL) against this server.
-    fn location(&self, resp: &reqwest::Response) -> String {
-        let loc = resp
-            .headers()
-            .get("location")
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or_else(|| panic!("no Location header: {resp:?}"));
-        if loc.starts_with("http://") || loc.starts_with("https://") {
-            loc.to_owned()
-        } else {
-            self.url(loc)
-        }
-    }
-
-    fn log_text(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-
-    /// `kill -9` and reap.
-    fn kill9(&mut self) {
-        // std's Child::kill sends SIGKILL on Unix.
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        self.kill9();
-    }
-}
-
-fn free_port() -> u16 {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
-    listener.local_addr().unwrap().port()
-}
-
-fn http() -> reqwest::Client {
-    reqwest::Client::builder()
-        .no_proxy()
-        .timeout(Duration::from_secs(120))
-        .build()
-        .expect("reqwest client")
-}
 
 /// Every file in a `blobs` directory anywhere under `data_dir` (the fs store's root is
 /// configurable: `DIR/blobs/…` or `DIR/storage/blobs/…`) whose path names this digest's hex.
@@ -158,7 +48,7 @@ fn hex_of(digest: &str) -> &str {
     digest.split_once(':').map_or(digest, |(_, h)| h)
 }
 
-async fn start_upload(server: &Server, client: &reqwest::Client) -> String {
+async fn start_upload(server: &CoreProcess, client: &reqwest::Client) -> String {
     let resp = client
         .post(server.url(&format!("/v2/{REPO}/blobs/uploads/")))
         .header("Content-Length", "0")
@@ -171,7 +61,7 @@ async fn start_upload(server: &Server, client: &reqwest::Client) -> String {
 
 /// Sends `data[start..start+len]` as one chunk; returns the next Location.
 async fn patch_chunk(
-    server: &Server,
+    server: &CoreProcess,
     client: &reqwest::Client,
     location: &str,
     data: &Bytes,
@@ -196,7 +86,7 @@ async fn patch_chunk(
     server.location(&resp)
 }
 
-async fn head_blob_status(server: &Server, client: &reqwest::Client, digest: &str) -> u16 {
+async fn head_blob_status(server: &CoreProcess, client: &reqwest::Client, digest: &str) -> u16 {
     client
         .head(server.url(&format!("/v2/{REPO}/blobs/{digest}")))
         .send()
@@ -207,7 +97,12 @@ async fn head_blob_status(server: &Server, client: &reqwest::Client, digest: &st
 }
 
 /// `GET` the blob and check it is exactly `data`.
-async fn assert_blob_served(server: &Server, client: &reqwest::Client, digest: &str, data: &[u8]) {
+async fn assert_blob_served(
+    server: &CoreProcess,
+    client: &reqwest::Client,
+    digest: &str,
+    data: &[u8],
+) {
     let resp = client
         .get(server.url(&format!("/v2/{REPO}/blobs/{digest}")))
         .send()
@@ -220,7 +115,12 @@ async fn assert_blob_served(server: &Server, client: &reqwest::Client, digest: &
 }
 
 /// A monolithic push (`POST ?digest=` with the whole body) must succeed with 201.
-async fn monolithic_push(server: &Server, client: &reqwest::Client, digest: &str, data: &Bytes) {
+async fn monolithic_push(
+    server: &CoreProcess,
+    client: &reqwest::Client,
+    digest: &str,
+    data: &Bytes,
+) {
     let resp = client
         .post(server.url(&format!("/v2/{REPO}/blobs/uploads/?digest={digest}")))
         .header("Content-Type", "application/octet-stream")
@@ -260,7 +160,7 @@ fn assert_blob_files_whole(data_dir: &Path, digest: &str, size: usize) -> Vec<Pa
 /// no repository links yet (garbage collection's business), never a partial one. Returns
 /// whether the repository serves it.
 async fn assert_whole_or_nothing(
-    server: &Server,
+    server: &CoreProcess,
     client: &reqwest::Client,
     data_dir: &Path,
     digest: &str,
@@ -290,11 +190,10 @@ fn generated(size: usize) -> (Bytes, String) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill_during_chunked_upload_leaves_no_partial_blob() {
     let data_dir = TempDir::new().unwrap();
-    let logs = TempDir::new().unwrap();
     let client = http();
     let (data, digest) = generated(10 * CHUNK);
 
-    let mut server = Server::start(data_dir.path(), logs.path(), 1).await;
+    let mut server = CoreProcess::start_on(TempDir::new().unwrap(), data_dir.path()).await;
     let mut location = start_upload(&server, &client).await;
     let accepted_chunks = 3;
     for i in 0..accepted_chunks {
@@ -335,7 +234,7 @@ async fn kill_during_chunked_upload_leaves_no_partial_blob() {
     }
     drop(server);
 
-    let server = Server::start(data_dir.path(), logs.path(), 2).await;
+    let server = CoreProcess::start_on(TempDir::new().unwrap(), data_dir.path()).await;
     let resp = client.get(server.url("/v2/")).send().await.unwrap();
     assert_eq!(resp.status().as_u16(), 200, "GET /v2/ after restart");
     assert_eq!(
@@ -365,7 +264,7 @@ async fn kill_during_chunked_upload_leaves_no_partial_blob() {
 
 /// Uploads `data` in 4 MiB chunks except the last one; returns the Location for the final PUT.
 async fn upload_all_but_last_chunk(
-    server: &Server,
+    server: &CoreProcess,
     client: &reqwest::Client,
     data: &Bytes,
 ) -> String {
@@ -405,13 +304,11 @@ fn spawn_final_put(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill_after_final_put_leaves_whole_blob_or_nothing() {
     let data_dir = TempDir::new().unwrap();
-    let logs = TempDir::new().unwrap();
     let client = http();
     let size = 6 * CHUNK;
-    let mut run = 1;
 
     // Calibration: how long does the final PUT take when nothing interrupts it?
-    let mut server = Server::start(data_dir.path(), logs.path(), run).await;
+    let mut server = CoreProcess::start_on(TempDir::new().unwrap(), data_dir.path()).await;
     let (data, digest) = generated(size);
     let location = upload_all_but_last_chunk(&server, &client, &data).await;
     let started = Instant::now();
@@ -440,8 +337,7 @@ async fn kill_after_final_put_leaves_whole_blob_or_nothing() {
         };
         drop(server);
 
-        run += 1;
-        server = Server::start(data_dir.path(), logs.path(), run).await;
+        server = CoreProcess::start_on(TempDir::new().unwrap(), data_dir.path()).await;
         let present =
             assert_whole_or_nothing(&server, &client, data_dir.path(), &digest, &data).await;
         if acknowledged {

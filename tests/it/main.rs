@@ -3,5 +3,6 @@
 mod crash;
 mod distribution;
 mod edge;
+mod lifecycle;
 mod skopeo;
 mod support;

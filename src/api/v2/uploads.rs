@@ -132,15 +132,13 @@ pub(super) async fn patch(
     request: Request,
     body: Body,
 ) -> HandlerResult {
-    let result = match body_info(&request) {
-        Ok(info) => {
-            registry
-                .append_upload(name, id, info, body_stream(body))
-                .await
-        }
-        Err(e) => Err(e),
+    let result = async {
+        let info = body_info(&request)?;
+        registry
+            .append_upload(name, id, info, body_stream(body))
+            .await
     };
-    match result {
+    match result.await {
         Ok(session) => Ok(session_response(StatusCode::ACCEPTED, &session)),
         Err(e) => Ok(with_progress(registry, name, id, e).await),
     }
@@ -162,15 +160,13 @@ pub(super) async fn put(
             .into());
         }
     };
-    let result = match body_info(&request) {
-        Ok(info) => {
-            registry
-                .finish_upload(name, id, &digest, info, body_stream(body))
-                .await
-        }
-        Err(e) => Err(e),
+    let result = async {
+        let info = body_info(&request)?;
+        registry
+            .finish_upload(name, id, &digest, info, body_stream(body))
+            .await
     };
-    match result {
+    match result.await {
         Ok(_) => Ok(blob_created(name, &digest)),
         Err(e) => Ok(with_progress(registry, name, id, e).await),
     }

@@ -1,37 +1,17 @@
-//! Subprocess harnesses for the edge tests: `aerugo edge` (pingora owns its runtimes and the
-//! process signals, so it cannot run inside the test process) and `aerugo serve` cores that a
-//! test may `kill -9`. Both log to a file in their temp directory, shown when they fail to
-//! start, and are killed when dropped.
+//! The `aerugo edge` harness (pingora owns its runtimes and the process signals, so the edge
+//! cannot run inside the test process), upstream entries and metric parsing for edge tests.
 
-use std::fs::File;
-use std::net::{SocketAddr, TcpListener};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::{Child, Command};
 use std::time::{Duration, Instant};
 
 use aerugo::config::{Config, EdgeConfig};
 use aerugo::edge::mirror::MirrorUpstream;
 use tempfile::TempDir;
 
-/// The `aerugo` binary cargo built for these tests.
-pub const AERUGO: &str = env!("CARGO_BIN_EXE_aerugo");
-
-/// A loopback address with a port that was free a moment ago (bound to port 0, then released),
-/// for servers that must be told their port on the command line.
-pub fn free_addr() -> SocketAddr {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("binding a loopback port")
-}
-
-/// An HTTP client for tests: no redirects followed, generous timeout.
-pub fn http_client() -> reqwest::Client {
-    reqwest::Client::builder()
-        .redirect(reqwest::redirect::Policy::none())
-        .timeout(Duration::from_secs(300))
-        .build()
-        .expect("http client")
-}
+pub use super::process::{AERUGO, CoreProcess, free_addr, http_client};
+use super::process::{read_log, spawn_logged, terminate, wait_until_ready};
 
 /// A `[[edge.upstreams]]` entry with test-friendly retry settings (one quick retry), so a
 /// failing upstream fails fast.
@@ -67,75 +47,6 @@ pub fn metric_sum(text: &str, name: &str, labels: &[(&str, &str)]) -> f64 {
             matches.then(|| value.parse::<f64>().ok()).flatten()
         })
         .sum()
-}
-
-/// Waits until `url` answers `200`, failing with `child`'s log if it exits or takes too long.
-async fn wait_until_ready(
-    client: &reqwest::Client,
-    url: &str,
-    child: &mut Child,
-    log: &Path,
-    what: &str,
-) {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        if let Ok(Some(status)) = child.try_wait() {
-            panic!(
-                "{what} exited during start-up ({status}); log:\n{}",
-                read_log(log)
-            );
-        }
-        if let Ok(r) = client.get(url).send().await
-            && r.status() == 200
-        {
-            return;
-        }
-        if Instant::now() > deadline {
-            panic!(
-                "{what} not ready at {url} after 30 s; log:\n{}",
-                read_log(log)
-            );
-        }
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
-}
-
-fn read_log(path: &Path) -> String {
-    std::fs::read_to_string(path).unwrap_or_else(|e| format!("(no log: {e})"))
-}
-
-fn spawn_logged(command: &mut Command, log: &Path) -> Child {
-    let out = File::create(log).expect("creating a log file");
-    let err = out.try_clone().expect("cloning the log file");
-    command
-        .stdin(Stdio::null())
-        .stdout(Stdio::from(out))
-        .stderr(Stdio::from(err))
-        // The environment must not reconfigure the processes under test.
-        .env_remove("AERUGO_CONFIG")
-        .env_remove("LISTEN_ADDRESS")
-        .env_remove("LOG_LEVEL")
-        .env("AERUGO__SERVER__LOG_LEVEL", "warn")
-        .spawn()
-        .unwrap_or_else(|e| panic!("cannot run {command:?}: {e}"))
-}
-
-/// Sends SIGTERM and waits up to `patience` for the process to exit; SIGKILL after that.
-/// Returns whether it exited on its own.
-fn terminate(child: &mut Child, patience: Duration) -> bool {
-    let _ = Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status();
-    let deadline = Instant::now() + patience;
-    while Instant::now() < deadline {
-        if let Ok(Some(_)) = child.try_wait() {
-            return true;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    let _ = child.kill();
-    let _ = child.wait();
-    false
 }
 
 /// How an edge is launched.
@@ -326,72 +237,5 @@ impl Drop for EdgeProcess {
             let _ = child.kill();
             let _ = child.wait();
         }
-    }
-}
-
-/// A running `aerugo serve` core, as a subprocess so a test can kill it with SIGKILL.
-pub struct CoreProcess {
-    pub addr: SocketAddr,
-    work: TempDir,
-    child: Option<Child>,
-}
-
-impl CoreProcess {
-    pub async fn start() -> CoreProcess {
-        let work = tempfile::tempdir().expect("temp dir");
-        let addr = free_addr();
-        let log = work.path().join("core.log");
-        let mut child = spawn_logged(
-            Command::new(AERUGO)
-                .arg("serve")
-                .arg("--listen")
-                .arg(addr.to_string())
-                .arg("--data-dir")
-                .arg(work.path().join("data")),
-            &log,
-        );
-        let url = format!("http://{addr}/v2/");
-        wait_until_ready(&http_client(), &url, &mut child, &log, "aerugo serve").await;
-        CoreProcess {
-            addr,
-            work,
-            child: Some(child),
-        }
-    }
-
-    /// `http://127.0.0.1:PORT{path}`.
-    pub fn url(&self, path: &str) -> String {
-        format!("http://{}{path}", self.addr)
-    }
-
-    /// `kill -9`: no graceful anything.
-    pub fn kill9(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
-
-    /// `aerugo_http_requests_total` over all routes, methods and statuses matching `labels`.
-    pub async fn requests_served(&self, labels: &[(&str, &str)]) -> f64 {
-        let text = http_client()
-            .get(self.url("/metrics"))
-            .send()
-            .await
-            .expect("core /metrics")
-            .text()
-            .await
-            .expect("metrics text");
-        metric_sum(&text, "aerugo_http_requests_total", labels)
-    }
-
-    pub fn log(&self) -> String {
-        read_log(&self.work.path().join("core.log"))
-    }
-}
-
-impl Drop for CoreProcess {
-    fn drop(&mut self) {
-        self.kill9();
     }
 }

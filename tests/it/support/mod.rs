@@ -7,6 +7,7 @@ pub mod distribution;
 pub mod edge;
 pub mod fault_upstream;
 pub mod oci_layout;
+pub mod process;
 pub mod seed;
 
 use std::net::SocketAddr;

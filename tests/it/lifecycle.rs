@@ -1,0 +1,163 @@
+//! The process's life: start-up rejects bad configuration with every problem listed, SIGTERM
+//! lets in-flight requests finish, and `aerugo admin gc` works online (through the running
+//! server) and offline.
+
+use std::process::Command;
+use std::time::Duration;
+
+use bytes::Bytes;
+use sha2::{Digest as _, Sha256};
+use tempfile::TempDir;
+
+use super::support::process::{AERUGO, CoreProcess, http_client};
+
+fn sha256(bytes: &[u8]) -> String {
+    format!("sha256:{}", hex::encode(Sha256::digest(bytes)))
+}
+
+#[test]
+fn invalid_configuration_is_rejected_with_every_problem_listed() {
+    let dir = TempDir::new().unwrap();
+    let file = dir.path().join("bad.toml");
+    std::fs::write(&file, "[server]\nlisten_address = \"nowhere\"\nlog_format = \"xml\"\n[storage]\ntype = \"tape\"\n").unwrap();
+    let output = Command::new(AERUGO)
+        .args(["serve", "--config"])
+        .arg(&file)
+        .arg("--data-dir")
+        .arg(dir.path().join("data"))
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(2), "{stderr}");
+    for key in ["server.listen_address", "server.log_format", "storage.type"] {
+        assert!(stderr.contains(key), "{key} missing from: {stderr}");
+    }
+    assert!(
+        !dir.path().join("data").exists(),
+        "a rejected start created the data directory"
+    );
+
+    let unknown = dir.path().join("unknown.toml");
+    std::fs::write(&unknown, "[server]\nlisten_adress = \"127.0.0.1:1\"\n").unwrap();
+    let output = Command::new(AERUGO)
+        .args(["admin", "check-config", "--config"])
+        .arg(&unknown)
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&output.stderr).contains("listen_adress"));
+
+    let output = Command::new(AERUGO)
+        .args(["serve", "--data-dir"])
+        .arg(dir.path().join("data2"))
+        .env("LISTEN_ADDRESS", "not-an-address")
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&output.stderr).contains("not-an-address"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_lets_an_in_flight_upload_finish() {
+    let mut core = CoreProcess::start().await;
+    let blob = Bytes::from(vec![7u8; 4 << 20]);
+    let digest = sha256(&blob);
+    let (tx, rx) = tokio::sync::mpsc::channel::<Result<Bytes, std::io::Error>>(1);
+    let body = futures_util::stream::unfold(rx, |mut rx| async move {
+        rx.recv().await.map(|item| (item, rx))
+    });
+    let upload = tokio::spawn(
+        http_client()
+            .post(core.url(&format!("/v2/life/cycle/blobs/uploads/?digest={digest}")))
+            .header("content-type", "application/octet-stream")
+            .header("content-length", blob.len().to_string())
+            .body(reqwest::Body::wrap_stream(body))
+            .send(),
+    );
+    let half = blob.len() / 2;
+    tx.send(Ok(blob.slice(..half))).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    core.signal_terminate();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    tx.send(Ok(blob.slice(half..))).await.unwrap();
+    drop(tx);
+    let response = upload
+        .await
+        .unwrap()
+        .expect("the in-flight upload was cut off by SIGTERM");
+    assert_eq!(response.status(), 201, "in-flight upload after SIGTERM");
+    assert!(
+        core.terminate(Duration::from_secs(10)),
+        "the server did not exit after SIGTERM"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn admin_gc_runs_through_the_live_server_and_offline() {
+    let work = TempDir::new().unwrap();
+    let data = work.path().join("data");
+    let core = CoreProcess::start_on(TempDir::new().unwrap(), &data).await;
+    let client = http_client();
+    let blob = Bytes::from_static(b"an unreferenced blob");
+    let digest = sha256(&blob);
+    let pushed = client
+        .post(core.url(&format!("/v2/gc/cli/blobs/uploads/?digest={digest}")))
+        .body(blob.clone())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(pushed.status(), 201);
+    // Timestamps are whole seconds; a zero grace period collects what is older than now.
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+
+    let gc = |grace: &str| {
+        Command::new(AERUGO)
+            .args(["admin", "gc", "--grace-period", grace, "--data-dir"])
+            .arg(&data)
+            .env("AERUGO__SERVER__LOG_LEVEL", "warn")
+            .output()
+            .unwrap()
+    };
+    let kept = gc("3600");
+    assert!(
+        kept.status.success(),
+        "{}",
+        String::from_utf8_lossy(&kept.stderr)
+    );
+    let report: serde_json::Value = serde_json::from_slice(&kept.stdout).unwrap();
+    assert_eq!(
+        report["blobs_deleted"], 0,
+        "a fresh blob was collected: {report}"
+    );
+    let head = client
+        .head(core.url(&format!("/v2/gc/cli/blobs/{digest}")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(head.status(), 200);
+
+    let online = gc("0");
+    assert!(
+        online.status.success(),
+        "{}",
+        String::from_utf8_lossy(&online.stderr)
+    );
+    let report: serde_json::Value = serde_json::from_slice(&online.stdout).unwrap();
+    assert_eq!(report["blobs_deleted"], 1, "{report}");
+    let head = client
+        .head(core.url(&format!("/v2/gc/cli/blobs/{digest}")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(head.status(), 404, "the collected blob is still served");
+
+    drop(core);
+    let offline = gc("0");
+    assert!(
+        offline.status.success(),
+        "offline gc: {}",
+        String::from_utf8_lossy(&offline.stderr)
+    );
+    let report: serde_json::Value = serde_json::from_slice(&offline.stdout).unwrap();
+    assert_eq!(report["blobs_deleted"], 0, "{report}");
+}

@@ -1,0 +1,213 @@
+//! Subprocess harness shared by the tests that need a real process: `aerugo serve` cores a
+//! test may `kill -9` or stop with SIGTERM, and `aerugo edge` (see `edge.rs`). Each process logs
+//! to a file, shown when it fails to start, and is killed when dropped.
+
+use std::fs::File;
+use std::net::{SocketAddr, TcpListener};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use tempfile::TempDir;
+
+use super::edge::metric_sum;
+
+/// The `aerugo` binary cargo built for these tests.
+pub const AERUGO: &str = env!("CARGO_BIN_EXE_aerugo");
+
+/// A loopback address with a port that was free a moment ago (bound to port 0, then released),
+/// for servers that must be told their port on the command line.
+pub fn free_addr() -> SocketAddr {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("binding a loopback port")
+}
+
+/// An HTTP client for tests: no redirects followed, generous timeout.
+pub fn http_client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .timeout(Duration::from_secs(300))
+        .build()
+        .expect("http client")
+}
+
+/// Waits until `url` answers `200`, failing with `child`'s log if it exits or takes too long.
+pub async fn wait_until_ready(
+    client: &reqwest::Client,
+    url: &str,
+    child: &mut Child,
+    log: &Path,
+    what: &str,
+) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        if let Ok(Some(status)) = child.try_wait() {
+            panic!(
+                "{what} exited during start-up ({status}); log:\n{}",
+                read_log(log)
+            );
+        }
+        if let Ok(r) = client.get(url).send().await
+            && r.status() == 200
+        {
+            return;
+        }
+        if Instant::now() > deadline {
+            panic!(
+                "{what} not ready at {url} after 30 s; log:\n{}",
+                read_log(log)
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+}
+
+pub fn read_log(path: &Path) -> String {
+    std::fs::read_to_string(path).unwrap_or_else(|e| format!("(no log: {e})"))
+}
+
+pub fn spawn_logged(command: &mut Command, log: &Path) -> Child {
+    let out = File::create(log).expect("creating a log file");
+    let err = out.try_clone().expect("cloning the log file");
+    command
+        .stdin(Stdio::null())
+        .stdout(Stdio::from(out))
+        .stderr(Stdio::from(err))
+        // The environment must not reconfigure the processes under test.
+        .env_remove("AERUGO_CONFIG")
+        .env_remove("LISTEN_ADDRESS")
+        .env_remove("LOG_LEVEL")
+        .env("AERUGO__SERVER__LOG_LEVEL", "warn")
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot run {command:?}: {e}"))
+}
+
+/// Sends SIGTERM and waits up to `patience` for the process to exit; SIGKILL after that.
+/// Returns whether it exited on its own.
+pub fn terminate(child: &mut Child, patience: Duration) -> bool {
+    let _ = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status();
+    let deadline = Instant::now() + patience;
+    while Instant::now() < deadline {
+        if let Ok(Some(_)) = child.try_wait() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    false
+}
+
+/// A running `aerugo serve` core, as a subprocess so a test can kill it with SIGKILL.
+pub struct CoreProcess {
+    pub addr: SocketAddr,
+    work: TempDir,
+    log: PathBuf,
+    child: Option<Child>,
+}
+
+impl CoreProcess {
+    /// A core on a fresh temporary data directory.
+    pub async fn start() -> CoreProcess {
+        let work = tempfile::tempdir().expect("temp dir");
+        let data = work.path().join("data");
+        Self::start_on(work, &data).await
+    }
+
+    /// A core on `data_dir`, which outlives the process (restart tests); `work` holds the log.
+    pub async fn start_on(work: TempDir, data_dir: &Path) -> CoreProcess {
+        let addr = free_addr();
+        let log = work.path().join(format!("core-{}.log", addr.port()));
+        let mut child = spawn_logged(
+            Command::new(AERUGO)
+                .arg("serve")
+                .arg("--listen")
+                .arg(addr.to_string())
+                .arg("--data-dir")
+                .arg(data_dir),
+            &log,
+        );
+        let url = format!("http://{addr}/v2/");
+        wait_until_ready(&http_client(), &url, &mut child, &log, "aerugo serve").await;
+        CoreProcess {
+            addr,
+            work,
+            log,
+            child: Some(child),
+        }
+    }
+
+    /// `http://127.0.0.1:PORT{path}`.
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr)
+    }
+
+    /// `kill -9`: no graceful anything.
+    pub fn kill9(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// `aerugo_http_requests_total` over all routes, methods and statuses matching `labels`.
+    pub async fn requests_served(&self, labels: &[(&str, &str)]) -> f64 {
+        let text = http_client()
+            .get(self.url("/metrics"))
+            .send()
+            .await
+            .expect("core /metrics")
+            .text()
+            .await
+            .expect("metrics text");
+        metric_sum(&text, "aerugo_http_requests_total", labels)
+    }
+
+    pub fn log(&self) -> String {
+        read_log(&self.log)
+    }
+
+    /// The temporary directory holding the log (and, for [`CoreProcess::start`], the data).
+    pub fn work_dir(&self) -> &Path {
+        self.work.path()
+    }
+
+    /// Sends SIGTERM and returns at once (the process keeps serving what is in flight).
+    pub fn signal_terminate(&self) {
+        if let Some(child) = &self.child {
+            let _ = Command::new("kill")
+                .args(["-TERM", &child.id().to_string()])
+                .status();
+        }
+    }
+
+    /// SIGTERM, then waits up to `patience`; returns whether it exited on its own.
+    pub fn terminate(&mut self, patience: Duration) -> bool {
+        self.child
+            .take()
+            .is_some_and(|mut child| terminate(&mut child, patience))
+    }
+
+    /// Resolves a `Location` header (a path, or an absolute URL) against this core.
+    pub fn location(&self, response: &reqwest::Response) -> String {
+        let location = response
+            .headers()
+            .get("location")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_else(|| panic!("no Location header: {response:?}"));
+        if location.starts_with("http://") || location.starts_with("https://") {
+            location.to_owned()
+        } else {
+            self.url(location)
+        }
+    }
+}
+
+impl Drop for CoreProcess {
+    fn drop(&mut self) {
+        self.kill9();
+    }
+}
