@@ -161,3 +161,28 @@ async fn admin_gc_runs_through_the_live_server_and_offline() {
     let report: serde_json::Value = serde_json::from_slice(&offline.stdout).unwrap();
     assert_eq!(report["blobs_deleted"], 0, "{report}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn periodic_gc_collects_unreferenced_blobs_while_serving() {
+    let server = super::support::TestServer::start_with(|config| {
+        config.gc.interval_seconds = 1;
+        config.gc.grace_period_seconds = 0;
+    })
+    .await;
+    let client = http_client();
+    let blob = Bytes::from_static(b"collected by the periodic task");
+    let digest = sha256(&blob);
+    let url = server.url(&format!("/v2/gc/periodic/blobs/uploads/?digest={digest}"));
+    assert_eq!(
+        client.post(url).body(blob).send().await.unwrap().status(),
+        201
+    );
+    let head = server.url(&format!("/v2/gc/periodic/blobs/{digest}"));
+    for _ in 0..100 {
+        if client.head(&head).send().await.unwrap().status() == 404 {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("the periodic garbage collection never removed the unreferenced blob");
+}
