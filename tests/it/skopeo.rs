@@ -207,6 +207,16 @@ async fn get_manifest_status(server: &TestServer, repo: &str, reference: &str) -
         .as_u16()
 }
 
+/// A server holding a small image pushed by skopeo as `reference` (e.g. `team/app:1.0`), with
+/// the OCI layout it was pushed from.
+async fn server_with_image(reference: &str) -> (TestServer, TempDir, ImageInfo) {
+    let server = TestServer::start().await;
+    let src = TempDir::new().unwrap();
+    let image = small_image(src.path(), "latest");
+    push(src.path(), "latest", &docker_ref(&server, reference), false).await;
+    (server, src, image)
+}
+
 // ---------------------------------------------------------------------------------------------
 // Tests
 // ---------------------------------------------------------------------------------------------
@@ -216,17 +226,7 @@ async fn skopeo_push_and_pull_single_image() {
     if !require_tool("skopeo") {
         return;
     }
-    let server = TestServer::start().await;
-    let src = TempDir::new().unwrap();
-    let image = small_image(src.path(), "latest");
-
-    push(
-        src.path(),
-        "latest",
-        &docker_ref(&server, "team/app:1.0"),
-        false,
-    )
-    .await;
+    let (server, _src, image) = server_with_image("team/app:1.0").await;
 
     // The registry serves the manifest byte for byte as pushed.
     let raw = inspect_raw(&docker_ref(&server, "team/app:1.0")).await;
@@ -297,16 +297,7 @@ async fn skopeo_artifact_with_subject_and_referrers() {
     if !require_tool("skopeo") {
         return;
     }
-    let server = TestServer::start().await;
-    let src = TempDir::new().unwrap();
-    let image = small_image(src.path(), "latest");
-    push(
-        src.path(),
-        "latest",
-        &docker_ref(&server, "team/app:1.0"),
-        false,
-    )
-    .await;
+    let (server, src, image) = server_with_image("team/app:1.0").await;
 
     let artifact = oci_layout::write_artifact(src.path(), "sbom", &image.manifest);
     push(
@@ -472,16 +463,7 @@ async fn skopeo_delete_by_digest() {
     if !require_tool("skopeo") {
         return;
     }
-    let server = TestServer::start().await;
-    let src = TempDir::new().unwrap();
-    let image = small_image(src.path(), "latest");
-    push(
-        src.path(),
-        "latest",
-        &docker_ref(&server, "team/app:1.0"),
-        false,
-    )
-    .await;
+    let (server, _src, image) = server_with_image("team/app:1.0").await;
     assert_eq!(
         get_manifest_status(&server, "team/app", &image.manifest.digest).await,
         200
@@ -534,10 +516,7 @@ async fn skopeo_copy_between_repositories_mounts_blobs() {
     if !require_tool("skopeo") {
         return;
     }
-    let server = TestServer::start().await;
-    let src = TempDir::new().unwrap();
-    let image = small_image(src.path(), "latest");
-    push(src.path(), "latest", &docker_ref(&server, "a/src:1"), false).await;
+    let (server, _src, image) = server_with_image("a/src:1").await;
 
     // Registry to registry: skopeo knows (from its blob-info cache, filled by the push above)
     // that the layers live in `a/src` on the same registry and asks for a cross-repository
