@@ -15,6 +15,8 @@ use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use axum::body::Body;
+
+use super::ServerThread;
 use axum::extract::State;
 use axum::http::{HeaderMap, Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
@@ -97,8 +99,7 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 pub struct FaultUpstream {
     pub addr: SocketAddr,
     shared: Arc<Shared>,
-    shutdown: Option<tokio::sync::oneshot::Sender<()>>,
-    thread: Option<std::thread::JoinHandle<()>>,
+    thread: Option<ServerThread>,
 }
 
 impl FaultUpstream {
@@ -116,33 +117,24 @@ impl FaultUpstream {
             gate: watch::channel(true).0,
             down: watch::channel(false).0,
         });
-        let (shutdown, stop) = tokio::sync::oneshot::channel::<()>();
         let state = Arc::clone(&shared);
-        let thread = std::thread::spawn(move || {
-            let runtime = tokio::runtime::Builder::new_multi_thread()
-                .worker_threads(2)
-                .enable_all()
-                .build()
-                .expect("runtime");
-            runtime.block_on(async move {
-                let listener = FaultListener {
-                    addr,
-                    inner: Some(TcpListener::from_std(std_listener).expect("listener")),
-                    down: state.down.subscribe(),
-                };
-                let app = axum::Router::new().fallback(handle).with_state(state);
-                // No graceful shutdown: dropping the runtime drops every connection, however
-                // busy (a test may end with a client still attached).
-                tokio::select! {
-                    _ = axum::serve(listener, app).into_future() => {}
-                    _ = stop => {}
-                }
-            });
+        let thread = ServerThread::spawn(move |stop| async move {
+            let listener = FaultListener {
+                addr,
+                inner: Some(TcpListener::from_std(std_listener).expect("listener")),
+                down: state.down.subscribe(),
+            };
+            let app = axum::Router::new().fallback(handle).with_state(state);
+            // No graceful shutdown: dropping the runtime drops every connection, however
+            // busy (a test may end with a client still attached).
+            tokio::select! {
+                _ = axum::serve(listener, app).into_future() => {}
+                _ = stop => {}
+            }
         });
         FaultUpstream {
             addr,
             shared,
-            shutdown: Some(shutdown),
             thread: Some(thread),
         }
     }
@@ -265,12 +257,7 @@ impl Drop for FaultUpstream {
     fn drop(&mut self) {
         self.release_blobs();
         self.shared.down.send_replace(false);
-        if let Some(shutdown) = self.shutdown.take() {
-            let _ = shutdown.send(());
-        }
-        if let Some(thread) = self.thread.take() {
-            let _ = thread.join();
-        }
+        drop(self.thread.take());
     }
 }
 

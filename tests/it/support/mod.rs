@@ -21,8 +21,48 @@ use tempfile::TempDir;
 pub struct TestServer {
     pub addr: SocketAddr,
     pub data_dir: TempDir,
+    _thread: ServerThread,
+}
+
+/// A server future running on its own runtime thread, so a test may block without starving
+/// it. When dropped, its stop signal fires and the thread is joined.
+pub struct ServerThread {
     shutdown: Option<tokio::sync::oneshot::Sender<()>>,
     thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl ServerThread {
+    /// Runs `serve(stop)` on a fresh two-worker runtime; `stop` resolves when this is dropped.
+    pub fn spawn<F, Fut>(serve: F) -> ServerThread
+    where
+        F: FnOnce(tokio::sync::oneshot::Receiver<()>) -> Fut + Send + 'static,
+        Fut: Future<Output = ()>,
+    {
+        let (shutdown, stop) = tokio::sync::oneshot::channel::<()>();
+        let thread = std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .enable_all()
+                .build()
+                .expect("runtime");
+            runtime.block_on(serve(stop));
+        });
+        ServerThread {
+            shutdown: Some(shutdown),
+            thread: Some(thread),
+        }
+    }
+}
+
+impl Drop for ServerThread {
+    fn drop(&mut self) {
+        if let Some(shutdown) = self.shutdown.take() {
+            let _ = shutdown.send(());
+        }
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
 }
 
 impl TestServer {
@@ -42,24 +82,16 @@ impl TestServer {
         let std_listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind loopback");
         std_listener.set_nonblocking(true).expect("nonblocking");
         let addr = std_listener.local_addr().expect("local addr");
-        let (shutdown, stop) = tokio::sync::oneshot::channel::<()>();
         let (ready_tx, ready_rx) = tokio::sync::oneshot::channel::<Result<(), String>>();
-        let thread = std::thread::spawn(move || {
-            let runtime = tokio::runtime::Builder::new_multi_thread()
-                .worker_threads(2)
-                .enable_all()
-                .build()
-                .expect("runtime");
-            runtime.block_on(async move {
-                let listener = tokio::net::TcpListener::from_std(std_listener).expect("listener");
-                let _ = ready_tx.send(Ok(()));
-                let stopped = async move {
-                    let _ = stop.await;
-                };
-                if let Err(e) = aerugo::app::run_server(config, listener, stopped).await {
-                    eprintln!("test server failed: {e:#}");
-                }
-            });
+        let thread = ServerThread::spawn(move |stop| async move {
+            let listener = tokio::net::TcpListener::from_std(std_listener).expect("listener");
+            let _ = ready_tx.send(Ok(()));
+            let stopped = async move {
+                let _ = stop.await;
+            };
+            if let Err(e) = aerugo::app::run_server(config, listener, stopped).await {
+                eprintln!("test server failed: {e:#}");
+            }
         });
         ready_rx
             .await
@@ -68,8 +100,7 @@ impl TestServer {
         let server = TestServer {
             addr,
             data_dir,
-            shutdown: Some(shutdown),
-            thread: Some(thread),
+            _thread: thread,
         };
         server.wait_ready().await;
         server
@@ -100,17 +131,6 @@ impl TestServer {
 
     pub fn data_path(&self) -> &Path {
         self.data_dir.path()
-    }
-}
-
-impl Drop for TestServer {
-    fn drop(&mut self) {
-        if let Some(shutdown) = self.shutdown.take() {
-            let _ = shutdown.send(());
-        }
-        if let Some(thread) = self.thread.take() {
-            let _ = thread.join();
-        }
     }
 }
 
