@@ -59,6 +59,7 @@ def main() -> int:
         )
 
     both = (A, D)
+    conns = r.get("conns", "64")
     row("push, monolithic: POST + one PUT with the body", "push_put_mbps", 0, both, "MB/s")
     row("  server CPU per GiB pushed", "push_put_cpu_per_gib", 2, both, "CPU-s")
     row("  client (curl) CPU per GiB", "push_put_client_cpu_per_gib", 2, both, "CPU-s")
@@ -67,17 +68,17 @@ def main() -> int:
     row("  client (curl) CPU per GiB", "push_post_client_cpu_per_gib", 2, (A,), "CPU-s")
     row("push 1 blob, 16 MiB chunks", "push_chunked_mbps", 0, both, "MB/s")
     row("  server CPU per GiB pushed", "push_chunked_cpu_per_gib", 2, both, "CPU-s")
-    row("  client (python) CPU per GiB", "push_chunked_client_cpu_per_gib", 2, both, "CPU-s")
+    row("  client (Python) CPU per GiB", "push_chunked_client_cpu_per_gib", 2, both, "CPU-s")
     row("blob GET, 1 client", "get1_mbps", 0, unit="MB/s")
-    row("blob GET, 8 clients (total)", "get8_mbps", 0, unit="MB/s")
-    row("  server CPU per GiB served (8 clients)", "get8_cpu_per_gib", 3, unit="CPU-s")
-    row("  peak RSS during the 8 pulls", "get8_hwm_mib", 1, unit="MiB")
+    row(f"blob GET, {r.get('clients', '8')} clients (total)", "get8_mbps", 0, unit="MB/s")
+    row("  server CPU per GiB served (parallel GET)", "get8_cpu_per_gib", 3, unit="CPU-s")
+    row("  peak RSS during the parallel GET", "get8_hwm_mib", 1, unit="MiB")
     for key, label in (("mtag", "manifest GET by tag"), ("mdig", "manifest GET by digest")):
-        row(f"{label}, 64 conns", f"{key}_rps", 0, unit="req/s")
+        row(f"{label}, {conns} conns", f"{key}_rps", 0, unit="req/s")
         row("  p50", f"{key}_p50", 2, unit="ms")
         row("  p99", f"{key}_p99", 2, unit="ms")
         row("  server CPU per 1000 requests", f"{key}_cpu_ms_per_k", 1, unit="CPU-ms")
-    row("blob HEAD, 64 conns", "head_rps", 0, unit="req/s")
+    row(f"blob HEAD, {conns} conns", "head_rps", 0, unit="req/s")
     row("  p50", "head_p50", 2, unit="ms")
     row("  p99", "head_p99", 2, unit="ms")
     row("  server CPU per 1000 requests", "head_cpu_ms_per_k", 1, unit="CPU-ms")
@@ -85,9 +86,9 @@ def main() -> int:
     out = []
     out.append(
         f"Blob: {r.get('blob_mib', '?')} MiB of random bytes; manifest: {r.get('manifest_bytes', '?')} bytes; "
-        f"oha: {r.get('seconds', '?')} s per run at 64 connections; best of {r.get('repeat', '?')} for pushes and GETs. "
-        "MB = 10^6 bytes. nginx serves the same blob file and a file of the manifest's bytes "
-        "(the same nginx run stands in both manifest rows)."
+        f"oha: {r.get('seconds', '?')} s per run at {r.get('conns', '?')} connections, best of {r.get('oha_repeat', '?')}; "
+        f"pushes and blob GETs: best of {r.get('repeat', '?')} interleaved runs. "
+        "MB = 10^6 bytes. nginx serves the same blob file and a file of the manifest's bytes."
     )
     out.append("")
     out.append("| Measurement | Aerugo | distribution | nginx | Aerugo / distribution | Aerugo / nginx |")
@@ -101,7 +102,7 @@ def main() -> int:
     if num("disk_fdatasync_mbps") is not None:
         out.append(
             f"Disk (context): writing the blob with dd + fdatasync: {fmt(num('disk_fdatasync_mbps'))} MB/s; "
-            f"sha256 of the blob by Python hashlib (OpenSSL): {fmt(num('hashlib_mbps'))} MB/s."
+            f"sha256 by Python hashlib (OpenSSL, SHA-NI): {fmt(num('hashlib_mbps'))} MB per CPU-second."
         )
     out.append("")
 
