@@ -14,6 +14,9 @@
 #   AERUGO_SKIP_INSTALL=1   never call apt-get (the tools must already be there)
 #   AERUGO_NO_PODMAN=1      do not install podman (its test then fails while
 #                           AERUGO_REQUIRE_TOOLS is set; `cargo nextest run` alone skips it)
+#   AERUGO_NO_CONTAINERD=1  do not install containerd (ctr); likewise for the containerd
+#                           mirror test, which also needs root (or passwordless sudo) to start
+#                           its private containerd
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -25,12 +28,18 @@ export AERUGO_REQUIRE_TOOLS="${AERUGO_REQUIRE_TOOLS:-1}"
 export CARGO_TERM_COLOR="${CARGO_TERM_COLOR:-always}"
 
 # --- Debian packages -------------------------------------------------------------------------
-# cmake: C dependencies built by cargo; skopeo (+ podman): the real-client tests;
+# cmake: C dependencies built by cargo; skopeo (+ podman, containerd): the real-client tests;
 # docker-registry: the CNCF distribution registry (benchmark anchor, edge upstream in tests);
 # jq: scripts.
 packages=(cmake skopeo docker-registry jq)
 if [[ "${AERUGO_NO_PODMAN:-0}" != 1 ]]; then
     packages+=(podman)
+fi
+# A containerd already on PATH will do (GitHub's runners have Docker's containerd.io, which
+# conflicts with Debian's package).
+if [[ "${AERUGO_NO_CONTAINERD:-0}" != 1 ]] &&
+    ! { command -v containerd && command -v ctr; } >/dev/null 2>&1; then
+    packages+=(containerd)
 fi
 
 is_installed() {
@@ -61,8 +70,9 @@ if ((${#missing[@]})); then
         fi
         if [[ "$(id -u)" == 0 || ${#SUDO[@]} -gt 0 ]]; then
             step "installing: ${missing[*]}"
-            # Packages such as docker-registry ship a service that would start on install and
-            # take port 5000; a policy-rc.d that denies starts is the Debian way to say no.
+            # Packages such as docker-registry and containerd ship a service that would start
+            # on install (docker-registry would take port 5000); a policy-rc.d that denies
+            # starts is the Debian way to say no.
             policy_rc_d=/usr/sbin/policy-rc.d
             created_policy=0
             if [[ ! -e $policy_rc_d ]]; then
@@ -117,7 +127,7 @@ fi
 step "tools"
 cargo --version
 rustc --version
-for t in skopeo podman docker-registry jq cmake; do
+for t in skopeo podman containerd docker-registry jq cmake; do
     if command -v "$t" >/dev/null 2>&1; then
         case $t in
             docker-registry) echo "docker-registry: $(dpkg-query -W -f='${Version}' docker-registry 2>/dev/null || echo present)" ;;

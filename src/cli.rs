@@ -53,6 +53,11 @@ pub enum Command {
         /// An upstream registry, `[NAME=]URL`, repeatable. Unnamed = the default for bare paths.
         #[arg(long = "upstream", value_name = "[NAME=]URL")]
         upstreams: Vec<String>,
+        /// Graceful restart: take the listening sockets over from the edge running with the
+        /// same configuration, through its upgrade socket (`edge.upgrade_socket`). Send the old
+        /// process SIGQUIT within 5 seconds; it hands over, finishes what is in flight and exits.
+        #[arg(long)]
+        upgrade: bool,
     },
     /// Operator commands.
     Admin {
@@ -88,6 +93,7 @@ impl Cli {
                 listen,
                 cache_dir,
                 upstreams,
+                ..
             } => (
                 common,
                 listen.clone(),
@@ -111,6 +117,11 @@ impl Cli {
 /// started outside any tokio runtime.
 pub fn is_edge(cli: &Cli) -> bool {
     matches!(cli.command, Command::Edge { .. })
+}
+
+/// Whether `aerugo edge --upgrade` was asked for.
+pub fn is_edge_upgrade(cli: &Cli) -> bool {
+    matches!(cli.command, Command::Edge { upgrade: true, .. })
 }
 
 pub async fn run(cli: Cli, config: Config) -> anyhow::Result<()> {

@@ -43,6 +43,10 @@ pub struct EdgeConfig {
     pub grace_period_seconds: u64,
     /// Seconds in-flight requests get to finish during a graceful shutdown.
     pub graceful_shutdown_timeout_seconds: u64,
+    /// Unix socket over which a new process started with `aerugo edge --upgrade` takes the
+    /// listening sockets from the running one (when it gets SIGQUIT). Unset: `upgrade.sock`
+    /// in `cache_dir`, so the edge serving a cache directory is the one that hands over.
+    pub upgrade_socket: Option<PathBuf>,
     /// Upstream registries mirrored by this edge (`[[edge.upstreams]]`).
     pub upstreams: Vec<crate::edge::mirror::MirrorUpstream>,
     /// Gateway mode: core nodes this edge routes `/v2/`, `/auth/` and `/api/` to.
@@ -61,6 +65,7 @@ impl Default for EdgeConfig {
             threads: 2,
             grace_period_seconds: 5,
             graceful_shutdown_timeout_seconds: 5,
+            upgrade_socket: None,
             upstreams: Vec::new(),
             gateway: GatewayConfig::default(),
         }
@@ -85,7 +90,17 @@ impl Default for GatewayConfig {
     }
 }
 
+/// The longest path a Unix socket address holds (`sun_path` is 108 bytes with its NUL).
+const MAX_UNIX_SOCKET_PATH: usize = 107;
+
 impl EdgeConfig {
+    /// The upgrade socket: `upgrade_socket`, or `upgrade.sock` in the cache directory.
+    pub fn upgrade_socket_path(&self) -> PathBuf {
+        self.upgrade_socket
+            .clone()
+            .unwrap_or_else(|| self.cache_dir.join("upgrade.sock"))
+    }
+
     /// Every problem with the edge section (checked only when running `aerugo edge`).
     pub fn problems(&self) -> Vec<String> {
         let mut problems = Vec::new();
@@ -144,6 +159,14 @@ impl EdgeConfig {
         }
         if self.threads == 0 {
             problems.push("edge.threads must be at least 1".into());
+        }
+        let socket = self.upgrade_socket_path();
+        if socket.as_os_str().len() > MAX_UNIX_SOCKET_PATH {
+            problems.push(format!(
+                "edge upgrade socket {} is longer than a Unix socket path may be \
+                 ({MAX_UNIX_SOCKET_PATH} bytes); set edge.upgrade_socket to a shorter path",
+                socket.display()
+            ));
         }
         problems
     }
@@ -520,6 +543,32 @@ mod tests {
             assert_eq!(config.server.data_dir, PathBuf::from("/tmp/x"));
             Ok(())
         });
+    }
+
+    #[test]
+    fn upgrade_socket_defaults_to_the_cache_dir_and_must_fit_a_unix_address() {
+        let mut edge = EdgeConfig {
+            cache_dir: "/var/cache/aerugo-edge".into(),
+            ..EdgeConfig::default()
+        };
+        edge.gateway.cores = vec!["core:5000".into()];
+        assert!(edge.problems().is_empty(), "{:?}", edge.problems());
+        assert_eq!(
+            edge.upgrade_socket_path(),
+            PathBuf::from("/var/cache/aerugo-edge/upgrade.sock")
+        );
+        edge.cache_dir = PathBuf::from("/").join("c".repeat(120));
+        let problems = edge.problems();
+        assert!(
+            problems.len() == 1 && problems[0].contains("edge.upgrade_socket"),
+            "{problems:?}"
+        );
+        edge.upgrade_socket = Some("/run/aerugo-edge.sock".into());
+        assert!(edge.problems().is_empty(), "{:?}", edge.problems());
+        assert_eq!(
+            edge.upgrade_socket_path(),
+            PathBuf::from("/run/aerugo-edge.sock")
+        );
     }
 
     #[test]

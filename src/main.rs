@@ -11,7 +11,7 @@ fn main() -> std::process::ExitCode {
     };
     aerugo::telemetry::init_logging(&config.server.log_level, &config.server.log_format);
     if aerugo::cli::is_edge(&cli) {
-        return exit_with(run_edge(&config));
+        return exit_with(run_edge(&config, aerugo::cli::is_edge_upgrade(&cli)));
     }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -27,12 +27,12 @@ fn main() -> std::process::ExitCode {
 }
 
 #[cfg(feature = "edge")]
-fn run_edge(config: &aerugo::config::Config) -> anyhow::Result<()> {
-    aerugo::edge::server::run(config)
+fn run_edge(config: &aerugo::config::Config, upgrade: bool) -> anyhow::Result<()> {
+    aerugo::edge::server::run(config, upgrade)
 }
 
 #[cfg(not(feature = "edge"))]
-fn run_edge(_: &aerugo::config::Config) -> anyhow::Result<()> {
+fn run_edge(_: &aerugo::config::Config, _: bool) -> anyhow::Result<()> {
     anyhow::bail!("this binary was built without the `edge` feature")
 }
 

@@ -7,8 +7,12 @@
 //! blobs/<alg>/<2 hex>/<hex>                   blob bytes, verified before they got here
 //! manifests/<alg>/<2 hex>/<hex>               "<media type>\n<manifest bytes>"
 //! tags/<upstream>/<repo>/_tags/<tag>          "<digest>"; mtime = last validation
-//! tmp/                                        fills in progress; emptied at start-up
+//! tmp/<pid>/                                  fills in progress of the process <pid>
 //! ```
+//!
+//! During a graceful upgrade (`aerugo edge --upgrade`) two processes share the directory for a
+//! few seconds: the old one finishes its in-flight fills in its own `tmp/<pid>/` while the new
+//! one starts, so start-up removes only the temp directories of processes that are gone.
 //!
 //! Everything appears by `rename` of a complete, fsynced temp file, so a crash leaves no
 //! partial entry. The LRU index is rebuilt from the directory at start-up (oldest
@@ -40,6 +44,8 @@ struct Index {
 
 pub struct DiskCache {
     root: PathBuf,
+    /// `tmp/<pid>`: this process's temp files.
+    tmp: PathBuf,
     max_bytes: u64,
     index: Mutex<Index>,
 }
@@ -51,7 +57,9 @@ impl DiskCache {
             fs::create_dir_all(root.join(dir))?;
         }
         let tmp = root.join("tmp");
-        let _ = fs::remove_dir_all(&tmp);
+        fs::create_dir_all(&tmp)?;
+        remove_orphaned_temp_files(&tmp);
+        let tmp = tmp.join(std::process::id().to_string());
         fs::create_dir_all(&tmp)?;
         let mut found = Vec::new();
         scan(&root.join("blobs"), &mut |d, size, t| {
@@ -71,6 +79,7 @@ impl DiskCache {
         }
         let cache = DiskCache {
             root: root.to_path_buf(),
+            tmp,
             max_bytes,
             index: Mutex::new(index),
         };
@@ -104,7 +113,7 @@ impl DiskCache {
 
     /// A fresh temp file inside the cache (same filesystem, so commit is a rename).
     pub fn temp_file(&self) -> io::Result<(PathBuf, fs::File)> {
-        let path = self.root.join("tmp").join(uuid::Uuid::new_v4().to_string());
+        let path = self.tmp.join(uuid::Uuid::new_v4().to_string());
         let file = fs::File::options()
             .read(true)
             .write(true)
@@ -116,8 +125,31 @@ impl DiskCache {
     /// The cached blob's path and size, marking it recently used.
     pub fn blob(&self, digest: &Digest) -> Option<(PathBuf, u64)> {
         let entry = Entry::Blob(digest.clone());
-        let size = *self.lock().lru.get(&entry)?;
+        let size = self.lookup(&entry)?;
         Some((self.path_of(&entry), size))
+    }
+
+    /// An entry's size, marking it recently used. An entry missing from the index is looked
+    /// for on disk: another process sharing the directory (the outgoing edge during an
+    /// upgrade) may have committed it after this index was built.
+    fn lookup(&self, entry: &Entry) -> Option<u64> {
+        if let Some(size) = self.lock().lru.get(entry) {
+            return Some(*size);
+        }
+        let meta = fs::metadata(self.path_of(entry)).ok()?;
+        let size = meta.len();
+        if !meta.is_file() || size > self.max_bytes {
+            return None;
+        }
+        {
+            let mut index = self.lock();
+            if let Some(old) = index.lru.put(entry.clone(), size) {
+                index.bytes -= old;
+            }
+            index.bytes += size;
+        }
+        self.evict();
+        Some(size)
     }
 
     /// Moves a verified temp file into place as `digest`.
@@ -128,7 +160,7 @@ impl DiskCache {
     /// A cached manifest: media type and exact bytes.
     pub fn manifest(&self, digest: &Digest) -> Option<(String, Bytes)> {
         let entry = Entry::Manifest(digest.clone());
-        self.lock().lru.get(&entry)?;
+        self.lookup(&entry)?;
         let raw = Bytes::from(fs::read(self.path_of(&entry)).ok()?);
         let newline = raw.iter().position(|b| *b == b'\n')?;
         let media_type = std::str::from_utf8(&raw[..newline]).ok()?.to_owned();
@@ -230,6 +262,37 @@ impl DiskCache {
     }
 }
 
+/// Removes what crashed or finished processes left in `tmp/`: everything but the `<pid>`
+/// directories of other live processes (an old edge finishing its fills during an upgrade).
+/// This process's own pid can only be a leftover of an earlier process that had it.
+fn remove_orphaned_temp_files(tmp: &Path) {
+    let Ok(entries) = fs::read_dir(tmp) else {
+        return;
+    };
+    let me = std::process::id();
+    for entry in entries.flatten() {
+        let owner = entry
+            .file_name()
+            .to_str()
+            .and_then(|name| name.parse::<u32>().ok());
+        if owner.is_some_and(|pid| pid != me && process_alive(pid)) {
+            continue;
+        }
+        let path = entry.path();
+        let _ = if entry.file_type().is_ok_and(|t| t.is_dir()) {
+            fs::remove_dir_all(&path)
+        } else {
+            fs::remove_file(&path)
+        };
+    }
+}
+
+/// Whether a process with this id runs (Linux `/proc`; elsewhere every owner counts as gone,
+/// which is right but for the upgrade overlap, and pingora's upgrade is Linux-only).
+fn process_alive(pid: u32) -> bool {
+    Path::new("/proc").join(pid.to_string()).exists()
+}
+
 /// Walks `<kind>/<alg>/<xx>/<hex>` and reports every valid entry.
 fn scan(dir: &Path, found: &mut dyn FnMut(Digest, u64, SystemTime)) -> io::Result<()> {
     for alg in fs::read_dir(dir)?.flatten() {
@@ -323,5 +386,37 @@ mod tests {
         let cache = DiskCache::open(dir.path(), 100).unwrap();
         assert!(!dir.path().join("tmp/partial").exists());
         assert_eq!(cache.usage(), 0);
+    }
+
+    #[test]
+    fn entries_committed_by_another_process_are_found() {
+        let dir = tempfile::tempdir().unwrap();
+        let outgoing = DiskCache::open(dir.path(), 1000).unwrap();
+        let incoming = DiskCache::open(dir.path(), 1000).unwrap();
+        let d = put_blob(&outgoing, &[7u8; 100]);
+        assert_eq!(incoming.blob(&d).map(|(_, s)| s), Some(100));
+        assert_eq!(incoming.usage(), 100);
+        let absent = Digest::sha256_of(b"absent");
+        assert!(incoming.blob(&absent).is_none());
+        assert_eq!(incoming.usage(), 100);
+    }
+
+    #[test]
+    fn temp_files_of_live_processes_are_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        // pid 1 always runs; a pid above the kernel's limit never does.
+        for owner in ["1", "4294967295", "not-a-pid"] {
+            fs::create_dir_all(dir.path().join("tmp").join(owner)).unwrap();
+            fs::write(dir.path().join("tmp").join(owner).join("fill"), b"x").unwrap();
+        }
+        let cache = DiskCache::open(dir.path(), 100).unwrap();
+        assert!(
+            dir.path().join("tmp/1/fill").exists(),
+            "a live process's fill"
+        );
+        assert!(!dir.path().join("tmp/4294967295").exists());
+        assert!(!dir.path().join("tmp/not-a-pid").exists());
+        let (temp, _) = cache.temp_file().unwrap();
+        assert!(temp.starts_with(dir.path().join("tmp").join(std::process::id().to_string())));
     }
 }

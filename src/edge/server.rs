@@ -1,5 +1,13 @@
 //! Builds and runs the pingora server of `aerugo edge`. pingora owns its runtimes and its
-//! signals (SIGTERM: graceful; SIGINT: fast), so this runs outside any tokio runtime.
+//! signals (SIGTERM: graceful; SIGINT: fast; SIGQUIT: hand the listening sockets to a new
+//! process, then graceful), so this runs outside any tokio runtime.
+//!
+//! Graceful restart (pingora's upgrade): `aerugo edge --upgrade` builds everything (cache
+//! index, TLS, upstreams), then listens on the upgrade socket and waits (about 5 s) for the
+//! running process; that one, on SIGQUIT, sends its listening sockets there, keeps accepting
+//! for 5 more seconds (pingora's `CLOSE_TIMEOUT`), then stops accepting and gives in-flight
+//! requests `grace_period_seconds`. The listening sockets are never closed, so no connection is
+//! refused across the switch.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -8,7 +16,7 @@ use anyhow::Context;
 use pingora::lb::LoadBalancer;
 use pingora::lb::health_check::TcpHealthCheck;
 use pingora::listeners::tls::TlsSettings;
-use pingora::server::configuration::ServerConf;
+use pingora::server::configuration::{Opt, ServerConf};
 use pingora::server::{RunArgs, Server};
 use pingora::services::background::background_service;
 
@@ -17,19 +25,27 @@ use super::mirror::{Mirror, MirrorUpstream};
 use super::proxy::{EdgeProxy, Mode};
 use crate::config::{Config, EdgeConfig};
 
-/// Runs the edge until a shutdown signal.
-pub fn run(config: &Config) -> anyhow::Result<()> {
+/// Runs the edge until a shutdown signal. With `upgrade`, takes the listening sockets over
+/// from the edge running on the same upgrade socket instead of binding them.
+pub fn run(config: &Config, upgrade: bool) -> anyhow::Result<()> {
     let edge = &config.edge;
     // pingora's TLS uses ring while reqwest and others use aws-lc-rs; name one process default.
     let _ = rustls::crypto::ring::default_provider().install_default();
+    let upgrade_socket = edge.upgrade_socket_path();
     let conf = ServerConf {
         threads: edge.threads,
         grace_period_seconds: Some(edge.grace_period_seconds),
         graceful_shutdown_timeout_seconds: Some(edge.graceful_shutdown_timeout_seconds),
+        upgrade_sock: upgrade_socket.to_string_lossy().into_owned(),
         ..ServerConf::default()
     };
-    let mut server = Server::new_with_opt_and_conf(None, conf);
-    server.bootstrap();
+    let opt = Opt {
+        upgrade,
+        ..Opt::default()
+    };
+    let mut server = Server::new_with_opt_and_conf(opt, conf);
+    // Everything slow or fallible happens before the sockets are taken over, so the new
+    // process accepts as soon as it has them.
     let cache = Arc::new(
         DiskCache::open(&edge.cache_dir, edge.cache_max_bytes)
             .with_context(|| format!("opening the edge cache at {}", edge.cache_dir.display()))?,
@@ -53,7 +69,22 @@ pub fn run(config: &Config) -> anyhow::Result<()> {
         proxy.add_tls_with_settings(addr, None, tls);
     }
     server.add_service(proxy);
-    tracing::info!(listen = %edge.listen_address, tls = ?edge.tls_listen_address, "aerugo edge starting");
+    if upgrade {
+        if let Some(dir) = upgrade_socket
+            .parent()
+            .filter(|d| !d.as_os_str().is_empty())
+        {
+            std::fs::create_dir_all(dir)
+                .with_context(|| format!("creating {} for the upgrade socket", dir.display()))?;
+        }
+        tracing::info!(
+            socket = %upgrade_socket.display(),
+            "waiting for the running edge to hand over its listening sockets; send it SIGQUIT"
+        );
+    }
+    // Takes the sockets over when upgrading (pingora exits the process when none arrive).
+    server.bootstrap();
+    tracing::info!(listen = %edge.listen_address, tls = ?edge.tls_listen_address, upgrade, "aerugo edge starting");
     server.run(RunArgs::default());
     Ok(())
 }

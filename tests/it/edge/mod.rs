@@ -10,7 +10,9 @@
 //! - [`faults`]: coalescing, corruption, truncation, stale-if-error, tokens, revalidation,
 //!   redirects;
 //! - [`cache`]: the disk cap, restarts with a warm cache, `Range`;
-//! - [`tls`], [`gateway`], [`clients`] (skopeo through a `registries.conf` mirror).
+//! - [`restart`]: graceful restart (`--upgrade` + SIGQUIT) without a failed request;
+//! - [`tls`], [`gateway`], [`clients`] (skopeo through a `registries.conf` mirror, containerd
+//!   through a `hosts.toml` mirror).
 //!
 //! [`FaultUpstream`]: crate::support::fault_upstream::FaultUpstream
 
@@ -27,6 +29,7 @@ mod clients;
 mod faults;
 mod gateway;
 mod mirror;
+mod restart;
 mod tls;
 
 /// What every manifest request of these tests accepts.

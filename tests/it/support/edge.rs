@@ -3,7 +3,7 @@
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::process::{Child, Command};
+use std::process::{Child, Command, ExitStatus};
 use std::time::{Duration, Instant};
 
 use aerugo::config::{Config, EdgeConfig};
@@ -11,7 +11,7 @@ use aerugo::edge::mirror::MirrorUpstream;
 use tempfile::TempDir;
 
 pub use super::process::{AERUGO, CoreProcess, free_addr, http_client};
-use super::process::{read_log, spawn_logged, terminate, wait_until_ready};
+use super::process::{read_log, send_signal, spawn_logged, terminate, wait_until_ready};
 
 /// A `[[edge.upstreams]]` entry with test-friendly retry settings (one quick retry), so a
 /// failing upstream fails fast.
@@ -69,6 +69,12 @@ pub struct EdgeProcess {
     work: TempDir,
     launch: Launch,
     child: Option<Child>,
+    /// The current process's log.
+    log: PathBuf,
+    /// The process a graceful upgrade replaces, until it exits ([`EdgeProcess::start_upgrade`]).
+    outgoing: Option<Child>,
+    /// Upgrades started so far (names their logs).
+    upgrades: usize,
 }
 
 impl EdgeProcess {
@@ -92,9 +98,12 @@ impl EdgeProcess {
             tls_addr: None,
             cache_dir,
             http: http_client(),
+            log: work.path().join("edge.log"),
             work,
             launch: Launch::Config(Box::new(config)),
             child: None,
+            outgoing: None,
+            upgrades: 0,
         };
         process.spawn().await;
         process
@@ -109,9 +118,12 @@ impl EdgeProcess {
             tls_addr: None,
             cache_dir,
             http: http_client(),
+            log: work.path().join("edge.log"),
             work,
             launch: Launch::Flags(upstreams.to_vec()),
             child: None,
+            outgoing: None,
+            upgrades: 0,
         };
         process.spawn().await;
         process
@@ -119,34 +131,19 @@ impl EdgeProcess {
 
     /// Launches the process on `self.addr` (and a fresh TLS port when TLS is configured).
     async fn spawn(&mut self) {
-        let log = self.log_path();
-        let mut command = Command::new(AERUGO);
-        command.arg("edge");
-        match &mut self.launch {
-            Launch::Config(config) => {
-                config.edge.listen_address = self.addr.to_string();
-                if config.edge.tls_cert_path.is_some() {
-                    let tls = free_addr();
-                    config.edge.tls_listen_address = Some(tls.to_string());
-                    self.tls_addr = Some(tls);
-                }
-                let file = self.work.path().join("edge.toml");
-                let text = toml::to_string_pretty(&**config).expect("configuration as TOML");
-                std::fs::write(&file, text).expect("writing the edge configuration");
-                command.arg("--config").arg(&file);
+        if let Launch::Config(config) = &mut self.launch {
+            config.edge.listen_address = self.addr.to_string();
+            if config.edge.tls_cert_path.is_some() {
+                let tls = free_addr();
+                config.edge.tls_listen_address = Some(tls.to_string());
+                self.tls_addr = Some(tls);
             }
-            Launch::Flags(upstreams) => {
-                command
-                    .arg("--listen")
-                    .arg(self.addr.to_string())
-                    .arg("--cache-dir")
-                    .arg(&self.cache_dir);
-                for u in upstreams.iter() {
-                    command.arg("--upstream").arg(u);
-                }
-            }
+            let text = toml::to_string_pretty(&**config).expect("configuration as TOML");
+            std::fs::write(self.config_path(), text).expect("writing the edge configuration");
         }
-        let mut child = spawn_logged(&mut command, &log);
+        self.log = self.work.path().join("edge.log");
+        let log = self.log_path();
+        let mut child = spawn_logged(&mut self.command(), &log);
         wait_until_ready(
             &self.http,
             &self.url("/healthz"),
@@ -156,6 +153,107 @@ impl EdgeProcess {
         )
         .await;
         self.child = Some(child);
+    }
+
+    fn config_path(&self) -> PathBuf {
+        self.work.path().join("edge.toml")
+    }
+
+    /// `aerugo edge …` as launched (the configuration file already written).
+    fn command(&self) -> Command {
+        let mut command = Command::new(AERUGO);
+        command.arg("edge");
+        match &self.launch {
+            Launch::Config(_) => {
+                command.arg("--config").arg(self.config_path());
+            }
+            Launch::Flags(upstreams) => {
+                command
+                    .arg("--listen")
+                    .arg(self.addr.to_string())
+                    .arg("--cache-dir")
+                    .arg(&self.cache_dir);
+                for u in upstreams {
+                    command.arg("--upstream").arg(u);
+                }
+            }
+        }
+        command
+    }
+
+    /// The Unix socket over which a graceful upgrade hands the listening sockets over.
+    fn upgrade_socket(&self) -> PathBuf {
+        match &self.launch {
+            Launch::Config(config) => config.edge.upgrade_socket_path(),
+            Launch::Flags(_) => self.cache_dir.join("upgrade.sock"),
+        }
+    }
+
+    /// Graceful restart, first half: starts `aerugo edge --upgrade` with the same launch
+    /// (configuration, addresses, cache directory) and returns once it waits on the upgrade
+    /// socket. The running process becomes the outgoing one: the test sends it SIGQUIT
+    /// ([`EdgeProcess::signal_outgoing`]), and from then on this handle is the new process.
+    pub async fn start_upgrade(&mut self) {
+        assert!(self.outgoing.is_none(), "an upgrade is already under way");
+        let socket = self.upgrade_socket();
+        let _ = std::fs::remove_file(&socket);
+        self.upgrades += 1;
+        let log = self
+            .work
+            .path()
+            .join(format!("edge-upgrade-{}.log", self.upgrades));
+        let mut command = self.command();
+        command.arg("--upgrade");
+        let mut child = spawn_logged(&mut command, &log);
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while !socket.exists() {
+            if let Ok(Some(status)) = child.try_wait() {
+                panic!(
+                    "aerugo edge --upgrade exited before listening on {} ({status}); log:\n{}",
+                    socket.display(),
+                    read_log(&log)
+                );
+            }
+            assert!(
+                Instant::now() < deadline,
+                "aerugo edge --upgrade not waiting on {} after 30 s; log:\n{}",
+                socket.display(),
+                read_log(&log)
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        self.outgoing = self.child.replace(child);
+        self.log = log;
+    }
+
+    /// Sends `signal` (`"QUIT"`, `"TERM"`…) to the process being replaced by an upgrade.
+    pub fn signal_outgoing(&self, signal: &str) {
+        let child = self.outgoing.as_ref().expect("no upgrade under way");
+        send_signal(child, signal);
+    }
+
+    /// Waits up to `patience` for the outgoing process to exit; its exit status, or `None`
+    /// when it is still running (it stays the outgoing process, killed on drop).
+    pub fn wait_outgoing(&mut self, patience: Duration) -> Option<ExitStatus> {
+        let child = self.outgoing.as_mut().expect("no upgrade under way");
+        let deadline = Instant::now() + patience;
+        loop {
+            if let Ok(Some(status)) = child.try_wait() {
+                self.outgoing = None;
+                return Some(status);
+            }
+            if Instant::now() > deadline {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Whether the current process is running.
+    pub fn is_running(&mut self) -> bool {
+        self.child
+            .as_mut()
+            .is_some_and(|child| matches!(child.try_wait(), Ok(None)))
     }
 
     /// Stops the edge with SIGTERM (graceful, with the short grace periods set by
@@ -182,13 +280,19 @@ impl EdgeProcess {
         self.spawn().await;
     }
 
+    /// The current process's log (after an upgrade, the new process's).
     pub fn log_path(&self) -> PathBuf {
-        self.work.path().join("edge.log")
+        self.log.clone()
     }
 
-    /// What the edge has logged so far.
+    /// What the current process has logged so far.
     pub fn log(&self) -> String {
         read_log(&self.log_path())
+    }
+
+    /// What the first process (`edge.log`: before any upgrade) logged.
+    pub fn first_log(&self) -> String {
+        read_log(&self.work.path().join("edge.log"))
     }
 
     /// `http://127.0.0.1:PORT{path}`.
@@ -233,7 +337,7 @@ impl EdgeProcess {
 
 impl Drop for EdgeProcess {
     fn drop(&mut self) {
-        if let Some(mut child) = self.child.take() {
+        for mut child in self.child.take().into_iter().chain(self.outgoing.take()) {
             let _ = child.kill();
             let _ = child.wait();
         }

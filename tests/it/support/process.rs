@@ -83,6 +83,21 @@ pub fn spawn_logged(command: &mut Command, log: &Path) -> Child {
         .unwrap_or_else(|e| panic!("cannot run {command:?}: {e}"))
 }
 
+/// Sends `signal` (`"TERM"`, `"QUIT"`…, as `kill -SIGNAL` names it) to the process.
+pub fn send_signal(child: &Child, signal: &str) {
+    let status = Command::new("kill")
+        .arg(format!("-{signal}"))
+        .arg(child.id().to_string())
+        .status();
+    // Until it is waited for, the child's pid stays its own (an exited child is a zombie,
+    // which `kill` still reaches), so this can neither miss nor hit another process.
+    assert!(
+        status.is_ok_and(|s| s.success()),
+        "kill -{signal} {} failed",
+        child.id()
+    );
+}
+
 /// Sends SIGTERM and waits up to `patience` for the process to exit; SIGKILL after that.
 /// Returns whether it exited on its own.
 pub fn terminate(child: &mut Child, patience: Duration) -> bool {

@@ -8,6 +8,7 @@
 use reqwest::Url;
 use serde_json::json;
 
+use super::oci_layout;
 use crate::distribution::{
     OCI_CONFIG, OCI_LAYER, OCI_MANIFEST, bytes_for, descriptor_of, expect_status, header,
     manifest_bytes, oci_manifest, sha256,
@@ -32,6 +33,24 @@ impl SeedImage {
             .enumerate()
             .map(|(i, size)| bytes_for(&format!("{seed} layer {i}"), *size))
             .collect();
+        Self::with_layers(seed, layers, OCI_LAYER)
+    }
+
+    /// An image a container engine can unpack (containerd's `ctr images pull`): each layer is
+    /// an uncompressed tar holding one file of that size, so its digest is its diff ID.
+    pub fn unpackable(seed: &str, file_sizes: &[u64]) -> SeedImage {
+        let layers = file_sizes
+            .iter()
+            .enumerate()
+            .map(|(i, size)| {
+                let name = format!("layer-{i}.bin");
+                oci_layout::tar_layer_bytes(&name, oci_layout::Fill::Random, *size)
+            })
+            .collect();
+        Self::with_layers(seed, layers, oci_layout::MEDIA_TYPE_LAYER_TAR)
+    }
+
+    fn with_layers(seed: &str, layers: Vec<Vec<u8>>, layer_media_type: &str) -> SeedImage {
         let config = manifest_bytes(&json!({
             "architecture": "amd64",
             "os": "linux",
@@ -43,7 +62,10 @@ impl SeedImage {
         }));
         let manifest = manifest_bytes(&oci_manifest(
             descriptor_of(OCI_CONFIG, &config),
-            layers.iter().map(|l| descriptor_of(OCI_LAYER, l)).collect(),
+            layers
+                .iter()
+                .map(|l| descriptor_of(layer_media_type, l))
+                .collect(),
         ));
         SeedImage {
             digest: sha256(&manifest),
