@@ -29,8 +29,9 @@ use crate::upstream::{FetchedBlob, UpstreamError};
 
 /// Bytes written to the temp file (and announced to readers) per step.
 const WRITE_STEP: usize = 256 * 1024;
-/// Bytes a reader sends per read.
-const READ_STEP: u64 = 256 * 1024;
+/// Bytes a response reads (and holds) at a time: one buffer per download, so 256 concurrent
+/// downloads stay within a few tens of MiB.
+const READ_STEP: u64 = 128 * 1024;
 
 /// Progress of one fill, broadcast to its readers.
 #[derive(Debug, Clone, Default)]
@@ -39,7 +40,7 @@ pub struct Progress {
     pub total: Option<u64>,
     /// Bytes durable in the temp file.
     pub written: u64,
-    /// `Some` when the fill ended: `Ok` = verified and committed.
+    /// `Some` when the fill ended: `Ok` = every byte verified (the cache commit follows).
     pub outcome: Option<Result<(), Arc<FillError>>>,
 }
 
@@ -77,6 +78,11 @@ impl Fill {
         }
     }
 
+    /// Whether every byte arrived and matched the digest.
+    pub fn is_verified(&self) -> bool {
+        matches!(self.progress.borrow().outcome, Some(Ok(())))
+    }
+
     /// Streams `range` of the blob as the fill writes it. The response's last byte is held back
     /// until the blob is verified; a failed fill ends the stream with an error.
     pub fn read(
@@ -109,15 +115,7 @@ impl Fill {
                     }
                 };
                 let len = (readable - pos).min(READ_STEP);
-                let reader = Arc::clone(&file);
-                let chunk = tokio::task::spawn_blocking(move || {
-                    let mut buf = vec![0u8; len as usize];
-                    reader
-                        .read_exact_at(&mut buf, pos)
-                        .map(|()| Bytes::from(buf))
-                })
-                .await
-                .unwrap_or_else(|e| Err(io::Error::other(e)));
+                let chunk = read_at(Arc::clone(&file), pos, len).await;
                 match chunk {
                     Ok(bytes) => Some((Ok(bytes), (file, rx, pos + len))),
                     Err(e) => Some((Err(e), (file, rx, end))),
@@ -125,6 +123,51 @@ impl Fill {
             }
         })
     }
+}
+
+/// Reads `len` bytes at `offset` on the blocking pool into a fresh buffer, which becomes the
+/// response chunk as is (one copy from the page cache, none after).
+async fn read_at(file: Arc<File>, offset: u64, len: u64) -> io::Result<Bytes> {
+    tokio::task::spawn_blocking(move || {
+        let mut buf = vec![0u8; len as usize];
+        file.read_exact_at(&mut buf, offset)
+            .map(|()| Bytes::from(buf))
+    })
+    .await
+    .unwrap_or_else(|e| Err(io::Error::other(e)))
+}
+
+/// Streams `range` of a complete file (a cached blob). An eviction meanwhile does not matter:
+/// the open descriptor keeps the bytes readable.
+pub fn file_range_stream(
+    path: PathBuf,
+    range: Range<u64>,
+) -> impl Stream<Item = io::Result<Bytes>> + Send + 'static {
+    let opened = async move {
+        let file = tokio::task::spawn_blocking(move || File::open(path))
+            .await
+            .unwrap_or_else(|e| Err(io::Error::other(e)))?;
+        Ok::<_, io::Error>(Arc::new(file))
+    };
+    futures_util::stream::once(opened).flat_map(move |opened| {
+        let end = range.end;
+        let chunks = opened.map(|file| {
+            futures_util::stream::unfold((file, range.start), move |(file, pos)| async move {
+                if pos >= end {
+                    return None;
+                }
+                let len = (end - pos).min(READ_STEP);
+                match read_at(Arc::clone(&file), pos, len).await {
+                    Ok(bytes) => Some((Ok(bytes), (file, pos + len))),
+                    Err(e) => Some((Err(e), (file, end))),
+                }
+            })
+        });
+        match chunks {
+            Ok(chunks) => chunks.left_stream(),
+            Err(e) => futures_util::stream::once(async move { Err(e) }).right_stream(),
+        }
+    })
 }
 
 /// The fills in flight, by digest.
@@ -193,34 +236,36 @@ impl Job {
     where
         F: Future<Output = Result<Option<FetchedBlob>, UpstreamError>>,
     {
-        let outcome = self.fetch_into_temp(fetch).await;
-        // Commit before leaving the in-flight map, so a newcomer finds either this fill or the
-        // cached blob, never neither.
-        let outcome = match outcome {
+        match self.fetch_into_temp(fetch).await {
             Ok(size) => {
+                // The bytes are verified: release every reader's last byte now. Making the cache
+                // entry durable (fsync, rename) is the cache's business, not the clients'.
+                self.tx.send_modify(|p| p.outcome = Some(Ok(())));
                 let (cache, temp, digest) = (
                     Arc::clone(&self.cache),
                     self.temp.clone(),
                     self.digest.clone(),
                 );
                 let file = Arc::clone(&self.file);
-                tokio::task::spawn_blocking(move || {
+                let committed = tokio::task::spawn_blocking(move || {
                     file.sync_data()?;
                     cache.commit_blob(&temp, &digest, size)
                 })
                 .await
-                .unwrap_or_else(|e| Err(io::Error::other(e)))
-                .map_err(|e| Arc::new(FillError::Io(e)))
+                .unwrap_or_else(|e| Err(io::Error::other(e)));
+                if let Err(e) = committed {
+                    let _ = std::fs::remove_file(&self.temp);
+                    tracing::warn!(digest = %self.digest, error = %e, "verified blob could not be cached");
+                }
             }
             Err(e) => {
                 let _ = std::fs::remove_file(&self.temp);
-                Err(Arc::new(e))
+                tracing::warn!(digest = %self.digest, error = %e, "blob fill failed; nothing cached");
+                self.tx.send_modify(|p| p.outcome = Some(Err(Arc::new(e))));
             }
-        };
-        if let Err(e) = &outcome {
-            tracing::warn!(digest = %self.digest, error = %e, "blob fill failed; nothing cached");
         }
-        self.tx.send_modify(|p| p.outcome = Some(outcome));
+        // Leave the in-flight map only after the commit, so a newcomer finds either this fill
+        // or the cached blob, never neither.
         self.fills.lock().remove(&self.digest);
     }
 

@@ -564,16 +564,11 @@ impl Mirror {
                 size,
                 range,
                 head,
-                |r| Ok(file_stream(path, r)),
+                |r| Ok(Box::pin(super::fill::file_range_stream(path, r)) as BodyStream),
                 "cache",
             )
             .await;
         }
-        metrics()
-            .edge
-            .cache_misses
-            .with_label_values(&["blob"])
-            .inc();
         let (client, upstream) = (site.client.clone(), site.name.clone());
         let (repo_owned, digest_owned) = (repo.clone(), digest.clone());
         let joined = self.fills.join_or_start(digest, &self.cache, async move {
@@ -612,13 +607,22 @@ impl Mirror {
                 };
             }
         };
+        // A fill that already verified its bytes (its cache commit still running) serves them
+        // from disk like the cache would: that is a hit, not a wait on the origin.
+        let source = if fill.is_verified() { "cache" } else { "fill" };
+        let counter = if source == "cache" {
+            &metrics().edge.cache_hits
+        } else {
+            &metrics().edge.cache_misses
+        };
+        counter.with_label_values(&["blob"]).inc();
         serve_blob(
             digest,
             size,
             range,
             head,
             |r| Ok(Box::pin(fill.read(r)) as BodyStream),
-            "fill",
+            source,
         )
         .await
     }
@@ -690,26 +694,6 @@ async fn serve_blob(
         }
         Err(e) => EdgeResponse::error(ErrorCode::Unknown, format!("edge cache: {e}")),
     }
-}
-
-/// Streams `range` of a cached file. The file may be evicted meanwhile; the open descriptor
-/// keeps its bytes readable.
-fn file_stream(path: std::path::PathBuf, range: Range<u64>) -> BodyStream {
-    use tokio::io::{AsyncReadExt, AsyncSeekExt};
-    let stream = futures_util::stream::once(async move {
-        let mut file = tokio::fs::File::open(&path).await?;
-        file.seek(std::io::SeekFrom::Start(range.start)).await?;
-        Ok::<_, std::io::Error>(tokio_util::io::ReaderStream::with_capacity(
-            file.take(range.end - range.start),
-            256 * 1024,
-        ))
-    })
-    .map(|opened| match opened {
-        Ok(reader) => reader.left_stream(),
-        Err(e) => futures_util::stream::once(async move { Err(e) }).right_stream(),
-    })
-    .flatten();
-    Box::pin(stream)
 }
 
 fn with_name(route: &V2Route, name: RepoName) -> V2Route {
