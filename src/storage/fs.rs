@@ -31,8 +31,8 @@ const WRITE_BLOCK: usize = 1 << 20;
 
 /// Chunk size of blob streams. Each chunk costs a blocking-pool hop and a pass through hyper:
 /// with 8 concurrent pulls of a cached 1 GiB blob, 64–128 KiB chunks cost 30–50 % more CPU per
-/// GiB than 256 KiB–1 MiB, which all cost the same. A stream holds a few (see `POOLED_CHUNKS`),
-/// so many concurrent pulls stay cheap.
+/// GiB than 256 KiB–1 MiB, which all cost the same. A stream holds about four of them at most
+/// (the one being read, the ones hyper has not written yet, the idle ones in its pool), ~2 MiB.
 const READ_CHUNK: usize = 512 * 1024;
 
 /// How long `append_upload`/`commit_upload` wait for another handle on the same upload to let
