@@ -120,20 +120,7 @@ pub async fn fetch(client: &reqwest::Client, url: &str, range: Option<&str>) -> 
     let headers = response.headers().clone();
     let mut hasher = Sha256::new();
     let mut received = 0u64;
-    let mut error = None;
-    loop {
-        match response.chunk().await {
-            Ok(Some(chunk)) => {
-                received += chunk.len() as u64;
-                hasher.update(&chunk);
-            }
-            Ok(None) => break,
-            Err(e) => {
-                error = Some(format!("{e:?}"));
-                break;
-            }
-        }
-    }
+    let error = drain(&mut response, &mut hasher, &mut received).await;
     Fetched {
         status,
         headers,
@@ -247,5 +234,23 @@ where
             return false;
         }
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+}
+
+/// Reads the rest of a body into `hasher`, counting bytes; the error that ended it, if any.
+pub(crate) async fn drain(
+    response: &mut reqwest::Response,
+    hasher: &mut Sha256,
+    received: &mut u64,
+) -> Option<String> {
+    loop {
+        match response.chunk().await {
+            Ok(Some(chunk)) => {
+                *received += chunk.len() as u64;
+                hasher.update(&chunk);
+            }
+            Ok(None) => return None,
+            Err(e) => return Some(format!("{e:?}")),
+        }
     }
 }

@@ -98,20 +98,7 @@ async fn upgrade_takes_over_the_listener_without_failing_a_request() {
     .await
     .expect("the first bytes of the download arrive");
     let download = tokio::spawn(async move {
-        let mut error = None;
-        loop {
-            match download.chunk().await {
-                Ok(Some(chunk)) => {
-                    received += chunk.len() as u64;
-                    hasher.update(&chunk);
-                }
-                Ok(None) => break,
-                Err(e) => {
-                    error = Some(format!("{e:?}"));
-                    break;
-                }
-            }
-        }
+        let error = super::drain(&mut download, &mut hasher, &mut received).await;
         let digest = format!("sha256:{}", hex::encode(hasher.finalize()));
         (received, digest, error)
     });
