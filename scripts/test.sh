@@ -28,10 +28,10 @@ export AERUGO_REQUIRE_TOOLS="${AERUGO_REQUIRE_TOOLS:-1}"
 export CARGO_TERM_COLOR="${CARGO_TERM_COLOR:-always}"
 
 # --- Debian packages -------------------------------------------------------------------------
-# cmake: C dependencies built by cargo; skopeo (+ podman, containerd): the real-client tests;
+# skopeo (+ podman, containerd): the real-client tests;
 # docker-registry: the CNCF distribution registry (benchmark anchor, edge upstream in tests);
 # jq: scripts.
-packages=(cmake skopeo docker-registry jq)
+packages=(skopeo docker-registry jq)
 if [[ "${AERUGO_NO_PODMAN:-0}" != 1 ]]; then
     packages+=(podman)
 fi
@@ -127,7 +127,7 @@ fi
 step "tools"
 cargo --version
 rustc --version
-for t in skopeo podman containerd docker-registry jq cmake; do
+for t in skopeo podman containerd docker-registry jq; do
     if command -v "$t" >/dev/null 2>&1; then
         case $t in
             docker-registry) echo "docker-registry: $(dpkg-query -W -f='${Version}' docker-registry 2>/dev/null || echo present)" ;;
@@ -143,15 +143,15 @@ echo "CARGO_TARGET_DIR=$CARGO_TARGET_DIR AERUGO_REQUIRE_TOOLS=$AERUGO_REQUIRE_TO
 step "cargo fmt --all -- --check"
 cargo fmt --all -- --check
 
-step "cargo clippy --all-targets -- -D warnings"
-cargo clippy --all-targets -- -D warnings
+step "cargo clippy --workspace --all-targets -- -D warnings"
+cargo clippy --workspace --all-targets -- -D warnings
 
 if cargo nextest --version >/dev/null 2>&1; then
-    step "cargo nextest run --no-fail-fast"
-    cargo nextest run --no-fail-fast
+    step "cargo nextest run --workspace --no-fail-fast"
+    cargo nextest run --workspace --no-fail-fast
 else
-    step "cargo test --no-fail-fast (cargo-nextest not installed)"
-    cargo test --no-fail-fast
+    step "cargo test --workspace --no-fail-fast (cargo-nextest not installed)"
+    cargo test --workspace --no-fail-fast
 fi
 
 step "cargo bench --no-run"
