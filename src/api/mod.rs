@@ -60,7 +60,7 @@ async fn ready(State(state): State<AppState>) -> Response {
             tracing::warn!(error = %e, "not ready");
             (
                 StatusCode::SERVICE_UNAVAILABLE,
-                "metadata store unavailable",
+                "not ready: the metadata or blob store does not answer or take writes",
             )
                 .into_response()
         }

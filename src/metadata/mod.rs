@@ -101,7 +101,7 @@ pub type Result<T, E = MetadataError> = std::result::Result<T, E>;
 
 #[async_trait]
 pub trait MetadataStore: Send + Sync + 'static {
-    /// Succeeds when the store answers queries (`/readyz`).
+    /// Succeeds when the store answers queries and commits a write (`/readyz`).
     async fn ping(&self) -> Result<()>;
 
     // ---- blobs ----

@@ -13,9 +13,10 @@ use std::time::Duration;
 use async_trait::async_trait;
 use bytes::Bytes;
 use sqlx::sqlite::{
-    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
+    SqliteConnectOptions, SqliteConnection, SqliteJournalMode, SqlitePool, SqlitePoolOptions,
+    SqliteSynchronous,
 };
-use sqlx::{Sqlite, Transaction};
+use sqlx::{Connection, Sqlite, Transaction};
 
 use super::{
     GcPlan, ManifestRecord, MetadataError, MetadataStore, NewManifest, Referrer, Result, Timestamp,
@@ -64,6 +65,7 @@ impl SqliteStore {
             .min_connections(1)
             .idle_timeout(None)
             .max_lifetime(None)
+            .after_release(|conn, _| Box::pin(discard_if_in_transaction(conn)))
             .connect_with(write_options)
             .await
             .map_err(backend)?;
@@ -115,6 +117,22 @@ impl SqliteStore {
             .await
             .map_err(backend)
     }
+}
+
+/// `false` (close it; the pool opens a fresh one) for a writer handed back while sqlx still
+/// counts it inside a transaction. That happens when SQLite rolled a transaction back by
+/// itself (`SQLITE_FULL`, an I/O error) so sqlx's own `ROLLBACK` failed: kept, the connection
+/// would refuse every later `BEGIN` until a restart. The ping first lets a rollback queued by
+/// a dropped transaction finish.
+async fn discard_if_in_transaction(conn: &mut SqliteConnection) -> sqlx::Result<bool> {
+    conn.ping().await?;
+    let healthy = !conn.is_in_transaction();
+    if !healthy {
+        tracing::warn!(
+            "discarding the metadata writer connection left inside a failed transaction"
+        );
+    }
+    Ok(healthy)
 }
 
 fn backend<E: std::error::Error + Send + Sync + 'static>(e: E) -> MetadataError {
@@ -194,7 +212,16 @@ impl MetadataStore for SqliteStore {
             .execute(&self.read)
             .await
             .map_err(backend)?;
-        Ok(())
+        let mut tx = self.begin().await?;
+        sqlx::query(
+            "INSERT INTO readiness (id, checked_at) VALUES (1, ?1)
+             ON CONFLICT (id) DO UPDATE SET checked_at = excluded.checked_at",
+        )
+        .bind(now())
+        .execute(&mut *tx)
+        .await
+        .map_err(backend)?;
+        tx.commit().await.map_err(backend)
     }
 
     async fn link_blob(&self, repo: &RepoName, digest: &Digest, size: u64) -> Result<()> {
@@ -755,5 +782,63 @@ mod tests {
             store.link_blob(&repo, &d, i).await.expect("link");
             assert_eq!(store.linked_blob(&repo, &d).await.expect("read"), Some(i));
         }
+    }
+
+    /// A full disk (here: `max_page_count` at the current size, which fails writes with
+    /// `SQLITE_FULL` just as ENOSPC does) fails the write that hit it, and only that one: once
+    /// there is room again, the next write succeeds without a restart.
+    #[tokio::test]
+    async fn a_write_that_hits_a_full_disk_does_not_break_later_writes() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let store = SqliteStore::open(&dir.path().join("aerugo.db"))
+            .await
+            .expect("open");
+        let repo: RepoName = "app".parse().expect("repo");
+        store
+            .link_blob(&repo, &digest("first"), 1)
+            .await
+            .expect("link");
+        let pages: i64 = sqlx::query_scalar("PRAGMA page_count")
+            .fetch_one(&store.write)
+            .await
+            .expect("page_count");
+        // An integer read back from SQLite: nothing to inject.
+        sqlx::query(sqlx::AssertSqlSafe(format!(
+            "PRAGMA max_page_count = {pages}"
+        )))
+        .execute(&store.write)
+        .await
+        .expect("cap the file");
+
+        let mut failed = false;
+        for i in 0..2000 {
+            if store
+                .link_blob(&repo, &digest(&format!("fill-{i}")), i)
+                .await
+                .is_err()
+            {
+                failed = true;
+                break;
+            }
+        }
+        assert!(failed, "the capped database never filled up");
+
+        // Room again: on the writer connection, whichever one the pool now holds.
+        sqlx::query("PRAGMA max_page_count = 1073741823")
+            .execute(&store.write)
+            .await
+            .expect("uncap the file");
+        store
+            .link_blob(&repo, &digest("after"), 2)
+            .await
+            .expect("a write after the disk has room again");
+        assert_eq!(
+            store
+                .linked_blob(&repo, &digest("after"))
+                .await
+                .expect("read"),
+            Some(2)
+        );
+        store.ping().await.expect("ready again");
     }
 }

@@ -92,9 +92,11 @@ impl Registry {
         &self.settings
     }
 
-    /// Whether the backends answer (`/readyz`).
+    /// Whether the backends answer and take writes (`/readyz`): a registry that cannot
+    /// store a push is not ready, even if it still serves pulls.
     pub async fn ready(&self) -> Result<()> {
         self.meta.ping().await?;
+        self.blobs.check_writable().await?;
         Ok(())
     }
 }

@@ -26,6 +26,7 @@ pub(crate) async fn run_all(store: &dyn BlobStore) {
     delete_blob(store).await;
     delete_upload_is_idempotent(store).await;
     list_uploads_shows_live_uploads(store).await;
+    write_probe_leaves_nothing(store).await;
     large_blob_round_trips(store).await;
 }
 
@@ -382,6 +383,17 @@ pub(crate) async fn list_uploads_shows_live_uploads(store: &dyn BlobStore) {
     store.delete_upload(&written).await.expect("delete_upload");
     let listed = store.list_uploads().await.expect("list_uploads");
     assert!(!listed.iter().any(|(u, _)| *u == empty || *u == written));
+}
+
+pub(crate) async fn write_probe_leaves_nothing(store: &dyn BlobStore) {
+    let uploads_before = store.list_uploads().await.expect("list_uploads");
+    let blobs_before = store.list().await.expect("list");
+    store.check_writable().await.expect("check_writable");
+    assert_eq!(
+        store.list_uploads().await.expect("list_uploads"),
+        uploads_before
+    );
+    assert_eq!(store.list().await.expect("list"), blobs_before);
 }
 
 pub(crate) async fn large_blob_round_trips(store: &dyn BlobStore) {

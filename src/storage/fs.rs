@@ -528,7 +528,28 @@ impl BlobStore for FsBlobStore {
         let uploads = self.uploads.clone();
         blocking(move || Ok(walk_uploads(&uploads)?)).await
     }
+
+    async fn check_writable(&self) -> Result<()> {
+        // Not an upload id, so `list_uploads` and GC never see it; unique, so concurrent
+        // probes do not trip over each other.
+        let probe = self
+            .uploads
+            .join(format!(".write-probe-{}", UploadId::generate().as_str()));
+        blocking(move || {
+            let written = fs::File::create(&probe).and_then(|mut file| {
+                io::Write::write_all(&mut file, &[0; PROBE_BYTES])?;
+                file.sync_all()
+            });
+            let removed = fs::remove_file(&probe);
+            written?;
+            Ok(removed?)
+        })
+        .await
+    }
 }
+
+/// One filesystem block: enough to need a fresh allocation on a full disk.
+const PROBE_BYTES: usize = 4096;
 
 type WriteJob = JoinHandle<io::Result<(File, Vec<u8>)>>;
 

@@ -109,6 +109,10 @@ pub trait BlobStore: Send + Sync + 'static {
 
     /// Every upload area with its last modification, for garbage collection.
     async fn list_uploads(&self) -> Result<Vec<(UploadId, SystemTime)>>;
+
+    /// Writes, makes durable and removes a small probe where uploads are written, so
+    /// readiness fails while the store cannot take new bytes (a full disk, a read-only mount).
+    async fn check_writable(&self) -> Result<()>;
 }
 
 /// Appends bytes to an upload. Dropping it without [`UploadWriter::finish`] leaves bytes the

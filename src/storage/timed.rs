@@ -48,6 +48,9 @@ impl BlobStore for TimedBlobStore {
     async fn list(&self) -> Result<Vec<(Digest, SystemTime)>> {
         timed("list", self.inner.list()).await
     }
+    async fn check_writable(&self) -> Result<()> {
+        timed("check_writable", self.inner.check_writable()).await
+    }
     async fn create_upload(&self, id: &UploadId) -> Result<()> {
         timed("create_upload", self.inner.create_upload(id)).await
     }

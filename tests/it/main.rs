@@ -3,6 +3,7 @@
 mod crash;
 mod distribution;
 mod edge;
+mod full_disk;
 mod lifecycle;
 mod skopeo;
 mod support;
