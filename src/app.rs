@@ -98,6 +98,11 @@ pub async fn run_server(
     })?;
     lock.record_address(listener.local_addr()?)?;
     let registry = build_registry(&config).await?;
+    match registry.reconcile_uploads().await {
+        Ok(0) => {}
+        Ok(ended) => tracing::info!(ended, "ended upload sessions whose bytes were lost"),
+        Err(e) => tracing::warn!(error = %e, "could not reconcile upload sessions"),
+    }
     let gc_grace = Duration::from_secs(config.gc.grace_period_seconds);
     let gc_task = spawn_periodic_gc(&registry, config.gc.interval_seconds, gc_grace);
     let state = AppState {

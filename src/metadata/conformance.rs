@@ -35,6 +35,7 @@ macro_rules! metadata_conformance {
             list_repositories_lists_only_repositories_with_manifests,
             referrers_filter_by_artifact_type,
             upload_sessions_compare_and_set,
+            upload_sessions_are_listed_in_pages,
             gc_collects_unreferenced_links_and_abandoned_uploads,
             gc_keeps_blobs_other_repositories_reference,
             concurrent_puts_of_one_tag_all_succeed,
@@ -766,6 +767,43 @@ pub(crate) async fn referrers_filter_by_artifact_type(store: Arc<dyn MetadataSto
 fn sorted_referrers(mut v: Vec<Referrer>) -> Vec<Referrer> {
     v.sort_by(|a, b| a.digest.cmp(&b.digest));
     v
+}
+
+pub(crate) async fn upload_sessions_are_listed_in_pages(store: Arc<dyn MetadataStore>) {
+    let store = &*store;
+    let mut created = Vec::new();
+    for (i, name) in ["a", "b", "a", "c", "b"].iter().enumerate() {
+        let session = UploadSession {
+            id: UploadId::generate(),
+            repo: repo(name),
+            offset: i as u64,
+            hash_state: vec![i as u8; 3],
+            created_at: now(),
+            updated_at: now(),
+        };
+        store.create_upload(&session).await.expect("create_upload");
+        created.push(session);
+    }
+    created.sort_by(|x, y| x.id.as_str().cmp(y.id.as_str()));
+    let mut listed = Vec::new();
+    let mut after = None;
+    loop {
+        let page = store
+            .list_uploads(after.as_ref(), 2)
+            .await
+            .expect("list_uploads");
+        assert!(page.len() <= 2);
+        let Some(last) = page.last() else { break };
+        after = Some(last.id.clone());
+        listed.extend(page);
+    }
+    assert_eq!(listed, created);
+    store
+        .delete_upload(&created[0].id)
+        .await
+        .expect("delete_upload");
+    let rest = store.list_uploads(None, 100).await.expect("list_uploads");
+    assert_eq!(rest, created[1..]);
 }
 
 pub(crate) async fn upload_sessions_compare_and_set(store: Arc<dyn MetadataStore>) {

@@ -183,6 +183,14 @@ pub trait MetadataStore: Send + Sync + 'static {
     /// Ends a session; `false` when it was not there.
     async fn delete_upload(&self, id: &UploadId) -> Result<bool>;
 
+    /// Up to `limit` sessions with ids after `after`, in id order (start-up reconciliation
+    /// pages through all of them).
+    async fn list_uploads(
+        &self,
+        after: Option<&UploadId>,
+        limit: usize,
+    ) -> Result<Vec<UploadSession>>;
+
     // ---- garbage collection ----
 
     /// In one transaction: removes blob links no manifest of their repository references that

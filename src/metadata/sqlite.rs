@@ -205,6 +205,14 @@ struct UploadRow {
     updated_at: i64,
 }
 
+#[derive(sqlx::FromRow)]
+struct ListedUploadRow {
+    id: String,
+    repo: String,
+    #[sqlx(flatten)]
+    upload: UploadRow,
+}
+
 #[async_trait]
 impl MetadataStore for SqliteStore {
     async fn ping(&self) -> Result<()> {
@@ -592,6 +600,34 @@ impl MetadataStore for SqliteStore {
         .await
         .map_err(backend)?;
         Ok(())
+    }
+
+    async fn list_uploads(
+        &self,
+        after: Option<&UploadId>,
+        limit_to: usize,
+    ) -> Result<Vec<UploadSession>> {
+        let rows: Vec<ListedUploadRow> = sqlx::query_as(
+            "SELECT id, repo, byte_offset, hash_state, created_at, updated_at FROM uploads
+             WHERE id > ?1 ORDER BY id LIMIT ?2",
+        )
+        .bind(after.map_or("", UploadId::as_str))
+        .bind(limit(limit_to))
+        .fetch_all(&self.read)
+        .await
+        .map_err(backend)?;
+        rows.into_iter()
+            .map(|row| {
+                Ok(UploadSession {
+                    id: row.id.parse().map_err(backend)?,
+                    repo: row.repo.parse().map_err(backend)?,
+                    offset: from_db(row.upload.byte_offset)?,
+                    hash_state: row.upload.hash_state,
+                    created_at: row.upload.created_at,
+                    updated_at: row.upload.updated_at,
+                })
+            })
+            .collect()
     }
 
     async fn get_upload(&self, repo: &RepoName, id: &UploadId) -> Result<Option<UploadSession>> {

@@ -10,6 +10,7 @@ use futures_util::StreamExt;
 use super::{BodyStream, Registry, RegistryError, Result};
 use crate::metadata::{UploadSession, now};
 use crate::oci::{Algorithm, Digest, Hasher, RepoName, UploadId};
+use crate::storage::BlobStoreError;
 use crate::telemetry::metrics;
 
 /// An inclusive byte range from a `Content-Range` header.
@@ -66,7 +67,10 @@ impl Registry {
     ) -> Result<UploadSession> {
         let _busy = self.lock_upload(id)?;
         let session = self.upload_status(repo, id).await?;
-        self.receive(session, info, body).await
+        match self.receive(session.clone(), info, body).await {
+            Err(e) if bytes_are_gone(&e) => Err(self.forget_lost_upload(&session).await),
+            other => other,
+        }
     }
 
     /// Appends the optional last chunk, verifies the digest and publishes the blob (`PUT`).
@@ -81,8 +85,14 @@ impl Registry {
     ) -> Result<u64> {
         let _busy = self.lock_upload(id)?;
         let session = self.upload_status(repo, id).await?;
-        let session = self.receive(session, info, body).await?;
-        self.commit(session, digest).await
+        let received = match self.receive(session.clone(), info, body).await {
+            Ok(received) => self.commit(received, digest).await,
+            Err(e) => Err(e),
+        };
+        match received {
+            Err(e) if bytes_are_gone(&e) => self.settle_lost_upload(&session, digest).await,
+            other => other,
+        }
     }
 
     /// Pushes a whole blob in one request (`POST ?digest=`).
@@ -183,10 +193,96 @@ impl Registry {
             self.blobs.commit_upload(&session.id, size, digest).await?;
             self.meta.link_blob(&session.repo, digest, size).await?;
         }
+        self.close_upload(&session, digest).await?;
+        Ok(size)
+    }
+
+    async fn close_upload(&self, session: &UploadSession, digest: &Digest) -> Result<()> {
         self.meta.delete_upload(&session.id).await?;
         self.forget_blob_link(&session.repo, digest).await;
         metrics().uploads_completed.inc();
-        Ok(size)
+        Ok(())
+    }
+
+    /// The `PUT` of a session whose bytes are gone. A `PUT` that published them and died
+    /// before closing the session (a crash between the rename and the metadata writes) left
+    /// the blob its own saved hash names, of its size: the retry completes it, `201`. Anything
+    /// else cannot be resumed: the session ends, `404 BLOB_UPLOAD_UNKNOWN`. The blob is
+    /// checked under its digest lock, so GC cannot delete it between the check and the link,
+    /// and only the session's own hash counts, so no client links a blob it never sent.
+    async fn settle_lost_upload(&self, session: &UploadSession, digest: &Digest) -> Result<u64> {
+        if self.hashed_digest(session).as_ref() == Some(digest) {
+            let linked = {
+                let _publishing = self.digest_locks.lock(digest).await;
+                let published = self.blobs.stat(digest).await?;
+                let complete = published.is_some_and(|meta| meta.size == session.offset);
+                if complete {
+                    self.meta
+                        .link_blob(&session.repo, digest, session.offset)
+                        .await?;
+                }
+                complete
+            };
+            if linked {
+                tracing::info!(upload = %session.id, %digest, "completed an upload published before a crash");
+                self.close_upload(session, digest).await?;
+                return Ok(session.offset);
+            }
+        }
+        Err(self.forget_lost_upload(session).await)
+    }
+
+    /// Ends a session whose bytes are gone; the client must start over.
+    async fn forget_lost_upload(&self, session: &UploadSession) -> RegistryError {
+        tracing::warn!(upload = %session.id, "upload session lost its bytes; ending it");
+        self.discard(&session.id).await;
+        RegistryError::UploadUnknown
+    }
+
+    /// The digest of everything the session received, from its saved hash state.
+    fn hashed_digest(&self, session: &UploadSession) -> Option<Digest> {
+        Hasher::restore_state(&session.hash_state).map(Hasher::finish)
+    }
+
+    /// Start-up: ends every session whose bytes are gone and which no retried `PUT` could
+    /// complete (see `settle_lost_upload`), so clients see `404` at once instead of a session
+    /// that looks alive. Returns how many were ended.
+    pub async fn reconcile_uploads(&self) -> Result<usize> {
+        let stored: std::collections::HashSet<UploadId> = self
+            .blobs
+            .list_uploads()
+            .await?
+            .into_iter()
+            .map(|(id, _)| id)
+            .collect();
+        let mut ended = 0;
+        let mut after = None;
+        loop {
+            let page = self
+                .meta
+                .list_uploads(after.as_ref(), RECONCILE_PAGE)
+                .await?;
+            let full = page.len() == RECONCILE_PAGE;
+            after = page.last().map(|s| s.id.clone());
+            for session in page.iter().filter(|s| !stored.contains(&s.id)) {
+                if !self.was_published(session).await? {
+                    self.discard(&session.id).await;
+                    ended += 1;
+                }
+            }
+            if !full {
+                return Ok(ended);
+            }
+        }
+    }
+
+    /// Whether the blob the session's hash names is stored with the session's size.
+    async fn was_published(&self, session: &UploadSession) -> Result<bool> {
+        let Some(digest) = self.hashed_digest(session) else {
+            return Ok(false);
+        };
+        let meta = self.blobs.stat(&digest).await?;
+        Ok(meta.is_some_and(|meta| meta.size == session.offset))
     }
 
     /// The digest of everything received, from the saved state when the algorithms agree,
@@ -219,6 +315,19 @@ impl Registry {
             tracing::warn!(upload = %id, error = %e, "could not delete upload bytes");
         }
     }
+}
+
+/// Sessions read per metadata query during start-up reconciliation.
+const RECONCILE_PAGE: usize = 1000;
+
+/// The store no longer has the session's byte area (or fewer bytes than confirmed).
+fn bytes_are_gone(e: &RegistryError) -> bool {
+    matches!(
+        e,
+        RegistryError::Storage(
+            BlobStoreError::UploadNotFound | BlobStoreError::UploadTooShort { .. }
+        )
+    )
 }
 
 /// How many bytes this request must carry, from `Content-Range` (which must continue the

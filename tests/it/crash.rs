@@ -359,3 +359,145 @@ async fn kill_after_final_put_leaves_whole_blob_or_nothing() {
          unlinked whole file left in the store): {outcomes:?}"
     );
 }
+
+/// The upload id of a `Location` (`…/blobs/uploads/<id>`, possibly with a query).
+fn upload_id(location: &str) -> &str {
+    let path = location.split('?').next().unwrap_or(location);
+    path.rsplit('/').next().unwrap_or(path)
+}
+
+fn upload_dir(data_dir: &Path, location: &str) -> PathBuf {
+    data_dir.join("storage/uploads").join(upload_id(location))
+}
+
+async fn status_of(request: reqwest::RequestBuilder) -> (u16, String) {
+    let resp = request.send().await.expect("request");
+    let status = resp.status().as_u16();
+    (status, resp.text().await.unwrap_or_default())
+}
+
+async fn put_digest(client: &reqwest::Client, location: &str, digest: &str) -> (u16, String) {
+    status_of(
+        client
+            .put(with_query(location, "digest", digest))
+            .header("Content-Length", "0"),
+    )
+    .await
+}
+
+/// An upload whose bytes are gone (here removed while the server was down; in the field, a
+/// kill -9 in the milliseconds after the final `PUT`) is ended at start-up: `GET` says
+/// `404`, and `PUT`/`PATCH` answer `404 BLOB_UPLOAD_UNKNOWN` instead of `500` forever.
+#[tokio::test]
+async fn a_session_whose_bytes_are_gone_is_unknown_after_restart() {
+    let data_dir = TempDir::new().unwrap();
+    let client = http();
+    let (data, digest) = generated(4096);
+    let mut server = CoreProcess::start_on(TempDir::new().unwrap(), data_dir.path()).await;
+    let location = start_upload(&server, &client).await;
+    let location = patch_chunk(&server, &client, &location, &data, 0, data.len()).await;
+    server.kill9();
+    std::fs::remove_dir_all(upload_dir(data_dir.path(), &location)).expect("removing the bytes");
+
+    let server = CoreProcess::start_on(TempDir::new().unwrap(), data_dir.path()).await;
+    let location = server.url(&format!(
+        "/v2/{REPO}/blobs/uploads/{}",
+        upload_id(&location)
+    ));
+    let (status, _) = status_of(client.get(&location)).await;
+    assert_eq!(
+        status,
+        404,
+        "GET of a reconciled session; log:\n{}",
+        server.log()
+    );
+    let (status, body) = put_digest(&client, &location, &digest).await;
+    assert_eq!(status, 404, "{body}");
+    assert!(body.contains("BLOB_UPLOAD_UNKNOWN"), "{body}");
+    assert_eq!(head_blob_status(&server, &client, &digest).await, 404);
+    // The client starts over and succeeds.
+    monolithic_push(&server, &client, &digest, &data).await;
+}
+
+/// Bytes that vanish while the server runs: the first request that needs them ends the
+/// session (`404`), and so does every later one.
+#[tokio::test]
+async fn a_session_losing_its_bytes_while_running_is_unknown() {
+    let data_dir = TempDir::new().unwrap();
+    let client = http();
+    let (data, digest) = generated(8192);
+    let server = CoreProcess::start_on(TempDir::new().unwrap(), data_dir.path()).await;
+    let location = start_upload(&server, &client).await;
+    let location = patch_chunk(&server, &client, &location, &data, 0, 4096).await;
+    std::fs::remove_dir_all(upload_dir(data_dir.path(), &location)).expect("removing the bytes");
+    let (status, body) = status_of(
+        client
+            .patch(&location)
+            .header("Content-Range", "4096-8191")
+            .body(data.slice(4096..)),
+    )
+    .await;
+    assert_eq!(
+        (status, body.contains("BLOB_UPLOAD_UNKNOWN")),
+        (404, true),
+        "{body}"
+    );
+    let (status, _) = put_digest(&client, &location, &digest).await;
+    assert_eq!(status, 404);
+    assert_eq!(status_of(client.get(&location)).await.0, 404);
+}
+
+/// A `PUT` that published the blob and died before closing the session (simulated by doing
+/// the store's rename by hand while the server is down): the retried `PUT` completes it, but
+/// only for the digest the session's own bytes hash to.
+#[tokio::test]
+async fn a_retried_put_completes_an_upload_published_before_a_crash() {
+    let data_dir = TempDir::new().unwrap();
+    let client = http();
+    let (data, digest) = generated(4096);
+    let (other, other_digest) = generated(4096);
+    let mut server = CoreProcess::start_on(TempDir::new().unwrap(), data_dir.path()).await;
+    // Someone else's blob, in another repository.
+    let resp = client
+        .post(server.url(&format!(
+            "/v2/elsewhere/blobs/uploads/?digest={other_digest}"
+        )))
+        .body(other.clone())
+        .send()
+        .await
+        .expect("push elsewhere");
+    assert_eq!(resp.status().as_u16(), 201);
+    let location = start_upload(&server, &client).await;
+    let location = patch_chunk(&server, &client, &location, &data, 0, data.len()).await;
+    let lost = start_upload(&server, &client).await;
+    let lost = patch_chunk(&server, &client, &lost, &data, 0, 100).await;
+    server.kill9();
+    let hex = hex_of(&digest);
+    let published = data_dir.path().join("storage/blobs/sha256").join(&hex[..2]);
+    std::fs::create_dir_all(&published).unwrap();
+    std::fs::rename(
+        upload_dir(data_dir.path(), &location).join("data"),
+        published.join(hex),
+    )
+    .expect("publishing by hand");
+    std::fs::remove_dir_all(upload_dir(data_dir.path(), &location)).unwrap();
+    std::fs::remove_dir_all(upload_dir(data_dir.path(), &lost)).unwrap();
+
+    let server = CoreProcess::start_on(TempDir::new().unwrap(), data_dir.path()).await;
+    let rebase = |l: &str| server.url(&format!("/v2/{REPO}/blobs/uploads/{}", upload_id(l)));
+    let (location, lost) = (rebase(&location), rebase(&lost));
+    // Claiming a stored blob the session never received links nothing.
+    let (status, _) = put_digest(&client, &lost, &other_digest).await;
+    assert_eq!(status, 404);
+    assert_eq!(head_blob_status(&server, &client, &other_digest).await, 404);
+    // The session published before the crash is still resumable, and its retry completes.
+    assert_eq!(status_of(client.get(&location)).await.0, 204);
+    let (status, body) = put_digest(&client, &location, &digest).await;
+    assert_eq!(status, 201, "{body}; log:\n{}", server.log());
+    assert_blob_served(&server, &client, &digest, &data).await;
+    assert_eq!(
+        status_of(client.get(&location)).await.0,
+        404,
+        "the session is closed"
+    );
+}
