@@ -21,7 +21,7 @@ pub async fn build_registry(config: &Config) -> anyhow::Result<Arc<Registry>> {
     let blobs = FsBlobStore::new(root.clone())
         .with_context(|| format!("opening blob storage at {}", root.display()))?;
     let db = config.sqlite_path();
-    let meta = SqliteStore::open(&db)
+    let meta = SqliteStore::open(&db, config.database.max_connections)
         .await
         .with_context(|| format!("opening metadata database {}", db.display()))?;
     let cache = MemoryCache::new(config.cache.memory_max_bytes);

@@ -230,7 +230,8 @@ impl Default for StorageConfig {
 pub struct DatabaseConfig {
     /// `sqlite://PATH`; defaults to `sqlite://<data_dir>/metadata.db`.
     pub url: Option<String>,
-    /// Connection pool size for server databases.
+    /// Most connections the metadata store keeps open. SQLite: the read connections (WAL
+    /// readers never wait for the writer); its one writer comes on top.
     pub max_connections: u32,
 }
 
@@ -238,7 +239,7 @@ impl Default for DatabaseConfig {
     fn default() -> Self {
         DatabaseConfig {
             url: None,
-            max_connections: 10,
+            max_connections: 8,
         }
     }
 }

@@ -30,9 +30,6 @@ static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("migrations/sqlite");
 /// Long enough to ride out another process's checkpoint, short enough to surface a wedged lock.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// Most concurrent readers worth keeping open; SQLite reads are CPU-bound and short.
-const MAX_READERS: u32 = 8;
-
 /// SQLite-backed metadata. Cloning shares the pools.
 #[derive(Debug, Clone)]
 pub struct SqliteStore {
@@ -42,8 +39,9 @@ pub struct SqliteStore {
 }
 
 impl SqliteStore {
-    /// Opens (creating if missing) the database at `path` and brings its schema up to date.
-    pub async fn open(path: &Path) -> Result<SqliteStore> {
+    /// Opens (creating if missing) the database at `path` and brings its schema up to date,
+    /// with at most `max_readers` read connections beside the one writer.
+    pub async fn open(path: &Path, max_readers: u32) -> Result<SqliteStore> {
         if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
             tokio::fs::create_dir_all(parent).await.map_err(backend)?;
         }
@@ -74,12 +72,8 @@ impl SqliteStore {
         // The file is in WAL mode by now (the mode is persistent); `query_only` keeps a stray
         // write from ever taking the write lock behind the writer pool's back.
         let read_options = base.pragma("query_only", "ON");
-        let readers = std::thread::available_parallelism()
-            .map(|n| u32::try_from(n.get()).unwrap_or(MAX_READERS))
-            .unwrap_or(4)
-            .clamp(2, MAX_READERS);
         let read = SqlitePoolOptions::new()
-            .max_connections(readers)
+            .max_connections(max_readers.max(1))
             .test_before_acquire(false)
             .connect_with(read_options)
             .await
@@ -742,6 +736,8 @@ mod tests {
 
     use super::*;
 
+    const TEST_READERS: u32 = 4;
+
     async fn memory_store() -> (Arc<dyn MetadataStore>, ()) {
         let store = SqliteStore::in_memory().await.expect("in-memory store");
         (Arc::new(store), ())
@@ -749,7 +745,7 @@ mod tests {
 
     async fn disk_store() -> (Arc<dyn MetadataStore>, tempfile::TempDir) {
         let dir = tempfile::tempdir().expect("temp dir");
-        let store = SqliteStore::open(&dir.path().join("meta/aerugo.db"))
+        let store = SqliteStore::open(&dir.path().join("meta/aerugo.db"), TEST_READERS)
             .await
             .expect("file store");
         (Arc::new(store), dir)
@@ -773,10 +769,10 @@ mod tests {
         let path = dir.path().join("nested/dir/aerugo.db");
         let repo: RepoName = "team/app".parse().expect("repo");
         {
-            let store = SqliteStore::open(&path).await.expect("open");
+            let store = SqliteStore::open(&path, TEST_READERS).await.expect("open");
             store.link_blob(&repo, &digest("a"), 3).await.expect("link");
         }
-        let store = SqliteStore::open(&path)
+        let store = SqliteStore::open(&path, TEST_READERS)
             .await
             .expect("reopen runs migrations idempotently");
         assert_eq!(
@@ -826,7 +822,7 @@ mod tests {
     #[tokio::test]
     async fn a_write_that_hits_a_full_disk_does_not_break_later_writes() {
         let dir = tempfile::tempdir().expect("temp dir");
-        let store = SqliteStore::open(&dir.path().join("aerugo.db"))
+        let store = SqliteStore::open(&dir.path().join("aerugo.db"), TEST_READERS)
             .await
             .expect("open");
         let repo: RepoName = "app".parse().expect("repo");
@@ -876,5 +872,16 @@ mod tests {
             Some(2)
         );
         store.ping().await.expect("ready again");
+    }
+
+    /// `database.max_connections` sizes the read pool; the writer stays a single connection.
+    #[tokio::test]
+    async fn the_read_pool_has_the_configured_size() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let store = SqliteStore::open(&dir.path().join("aerugo.db"), 3)
+            .await
+            .expect("open");
+        assert_eq!(store.read.options().get_max_connections(), 3);
+        assert_eq!(store.write.options().get_max_connections(), 1);
     }
 }
