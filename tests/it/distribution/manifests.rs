@@ -291,6 +291,42 @@ async fn manifest_referencing_unknown_blob_is_refused_and_stores_nothing() {
     assert_eq!(api.tags(repo).await, ["v1", "v2"]);
 }
 
+/// The CVE-2021-41190 class over HTTP: `layers` names a pushed blob, `Layers` an absent one
+/// that Go clients would pull instead. Refused, like any descriptor whose size is not the
+/// stored blob's; nothing is stored either way.
+#[tokio::test]
+async fn manifests_go_clients_would_read_differently_are_refused() {
+    let api = Api::start().await;
+    let repo = "man/ambiguous";
+    let (config, layer, manifest) = image_parts("ambiguous");
+    api.push_blob(repo, &config).await;
+    api.push_blob(repo, &layer).await;
+    let mut json: serde_json::Value = serde_json::from_slice(&manifest).expect("manifest json");
+    let mut shadow = json["layers"].clone();
+    shadow[0]["digest"] = json!(sha256(b"never pushed"));
+    json["Layers"] = shadow;
+    let body = serde_json::to_vec(&json).expect("json");
+    let response = api.put_manifest(repo, "v1", OCI_MANIFEST, &body).await;
+    let (_, error) = expect_error(response, 400, "MANIFEST_INVALID").await;
+    assert!(
+        error["message"].as_str().unwrap_or("").contains("Layers"),
+        "{error}"
+    );
+
+    let mut json: serde_json::Value = serde_json::from_slice(&manifest).expect("manifest json");
+    json["layers"][0]["size"] = json!(999_999);
+    let body = serde_json::to_vec(&json).expect("json");
+    let response = api.put_manifest(repo, "v1", OCI_MANIFEST, &body).await;
+    let (_, error) = expect_error(response, 400, "MANIFEST_INVALID").await;
+    assert!(
+        error["message"].as_str().unwrap_or("").contains("999999"),
+        "{error}"
+    );
+
+    assert!(api.tags(repo).await.is_empty());
+    api.push_manifest(repo, "v1", OCI_MANIFEST, &manifest).await;
+}
+
 #[tokio::test]
 async fn index_referencing_unknown_child_is_refused() {
     let api = Api::start().await;
