@@ -271,7 +271,8 @@ impl Default for CacheConfig {
 pub struct RegistryConfig {
     /// Largest manifest accepted, in bytes (the spec asks registries to take at least 4 MiB).
     pub max_manifest_bytes: u64,
-    /// Page size of `_catalog` and `tags/list` when the client gives no `n`, and the largest `n` honoured.
+    /// Page size of `_catalog` when the client gives no `n`, and the largest `n` honoured;
+    /// `tags/list` without `n` returns every tag, read in pages of this size.
     pub max_page_size: usize,
 }
 

@@ -25,6 +25,7 @@ macro_rules! metadata_conformance {
             ping_answers,
             blob_links_are_per_repository,
             put_manifest_with_missing_references_changes_nothing,
+            put_manifest_with_wrong_sizes_changes_nothing,
             put_manifest_is_idempotent_and_moves_tags,
             get_manifest_by_tag_and_by_digest,
             index_requires_its_children_in_the_repository,
@@ -70,8 +71,11 @@ fn blob(seed: &str) -> Digest {
     Digest::sha256_of(seed.as_bytes())
 }
 
-fn descriptor(media_type: &str, digest: &Digest) -> Value {
-    json!({ "mediaType": media_type, "digest": digest.as_str(), "size": 100 })
+/// Every fixture blob is linked with this size (`link`), so descriptors say it too.
+const BLOB_SIZE: u64 = 100;
+
+fn descriptor(media_type: &str, digest: &Digest, size: u64) -> Value {
+    json!({ "mediaType": media_type, "digest": digest.as_str(), "size": size })
 }
 
 /// An OCI image manifest; tests tweak the JSON (subject, artifactType…) before `manifest`.
@@ -79,16 +83,19 @@ fn image(config: &Digest, layers: &[&Digest]) -> Value {
     json!({
         "schemaVersion": 2,
         "mediaType": OCI_MANIFEST,
-        "config": descriptor(CONFIG_TYPE, config),
-        "layers": layers.iter().map(|l| descriptor(LAYER_TYPE, l)).collect::<Vec<_>>(),
+        "config": descriptor(CONFIG_TYPE, config, BLOB_SIZE),
+        "layers": layers.iter().map(|l| descriptor(LAYER_TYPE, l, BLOB_SIZE)).collect::<Vec<_>>(),
     })
 }
 
-fn index(children: &[&Digest]) -> Value {
+fn index(children: &[&NewManifest]) -> Value {
+    let descriptors = children
+        .iter()
+        .map(|c| descriptor(OCI_MANIFEST, &c.digest, c.body.len() as u64));
     json!({
         "schemaVersion": 2,
         "mediaType": OCI_INDEX,
-        "manifests": children.iter().map(|c| descriptor(OCI_MANIFEST, c)).collect::<Vec<_>>(),
+        "manifests": descriptors.collect::<Vec<_>>(),
     })
 }
 
@@ -115,7 +122,10 @@ fn record(m: &NewManifest) -> ManifestRecord {
 
 async fn link(store: &dyn MetadataStore, repo: &RepoName, blobs: &[&Digest]) {
     for b in blobs {
-        store.link_blob(repo, b, 100).await.expect("link_blob");
+        store
+            .link_blob(repo, b, BLOB_SIZE)
+            .await
+            .expect("link_blob");
     }
 }
 
@@ -268,6 +278,49 @@ pub(crate) async fn put_manifest_with_missing_references_changes_nothing(
     );
 }
 
+/// A descriptor must state the size of what it names: the blob's linked size, a child
+/// manifest's byte length. Clients verify what they pull against it.
+pub(crate) async fn put_manifest_with_wrong_sizes_changes_nothing(store: Arc<dyn MetadataStore>) {
+    let store = &*store;
+    let r = repo("app");
+    let (config, layer) = (blob("config"), blob("layer"));
+    link(store, &r, &[&config, &layer]).await;
+    let mut wrong = image(&config, &[&layer]);
+    wrong["layers"][0]["size"] = json!(999_999);
+    let refused = manifest(&r, &wrong, &["v1"]);
+    match store.put_manifest(&refused).await {
+        Err(MetadataError::SizeMismatch {
+            digest,
+            declared,
+            stored,
+        }) => assert_eq!(
+            (digest, declared, stored),
+            (layer.clone(), 999_999, BLOB_SIZE)
+        ),
+        other => panic!("expected SizeMismatch, got {other:?}"),
+    }
+    assert_eq!(get(store, &r, "v1").await, None);
+    assert_eq!(get(store, &r, refused.digest.as_str()).await, None);
+
+    let child = manifest(&r, &image(&config, &[&layer]), &[]);
+    put(store, &child).await;
+    let mut wrong = index(&[&child]);
+    wrong["manifests"][0]["size"] = json!(child.body.len() + 1);
+    let refused = manifest(&r, &wrong, &["multi"]);
+    assert!(matches!(
+        store.put_manifest(&refused).await,
+        Err(MetadataError::SizeMismatch { digest, .. }) if digest == child.digest
+    ));
+    assert_eq!(get(store, &r, "multi").await, None);
+    // A missing reference is reported before a wrong size.
+    let mut both = image(&config, &[&layer, &blob("nowhere")]);
+    both["config"]["size"] = json!(1);
+    assert!(matches!(
+        store.put_manifest(&manifest(&r, &both, &[])).await,
+        Err(MetadataError::MissingReferences(_))
+    ));
+}
+
 pub(crate) async fn put_manifest_is_idempotent_and_moves_tags(store: Arc<dyn MetadataStore>) {
     let store = &*store;
     let r = repo("app");
@@ -367,7 +420,7 @@ pub(crate) async fn index_requires_its_children_in_the_repository(store: Arc<dyn
     link(store, &b, &[&config, &layer]).await;
 
     let child = manifest(&a, &image(&config, &[&layer]), &[]);
-    let idx = manifest(&a, &index(&[&child.digest]), &["multi"]);
+    let idx = manifest(&a, &index(&[&child]), &["multi"]);
     match store.put_manifest(&idx).await {
         Err(MetadataError::MissingReferences(missing)) => {
             assert_eq!(missing, vec![child.digest.clone()])
@@ -616,7 +669,7 @@ pub(crate) async fn referrers_filter_by_artifact_type(store: Arc<dyn MetadataSto
 
     let mut sbom_json = image(&config, &[&layer]);
     sbom_json["artifactType"] = json!("application/vnd.example.sbom");
-    sbom_json["subject"] = descriptor(OCI_MANIFEST, &subject.digest);
+    sbom_json["subject"] = descriptor(OCI_MANIFEST, &subject.digest, subject.body.len() as u64);
     sbom_json["annotations"] =
         json!({ "org.opencontainers.image.created": "2024-01-01T00:00:00Z" });
     let sbom = manifest(&r, &sbom_json, &[]);
@@ -624,13 +677,13 @@ pub(crate) async fn referrers_filter_by_artifact_type(store: Arc<dyn MetadataSto
     // No artifactType: the config's media type stands in.
     let mut sig_json = image(&config, &[]);
     sig_json["config"]["mediaType"] = json!("application/vnd.example.signature");
-    sig_json["subject"] = descriptor(OCI_MANIFEST, &subject.digest);
+    sig_json["subject"] = descriptor(OCI_MANIFEST, &subject.digest, subject.body.len() as u64);
     let sig = manifest(&r, &sig_json, &[]);
 
     // The subject of a referrer need not exist (yet).
     let absent = blob("absent subject");
     let mut orphan_json = image(&config, &[]);
-    orphan_json["subject"] = descriptor(OCI_MANIFEST, &absent);
+    orphan_json["subject"] = descriptor(OCI_MANIFEST, &absent, BLOB_SIZE);
     let orphan = manifest(&r, &orphan_json, &[]);
 
     for m in [&sbom, &sig, &orphan] {
@@ -918,7 +971,7 @@ pub(crate) async fn gc_keeps_blobs_other_repositories_reference(store: Arc<dyn M
     // Only reachable through an index: the child's own references keep its blobs.
     let child = manifest(&a, &image(&config, &[&shared]), &[]);
     put(store, &child).await;
-    let idx = manifest(&a, &index(&[&child.digest]), &["multi"]);
+    let idx = manifest(&a, &index(&[&child]), &["multi"]);
     put(store, &idx).await;
 
     let plan = store.collect_garbage(future()).await.expect("gc");

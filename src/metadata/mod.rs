@@ -85,6 +85,14 @@ pub struct GcPlan {
 pub enum MetadataError {
     #[error("manifest references blobs or manifests unknown to the repository: {0:?}")]
     MissingReferences(Vec<Digest>),
+    /// A descriptor's `size` is not the size of the blob or manifest it names; clients
+    /// would fail their own verification of what they pull.
+    #[error("descriptor of {digest} says {declared} bytes, the repository holds {stored}")]
+    SizeMismatch {
+        digest: Digest,
+        declared: u64,
+        stored: u64,
+    },
     #[error("metadata backend: {0}")]
     Backend(#[source] Box<dyn std::error::Error + Send + Sync>),
 }
@@ -118,7 +126,8 @@ pub trait MetadataStore: Send + Sync + 'static {
     ///
     /// # Errors
     /// `MissingReferences` (nothing changed) when a blob in `info.blobs` is not linked to the
-    /// repository or a manifest in `info.children` is not in it.
+    /// repository or a manifest in `info.children` is not in it; `SizeMismatch` (nothing
+    /// changed) when one is there with another size than its descriptor says.
     async fn put_manifest(&self, manifest: &NewManifest) -> Result<()>;
 
     /// The manifest a tag points at, or the manifest with that digest in the repository.

@@ -21,6 +21,7 @@ use super::{
     GcPlan, ManifestRecord, MetadataError, MetadataStore, NewManifest, Referrer, Result, Timestamp,
     UploadSession, now,
 };
+use crate::oci::manifest::Descriptor;
 use crate::oci::{Digest, Reference, RepoName, Tag, UploadId};
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("migrations/sqlite");
@@ -157,10 +158,17 @@ async fn ensure_repo(
 }
 
 /// Digests in first-seen order without repeats (a layer may be listed twice).
-fn unique<'a>(digests: &'a [Digest]) -> impl Iterator<Item = &'a Digest> + 'a {
+/// Each descriptor once (a layer listed twice is checked once; the same digest with two
+/// sizes is still checked twice, so the wrong one is caught).
+fn unique<'a>(descriptors: &'a [Descriptor]) -> impl Iterator<Item = &'a Descriptor> + 'a {
     let mut seen = HashSet::new();
-    digests.iter().filter(move |d| seen.insert(d.as_str()))
+    descriptors.iter().filter(move |d| seen.insert(*d))
 }
+
+const BLOB_SIZE_IN_REPO: &str =
+    "SELECT b.size FROM repo_blobs rb JOIN blobs b ON b.digest = rb.digest
+     WHERE rb.repo_id = ?1 AND rb.digest = ?2";
+const MANIFEST_SIZE_IN_REPO: &str = "SELECT size FROM manifests WHERE repo_id = ?1 AND digest = ?2";
 
 #[derive(sqlx::FromRow)]
 struct ReferrerRow {
@@ -270,36 +278,37 @@ impl MetadataStore for SqliteStore {
         let repo_id = ensure_repo(&mut tx, &manifest.repo, at).await?;
 
         let mut missing = Vec::new();
-        for blob in unique(&info.blobs) {
-            let linked: bool = sqlx::query_scalar(
-                "SELECT EXISTS (SELECT 1 FROM repo_blobs WHERE repo_id = ?1 AND digest = ?2)",
-            )
-            .bind(repo_id)
-            .bind(blob.as_str())
-            .fetch_one(&mut *tx)
-            .await
-            .map_err(backend)?;
-            if !linked {
-                missing.push(blob.clone());
+        let mut wrong_size = None;
+        let blobs = unique(&info.blobs).map(|d| (d, BLOB_SIZE_IN_REPO));
+        let children = unique(&info.children).map(|d| (d, MANIFEST_SIZE_IN_REPO));
+        for (descriptor, size_query) in blobs.chain(children) {
+            let stored: Option<i64> = sqlx::query_scalar(size_query)
+                .bind(repo_id)
+                .bind(descriptor.digest.as_str())
+                .fetch_optional(&mut *tx)
+                .await
+                .map_err(backend)?;
+            match stored.and_then(|s| u64::try_from(s).ok()) {
+                None => missing.push(descriptor.digest.clone()),
+                Some(stored) if stored != descriptor.size => {
+                    wrong_size.get_or_insert(MetadataError::SizeMismatch {
+                        digest: descriptor.digest.clone(),
+                        declared: descriptor.size,
+                        stored,
+                    });
+                }
+                Some(_) => {}
             }
         }
-        for child in unique(&info.children) {
-            let present: bool = sqlx::query_scalar(
-                "SELECT EXISTS (SELECT 1 FROM manifests WHERE repo_id = ?1 AND digest = ?2)",
-            )
-            .bind(repo_id)
-            .bind(child.as_str())
-            .fetch_one(&mut *tx)
-            .await
-            .map_err(backend)?;
-            if !present {
-                missing.push(child.clone());
-            }
-        }
-        if !missing.is_empty() {
+        let refused = if missing.is_empty() {
+            wrong_size
+        } else {
+            Some(MetadataError::MissingReferences(missing))
+        };
+        if let Some(refused) = refused {
             // Also undoes the repository row ensure_repo may have created.
             tx.rollback().await.map_err(backend)?;
-            return Err(MetadataError::MissingReferences(missing));
+            return Err(refused);
         }
 
         sqlx::query(
@@ -330,8 +339,8 @@ impl MetadataStore for SqliteStore {
         let refs = info
             .blobs
             .iter()
-            .map(|d| (d, "blob"))
-            .chain(info.children.iter().map(|d| (d, "manifest")));
+            .map(|d| (&d.digest, "blob"))
+            .chain(info.children.iter().map(|d| (&d.digest, "manifest")));
         for (target, kind) in refs {
             sqlx::query(
                 "INSERT INTO manifest_refs (repo_id, manifest_digest, target_digest, kind) VALUES (?1, ?2, ?3, ?4)

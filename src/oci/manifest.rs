@@ -54,6 +54,17 @@ pub enum ManifestError {
     },
     #[error("descriptor in {field:?} is invalid: {reason}")]
     InvalidDescriptor { field: &'static str, reason: String },
+    /// Keys Go clients would read differently (case variants, duplicates) or nesting they
+    /// cannot decode; see `strict`.
+    #[error("manifest is ambiguous: {0}")]
+    Ambiguous(String),
+}
+
+/// A blob or manifest a manifest points at, with the size it claims for it.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Descriptor {
+    pub digest: Digest,
+    pub size: u64,
 }
 
 /// What the registry needs to know about a valid manifest.
@@ -63,10 +74,10 @@ pub struct ManifestInfo {
     /// The type reported to the referrers API: `artifactType`, else the config's media type.
     pub artifact_type: Option<String>,
     pub subject: Option<Digest>,
-    /// Config and layer blobs that must exist in the repository.
-    pub blobs: Vec<Digest>,
-    /// Child manifests of an index that must exist in the repository.
-    pub children: Vec<Digest>,
+    /// Config and layer blobs that must exist in the repository, with the stored size.
+    pub blobs: Vec<Descriptor>,
+    /// Child manifests of an index that must exist in the repository, with their size.
+    pub children: Vec<Descriptor>,
     /// Annotations as a JSON object, copied into referrer descriptors.
     pub annotations: Option<BTreeMap<String, String>>,
 }
@@ -101,21 +112,23 @@ struct RawDescriptor {
 }
 
 impl RawDescriptor {
-    fn validate(&self, field: &'static str) -> Result<Digest, ManifestError> {
+    fn validate(&self, field: &'static str) -> Result<Descriptor, ManifestError> {
         let invalid = |reason: String| ManifestError::InvalidDescriptor { field, reason };
         match &self.media_type {
             Some(m) if !m.is_empty() => {}
             _ => return Err(invalid("mediaType is required".into())),
         }
-        match self.size {
-            Some(size) if size >= 0 => {}
-            _ => return Err(invalid("size must be a non-negative integer".into())),
-        }
+        let size = self
+            .size
+            .and_then(|size| u64::try_from(size).ok())
+            .ok_or_else(|| invalid("size must be a non-negative integer".into()))?;
         let digest = self
             .digest
             .as_deref()
-            .ok_or_else(|| invalid("digest is required".into()))?;
-        digest.parse().map_err(|e| invalid(format!("{e}")))
+            .ok_or_else(|| invalid("digest is required".into()))?
+            .parse()
+            .map_err(|e| invalid(format!("{e}")))?;
+        Ok(Descriptor { digest, size })
     }
 
     fn is_foreign(&self) -> bool {
@@ -145,6 +158,10 @@ fn canonical(media_type: &str) -> Result<&'static str, ManifestError> {
 
 /// Validates a manifest as pushed and tells what it references.
 pub fn parse(content_type: Option<&str>, bytes: &[u8]) -> Result<ManifestInfo, ManifestError> {
+    strict::check(bytes).map_err(|e| match e.classify() {
+        serde_json::error::Category::Data => ManifestError::Ambiguous(e.to_string()),
+        _ => ManifestError::NotJson(e.to_string()),
+    })?;
     let raw: RawManifest =
         serde_json::from_slice(bytes).map_err(|e| ManifestError::NotJson(e.to_string()))?;
     if raw.schema_version != Some(serde_json::Value::from(2)) {
@@ -174,7 +191,7 @@ pub fn parse(content_type: Option<&str>, bytes: &[u8]) -> Result<ManifestInfo, M
     let subject = raw
         .subject
         .as_ref()
-        .map(|s| s.validate("subject"))
+        .map(|s| s.validate("subject").map(|d| d.digest))
         .transpose()?;
     let mut info = ManifestInfo {
         media_type,
@@ -197,9 +214,9 @@ pub fn parse(content_type: Option<&str>, bytes: &[u8]) -> Result<ManifestInfo, M
         info.blobs.push(config.validate("config")?);
         let layers = require(media_type, "layers", raw.layers.as_ref())?;
         for layer in layers {
-            let digest = layer.validate("layers")?;
+            let descriptor = layer.validate("layers")?;
             if !layer.is_foreign() {
-                info.blobs.push(digest);
+                info.blobs.push(descriptor);
             }
         }
         if info.artifact_type.is_none() {
@@ -246,6 +263,8 @@ pub fn accepts<'a>(accept_values: impl IntoIterator<Item = &'a str>, media_type:
     }
     !any_value
 }
+
+mod strict;
 
 #[cfg(test)]
 mod tests;

@@ -31,6 +31,12 @@ pub enum RegistryError {
     ManifestNotAcceptable(String),
     #[error("manifest references blobs or manifests unknown to the repository")]
     ManifestBlobUnknown(Vec<Digest>),
+    #[error("descriptor of {digest} says {declared} bytes, the repository holds {stored}")]
+    ManifestSizeMismatch {
+        digest: Digest,
+        declared: u64,
+        stored: u64,
+    },
     #[error("{0}")]
     NameInvalid(String),
     #[error("repository name not known to registry")]
@@ -58,7 +64,7 @@ impl RegistryError {
             RangeInvalid(_) => ErrorCode::RangeInvalid,
             DigestMismatch { .. } | DigestInvalid(_) => ErrorCode::DigestInvalid,
             SizeInvalid(_) => ErrorCode::SizeInvalid,
-            ManifestInvalid(_) => ErrorCode::ManifestInvalid,
+            ManifestInvalid(_) | ManifestSizeMismatch { .. } => ErrorCode::ManifestInvalid,
             ManifestTooLarge { .. } => ErrorCode::ManifestTooLarge,
             ManifestUnknown | ManifestNotAcceptable(_) => ErrorCode::ManifestUnknown,
             ManifestBlobUnknown(_) => ErrorCode::ManifestBlobUnknown,
@@ -103,6 +109,15 @@ impl From<MetadataError> for RegistryError {
             MetadataError::MissingReferences(digests) => {
                 RegistryError::ManifestBlobUnknown(digests)
             }
+            MetadataError::SizeMismatch {
+                digest,
+                declared,
+                stored,
+            } => RegistryError::ManifestSizeMismatch {
+                digest,
+                declared,
+                stored,
+            },
             other => RegistryError::Metadata(other),
         }
     }
@@ -115,6 +130,18 @@ impl From<NameError> for RegistryError {
             NameError::InvalidTag => RegistryError::TagInvalid(e.to_string()),
             NameError::InvalidDigest(_) => RegistryError::DigestInvalid(e.to_string()),
             NameError::InvalidUploadId => RegistryError::UploadUnknown,
+        }
+    }
+}
+
+impl RegistryError {
+    /// A path that does not parse. A reference that cannot be a tag names no manifest, so a
+    /// read says `MANIFEST_UNKNOWN` (404, what the OCI conformance suite expects of
+    /// `GET /v2/<name>/manifests/.INVALID`); a push still learns why the tag is invalid.
+    pub fn from_route(e: RouteError, read: bool) -> Self {
+        match e {
+            RouteError::Invalid(NameError::InvalidTag) if read => RegistryError::ManifestUnknown,
+            other => other.into(),
         }
     }
 }

@@ -11,17 +11,16 @@ use crate::oci::manifest::OCI_INDEX;
 use crate::oci::{Digest, RepoName};
 use crate::registry::{Registry, RegistryError};
 
-/// `n` and `last` from the query; `n` is capped at the configured page size.
-fn page(request: &Request, max: usize) -> Result<(usize, Option<String>), RegistryError> {
-    let n = match request.query_param("n") {
-        Some(n) => n
-            .parse::<usize>()
-            .map_err(|_| {
+/// `n` (capped at the configured page size; `None` when the client sent none) and `last`.
+fn page(request: &Request, max: usize) -> Result<(Option<usize>, Option<String>), RegistryError> {
+    let n = request
+        .query_param("n")
+        .map(|n| {
+            n.parse::<usize>().map(|n| n.min(max)).map_err(|_| {
                 RegistryError::PaginationInvalid(format!("n={n:?} is not a non-negative integer"))
-            })?
-            .min(max),
-        None => max,
-    };
+            })
+        })
+        .transpose()?;
     Ok((n, request.query_param("last")))
 }
 
@@ -41,6 +40,7 @@ fn link_next(response: &mut Response, path: &str, n: usize, items: &[String]) {
 
 pub(super) async fn catalog(state: &AppState, request: &Request) -> HandlerResult {
     let (n, last) = page(request, state.max_page_size)?;
+    let n = n.unwrap_or(state.max_page_size);
     let repositories = if n == 0 {
         Vec::new()
     } else {
@@ -52,18 +52,48 @@ pub(super) async fn catalog(state: &AppState, request: &Request) -> HandlerResul
     Ok(response)
 }
 
+/// With `n`, one page and a `Link` to the next. Without it, the whole list: the spec's
+/// unpaginated form, which clients that never follow `Link` rely on (distribution does the
+/// same); it is read page by page from the store.
 pub(super) async fn tags(state: &AppState, name: &RepoName, request: &Request) -> HandlerResult {
     let (n, last) = page(request, state.max_page_size)?;
-    // The repository must exist even when the page is empty.
-    let mut tags = state
-        .registry
-        .list_tags(name, last.as_deref(), n.max(1))
-        .await?;
-    tags.truncate(n);
+    let tags = match n {
+        Some(n) => {
+            // The repository must exist even when the page is empty.
+            let mut tags = state
+                .registry
+                .list_tags(name, last.as_deref(), n.max(1))
+                .await?;
+            tags.truncate(n);
+            tags
+        }
+        None => all_tags(&state.registry, name, last, state.max_page_size).await?,
+    };
     let mut response =
         axum::Json(serde_json::json!({ "name": name.as_str(), "tags": tags })).into_response();
-    link_next(&mut response, &format!("/v2/{name}/tags/list"), n, &tags);
+    if let Some(n) = n {
+        link_next(&mut response, &format!("/v2/{name}/tags/list"), n, &tags);
+    }
     Ok(response)
+}
+
+async fn all_tags(
+    registry: &Registry,
+    name: &RepoName,
+    mut last: Option<String>,
+    page_size: usize,
+) -> Result<Vec<String>, RegistryError> {
+    let page_size = page_size.max(1);
+    let mut tags = Vec::new();
+    loop {
+        let page = registry.list_tags(name, last.as_deref(), page_size).await?;
+        let full = page.len() == page_size;
+        last = page.last().cloned();
+        tags.extend(page);
+        if !full {
+            return Ok(tags);
+        }
+    }
 }
 
 #[derive(Serialize)]

@@ -76,6 +76,7 @@ pub(super) async fn dispatch(
     let route_label = route.as_ref().map(route_kind).unwrap_or("unknown");
     let method_label = method.as_str().to_owned();
     let is_head = method == Method::HEAD;
+    let is_read = is_head || method == Method::GET;
     let request = Request {
         method,
         uri,
@@ -86,7 +87,7 @@ pub(super) async fn dispatch(
             .await
             .unwrap_or_else(IntoResponse::into_response),
         Err(path::RouteError::NotFound) => not_found(),
-        Err(e) => ApiError(RegistryError::from(e)).into_response(),
+        Err(e) => ApiError(RegistryError::from_route(e, is_read)).into_response(),
     };
     if is_head {
         *response.body_mut() = Body::empty();

@@ -109,6 +109,84 @@ fn invalid_manifests_are_rejected() {
     }
 }
 
+/// Go clients match keys case-insensitively (Unicode folding) and let the last duplicate win;
+/// every way of making them read other descriptors than the registry checks is refused.
+#[test]
+fn keys_go_clients_read_differently_are_rejected() {
+    let layer = format!(
+        r#"{{"mediaType":"application/vnd.oci.image.layer.v1.tar+gzip","digest":"{}","size":10}}"#,
+        d('f')
+    );
+    let with_field = |field: &str| {
+        image(Some(OCI_MANIFEST)).replacen('{', &format!(r#"{{"{field}":[{layer}],"#), 1)
+    };
+    let index = |platform: &str| {
+        format!(
+            r#"{{"schemaVersion":2,"mediaType":"{OCI_INDEX}","manifests":[{{"mediaType":"{OCI_MANIFEST}","digest":"{}","size":5,"platform":{platform}}}]}}"#,
+            d('c')
+        )
+    };
+    let ambiguous = [
+        with_field("Layers"),
+        with_field("LAYERS"),
+        with_field("layerſ"),
+        image(Some(OCI_MANIFEST)).replace(r#""config""#, r#""Config""#),
+        image(Some(OCI_MANIFEST)).replace(
+            r#""mediaType":"application/vnd.oci.image.manifest"#,
+            r#""MediaType":"application/vnd.oci.image.manifest"#,
+        ),
+        image(Some(OCI_MANIFEST)).replace(r#""size":10"#, r#""size":10,"Size":11"#),
+        image(Some(OCI_MANIFEST)).replace(r#""size":10"#, r#""size":10,"Key":1,"diGest":"x""#),
+        format!(r#"{{"schemaVersion":2,"mediaType":"{OCI_INDEX}","manifests":[],"Manifests":[]}}"#),
+        index(r#"{"os":"linux","OS":"windows","architecture":"amd64"}"#),
+        // Duplicates: the registry would read the first, Go clients the last.
+        with_field("layers"),
+        image(Some(OCI_MANIFEST)).replace(r#""size":10"#, r#""size":10,"size":11"#),
+        image(Some(OCI_MANIFEST)).replace(r#""size":10"#, r#""size":10,"digest":"x""#),
+        image(Some(OCI_MANIFEST)).replacen('{', r#"{"annotations":{"a":"1","a":"2"},"#, 1),
+        index(r#"{"os":"linux","os":"windows","architecture":"amd64"}"#),
+        image(Some(OCI_MANIFEST)).replacen('{', r#"{"x-extra":{"k":1,"k":2},"#, 1),
+    ];
+    for body in ambiguous {
+        let err = parse(None, body.as_bytes()).unwrap_err();
+        assert!(
+            matches!(err, ManifestError::Ambiguous(_)),
+            "{body}: {err:?}"
+        );
+    }
+    // Keys outside the known fields keep their freedom, whatever their case.
+    let free = image(Some(OCI_MANIFEST)).replacen(
+        '{',
+        r#"{"annotations":{"Size":"1","LAYERS":"x"},"x-Layers":[],"#,
+        1,
+    );
+    assert_eq!(parse(None, free.as_bytes()).unwrap().blobs.len(), 2);
+}
+
+#[test]
+fn deep_nesting_is_rejected_without_exhausting_the_stack() {
+    let nested = |depth: usize| {
+        let value = format!("{}1{}", "[".repeat(depth), "]".repeat(depth));
+        image(Some(OCI_MANIFEST)).replacen('{', &format!(r#"{{"x-extra":{value},"#), 1)
+    };
+    let at_limit = nested(strict::MAX_DEPTH - 1);
+    assert!(parse(None, at_limit.as_bytes()).is_ok());
+    for depth in [strict::MAX_DEPTH, 100_000] {
+        let err = parse(None, nested(depth).as_bytes()).unwrap_err();
+        assert!(
+            matches!(err, ManifestError::Ambiguous(_)),
+            "{depth}: {err:?}"
+        );
+    }
+}
+
+#[test]
+fn descriptors_carry_their_declared_sizes() {
+    let info = parse(None, image(Some(OCI_MANIFEST)).as_bytes()).unwrap();
+    let sizes: Vec<u64> = info.blobs.iter().map(|b| b.size).collect();
+    assert_eq!(sizes, [2, 10]);
+}
+
 #[test]
 fn accept_negotiation() {
     assert!(accepts([], OCI_MANIFEST));

@@ -89,6 +89,26 @@ async fn tags_are_listed_in_byte_order() {
     assert!(link.is_none(), "everything fit in one page: {link:?}");
 }
 
+/// Without `n` the whole list comes back, however many pages of the configured size it
+/// spans: clients that read one response and never follow `Link` must not lose tags.
+#[tokio::test]
+async fn tags_without_n_are_listed_whole() {
+    let api = Api::start_with(|c| c.registry.max_page_size = 4).await;
+    let repo = "list/whole";
+    let names: Vec<String> = (0..11).map(|i| format!("t{i:02}")).collect();
+    let tags: Vec<&str> = names.iter().map(String::as_str).collect();
+    tag_many(&api, repo, &tags).await;
+    let (items, link) = page(&api, &format!("/v2/{repo}/tags/list"), "tags").await;
+    assert_eq!(items, names);
+    assert!(link.is_none(), "the unpaginated form has no Link: {link:?}");
+    let (items, _) = page(&api, &format!("/v2/{repo}/tags/list?last=t05"), "tags").await;
+    assert_eq!(items, names[6..]);
+    // With `n`, pages are still capped at the configured size and linked.
+    let (items, link) = page(&api, &format!("/v2/{repo}/tags/list?n=100"), "tags").await;
+    assert_eq!(items, names[..4]);
+    assert!(link.is_some());
+}
+
 #[tokio::test]
 async fn tags_pagination() {
     let api = Api::start().await;
@@ -267,10 +287,6 @@ async fn catalog_lists_repositories_with_manifests_in_order() {
 async fn page_size_is_capped_by_configuration() {
     let api = Api::start_with(|config| config.registry.max_page_size = 2).await;
     tag_many(&api, "list/capped", &["a", "b", "c", "d", "e"]).await;
-    // No n: the configured page size, with a Link to continue.
-    let (items, link) = page(&api, "/v2/list/capped/tags/list", "tags").await;
-    assert_eq!(items, ["a", "b"]);
-    assert!(link.is_some());
     // A larger n is capped, and the Link still leads through everything.
     let (items, link) = page(&api, "/v2/list/capped/tags/list?n=100", "tags").await;
     assert_eq!(items, ["a", "b"]);
