@@ -19,6 +19,7 @@ use super::fill::{FillError, Fills};
 use crate::locks::KeyedLocks;
 use crate::oci::manifest::accepts;
 use crate::oci::path::{self, RouteError};
+use crate::oci::range::{RangeRequest, content_range, unsatisfied_content_range};
 use crate::oci::{Digest, ErrorCode, ErrorEnvelope, Reference, RepoName, Tag, V2Route};
 use crate::telemetry::metrics;
 use crate::upstream::{FetchedBlob, UpstreamClient, UpstreamConfig, UpstreamError};
@@ -646,18 +647,16 @@ async fn serve_blob(
     open: impl FnOnce(Range<u64>) -> std::io::Result<BodyStream>,
     source: &'static str,
 ) -> EdgeResponse {
-    let (status, range) = match range_header
-        .map(|h| http_range_header::parse_range_header(h).map(|r| r.validate(size)))
-    {
-        Some(Ok(Ok(ranges))) if ranges.len() == 1 => (206, *ranges[0].start()..ranges[0].end() + 1),
-        Some(Ok(Err(_))) => {
+    let (status, range) = match RangeRequest::parse(range_header, size) {
+        RangeRequest::Whole => (200, 0..size),
+        RangeRequest::Part(part) => (206, part),
+        RangeRequest::Unsatisfiable => {
             return EdgeResponse::error(
                 ErrorCode::RangeInvalid,
                 format!("the blob has {size} bytes"),
             )
-            .header("content-range", format!("bytes */{size}"));
+            .header("content-range", unsatisfied_content_range(size));
         }
-        _ => (200, 0..size),
     };
     let mut response = EdgeResponse::new(status)
         .header("content-type", "application/octet-stream")
@@ -670,10 +669,7 @@ async fn serve_blob(
             if source == "cache" { "HIT" } else { "MISS" },
         );
     if status == 206 {
-        response = response.header(
-            "content-range",
-            format!("bytes {}-{}/{size}", range.start, range.end - 1),
-        );
+        response = response.header("content-range", content_range(&range, size));
     }
     if head || range.is_empty() {
         return response;

@@ -1,4 +1,5 @@
-//! The OCI distribution vocabulary: names, digests, routes, manifests and error codes.
+//! The OCI distribution vocabulary: names, digests, routes, byte ranges, manifests and error
+//! codes.
 //!
 //! Pure and free of IO: nothing here touches the network, the disk, axum or pingora, so the
 //! registry core and the edge parse requests with the same code. Every other module may depend
@@ -9,8 +10,10 @@ pub mod error;
 pub mod manifest;
 pub mod name;
 pub mod path;
+pub mod range;
 
 pub use digest::{Algorithm, Digest, DigestError, Hasher};
 pub use error::{ErrorCode, ErrorEnvelope};
 pub use name::{NameError, Reference, RepoName, Tag, UploadId};
 pub use path::{RouteError, V2Route};
+pub use range::{ChunkRange, ContentRangeError, RangeRequest};

@@ -9,16 +9,9 @@ use futures_util::StreamExt;
 
 use super::{BodyStream, Registry, RegistryError, Result};
 use crate::metadata::{UploadSession, now};
-use crate::oci::{Algorithm, Digest, Hasher, RepoName, UploadId};
+use crate::oci::{Algorithm, ChunkRange, Digest, Hasher, RepoName, UploadId};
 use crate::storage::BlobStoreError;
 use crate::telemetry::metrics;
-
-/// An inclusive byte range from a `Content-Range` header.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct ChunkRange {
-    pub start: u64,
-    pub end: u64,
-}
 
 /// What the client said about a request body.
 #[derive(Debug, Clone, Copy, Default)]
@@ -336,18 +329,14 @@ fn expected_length(session: &UploadSession, info: BodyInfo) -> Result<Option<u64
     let Some(range) = info.range else {
         return Ok(info.content_length);
     };
-    if range.start != session.offset {
+    if range.start() != session.offset {
         return Err(RegistryError::RangeInvalid(format!(
             "chunk starts at byte {} but the upload holds {} bytes",
-            range.start, session.offset
+            range.start(),
+            session.offset
         )));
     }
-    if range.end < range.start {
-        return Err(RegistryError::RangeInvalid(
-            "Content-Range ends before it starts".into(),
-        ));
-    }
-    let len = range.end - range.start + 1;
+    let len = range.length();
     if info.content_length.is_some_and(|declared| declared != len) {
         return Err(RegistryError::RangeInvalid(format!(
             "Content-Range covers {len} bytes but Content-Length is {}",

@@ -10,8 +10,8 @@ use axum::body::Body;
 
 use super::{HandlerResult, Request, body_stream, set_header};
 use crate::metadata::UploadSession;
-use crate::oci::{Algorithm, Digest, RepoName, UploadId};
-use crate::registry::uploads::{BodyInfo, ChunkRange};
+use crate::oci::{Algorithm, ChunkRange, Digest, RepoName, UploadId};
+use crate::registry::uploads::BodyInfo;
 use crate::registry::{Registry, RegistryError};
 
 fn upload_location(name: &RepoName, id: &UploadId) -> String {
@@ -48,27 +48,12 @@ fn blob_created(name: &RepoName, digest: &Digest) -> Response {
     response
 }
 
-/// `Content-Range` as sent by clients: `start-end`, optionally with a `bytes ` or `bytes=`
-/// prefix and a `/total` suffix.
-fn parse_content_range(value: &str) -> Result<ChunkRange, RegistryError> {
-    let invalid =
-        || RegistryError::RangeInvalid(format!("Content-Range {value:?} is not start-end"));
-    let trimmed = value
-        .trim()
-        .trim_start_matches("bytes")
-        .trim_start_matches(['=', ' ']);
-    let span = trimmed.split('/').next().unwrap_or_default();
-    let (start, end) = span.split_once('-').ok_or_else(invalid)?;
-    let start = start.parse().map_err(|_| invalid())?;
-    let end = end.parse().map_err(|_| invalid())?;
-    Ok(ChunkRange { start, end })
-}
-
 fn body_info(request: &Request) -> Result<BodyInfo, RegistryError> {
     let range = request
         .header(header::CONTENT_RANGE)
-        .map(parse_content_range)
-        .transpose()?;
+        .map(|value| value.parse::<ChunkRange>())
+        .transpose()
+        .map_err(|e| RegistryError::RangeInvalid(e.to_string()))?;
     Ok(BodyInfo {
         range,
         content_length: request.content_length(),
@@ -191,20 +176,4 @@ async fn with_progress(
         set_header(&mut response, "docker-upload-uuid", id.as_str());
     }
     response
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn content_range_forms() {
-        let ok = |s: &str| parse_content_range(s).map(|r| (r.start, r.end)).ok();
-        assert_eq!(ok("0-99"), Some((0, 99)));
-        assert_eq!(ok("bytes 100-199/*"), Some((100, 199)));
-        assert_eq!(ok("bytes=5-9"), Some((5, 9)));
-        assert_eq!(ok("5"), None);
-        assert_eq!(ok("a-b"), None);
-        assert_eq!(ok("-5"), None);
-    }
 }

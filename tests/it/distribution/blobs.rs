@@ -112,6 +112,49 @@ async fn range_requests() {
     assert_eq!(body, bytes);
 }
 
+/// The empty blob has no byte a range could start at: `416` with `bytes */0` (it was a `500`
+/// on `GET` and a `206` announcing one byte on `HEAD`). A suffix longer than a blob is the
+/// whole blob (RFC 9110 §14.1.3), not a `416`; a suffix of the empty blob is all of it: `200`.
+#[tokio::test]
+async fn ranges_on_the_empty_blob_and_suffixes_longer_than_the_blob() {
+    let api = Api::start().await;
+    let empty = format!(
+        "/v2/blobs/edges/blobs/{}",
+        api.push_blob("blobs/edges", b"").await
+    );
+    for range in ["bytes=0-0", "bytes=0-", "bytes=0-100"] {
+        let response = api.send(api.head(&empty).header("range", range)).await;
+        assert_eq!(response.status(), 416, "HEAD {range}");
+        assert_eq!(
+            header(response.headers(), "content-range"),
+            "bytes */0",
+            "HEAD {range}"
+        );
+        let response = api.send(api.get(&empty).header("range", range)).await;
+        assert_eq!(
+            header(response.headers(), "content-range"),
+            "bytes */0",
+            "GET {range}"
+        );
+        expect_error(response, 416, "BLOB_UPLOAD_INVALID").await;
+    }
+    let response = api.send(api.get(&empty).header("range", "bytes=-5")).await;
+    let (headers, body) = expect_status(response, 200).await;
+    assert!(body.is_empty());
+    assert_eq!(header(&headers, "content-length"), "0");
+
+    let bytes = bytes_for("ten bytes", 10);
+    let ten = format!(
+        "/v2/blobs/edges/blobs/{}",
+        api.push_blob("blobs/edges", &bytes).await
+    );
+    let response = api.send(api.get(&ten).header("range", "bytes=-11")).await;
+    let (headers, body) = expect_status(response, 206).await;
+    assert_eq!(body, bytes);
+    assert_eq!(header(&headers, "content-range"), "bytes 0-9/10");
+    assert_eq!(header(&headers, "content-length"), "10");
+}
+
 #[tokio::test]
 async fn unknown_blob_is_404_blob_unknown() {
     let api = Api::start().await;

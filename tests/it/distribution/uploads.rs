@@ -597,6 +597,25 @@ async fn content_range_must_match_the_body() {
     assert_eq!(api.get_blob("up/lengths", &digest).await, (200, bytes));
 }
 
+/// `0-18446744073709551615` is 2^64 bytes, one more than a length can count: the length
+/// computation overflowed (a panic with overflow checks, `0` and a `202` without).
+#[tokio::test]
+async fn content_range_whose_length_overflows_is_416() {
+    let api = Api::start().await;
+    let location = api.start_upload("up/overflow").await;
+    let response = api
+        .send(
+            api.patch(&location)
+                .header("content-range", "0-18446744073709551615")
+                .body(Vec::new()),
+        )
+        .await;
+    assert_eq!(header(response.headers(), "range"), "0-0");
+    expect_error(response, 416, "BLOB_UPLOAD_INVALID").await;
+    let (headers, _) = expect_status(api.send(api.get(&location)).await, 204).await;
+    assert_eq!(header(&headers, "range"), "0-0", "the session did not move");
+}
+
 #[tokio::test]
 async fn content_length_smaller_than_the_body_commits_nothing() {
     let api = Api::start().await;

@@ -254,3 +254,38 @@ async fn range_requests_on_in_flight_and_cached_blobs() {
     assert_eq!(origin.blob_gets(&digest), 1);
     assert_eq!(sha256(&bytes), digest);
 }
+
+/// The same `Range` edge cases as the core, through a fill and from the cache: the empty
+/// blob's `0-0` is `416 bytes */0` (it was a `206` announcing one byte and sending none), and
+/// a suffix longer than the blob is the whole blob, not a `416`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ranges_on_the_empty_blob_and_suffixes_longer_than_the_blob() {
+    let (origin, edge) = edge_on_fault_upstream(|_| {}).await;
+    let empty = edge.url(&format!(
+        "/v2/team/app/blobs/{}",
+        origin.add_blob(Bytes::new())
+    ));
+    let bytes = Bytes::from(bytes_for("ten bytes", 10));
+    let ten = edge.url(&format!(
+        "/v2/team/app/blobs/{}",
+        origin.add_blob(bytes.clone())
+    ));
+    for when in ["first", "again"] {
+        for range in ["bytes=0-0", "bytes=0-", "bytes=0-100"] {
+            let got = fetch(&edge.http, &empty, Some(range)).await;
+            assert_eq!(got.status, 416, "{when} {range}: {got:?}");
+            assert_eq!(
+                header(&got.headers, "content-range"),
+                "bytes */0",
+                "{when} {range}"
+            );
+        }
+        let got = fetch(&edge.http, &ten, Some("bytes=-11")).await;
+        assert_eq!(got.status, 206, "{when}: {got:?}");
+        assert_eq!(header(&got.headers, "content-range"), "bytes 0-9/10");
+        assert_eq!(
+            (got.received, got.digest.as_str()),
+            (10, sha256(&bytes).as_str())
+        );
+    }
+}
