@@ -23,6 +23,8 @@ pub mod gc;
 mod manifests;
 pub mod uploads;
 
+/// What the upload endpoints report back; re-exported so `api` needs nothing of `metadata`.
+pub use crate::metadata::UploadSession;
 pub use error::RegistryError;
 pub use manifests::PutManifestOutcome;
 

@@ -9,10 +9,9 @@ use super::super::error::ApiError;
 use axum::body::Body;
 
 use super::{HandlerResult, Request, body_stream, set_header};
-use crate::metadata::UploadSession;
 use crate::oci::{Algorithm, ChunkRange, Digest, RepoName, UploadId};
 use crate::registry::uploads::BodyInfo;
-use crate::registry::{Registry, RegistryError};
+use crate::registry::{Registry, RegistryError, UploadSession};
 
 fn upload_location(name: &RepoName, id: &UploadId) -> String {
     format!("/v2/{name}/blobs/uploads/{id}")

@@ -1,0 +1,59 @@
+#!/usr/bin/env bash
+# The dependency rule of docs/ARCHITECTURE.md, checked: one grep per forbidden edge between
+# the crate's modules (`crate::<module>` paths in a module's files). Run by scripts/test.sh.
+#
+#   oci  ←  storage, metadata, cache  ←  registry  ←  api  ←  app, cli
+#   oci  ←  upstream  ←  edge  ←  cli
+#
+# telemetry and locks are leaves anyone may use; config is read by the wiring (app, cli) and
+# by the node builders (edge::server), and itself depends on no component.
+set -euo pipefail
+cd "$(dirname "$0")/../src"
+
+failed=0
+# forbid MODULE_PATHS... -- FORBIDDEN_MODULES...
+forbid() {
+    local sources=() targets=()
+    while [[ $1 != -- ]]; do sources+=("$1"); shift; done
+    shift
+    targets=("$@")
+    local pattern
+    pattern="crate::($(IFS='|'; echo "${targets[*]}"))\\b"
+    local hits
+    if hits=$(grep -rnE "$pattern" "${sources[@]}" 2>/dev/null); then
+        echo "forbidden dependency: ${sources[*]} -> ${targets[*]}" >&2
+        echo "$hits" >&2
+        failed=1
+    fi
+}
+
+all_components=(storage metadata cache registry api upstream edge app cli config telemetry locks limits)
+forbid oci -- "${all_components[@]}"
+forbid storage -- metadata cache registry api upstream edge app cli config
+forbid metadata -- storage cache registry api upstream edge app cli config
+forbid cache -- storage metadata registry api upstream edge app cli config
+forbid registry -- api upstream edge app cli config
+forbid api -- storage metadata cache upstream edge app cli config
+# The upstream client streams blob bodies as `storage::ByteStream`, the crate's one byte
+# stream type; nothing else of storage.
+forbid upstream -- metadata cache registry api edge app cli config
+forbid edge -- storage metadata cache registry api app cli
+forbid config.rs -- storage metadata cache registry api upstream edge app cli
+
+# axum stays in api (and the wiring; test fakes may serve with it); SQL stays in metadata.
+if hits=$(grep -rnE '\baxum::' --exclude-dir=tests --exclude=tests.rs \
+    registry storage metadata cache oci upstream edge 2>/dev/null); then
+    echo "axum outside api:" >&2
+    echo "$hits" >&2
+    failed=1
+fi
+if hits=$(grep -rnE '\bsqlx::' --exclude-dir=metadata . 2>/dev/null); then
+    echo "sqlx outside metadata:" >&2
+    echo "$hits" >&2
+    failed=1
+fi
+
+if ((failed)); then
+    exit 1
+fi
+echo "dependency rule: ok"
