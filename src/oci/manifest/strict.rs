@@ -95,11 +95,12 @@ impl Shape {
 
     /// The known field `key` would select in a Go client, when `key` is not that field.
     fn case_variant_of(self, key: &str) -> Option<&'static str> {
+        let fields = self.known_fields();
+        if fields.is_empty() || fields.contains(&key) {
+            return None;
+        }
         let folded = fold(key);
-        self.known_fields()
-            .iter()
-            .copied()
-            .find(|field| *field != key && fold(field) == folded)
+        fields.iter().copied().find(|field| fold(field) == folded)
     }
 }
 
