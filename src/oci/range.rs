@@ -16,8 +16,9 @@ use http_range_header::{EndPosition, StartPosition, SyntacticallyCorrectRange};
 /// What a `Range` header asks of a representation of a known size.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum RangeRequest {
-    /// No header, one to ignore (another unit, bad syntax, `last < first`), or several ranges
-    /// of which at least one is satisfiable (multipart answers are not offered): `200`.
+    /// No header, one to ignore (another unit, bad syntax, `last < first`), a suffix of the
+    /// empty blob (all of it, which a `206` cannot express), or several ranges of which at
+    /// least one is satisfiable (multipart answers are not offered): `200`.
     Whole,
     /// One satisfiable range: `206` with these bytes, never empty and within the size.
     Part(Range<u64>),
