@@ -6,6 +6,7 @@
 //! load-balanced with health checks. `/healthz` and `/metrics` are the edge's own.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use async_trait::async_trait;
 use bytes::Bytes;
@@ -53,9 +54,25 @@ fn edge_request(session: &Session) -> EdgeRequest {
     }
 }
 
-/// Writes an [`EdgeResponse`]. A body stream that fails part-way returns an error, which makes
-/// pingora drop the connection: the client sees a short body, never a complete wrong one.
+/// How much of a request body the edge reads and discards after answering without it (a
+/// refused upload), and for how long: a client that sends its whole body before it reads then
+/// gets the answer, where closing the connection under its writes would reset it and lose the
+/// answer. Past either bound the connection is closed.
+const DISCARD_LIMIT_BYTES: usize = 64 << 20;
+const DISCARD_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Writes an [`EdgeResponse`], then discards the unread request body (bounded). A body stream
+/// that fails part-way returns an error, which makes pingora drop the connection: the client
+/// sees a short body, never a complete wrong one.
 async fn respond(session: &mut Session, response: EdgeResponse) -> Result<()> {
+    // pingora would close the connection on an answer sent before the body was read.
+    session.set_close_on_response_before_downstream_finish(false);
+    write_response(session, response).await?;
+    discard_request_body(session).await;
+    Ok(())
+}
+
+async fn write_response(session: &mut Session, response: EdgeResponse) -> Result<()> {
     let mut header = ResponseHeader::build(response.status, Some(response.headers.len()))?;
     for (name, value) in response.headers {
         header.insert_header(name, value)?;
@@ -88,6 +105,30 @@ async fn respond(session: &mut Session, response: EdgeResponse) -> Result<()> {
     }
 }
 
+/// Reads the rest of the request body into nothing, within [`DISCARD_LIMIT_BYTES`] and
+/// [`DISCARD_TIMEOUT`]; the connection is kept only when the whole body arrived.
+async fn discard_request_body(session: &mut Session) {
+    if session.is_body_done() {
+        return;
+    }
+    let discard = async {
+        let mut discarded = 0;
+        while let Some(chunk) = session.read_request_body().await? {
+            discarded += chunk.len();
+            if discarded > DISCARD_LIMIT_BYTES {
+                return Ok(false);
+            }
+        }
+        Ok::<_, Box<Error>>(true)
+    };
+    if !matches!(
+        tokio::time::timeout(DISCARD_TIMEOUT, discard).await,
+        Ok(Ok(true))
+    ) {
+        session.set_keepalive(None);
+    }
+}
+
 impl EdgeProxy {
     /// Blob reads are served (and cached) by the edge even in gateway mode.
     fn is_blob_read(request: &EdgeRequest) -> bool {
@@ -101,6 +142,16 @@ impl ProxyHttp for EdgeProxy {
     type CTX = ();
 
     fn new_ctx(&self) -> Self::CTX {}
+
+    async fn early_request_filter(
+        &self,
+        session: &mut Session,
+        _ctx: &mut Self::CTX,
+    ) -> Result<()> {
+        // Without this pingora closes the connection after the first of pipelined requests.
+        session.set_pipelining_enabled(true);
+        Ok(())
+    }
 
     async fn request_filter(&self, session: &mut Session, _ctx: &mut Self::CTX) -> Result<bool> {
         let request = edge_request(session);
@@ -118,7 +169,7 @@ impl ProxyHttp for EdgeProxy {
                 let response = if request.path.starts_with("/v2") {
                     mirror.handle(&request).await
                 } else {
-                    EdgeResponse::error(ErrorCode::Unsupported, "not found")
+                    EdgeResponse::not_found()
                 };
                 respond(session, response).await?;
                 Ok(true)
@@ -141,11 +192,7 @@ impl ProxyHttp for EdgeProxy {
                     .iter()
                     .any(|p| request.path.starts_with(p));
                 if !routed {
-                    respond(
-                        session,
-                        EdgeResponse::error(ErrorCode::Unsupported, "not found"),
-                    )
-                    .await?;
+                    respond(session, EdgeResponse::not_found()).await?;
                     return Ok(true);
                 }
                 Ok(false)

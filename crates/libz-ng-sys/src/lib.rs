@@ -9,11 +9,11 @@
 use core::ffi::{c_char, c_int, c_ulong};
 
 pub use libz_rs_sys::{
-    Bytef, Z_BEST_COMPRESSION, Z_BEST_SPEED, Z_BLOCK, Z_BUF_ERROR, Z_DATA_ERROR,
-    Z_DEFAULT_COMPRESSION, Z_DEFAULT_STRATEGY, Z_DEFLATED, Z_ERRNO, Z_FILTERED, Z_FINISH,
-    Z_FIXED, Z_FULL_FLUSH, Z_HUFFMAN_ONLY, Z_MEM_ERROR, Z_NEED_DICT, Z_NO_COMPRESSION,
-    Z_NO_FLUSH, Z_OK, Z_PARTIAL_FLUSH, Z_RLE, Z_STREAM_END, Z_STREAM_ERROR, Z_SYNC_FLUSH,
-    Z_TREES, Z_VERSION_ERROR, alloc_func, free_func, internal_state, uInt, uLong, voidpf,
+    alloc_func, free_func, internal_state, uInt, uLong, voidpf, Bytef, Z_BEST_COMPRESSION,
+    Z_BEST_SPEED, Z_BLOCK, Z_BUF_ERROR, Z_DATA_ERROR, Z_DEFAULT_COMPRESSION, Z_DEFAULT_STRATEGY,
+    Z_DEFLATED, Z_ERRNO, Z_FILTERED, Z_FINISH, Z_FIXED, Z_FULL_FLUSH, Z_HUFFMAN_ONLY, Z_MEM_ERROR,
+    Z_NEED_DICT, Z_NO_COMPRESSION, Z_NO_FLUSH, Z_OK, Z_PARTIAL_FLUSH, Z_RLE, Z_STREAM_END,
+    Z_STREAM_ERROR, Z_SYNC_FLUSH, Z_TREES, Z_VERSION_ERROR,
 };
 
 /// zlib-rs's widths (zlib's own), which flate2 reads through `as` casts.

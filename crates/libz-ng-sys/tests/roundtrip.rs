@@ -3,9 +3,9 @@
 
 use std::io::{Read, Write};
 
-use flate2::Compression;
 use flate2::read::GzDecoder;
 use flate2::write::GzEncoder;
+use flate2::Compression;
 
 fn sample() -> Vec<u8> {
     (0..200_000u32).map(|i| (i % 251) as u8).collect()
@@ -21,7 +21,11 @@ fn gzip(data: &[u8]) -> Vec<u8> {
 fn gzip_round_trip_restores_the_bytes() {
     let data = sample();
     let compressed = gzip(&data);
-    assert!(compressed.len() < data.len() / 10, "not compressed: {}", compressed.len());
+    assert!(
+        compressed.len() < data.len() / 10,
+        "not compressed: {}",
+        compressed.len()
+    );
     let mut restored = Vec::new();
     GzDecoder::new(&compressed[..])
         .read_to_end(&mut restored)
@@ -35,5 +39,7 @@ fn corrupt_deflate_stream_is_an_error() {
     let middle = compressed.len() / 2;
     compressed[middle..middle + 16].fill(0xff);
     let mut restored = Vec::new();
-    assert!(GzDecoder::new(&compressed[..]).read_to_end(&mut restored).is_err());
+    assert!(GzDecoder::new(&compressed[..])
+        .read_to_end(&mut restored)
+        .is_err());
 }

@@ -10,6 +10,8 @@
 //! - [`faults`]: coalescing, corruption, truncation, stale-if-error, tokens, revalidation,
 //!   redirects;
 //! - [`cache`]: the disk cap, restarts with a warm cache, `Range`;
+//! - [`protocol`]: pipelining, methods and unknown endpoints as the core answers them, early
+//!   refusals that reach a client still sending;
 //! - [`restart`]: graceful restart (`--upgrade` + SIGQUIT) without a failed request;
 //! - [`tls`], [`gateway`], [`clients`] (skopeo through a `registries.conf` mirror, containerd
 //!   through a `hosts.toml` mirror).
@@ -29,6 +31,7 @@ mod clients;
 mod faults;
 mod gateway;
 mod mirror;
+mod protocol;
 mod restart;
 mod tls;
 

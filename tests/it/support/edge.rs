@@ -343,3 +343,90 @@ impl Drop for EdgeProcess {
         }
     }
 }
+
+/// One HTTP/1.1 response as read off a raw connection.
+#[derive(Debug)]
+pub struct RawResponse {
+    pub status: u16,
+    /// Header names lower-cased, in order.
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+}
+
+impl RawResponse {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+/// Splits what a connection received into responses (each framed by `Content-Length`; these
+/// tests send no `HEAD`); `Err` with the unparsed rest when it ends part-way.
+pub fn parse_responses(mut bytes: &[u8]) -> Result<Vec<RawResponse>, String> {
+    let mut responses = Vec::new();
+    while !bytes.is_empty() {
+        let end = bytes
+            .windows(4)
+            .position(|w| w == b"\r\n\r\n")
+            .ok_or_else(|| String::from_utf8_lossy(bytes).into_owned())?;
+        let head = String::from_utf8_lossy(&bytes[..end]).into_owned();
+        let mut lines = head.split("\r\n");
+        let status = lines
+            .next()
+            .and_then(|line| line.split(' ').nth(1))
+            .and_then(|code| code.parse().ok())
+            .ok_or_else(|| head.clone())?;
+        let headers: Vec<(String, String)> = lines
+            .filter_map(|line| line.split_once(':'))
+            .map(|(n, v)| (n.trim().to_ascii_lowercase(), v.trim().to_owned()))
+            .collect();
+        let length: usize = headers
+            .iter()
+            .find(|(n, _)| n == "content-length")
+            .and_then(|(_, v)| v.parse().ok())
+            .unwrap_or(0);
+        let rest = &bytes[end + 4..];
+        if rest.len() < length {
+            return Err(head);
+        }
+        responses.push(RawResponse {
+            status,
+            headers,
+            body: rest[..length].to_vec(),
+        });
+        bytes = &rest[length..];
+    }
+    Ok(responses)
+}
+
+/// Reads until the peer closes the connection (or resets it, or 10 s pass): what arrived, and
+/// the error that ended it, if any.
+pub async fn read_to_close(stream: &mut tokio::net::TcpStream) -> (Vec<u8>, Option<String>) {
+    use tokio::io::AsyncReadExt;
+    let mut received = Vec::new();
+    let mut buf = vec![0u8; 64 << 10];
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        match tokio::time::timeout_at(deadline, stream.read(&mut buf)).await {
+            Ok(Ok(0)) => return (received, None),
+            Ok(Ok(n)) => received.extend_from_slice(&buf[..n]),
+            Ok(Err(e)) => return (received, Some(e.to_string())),
+            Err(_) => return (received, Some("still open after 10 s".into())),
+        }
+    }
+}
+
+/// Writes `request` on a new connection to `addr`, then reads until the edge closes it.
+pub async fn raw_exchange(addr: SocketAddr, request: &[u8]) -> (Vec<u8>, Option<String>) {
+    use tokio::io::AsyncWriteExt;
+    let mut stream = tokio::net::TcpStream::connect(addr)
+        .await
+        .expect("connecting to the edge");
+    stream
+        .write_all(request)
+        .await
+        .expect("writing the request");
+    read_to_close(&mut stream).await
+}
