@@ -47,6 +47,18 @@ pub struct EdgeConfig {
     /// listening sockets from the running one (when it gets SIGQUIT). Unset: `upgrade.sock`
     /// in `cache_dir`, so the edge serving a cache directory is the one that hands over.
     pub upgrade_socket: Option<PathBuf>,
+    /// Seconds a client has to send a complete request header: the first one from when the
+    /// connection is accepted (on the TLS listener: to start the handshake, then again once it
+    /// is done), each later one from the end of the previous answer, on top of
+    /// `keepalive_idle_timeout_seconds`. The connection is closed when the time runs out.
+    pub header_read_timeout_seconds: u64,
+    /// Seconds an idle connection is kept for a next request (HTTP/1.1 between requests,
+    /// HTTP/2 with no request in flight).
+    pub keepalive_idle_timeout_seconds: u64,
+    /// Connections held open at once over both listeners; more are closed as they arrive.
+    pub max_connections: usize,
+    /// Connections one client address (IPv6: one /64 network) may hold open at once.
+    pub max_connections_per_client: usize,
     /// Upstream registries mirrored by this edge (`[[edge.upstreams]]`).
     pub upstreams: Vec<crate::edge::mirror::MirrorUpstream>,
     /// Gateway mode: core nodes this edge routes `/v2/`, `/auth/` and `/api/` to.
@@ -66,6 +78,10 @@ impl Default for EdgeConfig {
             grace_period_seconds: 5,
             graceful_shutdown_timeout_seconds: 5,
             upgrade_socket: None,
+            header_read_timeout_seconds: 30,
+            keepalive_idle_timeout_seconds: 60,
+            max_connections: 16_384,
+            max_connections_per_client: 1024,
             upstreams: Vec::new(),
             gateway: GatewayConfig::default(),
         }
@@ -157,8 +173,25 @@ impl EdgeConfig {
                 problems.push(format!("edge.gateway core {core:?} is not host:port"));
             }
         }
-        if self.threads == 0 {
-            problems.push("edge.threads must be at least 1".into());
+        for (key, value) in [
+            ("threads", self.threads as u64),
+            (
+                "header_read_timeout_seconds",
+                self.header_read_timeout_seconds,
+            ),
+            (
+                "keepalive_idle_timeout_seconds",
+                self.keepalive_idle_timeout_seconds,
+            ),
+            ("max_connections", self.max_connections as u64),
+            (
+                "max_connections_per_client",
+                self.max_connections_per_client as u64,
+            ),
+        ] {
+            if value == 0 {
+                problems.push(format!("edge.{key} must be at least 1"));
+            }
         }
         let socket = self.upgrade_socket_path();
         if socket.as_os_str().len() > MAX_UNIX_SOCKET_PATH {
@@ -569,6 +602,27 @@ mod tests {
             edge.upgrade_socket_path(),
             PathBuf::from("/run/aerugo-edge.sock")
         );
+    }
+
+    #[test]
+    fn edge_timeouts_and_connection_caps_must_be_positive() {
+        let mut edge = EdgeConfig::default();
+        edge.gateway.cores = vec!["core:5000".into()];
+        edge.header_read_timeout_seconds = 0;
+        edge.keepalive_idle_timeout_seconds = 0;
+        edge.max_connections = 0;
+        edge.max_connections_per_client = 0;
+        let problems = edge.problems();
+        for key in [
+            "header_read_timeout_seconds",
+            "keepalive_idle_timeout_seconds",
+            "max_connections",
+            "max_connections_per_client",
+        ] {
+            let expected = format!("edge.{key} must be at least 1");
+            assert!(problems.contains(&expected), "{expected}: {problems:?}");
+        }
+        assert_eq!(problems.len(), 4, "{problems:?}");
     }
 
     #[test]

@@ -17,6 +17,7 @@ use pingora::lb::selection::RoundRobin;
 use pingora::prelude::*;
 use pingora::proxy::{ProxyHttp, Session};
 
+use super::connection::{AwaitedHeaders, Endpoints};
 use super::mirror::{EdgeBody, EdgeRequest, EdgeResponse, Mirror};
 use crate::oci::{ErrorCode, V2Route, path};
 use crate::telemetry::metrics;
@@ -34,6 +35,8 @@ pub enum Mode {
 
 pub struct EdgeProxy {
     pub mode: Mode,
+    /// Told of every request header read, which lifts its connection's header deadline.
+    pub awaited: Arc<AwaitedHeaders>,
 }
 
 fn edge_request(session: &Session) -> EdgeRequest {
@@ -148,8 +151,11 @@ impl ProxyHttp for EdgeProxy {
         session: &mut Session,
         _ctx: &mut Self::CTX,
     ) -> Result<()> {
-        // Without this pingora closes the connection after the first of pipelined requests.
-        session.set_pipelining_enabled(true);
+        let client = session.client_addr().and_then(|a| a.as_inet());
+        let server = session.server_addr().and_then(|a| a.as_inet());
+        if let (Some(&client), Some(&server)) = (client, server) {
+            self.awaited.arrived(&Endpoints { client, server });
+        }
         Ok(())
     }
 

@@ -10,6 +10,7 @@
 //! - [`faults`]: coalescing, corruption, truncation, stale-if-error, tokens, revalidation,
 //!   redirects;
 //! - [`cache`]: the disk cap, restarts with a warm cache, `Range`;
+//! - [`connections`]: header and keep-alive timeouts, connection caps;
 //! - [`protocol`]: pipelining, methods and unknown endpoints as the core answers them, early
 //!   refusals that reach a client still sending;
 //! - [`restart`]: graceful restart (`--upgrade` + SIGQUIT) without a failed request;
@@ -28,6 +29,7 @@ use aerugo::edge::mirror::MirrorUpstream;
 
 mod cache;
 mod clients;
+mod connections;
 mod faults;
 mod gateway;
 mod mirror;

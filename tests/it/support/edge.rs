@@ -401,25 +401,60 @@ pub fn parse_responses(mut bytes: &[u8]) -> Result<Vec<RawResponse>, String> {
     Ok(responses)
 }
 
-/// Reads until the peer closes the connection (or resets it, or 10 s pass): what arrived, and
-/// the error that ended it, if any.
-pub async fn read_to_close(stream: &mut tokio::net::TcpStream) -> (Vec<u8>, Option<String>) {
+/// How a raw connection ended.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Closed {
+    /// The edge closed it (end of stream).
+    Cleanly,
+    /// Reset or otherwise failed.
+    Failed(String),
+    /// Neither within 10 s.
+    StillOpen,
+}
+
+/// Reads until the edge closes the connection, resets it or 10 s pass: what arrived, and how
+/// it ended.
+pub async fn read_to_close(stream: &mut tokio::net::TcpStream) -> (Vec<u8>, Closed) {
     use tokio::io::AsyncReadExt;
     let mut received = Vec::new();
     let mut buf = vec![0u8; 64 << 10];
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
     loop {
         match tokio::time::timeout_at(deadline, stream.read(&mut buf)).await {
-            Ok(Ok(0)) => return (received, None),
+            Ok(Ok(0)) => return (received, Closed::Cleanly),
             Ok(Ok(n)) => received.extend_from_slice(&buf[..n]),
-            Ok(Err(e)) => return (received, Some(e.to_string())),
-            Err(_) => return (received, Some("still open after 10 s".into())),
+            Ok(Err(e)) => return (received, Closed::Failed(e.to_string())),
+            Err(_) => return (received, Closed::StillOpen),
+        }
+    }
+}
+
+/// Reads one complete response (and nothing after it) within 10 s; what arrived otherwise.
+pub async fn read_response(stream: &mut tokio::net::TcpStream) -> Result<RawResponse, String> {
+    use tokio::io::AsyncReadExt;
+    let mut received = Vec::new();
+    let mut byte = [0u8; 1];
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        if let Ok(mut responses) = parse_responses(&received)
+            && responses.len() == 1
+        {
+            return Ok(responses.remove(0));
+        }
+        match tokio::time::timeout_at(deadline, stream.read(&mut byte)).await {
+            Ok(Ok(1)) => received.push(byte[0]),
+            other => {
+                return Err(format!(
+                    "no complete response ({other:?}); received {:?}",
+                    String::from_utf8_lossy(&received)
+                ));
+            }
         }
     }
 }
 
 /// Writes `request` on a new connection to `addr`, then reads until the edge closes it.
-pub async fn raw_exchange(addr: SocketAddr, request: &[u8]) -> (Vec<u8>, Option<String>) {
+pub async fn raw_exchange(addr: SocketAddr, request: &[u8]) -> (Vec<u8>, Closed) {
     use tokio::io::AsyncWriteExt;
     let mut stream = tokio::net::TcpStream::connect(addr)
         .await
