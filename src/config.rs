@@ -117,7 +117,18 @@ impl EdgeConfig {
             .unwrap_or_else(|| self.cache_dir.join("upgrade.sock"))
     }
 
-    /// Every problem with the edge section (checked only when running `aerugo edge`).
+    /// What `aerugo edge` checks before it starts: [`EdgeConfig::problems`], and that there is
+    /// something to serve.
+    pub fn startup_problems(&self) -> Vec<String> {
+        let mut problems = self.problems();
+        if self.upstreams.is_empty() && self.gateway.cores.is_empty() {
+            problems.push("the edge needs at least one [[edge.upstreams]] (or --upstream) or [edge.gateway] cores".into());
+        }
+        problems
+    }
+
+    /// Every problem with the edge section's values, the TLS files and the upstreams'
+    /// settings included (`aerugo admin check-config` reports them for any configuration).
     pub fn problems(&self) -> Vec<String> {
         let mut problems = Vec::new();
         for (key, value) in [
@@ -138,8 +149,9 @@ impl EdgeConfig {
                     .into(),
             );
         }
-        if self.upstreams.is_empty() && self.gateway.cores.is_empty() {
-            problems.push("the edge needs at least one [[edge.upstreams]] (or --upstream) or [edge.gateway] cores".into());
+        #[cfg(feature = "edge")]
+        if let (Some(cert), Some(key)) = (&self.tls_cert_path, &self.tls_key_path) {
+            problems.extend(tls_file_problems(cert, key));
         }
         if !self.upstreams.is_empty() && !self.gateway.cores.is_empty() {
             problems.push(
@@ -161,11 +173,8 @@ impl EdgeConfig {
                     "edge upstream name {name:?} must be letters, digits, '.', '-' or '_'"
                 ));
             }
-            if reqwest::Url::parse(&u.client.url).is_err() {
-                problems.push(format!(
-                    "edge upstream {name:?} url {:?} is not a URL",
-                    u.client.url
-                ));
+            if let Err(e) = crate::upstream::UpstreamClient::new(&u.client) {
+                problems.push(format!("edge {e}"));
             }
         }
         for core in &self.gateway.cores {
@@ -203,6 +212,27 @@ impl EdgeConfig {
         }
         problems
     }
+}
+
+/// The TLS certificate and key as pingora will load them: PEM files that hold at least one
+/// certificate and a private key (pingora loads them lazily and panics on a bad file).
+#[cfg(feature = "edge")]
+fn tls_file_problems(cert: &Path, key: &Path) -> Vec<String> {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    let mut problems = Vec::new();
+    match CertificateDer::pem_file_iter(cert).and_then(|c| c.collect::<Result<Vec<_>, _>>()) {
+        Ok(certs) if certs.is_empty() => problems.push(format!(
+            "edge.tls_cert_path {} holds no certificate",
+            cert.display()
+        )),
+        Ok(_) => {}
+        Err(e) => problems.push(format!("edge.tls_cert_path {}: {e}", cert.display())),
+    }
+    if let Err(e) = PrivateKeyDer::from_pem_file(key) {
+        problems.push(format!("edge.tls_key_path {}: {e}", key.display()));
+    }
+    problems
 }
 
 /// `host:port` with a non-empty host and a numeric port (the host may be a name).
@@ -408,7 +438,7 @@ impl Config {
         }
         if let Some(edge) = &overrides.edge {
             config.apply_edge_overrides(overrides.listen.as_deref(), edge)?;
-            let problems = config.edge.problems();
+            let problems = config.edge.startup_problems();
             if !problems.is_empty() {
                 return Err(ConfigError::Invalid(problems));
             }

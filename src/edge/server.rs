@@ -66,7 +66,6 @@ pub fn run(config: &Config, upgrade: bool) -> anyhow::Result<()> {
         &edge.tls_cert_path,
         &edge.tls_key_path,
     ) {
-        check_tls_files(cert, key)?;
         let mut tls = TlsSettings::intermediate(&cert.to_string_lossy(), &key.to_string_lossy())
             .map_err(|e| anyhow::anyhow!("loading the TLS certificate and key: {e}"))?;
         tls.enable_h2();
@@ -132,24 +131,6 @@ fn listening_service(server: &Server, edge: &EdgeConfig, mode: Mode) -> Service<
             timeout: timeouts.header_read,
         }));
     service
-}
-
-/// pingora loads the certificate lazily and panics on a bad file; read both now so a wrong path
-/// or a non-PEM file stops start-up with a clear message.
-fn check_tls_files(cert: &std::path::Path, key: &std::path::Path) -> anyhow::Result<()> {
-    use rustls::pki_types::pem::PemObject;
-    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
-    let certs = CertificateDer::pem_file_iter(cert)
-        .and_then(|certs| certs.collect::<Result<Vec<_>, _>>())
-        .map_err(|e| anyhow::anyhow!("reading TLS certificate {}: {e}", cert.display()))?;
-    anyhow::ensure!(
-        !certs.is_empty(),
-        "TLS certificate {} holds no certificate",
-        cert.display()
-    );
-    PrivateKeyDer::from_pem_file(key)
-        .map_err(|e| anyhow::anyhow!("reading TLS key {}: {e}", key.display()))?;
-    Ok(())
 }
 
 /// Gateway mode: a health-checked round robin over the cores, plus a blob cache whose

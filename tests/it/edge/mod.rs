@@ -9,6 +9,7 @@
 //!   (`?ns=`, path prefix, default), allow/deny, read-only refusals;
 //! - [`faults`]: coalescing, corruption, truncation, stale-if-error, tokens, revalidation,
 //!   redirects;
+//! - [`check_config`]: `aerugo admin check-config` on the `[edge]` section;
 //! - [`cache`]: the disk cap, restarts with a warm cache, `Range`;
 //! - [`connections`]: header and keep-alive timeouts, connection caps;
 //! - [`protocol`]: pipelining, methods and unknown endpoints as the core answers them, early
@@ -28,6 +29,7 @@ use crate::support::fault_upstream::FaultUpstream;
 use aerugo::edge::mirror::MirrorUpstream;
 
 mod cache;
+mod check_config;
 mod clients;
 mod connections;
 mod faults;
