@@ -161,7 +161,12 @@ impl ProxyHttp for EdgeProxy {
 
     async fn request_filter(&self, session: &mut Session, _ctx: &mut Self::CTX) -> Result<bool> {
         let request = edge_request(session);
+        let read = request.method == http::Method::GET || request.method == http::Method::HEAD;
         let local = match request.path.as_str() {
+            "/healthz" | "/metrics" if !read => Some(EdgeResponse::error(
+                ErrorCode::Unsupported,
+                format!("{} is not supported on this endpoint", request.method),
+            )),
             "/healthz" => Some(text(200, "ok")),
             "/metrics" => Some(text(200, &metrics().render())),
             _ => None,

@@ -45,8 +45,9 @@ async fn pipelined_requests_are_all_answered_in_order() {
     assert_eq!(responses[3].body, b"{}");
 }
 
-/// `/v2/` answers `GET`/`HEAD` only, the read-only mirror refuses every write with
-/// `405 UNSUPPORTED`, and a path that is no endpoint is `404`, in and outside `/v2/`.
+/// `/v2/` (like `/healthz` and `/metrics`) answers `GET`/`HEAD` only, the read-only mirror
+/// refuses every write with `405 UNSUPPORTED`, and a path that is no endpoint is `404`, in and
+/// outside `/v2/`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn methods_and_unknown_endpoints_are_answered_as_the_core_answers_them() {
     let (_origin, edge) = edge_on_fault_upstream(|_| {}).await;
@@ -62,6 +63,10 @@ async fn methods_and_unknown_endpoints_are_answered_as_the_core_answers_them() {
         assert!(error["message"].is_string(), "{method} /v2/: {error}");
     }
     assert_eq!(edge.get("/v2/").await.status(), 200);
+    for path in ["/healthz", "/metrics"] {
+        let response = edge.http.post(edge.url(path)).send().await.expect("POST");
+        expect_error(response, 405, "UNSUPPORTED").await;
+    }
     for path in [
         "/v2/team/app/nothing/here",
         "/v2/team/app/blobs",
