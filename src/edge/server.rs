@@ -99,16 +99,18 @@ fn listening_service(server: &Server, edge: &EdgeConfig, mode: Mode) -> Service<
         header_read: Duration::from_secs(edge.header_read_timeout_seconds),
         keepalive_idle: Duration::from_secs(edge.keepalive_idle_timeout_seconds),
     };
-    let open_files = crate::limits::raise_nofile_limit();
-    if open_files != 0 && (edge.max_connections as u64).saturating_mul(2) > open_files {
+    #[cfg(target_os = "linux")]
+    match crate::limits::raise_nofile_limit() {
         // A proxied request holds a second descriptor (its upstream connection), and the
         // cache and fills hold files too.
-        tracing::warn!(
+        Ok(limit) if (edge.max_connections as u64).saturating_mul(2) > limit => tracing::warn!(
+            limit,
             max_connections = edge.max_connections,
-            open_files,
-            "edge.max_connections is more than half the open-file limit; accepts may fail with \
-             'Too many open files' before the cap is reached"
-        );
+            "edge.max_connections is more than half the open file limit; accepts may fail \
+             with 'Too many open files' before the cap is reached"
+        ),
+        Ok(_) => {}
+        Err(error) => tracing::warn!(%error, "could not raise the open file limit"),
     }
     let awaited = Arc::new(AwaitedHeaders::default());
     let mut proxy = pingora::proxy::http_proxy(
