@@ -7,7 +7,7 @@ use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
 
 use crate::app::{self, DataDirLock};
-use crate::config::{Config, EdgeOverrides, Overrides};
+use crate::config::{Config, ConfigError, EdgeOverrides, Overrides};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -77,8 +77,12 @@ pub enum AdminCommand {
         #[arg(long)]
         grace_period: Option<u64>,
     },
-    /// Validate the configuration and print it as resolved.
-    CheckConfig,
+    /// Validate the configuration (the `[edge]` section included) and print it as resolved.
+    CheckConfig {
+        /// Also check what `aerugo edge` needs to start: upstreams or gateway cores to serve.
+        #[arg(long)]
+        edge: bool,
+    },
     /// Create or upgrade the metadata schema.
     Migrate,
 }
@@ -109,7 +113,22 @@ impl Cli {
             data_dir: common.data_dir.clone(),
             edge,
         };
-        Ok(Config::load(common.config.as_deref(), &overrides)?)
+        let config = Config::load(common.config.as_deref(), &overrides)?;
+        if let Command::Admin {
+            command: AdminCommand::CheckConfig { edge },
+            ..
+        } = &self.command
+        {
+            let problems = if *edge {
+                config.edge.startup_problems()
+            } else {
+                config.edge.problems()
+            };
+            if !problems.is_empty() {
+                return Err(ConfigError::Invalid(problems).into());
+            }
+        }
+        Ok(config)
     }
 }
 
@@ -144,7 +163,7 @@ pub async fn run(cli: Cli, config: Config) -> anyhow::Result<()> {
             gc(&config, grace).await
         }
         Command::Admin {
-            command: AdminCommand::CheckConfig,
+            command: AdminCommand::CheckConfig { .. },
             ..
         } => print_out(&toml::to_string_pretty(&config).context("rendering configuration")?),
         Command::Admin {

@@ -47,6 +47,18 @@ pub struct EdgeConfig {
     /// listening sockets from the running one (when it gets SIGQUIT). Unset: `upgrade.sock`
     /// in `cache_dir`, so the edge serving a cache directory is the one that hands over.
     pub upgrade_socket: Option<PathBuf>,
+    /// Seconds a client has to send a complete request header: the first one from when the
+    /// connection is accepted (on the TLS listener: to start the handshake, then again once it
+    /// is done), each later one from the end of the previous answer, on top of
+    /// `keepalive_idle_timeout_seconds`. The connection is closed when the time runs out.
+    pub header_read_timeout_seconds: u64,
+    /// Seconds an idle connection is kept for a next request (HTTP/1.1 between requests,
+    /// HTTP/2 with no request in flight).
+    pub keepalive_idle_timeout_seconds: u64,
+    /// Connections held open at once over both listeners; more are closed as they arrive.
+    pub max_connections: usize,
+    /// Connections one client address (IPv6: one /64 network) may hold open at once.
+    pub max_connections_per_client: usize,
     /// Upstream registries mirrored by this edge (`[[edge.upstreams]]`).
     pub upstreams: Vec<crate::edge::mirror::MirrorUpstream>,
     /// Gateway mode: core nodes this edge routes `/v2/`, `/auth/` and `/api/` to.
@@ -66,6 +78,10 @@ impl Default for EdgeConfig {
             grace_period_seconds: 5,
             graceful_shutdown_timeout_seconds: 5,
             upgrade_socket: None,
+            header_read_timeout_seconds: 30,
+            keepalive_idle_timeout_seconds: 60,
+            max_connections: 16_384,
+            max_connections_per_client: 1024,
             upstreams: Vec::new(),
             gateway: GatewayConfig::default(),
         }
@@ -101,7 +117,18 @@ impl EdgeConfig {
             .unwrap_or_else(|| self.cache_dir.join("upgrade.sock"))
     }
 
-    /// Every problem with the edge section (checked only when running `aerugo edge`).
+    /// What `aerugo edge` checks before it starts: [`EdgeConfig::problems`], and that there is
+    /// something to serve.
+    pub fn startup_problems(&self) -> Vec<String> {
+        let mut problems = self.problems();
+        if self.upstreams.is_empty() && self.gateway.cores.is_empty() {
+            problems.push("the edge needs at least one [[edge.upstreams]] (or --upstream) or [edge.gateway] cores".into());
+        }
+        problems
+    }
+
+    /// Every problem with the edge section's values, the TLS files and the upstreams'
+    /// settings included (`aerugo admin check-config` reports them for any configuration).
     pub fn problems(&self) -> Vec<String> {
         let mut problems = Vec::new();
         for (key, value) in [
@@ -122,8 +149,9 @@ impl EdgeConfig {
                     .into(),
             );
         }
-        if self.upstreams.is_empty() && self.gateway.cores.is_empty() {
-            problems.push("the edge needs at least one [[edge.upstreams]] (or --upstream) or [edge.gateway] cores".into());
+        #[cfg(feature = "edge")]
+        if let (Some(cert), Some(key)) = (&self.tls_cert_path, &self.tls_key_path) {
+            problems.extend(tls_file_problems(cert, key));
         }
         if !self.upstreams.is_empty() && !self.gateway.cores.is_empty() {
             problems.push(
@@ -145,11 +173,8 @@ impl EdgeConfig {
                     "edge upstream name {name:?} must be letters, digits, '.', '-' or '_'"
                 ));
             }
-            if reqwest::Url::parse(&u.client.url).is_err() {
-                problems.push(format!(
-                    "edge upstream {name:?} url {:?} is not a URL",
-                    u.client.url
-                ));
+            if let Err(e) = crate::upstream::UpstreamClient::new(&u.client) {
+                problems.push(format!("edge {e}"));
             }
         }
         for core in &self.gateway.cores {
@@ -157,8 +182,25 @@ impl EdgeConfig {
                 problems.push(format!("edge.gateway core {core:?} is not host:port"));
             }
         }
-        if self.threads == 0 {
-            problems.push("edge.threads must be at least 1".into());
+        for (key, value) in [
+            ("threads", self.threads as u64),
+            (
+                "header_read_timeout_seconds",
+                self.header_read_timeout_seconds,
+            ),
+            (
+                "keepalive_idle_timeout_seconds",
+                self.keepalive_idle_timeout_seconds,
+            ),
+            ("max_connections", self.max_connections as u64),
+            (
+                "max_connections_per_client",
+                self.max_connections_per_client as u64,
+            ),
+        ] {
+            if value == 0 {
+                problems.push(format!("edge.{key} must be at least 1"));
+            }
         }
         let socket = self.upgrade_socket_path();
         if socket.as_os_str().len() > MAX_UNIX_SOCKET_PATH {
@@ -170,6 +212,27 @@ impl EdgeConfig {
         }
         problems
     }
+}
+
+/// The TLS certificate and key as pingora will load them: PEM files that hold at least one
+/// certificate and a private key (pingora loads them lazily and panics on a bad file).
+#[cfg(feature = "edge")]
+fn tls_file_problems(cert: &Path, key: &Path) -> Vec<String> {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    let mut problems = Vec::new();
+    match CertificateDer::pem_file_iter(cert).and_then(|c| c.collect::<Result<Vec<_>, _>>()) {
+        Ok(certs) if certs.is_empty() => problems.push(format!(
+            "edge.tls_cert_path {} holds no certificate",
+            cert.display()
+        )),
+        Ok(_) => {}
+        Err(e) => problems.push(format!("edge.tls_cert_path {}: {e}", cert.display())),
+    }
+    if let Err(e) = PrivateKeyDer::from_pem_file(key) {
+        problems.push(format!("edge.tls_key_path {}: {e}", key.display()));
+    }
+    problems
 }
 
 /// `host:port` with a non-empty host and a numeric port (the host may be a name).
@@ -377,7 +440,7 @@ impl Config {
         }
         if let Some(edge) = &overrides.edge {
             config.apply_edge_overrides(overrides.listen.as_deref(), edge)?;
-            let problems = config.edge.problems();
+            let problems = config.edge.startup_problems();
             if !problems.is_empty() {
                 return Err(ConfigError::Invalid(problems));
             }
@@ -571,6 +634,27 @@ mod tests {
             edge.upgrade_socket_path(),
             PathBuf::from("/run/aerugo-edge.sock")
         );
+    }
+
+    #[test]
+    fn edge_timeouts_and_connection_caps_must_be_positive() {
+        let mut edge = EdgeConfig::default();
+        edge.gateway.cores = vec!["core:5000".into()];
+        edge.header_read_timeout_seconds = 0;
+        edge.keepalive_idle_timeout_seconds = 0;
+        edge.max_connections = 0;
+        edge.max_connections_per_client = 0;
+        let problems = edge.problems();
+        for key in [
+            "header_read_timeout_seconds",
+            "keepalive_idle_timeout_seconds",
+            "max_connections",
+            "max_connections_per_client",
+        ] {
+            let expected = format!("edge.{key} must be at least 1");
+            assert!(problems.contains(&expected), "{expected}: {problems:?}");
+        }
+        assert_eq!(problems.len(), 4, "{problems:?}");
     }
 
     #[test]

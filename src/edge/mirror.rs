@@ -64,6 +64,16 @@ impl EdgeResponse {
         self
     }
 
+    /// A path that is no endpoint: `404` with the `UNSUPPORTED` envelope, as the core answers.
+    pub fn not_found() -> EdgeResponse {
+        let mut response = EdgeResponse::error(
+            ErrorCode::Unsupported,
+            "no such endpoint in the distribution API",
+        );
+        response.status = 404;
+        response
+    }
+
     /// An OCI error response.
     pub fn error(code: ErrorCode, message: impl Into<String>) -> EdgeResponse {
         let body = ErrorEnvelope::single(code, Some(message.into()), None).to_json();
@@ -131,6 +141,10 @@ impl Site {
         self.name == name || self.aliases.iter().any(|a| a == name)
     }
 }
+
+/// Why the mirror refuses `_catalog`, tag lists and referrers: they would list the upstream's
+/// content, which it does not keep.
+const MANIFESTS_AND_BLOBS_ONLY: &str = "the mirror serves manifests and blobs only";
 
 /// The mirror over every configured upstream.
 pub struct Mirror {
@@ -216,12 +230,7 @@ impl Mirror {
     fn route(&self, request: &EdgeRequest) -> Result<V2Route, EdgeResponse> {
         let route = match path::parse(&request.path) {
             Ok(route) => route,
-            Err(RouteError::NotFound) => {
-                return Err(EdgeResponse::error(
-                    ErrorCode::Unsupported,
-                    "no such endpoint",
-                ));
-            }
+            Err(RouteError::NotFound) => return Err(EdgeResponse::not_found()),
             Err(RouteError::Invalid(e)) => {
                 let code = crate::registry::RegistryError::from(e).code();
                 return Err(EdgeResponse::error(
@@ -230,18 +239,21 @@ impl Mirror {
                 ));
             }
         };
-        if matches!(route, V2Route::Base) {
-            return Err(EdgeResponse::new(200)
+        let read = request.method == Method::GET || request.method == Method::HEAD;
+        match route {
+            V2Route::Base if read => Err(EdgeResponse::new(200)
                 .header("content-type", "application/json")
-                .with_body(Bytes::from_static(b"{}")));
-        }
-        if request.method != Method::GET && request.method != Method::HEAD {
-            return Err(EdgeResponse::error(
+                .with_body(Bytes::from_static(b"{}"))),
+            V2Route::Base => Err(EdgeResponse::error(
+                ErrorCode::Unsupported,
+                format!("{} is not supported on this endpoint", request.method),
+            )),
+            _ if !read => Err(EdgeResponse::error(
                 ErrorCode::Unsupported,
                 "this edge is a read-only mirror of its upstreams",
-            ));
+            )),
+            route => Ok(route),
         }
-        Ok(route)
     }
 
     async fn serve(&self, site: &Site, route: V2Route, request: &EdgeRequest) -> EdgeResponse {
@@ -254,10 +266,7 @@ impl Mirror {
                 self.blob(site, &name, &digest, request.range.as_deref(), head)
                     .await
             }
-            _ => EdgeResponse::error(
-                ErrorCode::Unsupported,
-                "the mirror serves manifests and blobs only",
-            ),
+            _ => EdgeResponse::error(ErrorCode::Unsupported, MANIFESTS_AND_BLOBS_ONLY),
         }
     }
 
@@ -270,7 +279,7 @@ impl Mirror {
     ) -> Result<(&Site, V2Route), EdgeResponse> {
         let name = route
             .name()
-            .ok_or_else(|| EdgeResponse::error(ErrorCode::Unsupported, "no such endpoint"))?;
+            .ok_or_else(|| EdgeResponse::error(ErrorCode::Unsupported, MANIFESTS_AND_BLOBS_ONLY))?;
         let ns = query.and_then(|q| {
             form_urlencoded::parse(q.as_bytes())
                 .find(|(k, _)| k == "ns")
@@ -302,7 +311,7 @@ impl Mirror {
         let repo = route
             .name()
             .cloned()
-            .ok_or_else(|| EdgeResponse::error(ErrorCode::Unsupported, "no such endpoint"))?;
+            .ok_or_else(|| EdgeResponse::error(ErrorCode::Unsupported, MANIFESTS_AND_BLOBS_ONLY))?;
         if !site.permits(&repo) {
             return Err(EdgeResponse::error(
                 ErrorCode::Denied,

@@ -1,13 +1,19 @@
 //! The edge node: a pull-through cache near CI runners (and, in gateway mode, in front of the
 //! core nodes).
 //!
+//! - [`admission`]: connection caps, in all and per client;
+//! - [`connection`]: the listeners' connection handling around pingora (caps, header and
+//!   keep-alive timeouts);
 //! - [`cache`]: content-addressed disk cache with LRU eviction;
 //! - [`fill`]: one origin fetch per blob however many clients ask, streamed to all of them;
 //! - [`mirror`]: upstream selection, manifest TTL/revalidation, stale-if-error, blob serving.
 //!
 //! Depends on `oci`, `upstream` and `telemetry`; nothing but `cli` depends on it.
 
+pub mod admission;
 pub mod cache;
+#[cfg(feature = "edge")]
+pub mod connection;
 pub mod fill;
 pub mod mirror;
 #[cfg(feature = "edge")]

@@ -6,6 +6,7 @@
 //! load-balanced with health checks. `/healthz` and `/metrics` are the edge's own.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use async_trait::async_trait;
 use bytes::Bytes;
@@ -16,6 +17,7 @@ use pingora::lb::selection::RoundRobin;
 use pingora::prelude::*;
 use pingora::proxy::{ProxyHttp, Session};
 
+use super::connection::{AwaitedHeaders, Endpoints};
 use super::mirror::{EdgeBody, EdgeRequest, EdgeResponse, Mirror};
 use crate::oci::{ErrorCode, V2Route, path};
 use crate::telemetry::metrics;
@@ -33,6 +35,8 @@ pub enum Mode {
 
 pub struct EdgeProxy {
     pub mode: Mode,
+    /// Told of every request header read, which lifts its connection's header deadline.
+    pub awaited: Arc<AwaitedHeaders>,
 }
 
 fn edge_request(session: &Session) -> EdgeRequest {
@@ -53,9 +57,25 @@ fn edge_request(session: &Session) -> EdgeRequest {
     }
 }
 
-/// Writes an [`EdgeResponse`]. A body stream that fails part-way returns an error, which makes
-/// pingora drop the connection: the client sees a short body, never a complete wrong one.
+/// How much of a request body the edge reads and discards after answering without it (a
+/// refused upload), and for how long: a client that sends its whole body before it reads then
+/// gets the answer, where closing the connection under its writes would reset it and lose the
+/// answer. Past either bound the connection is closed.
+const DISCARD_LIMIT_BYTES: usize = 64 << 20;
+const DISCARD_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Writes an [`EdgeResponse`], then discards the unread request body (bounded). A body stream
+/// that fails part-way returns an error, which makes pingora drop the connection: the client
+/// sees a short body, never a complete wrong one.
 async fn respond(session: &mut Session, response: EdgeResponse) -> Result<()> {
+    // pingora would close the connection on an answer sent before the body was read.
+    session.set_close_on_response_before_downstream_finish(false);
+    write_response(session, response).await?;
+    discard_request_body(session).await;
+    Ok(())
+}
+
+async fn write_response(session: &mut Session, response: EdgeResponse) -> Result<()> {
     let mut header = ResponseHeader::build(response.status, Some(response.headers.len()))?;
     for (name, value) in response.headers {
         header.insert_header(name, value)?;
@@ -88,6 +108,30 @@ async fn respond(session: &mut Session, response: EdgeResponse) -> Result<()> {
     }
 }
 
+/// Reads the rest of the request body into nothing, within [`DISCARD_LIMIT_BYTES`] and
+/// [`DISCARD_TIMEOUT`]; the connection is kept only when the whole body arrived.
+async fn discard_request_body(session: &mut Session) {
+    if session.is_body_done() {
+        return;
+    }
+    let discard = async {
+        let mut discarded = 0;
+        while let Some(chunk) = session.read_request_body().await? {
+            discarded += chunk.len();
+            if discarded > DISCARD_LIMIT_BYTES {
+                return Ok(false);
+            }
+        }
+        Ok::<_, Box<Error>>(true)
+    };
+    if !matches!(
+        tokio::time::timeout(DISCARD_TIMEOUT, discard).await,
+        Ok(Ok(true))
+    ) {
+        session.set_keepalive(None);
+    }
+}
+
 impl EdgeProxy {
     /// Blob reads are served (and cached) by the edge even in gateway mode.
     fn is_blob_read(request: &EdgeRequest) -> bool {
@@ -102,9 +146,27 @@ impl ProxyHttp for EdgeProxy {
 
     fn new_ctx(&self) -> Self::CTX {}
 
+    async fn early_request_filter(
+        &self,
+        session: &mut Session,
+        _ctx: &mut Self::CTX,
+    ) -> Result<()> {
+        let client = session.client_addr().and_then(|a| a.as_inet());
+        let server = session.server_addr().and_then(|a| a.as_inet());
+        if let (Some(&client), Some(&server)) = (client, server) {
+            self.awaited.arrived(&Endpoints { client, server });
+        }
+        Ok(())
+    }
+
     async fn request_filter(&self, session: &mut Session, _ctx: &mut Self::CTX) -> Result<bool> {
         let request = edge_request(session);
+        let read = request.method == http::Method::GET || request.method == http::Method::HEAD;
         let local = match request.path.as_str() {
+            "/healthz" | "/metrics" if !read => Some(EdgeResponse::error(
+                ErrorCode::Unsupported,
+                format!("{} is not supported on this endpoint", request.method),
+            )),
             "/healthz" => Some(text(200, "ok")),
             "/metrics" => Some(text(200, &metrics().render())),
             _ => None,
@@ -118,7 +180,7 @@ impl ProxyHttp for EdgeProxy {
                 let response = if request.path.starts_with("/v2") {
                     mirror.handle(&request).await
                 } else {
-                    EdgeResponse::error(ErrorCode::Unsupported, "not found")
+                    EdgeResponse::not_found()
                 };
                 respond(session, response).await?;
                 Ok(true)
@@ -141,11 +203,7 @@ impl ProxyHttp for EdgeProxy {
                     .iter()
                     .any(|p| request.path.starts_with(p));
                 if !routed {
-                    respond(
-                        session,
-                        EdgeResponse::error(ErrorCode::Unsupported, "not found"),
-                    )
-                    .await?;
+                    respond(session, EdgeResponse::not_found()).await?;
                     return Ok(true);
                 }
                 Ok(false)

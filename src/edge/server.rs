@@ -13,14 +13,18 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
+use pingora::apps::HttpServerOptions;
 use pingora::lb::LoadBalancer;
 use pingora::lb::health_check::TcpHealthCheck;
 use pingora::listeners::tls::TlsSettings;
 use pingora::server::configuration::{Opt, ServerConf};
 use pingora::server::{RunArgs, Server};
 use pingora::services::background::background_service;
+use pingora::services::listening::Service;
 
+use super::admission::ConnectionLimits;
 use super::cache::DiskCache;
+use super::connection::{AwaitedHeaders, ConnectionTimeouts, EdgeApp, HandshakeStart};
 use super::mirror::{Mirror, MirrorUpstream};
 use super::proxy::{EdgeProxy, Mode};
 use crate::config::{Config, EdgeConfig};
@@ -55,20 +59,19 @@ pub fn run(config: &Config, upgrade: bool) -> anyhow::Result<()> {
     } else {
         gateway(&mut server, edge, cache)?
     };
-    let mut proxy = pingora::proxy::http_proxy_service(&server.configuration, EdgeProxy { mode });
-    proxy.add_tcp(&edge.listen_address);
+    let mut service = listening_service(&server, edge, mode);
+    service.add_tcp(&edge.listen_address);
     if let (Some(addr), Some(cert), Some(key)) = (
         &edge.tls_listen_address,
         &edge.tls_cert_path,
         &edge.tls_key_path,
     ) {
-        check_tls_files(cert, key)?;
         let mut tls = TlsSettings::intermediate(&cert.to_string_lossy(), &key.to_string_lossy())
             .map_err(|e| anyhow::anyhow!("loading the TLS certificate and key: {e}"))?;
         tls.enable_h2();
-        proxy.add_tls_with_settings(addr, None, tls);
+        service.add_tls_with_settings(addr, None, tls);
     }
-    server.add_service(proxy);
+    server.add_service(service);
     if upgrade {
         if let Some(dir) = upgrade_socket
             .parent()
@@ -89,22 +92,47 @@ pub fn run(config: &Config, upgrade: bool) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// pingora loads the certificate lazily and panics on a bad file; read both now so a wrong path
-/// or a non-PEM file stops start-up with a clear message.
-fn check_tls_files(cert: &std::path::Path, key: &std::path::Path) -> anyhow::Result<()> {
-    use rustls::pki_types::pem::PemObject;
-    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
-    let certs = CertificateDer::pem_file_iter(cert)
-        .and_then(|certs| certs.collect::<Result<Vec<_>, _>>())
-        .map_err(|e| anyhow::anyhow!("reading TLS certificate {}: {e}", cert.display()))?;
-    anyhow::ensure!(
-        !certs.is_empty(),
-        "TLS certificate {} holds no certificate",
-        cert.display()
+/// The service on the edge's listeners: [`EdgeApp`] (connection caps and timeouts) around
+/// pingora's proxy of [`EdgeProxy`].
+fn listening_service(server: &Server, edge: &EdgeConfig, mode: Mode) -> Service<EdgeApp> {
+    let timeouts = ConnectionTimeouts {
+        header_read: Duration::from_secs(edge.header_read_timeout_seconds),
+        keepalive_idle: Duration::from_secs(edge.keepalive_idle_timeout_seconds),
+    };
+    #[cfg(target_os = "linux")]
+    match crate::limits::raise_nofile_limit() {
+        // A proxied request holds a second descriptor (its upstream connection), and the
+        // cache and fills hold files too.
+        Ok(limit) if (edge.max_connections as u64).saturating_mul(2) > limit => tracing::warn!(
+            limit,
+            max_connections = edge.max_connections,
+            "edge.max_connections is more than half the open file limit; accepts may fail \
+             with 'Too many open files' before the cap is reached"
+        ),
+        Ok(_) => {}
+        Err(error) => tracing::warn!(%error, "could not raise the open file limit"),
+    }
+    let awaited = Arc::new(AwaitedHeaders::default());
+    let mut proxy = pingora::proxy::http_proxy(
+        &server.configuration,
+        EdgeProxy {
+            mode,
+            awaited: Arc::clone(&awaited),
+        },
     );
-    PrivateKeyDer::from_pem_file(key)
-        .map_err(|e| anyhow::anyhow!("reading TLS key {}: {e}", key.display()))?;
-    Ok(())
+    let mut options = HttpServerOptions::default();
+    options.h2_idle_timeout = Some(timeouts.keepalive_idle);
+    proxy.server_options = Some(options);
+    let limits = ConnectionLimits::new(edge.max_connections, edge.max_connections_per_client);
+    let app = EdgeApp::new(proxy, Arc::clone(&limits), awaited, timeouts);
+    let mut service = Service::new("aerugo edge".into(), app);
+    service.set_connection_filter(limits);
+    service
+        .endpoints()
+        .set_pre_tls_callback(Arc::new(HandshakeStart {
+            timeout: timeouts.header_read,
+        }));
+    service
 }
 
 /// Gateway mode: a health-checked round robin over the cores, plus a blob cache whose

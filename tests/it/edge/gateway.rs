@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use super::{expect_manifest, fetch};
-use crate::distribution::{expect_status, header, sha256};
+use crate::distribution::{expect_error, expect_status, header, sha256};
 use crate::support::edge::{CoreProcess, EdgeProcess};
 use crate::support::seed::{SeedImage, Seeder};
 
@@ -87,6 +87,16 @@ async fn balances_over_two_cores_caches_blobs_and_survives_one_killed() {
     let (_, body) = expect_status(response, 200).await;
     let report: serde_json::Value = serde_json::from_slice(&body).expect("gc report");
     assert!(report["blobs_deleted"].is_u64(), "{report}");
+
+    // No endpoint is `404`, as on a core; a method `/v2/` does not support is the core's `405`.
+    expect_status(edge.get("/nowhere").await, 404).await;
+    let response = edge
+        .http
+        .request(reqwest::Method::TRACE, edge.url("/v2/"))
+        .send()
+        .await
+        .expect("TRACE through the gateway");
+    expect_error(response, 405, "UNSUPPORTED").await;
 
     a.kill9();
     // The health check runs every second; give it three.

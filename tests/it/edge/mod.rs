@@ -9,7 +9,11 @@
 //!   (`?ns=`, path prefix, default), allow/deny, read-only refusals;
 //! - [`faults`]: coalescing, corruption, truncation, stale-if-error, tokens, revalidation,
 //!   redirects;
+//! - [`check_config`]: `aerugo admin check-config` on the `[edge]` section;
 //! - [`cache`]: the disk cap, restarts with a warm cache, `Range`;
+//! - [`connections`]: header and keep-alive timeouts, connection caps;
+//! - [`protocol`]: pipelining, methods and unknown endpoints as the core answers them, early
+//!   refusals that reach a client still sending;
 //! - [`restart`]: graceful restart (`--upgrade` + SIGQUIT) without a failed request;
 //! - [`tls`], [`gateway`], [`clients`] (skopeo through a `registries.conf` mirror, containerd
 //!   through a `hosts.toml` mirror).
@@ -25,10 +29,13 @@ use crate::support::fault_upstream::FaultUpstream;
 use aerugo::edge::mirror::MirrorUpstream;
 
 mod cache;
+mod check_config;
 mod clients;
+mod connections;
 mod faults;
 mod gateway;
 mod mirror;
+mod protocol;
 mod restart;
 mod tls;
 

@@ -343,3 +343,125 @@ impl Drop for EdgeProcess {
         }
     }
 }
+
+/// One HTTP/1.1 response as read off a raw connection.
+#[derive(Debug)]
+pub struct RawResponse {
+    pub status: u16,
+    /// Header names lower-cased, in order.
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+}
+
+impl RawResponse {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+/// Splits what a connection received into responses (each framed by `Content-Length`; these
+/// tests send no `HEAD`); `Err` with the unparsed rest when it ends part-way.
+pub fn parse_responses(mut bytes: &[u8]) -> Result<Vec<RawResponse>, String> {
+    let mut responses = Vec::new();
+    while !bytes.is_empty() {
+        let end = bytes
+            .windows(4)
+            .position(|w| w == b"\r\n\r\n")
+            .ok_or_else(|| String::from_utf8_lossy(bytes).into_owned())?;
+        let head = String::from_utf8_lossy(&bytes[..end]).into_owned();
+        let mut lines = head.split("\r\n");
+        let status = lines
+            .next()
+            .and_then(|line| line.split(' ').nth(1))
+            .and_then(|code| code.parse().ok())
+            .ok_or_else(|| head.clone())?;
+        let headers: Vec<(String, String)> = lines
+            .filter_map(|line| line.split_once(':'))
+            .map(|(n, v)| (n.trim().to_ascii_lowercase(), v.trim().to_owned()))
+            .collect();
+        let length: usize = headers
+            .iter()
+            .find(|(n, _)| n == "content-length")
+            .and_then(|(_, v)| v.parse().ok())
+            .unwrap_or(0);
+        let rest = &bytes[end + 4..];
+        if rest.len() < length {
+            return Err(head);
+        }
+        responses.push(RawResponse {
+            status,
+            headers,
+            body: rest[..length].to_vec(),
+        });
+        bytes = &rest[length..];
+    }
+    Ok(responses)
+}
+
+/// How a raw connection ended.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Closed {
+    /// The edge closed it (end of stream).
+    Cleanly,
+    /// Reset or otherwise failed.
+    Failed(String),
+    /// Neither within 10 s.
+    StillOpen,
+}
+
+/// Reads until the edge closes the connection, resets it or 10 s pass: what arrived, and how
+/// it ended.
+pub async fn read_to_close(stream: &mut tokio::net::TcpStream) -> (Vec<u8>, Closed) {
+    use tokio::io::AsyncReadExt;
+    let mut received = Vec::new();
+    let mut buf = vec![0u8; 64 << 10];
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        match tokio::time::timeout_at(deadline, stream.read(&mut buf)).await {
+            Ok(Ok(0)) => return (received, Closed::Cleanly),
+            Ok(Ok(n)) => received.extend_from_slice(&buf[..n]),
+            Ok(Err(e)) => return (received, Closed::Failed(e.to_string())),
+            Err(_) => return (received, Closed::StillOpen),
+        }
+    }
+}
+
+/// Reads one complete response (and nothing after it) within 10 s; what arrived otherwise.
+pub async fn read_response(stream: &mut tokio::net::TcpStream) -> Result<RawResponse, String> {
+    use tokio::io::AsyncReadExt;
+    let mut received = Vec::new();
+    let mut byte = [0u8; 1];
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        if let Ok(mut responses) = parse_responses(&received)
+            && responses.len() == 1
+        {
+            return Ok(responses.remove(0));
+        }
+        match tokio::time::timeout_at(deadline, stream.read(&mut byte)).await {
+            Ok(Ok(1)) => received.push(byte[0]),
+            other => {
+                return Err(format!(
+                    "no complete response ({other:?}); received {:?}",
+                    String::from_utf8_lossy(&received)
+                ));
+            }
+        }
+    }
+}
+
+/// Writes `request` on a new connection to `addr`, then reads until the edge closes it.
+pub async fn raw_exchange(addr: SocketAddr, request: &[u8]) -> (Vec<u8>, Closed) {
+    use tokio::io::AsyncWriteExt;
+    let mut stream = tokio::net::TcpStream::connect(addr)
+        .await
+        .expect("connecting to the edge");
+    stream
+        .write_all(request)
+        .await
+        .expect("writing the request");
+    read_to_close(&mut stream).await
+}
