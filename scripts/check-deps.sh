@@ -5,8 +5,9 @@
 #   oci  ←  storage, metadata, cache  ←  registry  ←  api  ←  app, cli
 #   oci  ←  upstream  ←  edge  ←  cli
 #
-# telemetry and locks are leaves anyone may use; config is read by the wiring (app, cli) and
-# by the node builders (edge::server), and itself depends on no component.
+# telemetry, locks and limits are leaves anyone may use. config holds the settings types and
+# their validation; it may name a lower component's own settings type (upstream's
+# `UpstreamConfig`), and is read by the wiring (app, cli) and the edge's node builder.
 set -euo pipefail
 cd "$(dirname "$0")/../src"
 
@@ -38,7 +39,7 @@ forbid api -- storage metadata cache upstream edge app cli config
 # stream type; nothing else of storage.
 forbid upstream -- metadata cache registry api edge app cli config
 forbid edge -- storage metadata cache registry api app cli
-forbid config.rs -- storage metadata cache registry api upstream edge app cli
+forbid config.rs -- storage metadata cache registry api edge app cli
 
 # axum stays in api (and the wiring; test fakes may serve with it); SQL stays in metadata.
 if hits=$(grep -rnE '\baxum::' --exclude-dir=tests --exclude=tests.rs \

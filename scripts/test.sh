@@ -143,6 +143,9 @@ echo "CARGO_TARGET_DIR=$CARGO_TARGET_DIR AERUGO_REQUIRE_TOOLS=$AERUGO_REQUIRE_TO
 step "cargo fmt --all -- --check"
 cargo fmt --all -- --check
 
+step "dependency rule (scripts/check-deps.sh)"
+./scripts/check-deps.sh
+
 step "cargo clippy --workspace --all-targets -- -D warnings"
 cargo clippy --workspace --all-targets -- -D warnings
 

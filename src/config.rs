@@ -11,6 +11,8 @@ use figment::Figment;
 use figment::providers::{Env, Format, Serialized, Toml};
 use serde::{Deserialize, Serialize};
 
+use crate::upstream::UpstreamConfig;
+
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Config {
@@ -60,7 +62,7 @@ pub struct EdgeConfig {
     /// Connections one client address (IPv6: one /64 network) may hold open at once.
     pub max_connections_per_client: usize,
     /// Upstream registries mirrored by this edge (`[[edge.upstreams]]`).
-    pub upstreams: Vec<crate::edge::mirror::MirrorUpstream>,
+    pub upstreams: Vec<MirrorUpstream>,
     /// Gateway mode: core nodes this edge routes `/v2/`, `/auth/` and `/api/` to.
     pub gateway: GatewayConfig,
 }
@@ -84,6 +86,41 @@ impl Default for EdgeConfig {
             max_connections_per_client: 1024,
             upstreams: Vec::new(),
             gateway: GatewayConfig::default(),
+        }
+    }
+}
+
+/// One configured upstream as the mirror uses it (`[[edge.upstreams]]`). Unknown keys are
+/// rejected by the flattened [`UpstreamConfig`].
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+#[serde(default)]
+pub struct MirrorUpstream {
+    #[serde(flatten)]
+    pub client: UpstreamConfig,
+    /// Other names that select this upstream by `?ns=` or path prefix (`docker.io`, `hub`).
+    pub aliases: Vec<String>,
+    /// Whether bare paths (dockerd's `registry-mirrors`) go here.
+    pub default: bool,
+    /// Seconds a tag's digest is trusted before it is revalidated with a `HEAD`.
+    pub tag_ttl_seconds: u64,
+    /// Seconds past the TTL a tag may still be served when the upstream fails.
+    pub max_stale_seconds: u64,
+    /// Repository patterns (`*` wildcards) that may be pulled; empty = all.
+    pub allow: Vec<String>,
+    /// Repository patterns that may not be pulled; checked after `allow`.
+    pub deny: Vec<String>,
+}
+
+impl Default for MirrorUpstream {
+    fn default() -> Self {
+        MirrorUpstream {
+            client: UpstreamConfig::default(),
+            aliases: Vec::new(),
+            default: false,
+            tag_ttl_seconds: 300,
+            max_stale_seconds: 86_400,
+            allow: Vec::new(),
+            deny: Vec::new(),
         }
     }
 }
@@ -386,7 +423,7 @@ pub struct EdgeOverrides {
 
 /// `[NAME=]URL` → an upstream; without a name it is named after the URL's host and becomes
 /// the default (what dockerd and podman mirrors send: bare paths).
-pub fn parse_upstream_flag(flag: &str) -> Result<crate::edge::mirror::MirrorUpstream, String> {
+pub fn parse_upstream_flag(flag: &str) -> Result<MirrorUpstream, String> {
     let (name, url) = match flag.split_once('=') {
         Some((name, url)) if !name.contains("://") => (Some(name.to_owned()), url.to_owned()),
         _ => (None, flag.to_owned()),
@@ -395,7 +432,7 @@ pub fn parse_upstream_flag(flag: &str) -> Result<crate::edge::mirror::MirrorUpst
     let host = parsed
         .host_str()
         .ok_or_else(|| format!("--upstream {flag:?} has no host"))?;
-    let mut upstream = crate::edge::mirror::MirrorUpstream {
+    let mut upstream = MirrorUpstream {
         default: name.is_none(),
         ..Default::default()
     };

@@ -16,13 +16,14 @@ use wildmatch::WildMatch;
 
 use super::cache::DiskCache;
 use super::fill::{FillError, Fills};
+use crate::config::MirrorUpstream;
 use crate::locks::KeyedLocks;
 use crate::oci::manifest::accepts;
-use crate::oci::path::{self, RouteError};
+use crate::oci::path;
 use crate::oci::range::{RangeRequest, content_range, unsatisfied_content_range};
 use crate::oci::{Digest, ErrorCode, ErrorEnvelope, Reference, RepoName, Tag, V2Route};
 use crate::telemetry::metrics;
-use crate::upstream::{FetchedBlob, UpstreamClient, UpstreamConfig, UpstreamError};
+use crate::upstream::{FetchedBlob, UpstreamClient, UpstreamError};
 
 /// What the mirror needs from a request.
 #[derive(Debug, Clone)]
@@ -82,41 +83,6 @@ impl EdgeResponse {
             .header("content-length", body.len().to_string());
         response.body = EdgeBody::Full(Bytes::from(body));
         response
-    }
-}
-
-/// One configured upstream as the mirror uses it (`[[edge.upstreams]]`). Unknown keys are
-/// rejected by the flattened [`UpstreamConfig`].
-#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
-#[serde(default)]
-pub struct MirrorUpstream {
-    #[serde(flatten)]
-    pub client: UpstreamConfig,
-    /// Other names that select this upstream by `?ns=` or path prefix (`docker.io`, `hub`).
-    pub aliases: Vec<String>,
-    /// Whether bare paths (dockerd's `registry-mirrors`) go here.
-    pub default: bool,
-    /// Seconds a tag's digest is trusted before it is revalidated with a `HEAD`.
-    pub tag_ttl_seconds: u64,
-    /// Seconds past the TTL a tag may still be served when the upstream fails.
-    pub max_stale_seconds: u64,
-    /// Repository patterns (`*` wildcards) that may be pulled; empty = all.
-    pub allow: Vec<String>,
-    /// Repository patterns that may not be pulled; checked after `allow`.
-    pub deny: Vec<String>,
-}
-
-impl Default for MirrorUpstream {
-    fn default() -> Self {
-        MirrorUpstream {
-            client: UpstreamConfig::default(),
-            aliases: Vec::new(),
-            default: false,
-            tag_ttl_seconds: 300,
-            max_stale_seconds: 86_400,
-            allow: Vec::new(),
-            deny: Vec::new(),
-        }
     }
 }
 
@@ -230,13 +196,14 @@ impl Mirror {
     fn route(&self, request: &EdgeRequest) -> Result<V2Route, EdgeResponse> {
         let route = match path::parse(&request.path) {
             Ok(route) => route,
-            Err(RouteError::NotFound) => return Err(EdgeResponse::not_found()),
-            Err(RouteError::Invalid(e)) => {
-                let code = crate::registry::RegistryError::from(e).code();
-                return Err(EdgeResponse::error(
-                    code,
-                    "invalid repository name, reference or digest",
-                ));
+            Err(e) => {
+                let read = request.method == Method::GET || request.method == Method::HEAD;
+                return Err(match e.code(read) {
+                    None => EdgeResponse::not_found(),
+                    Some(code) => {
+                        EdgeResponse::error(code, "invalid repository name, reference or digest")
+                    }
+                });
             }
         };
         let read = request.method == Method::GET || request.method == Method::HEAD;

@@ -8,6 +8,7 @@ use std::sync::LazyLock;
 use regex::Regex;
 
 use super::digest::{Digest, DigestError};
+use super::error::ErrorCode;
 
 /// Longest repository name, from the distribution reference grammar.
 pub const MAX_NAME_LEN: usize = 255;
@@ -37,6 +38,19 @@ pub enum NameError {
     InvalidDigest(#[from] DigestError),
     #[error("upload id is not one this registry issues")]
     InvalidUploadId,
+}
+
+impl NameError {
+    /// The OCI code of a request whose path holds this invalid part. For reads of a
+    /// reference that cannot be a tag, see `path::RouteError::code`.
+    pub fn code(&self) -> ErrorCode {
+        match self {
+            NameError::InvalidName => ErrorCode::NameInvalid,
+            NameError::InvalidTag => ErrorCode::TagInvalid,
+            NameError::InvalidDigest(_) => ErrorCode::DigestInvalid,
+            NameError::InvalidUploadId => ErrorCode::BlobUploadUnknown,
+        }
+    }
 }
 
 /// A repository name such as `team/app` (any number of `/` components).

@@ -5,6 +5,7 @@
 //! of the suffix is the name.
 
 use super::digest::Digest;
+use super::error::ErrorCode;
 use super::name::{NameError, Reference, RepoName, UploadId};
 
 /// What a `/v2/` path addresses.
@@ -54,6 +55,20 @@ pub enum RouteError {
     /// The path has the shape of an endpoint but a part of it is invalid.
     #[error(transparent)]
     Invalid(#[from] NameError),
+}
+
+impl RouteError {
+    /// The OCI code of a request to this path (`None`: no such endpoint, a plain `404`). A
+    /// reference that cannot be a tag names no manifest, so a read of it is
+    /// `MANIFEST_UNKNOWN` (what the OCI conformance suite expects of
+    /// `GET /v2/<name>/manifests/.INVALID`); a push learns why the tag is invalid.
+    pub fn code(&self, read: bool) -> Option<ErrorCode> {
+        match self {
+            RouteError::NotFound => None,
+            RouteError::Invalid(NameError::InvalidTag) if read => Some(ErrorCode::ManifestUnknown),
+            RouteError::Invalid(e) => Some(e.code()),
+        }
+    }
 }
 
 /// Parses a request path (as received, before any percent-decoding).

@@ -135,13 +135,12 @@ impl From<NameError> for RegistryError {
 }
 
 impl RegistryError {
-    /// A path that does not parse. A reference that cannot be a tag names no manifest, so a
-    /// read says `MANIFEST_UNKNOWN` (404, what the OCI conformance suite expects of
-    /// `GET /v2/<name>/manifests/.INVALID`); a push still learns why the tag is invalid.
+    /// A path that does not parse, with the code `RouteError::code` gives it (a read of an
+    /// impossible tag is `MANIFEST_UNKNOWN`).
     pub fn from_route(e: RouteError, read: bool) -> Self {
-        match e {
-            RouteError::Invalid(NameError::InvalidTag) if read => RegistryError::ManifestUnknown,
-            other => other.into(),
+        match e.code(read) {
+            Some(ErrorCode::ManifestUnknown) => RegistryError::ManifestUnknown,
+            _ => e.into(),
         }
     }
 }
@@ -151,6 +150,36 @@ impl From<RouteError> for RegistryError {
         match e {
             RouteError::NotFound => RegistryError::Unsupported("no such endpoint".into()),
             RouteError::Invalid(name) => name.into(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::oci::DigestError;
+
+    /// The registry's variants for a bad path carry the code `oci` assigns it, which is what
+    /// the edge answers for the same path.
+    #[test]
+    fn path_errors_have_the_codes_oci_gives_them() {
+        let errors = [
+            NameError::InvalidName,
+            NameError::InvalidTag,
+            NameError::InvalidDigest(DigestError::UnsupportedAlgorithm("md5".into())),
+            NameError::InvalidUploadId,
+        ];
+        for e in errors {
+            assert_eq!(RegistryError::from(e.clone()).code(), e.code(), "{e:?}");
+            for read in [false, true] {
+                let route = RouteError::Invalid(e.clone());
+                let expected = route.code(read).expect("a code");
+                assert_eq!(
+                    RegistryError::from_route(route, read).code(),
+                    expected,
+                    "{e:?}"
+                );
+            }
         }
     }
 }

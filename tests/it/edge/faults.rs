@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use aerugo::edge::mirror::MirrorUpstream;
+use aerugo::config::MirrorUpstream;
 use bytes::Bytes;
 use sha2::{Digest as _, Sha256};
 

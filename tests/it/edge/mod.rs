@@ -26,7 +26,7 @@ use sha2::{Digest as _, Sha256};
 use crate::support::edge::{EdgeProcess, upstream};
 use crate::support::fault_upstream::FaultUpstream;
 
-use aerugo::edge::mirror::MirrorUpstream;
+use aerugo::config::MirrorUpstream;
 
 mod cache;
 mod check_config;

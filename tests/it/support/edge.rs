@@ -6,8 +6,8 @@ use std::path::PathBuf;
 use std::process::{Child, Command, ExitStatus};
 use std::time::{Duration, Instant};
 
+use aerugo::config::MirrorUpstream;
 use aerugo::config::{Config, EdgeConfig};
-use aerugo::edge::mirror::MirrorUpstream;
 use tempfile::TempDir;
 
 pub use super::process::{AERUGO, CoreProcess, free_addr, http_client};
