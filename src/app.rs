@@ -7,9 +7,10 @@ use std::time::Duration;
 
 use anyhow::Context;
 
-use crate::api::{self, AppState};
+use crate::api::origin::TrustedProxies;
+use crate::api::{self, AppState, ConnectionLimits};
 use crate::cache::memory::MemoryCache;
-use crate::config::Config;
+use crate::config::{Config, ServerConfig};
 use crate::metadata::sqlite::SqliteStore;
 use crate::registry::{Registry, Settings};
 use crate::storage::fs::FsBlobStore;
@@ -100,18 +101,43 @@ pub async fn run_server(
     let registry = build_registry(&config).await?;
     let gc_grace = Duration::from_secs(config.gc.grace_period_seconds);
     let gc_task = spawn_periodic_gc(&registry, config.gc.interval_seconds, gc_grace);
+    let trusted_proxies = TrustedProxies::new(config.server.trusted_proxy_networks());
+    let limits = connection_limits(&config.server, &trusted_proxies);
     let state = AppState {
         registry,
         max_page_size: config.registry.max_page_size,
         gc_grace,
+        trusted_proxies,
     };
     tracing::info!(address = %listener.local_addr()?, "aerugo registry listening");
     let grace = Duration::from_secs(config.server.shutdown_grace_seconds);
-    let result = api::serve(listener, api::router(state), shutdown, grace).await;
+    let result = api::serve(listener, api::router(state), limits, shutdown, grace).await;
     if let Some(task) = gc_task {
         task.abort();
     }
     result.context("serving HTTP")
+}
+
+/// The `[server]` connection settings; also raises the open-file limit they need.
+fn connection_limits(server: &ServerConfig, trusted: &TrustedProxies) -> ConnectionLimits {
+    #[cfg(target_os = "linux")]
+    match crate::limits::raise_nofile_limit() {
+        Ok(limit) if limit < server.max_connections as u64 => tracing::warn!(
+            limit,
+            max_connections = server.max_connections,
+            "the open file limit is below server.max_connections; accepts will fail first"
+        ),
+        Ok(_) => {}
+        Err(error) => tracing::warn!(%error, "could not raise the open file limit"),
+    }
+    ConnectionLimits {
+        header_read_timeout: Duration::from_secs(server.header_read_timeout_seconds),
+        keepalive_idle_timeout: Duration::from_secs(server.keepalive_idle_timeout_seconds),
+        body_idle_timeout: Duration::from_secs(server.body_idle_timeout_seconds),
+        max_connections: server.max_connections,
+        max_connections_per_client: server.max_connections_per_client,
+        uncapped_peers: trusted.clone(),
+    }
 }
 
 fn spawn_periodic_gc(

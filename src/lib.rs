@@ -22,6 +22,7 @@ pub mod cache;
 pub mod cli;
 pub mod config;
 pub mod edge;
+pub mod limits;
 pub mod locks;
 pub mod metadata;
 pub mod oci;

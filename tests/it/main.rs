@@ -1,8 +1,10 @@
 //! Integration tests: one test binary (faster to link than one per file).
 
+mod connections;
 mod crash;
 mod distribution;
 mod edge;
 mod lifecycle;
+mod locations;
 mod skopeo;
 mod support;
