@@ -7,15 +7,17 @@
 //!   a request is in flight neither runs, so a slow upload or download is never cut;
 //! - a request body that stops arriving for `body_idle_timeout` fails the request;
 //! - connections are capped in all and per client address; one over a cap is closed at once;
-//! - a connection is closed gracefully: FIN first, then the client's unread bytes are read and
-//!   discarded for a bounded time, because closing a socket with unread bytes makes the kernel
-//!   send a reset, which can destroy the answer before the client reads it (a `413` for a
-//!   manifest the handler refused before reading its body).
+//! - a connection whose last request body was not read to its end (a `413` for a manifest the
+//!   handler refused before reading it) is closed gracefully: FIN first, then what the client
+//!   still sends is read and discarded for a bounded time, because closing a socket with
+//!   unread bytes makes the kernel send a reset, which can destroy the answer before the
+//!   client reads it.
 
 use std::collections::HashMap;
 use std::io;
 use std::net::{IpAddr, SocketAddr};
 use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::task::{Context, Poll, ready};
 use std::time::Duration;
@@ -141,16 +143,23 @@ async fn serve_connection(
     _slot: Slot,
 ) {
     let clock = Arc::new(ConnectionClock::new(&limits));
+    let unread_body = Arc::new(AtomicBool::new(false));
     let io = TokioIo::new(ConnectionIo {
         stream,
         clock: Arc::clone(&clock),
+        unread_body: Arc::clone(&unread_body),
         linger: None,
     });
     let body_idle_timeout = limits.body_idle_timeout;
     let service_clock = Arc::clone(&clock);
     let service = hyper::service::service_fn(move |request: hyper::Request<Incoming>| {
         let in_flight = service_clock.request_started();
-        let mut request = request.map(|body| Body::new(TimeoutBody::new(body_idle_timeout, body)));
+        let mut request = request.map(|body| {
+            Body::new(TimeoutBody::new(
+                body_idle_timeout,
+                TrackedBody::new(body, Arc::clone(&unread_body)),
+            ))
+        });
         request.extensions_mut().insert(ConnectInfo(peer));
         let router = router.clone();
         async move {
@@ -322,11 +331,51 @@ impl hyper::body::Body for ResponseBody {
     }
 }
 
+/// A request body that records whether it was read to its end: one left unread when the
+/// connection closes is what the lingering close is for.
+struct TrackedBody {
+    body: Incoming,
+    unread: Arc<AtomicBool>,
+}
+
+impl TrackedBody {
+    fn new(body: Incoming, unread: Arc<AtomicBool>) -> TrackedBody {
+        unread.store(!hyper::body::Body::is_end_stream(&body), Ordering::Relaxed);
+        TrackedBody { body, unread }
+    }
+}
+
+impl hyper::body::Body for TrackedBody {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+        let frame = ready!(Pin::new(&mut self.body).poll_frame(cx));
+        if frame.is_none() || self.body.is_end_stream() {
+            self.unread.store(false, Ordering::Relaxed);
+        }
+        Poll::Ready(frame)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.body.size_hint()
+    }
+}
+
 /// The TCP stream as hyper sees it: reads tell the clock that a request is coming, and
 /// shutting down is the graceful close described in the module documentation.
 struct ConnectionIo {
     stream: TcpStream,
     clock: Arc<ConnectionClock>,
+    /// Whether the last request's body was left (partly) unread.
+    unread_body: Arc<AtomicBool>,
     linger: Option<Linger>,
 }
 
@@ -412,9 +461,13 @@ impl AsyncWrite for ConnectionIo {
         Pin::new(&mut self.stream).poll_flush(cx)
     }
 
-    /// hyper calls this once the last response is flushed: the graceful close.
+    /// hyper calls this once the last response is flushed: the graceful close when a request
+    /// body was left unread, a plain FIN otherwise.
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         let this = &mut *self;
+        if this.linger.is_none() && !this.unread_body.load(Ordering::Relaxed) {
+            return Pin::new(&mut this.stream).poll_shutdown(cx);
+        }
         let linger = this.linger.get_or_insert_with(Linger::new);
         ready!(linger.poll_close(&mut this.stream, cx));
         Poll::Ready(Ok(()))

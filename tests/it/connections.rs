@@ -1,7 +1,8 @@
 //! The core's connection handling, over raw TCP where reqwest would hide it: connections
 //! that send nothing, half a head or nothing more are closed, slow transfers are not, the
 //! connection caps close what is over them while the others keep working, and error answers
-//! given before the body was read still reach a client that keeps writing.
+//! given before the body was read still reach a client that keeps writing, and the server
+//! raises its open-file limit at start-up.
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -11,6 +12,9 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpSocket, TcpStream};
 
 use super::distribution::{Api, OCI_MANIFEST, RawResponse, sha256};
+use super::support::process::{
+    AERUGO, free_addr, http_client, spawn_logged, terminate, wait_until_ready,
+};
 
 /// How long a test waits for an answer (or a close) before calling the server stuck.
 const PATIENCE: Duration = Duration::from_secs(30);
@@ -237,6 +241,32 @@ async fn slow_uploads_and_downloads_outlive_the_header_and_idle_timeouts() {
     assert!(received == blob, "the download is the blob");
 }
 
+#[tokio::test]
+async fn a_request_body_that_stalls_fails_its_request() {
+    let api = Api::start_with(|config| config.server.body_idle_timeout_seconds = 1).await;
+    let location = api.start_upload("conn/stalled").await;
+    let path = reqwest::Url::parse(&api.url(&location))
+        .expect("a URL")
+        .path()
+        .to_owned();
+    let head = request_head(
+        &format!("PATCH {path}"),
+        &api.server.host(),
+        &[("Content-Length", "1000".into())],
+    );
+    let mut stream = TcpStream::connect(api.server.addr).await.expect("connect");
+    stream.write_all(head.as_bytes()).await.expect("write");
+    stream.write_all(&[1u8; 10]).await.expect("write");
+    let received = read_until_closed(&mut stream).await;
+    let response = RawResponse::parse(&received).expect("an answer");
+    response.expect_error(400, "BLOB_UPLOAD_INVALID");
+    assert_eq!(
+        response.headers.get("range").map(|v| v.to_str().unwrap()),
+        Some("0-0"),
+        "the stalled chunk was not taken"
+    );
+}
+
 /// A connection from `source` (any 127.0.0.0/8 address is this host's) to the server.
 async fn connect_from(source: &str, server: SocketAddr) -> TcpStream {
     let socket = TcpSocket::new_v4().expect("socket");
@@ -312,4 +342,40 @@ async fn connections_over_the_caps_are_closed_while_the_others_keep_working() {
     // A closed connection frees its place.
     drop(a2);
     served_connection("127.0.0.3", addr, &host).await;
+}
+
+/// Soft and hard `Max open files` of a running process, from `/proc/<pid>/limits`.
+fn open_file_limits(pid: u32) -> (String, String) {
+    let limits = std::fs::read_to_string(format!("/proc/{pid}/limits")).expect("limits");
+    let line = limits
+        .lines()
+        .find(|line| line.starts_with("Max open files"))
+        .expect("a Max open files line");
+    let mut values = line["Max open files".len()..].split_whitespace();
+    let soft = values.next().expect("soft").to_owned();
+    let hard = values.next().expect("hard").to_owned();
+    (soft, hard)
+}
+
+#[tokio::test]
+async fn the_server_raises_its_open_file_limit_to_the_hard_limit() {
+    let work = tempfile::tempdir().expect("temp dir");
+    let addr = free_addr();
+    let log = work.path().join("core.log");
+    // Started with a small soft limit, as a default login shell would give it.
+    let mut child = spawn_logged(
+        std::process::Command::new("sh")
+            .arg("-c")
+            .arg("ulimit -Sn 256 && exec \"$0\" serve --listen \"$1\" --data-dir \"$2\"")
+            .arg(AERUGO)
+            .arg(addr.to_string())
+            .arg(work.path().join("data")),
+        &log,
+    );
+    let url = format!("http://{addr}/v2/");
+    wait_until_ready(&http_client(), &url, &mut child, &log, "aerugo serve").await;
+    let (soft, hard) = open_file_limits(child.id());
+    terminate(&mut child, Duration::from_secs(10));
+    assert_ne!(hard, "256", "the test needs a hard limit above 256");
+    assert_eq!(soft, hard, "the soft open-file limit was not raised");
 }
