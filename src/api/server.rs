@@ -1,5 +1,5 @@
-//! The core's listener: an accept loop and one hyper HTTP/1.1 connection per client, serving
-//! the axum router. It replaces `axum::serve`, which has no knobs, to bound what a client can
+//! The core's listener: an accept loop and one hyper connection (HTTP/1.1, or HTTP/2 with
+//! prior knowledge) per client, serving the axum router. It replaces `axum::serve`, which has no knobs, to bound what a client can
 //! hold on to:
 //!
 //! - a connection has `header_read_timeout` from accept (or from the first byte of a later
@@ -26,7 +26,8 @@ use axum::Router;
 use axum::body::{Body, Bytes};
 use axum::extract::ConnectInfo;
 use hyper::body::{Frame, Incoming, SizeHint};
-use hyper_util::rt::TokioIo;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::server::conn::auto;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Notify;
@@ -170,10 +171,10 @@ async fn serve_connection(
             }))
         }
     });
-    let connection = hyper::server::conn::http1::Builder::new()
-        // Our clock times request heads; hyper's timer would also run between requests.
-        .header_read_timeout(None)
-        .serve_connection(io, service);
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    // Our clock times request heads; hyper's timer would also run between requests.
+    builder.http1().header_read_timeout(None);
+    let connection = builder.serve_connection(io, service);
     tokio::pin!(connection);
     let mut stop_requested = false;
     loop {

@@ -267,6 +267,18 @@ async fn a_request_body_that_stalls_fails_its_request() {
     );
 }
 
+#[tokio::test]
+async fn http2_with_prior_knowledge_is_served_too() {
+    let api = Api::start().await;
+    let h2 = reqwest::Client::builder()
+        .http2_prior_knowledge()
+        .build()
+        .expect("client");
+    let response = h2.get(api.url("/v2/")).send().await.expect("GET over h2c");
+    assert_eq!(response.status(), 200);
+    assert_eq!(response.version(), reqwest::Version::HTTP_2);
+}
+
 /// A connection from `source` (any 127.0.0.0/8 address is this host's) to the server.
 async fn connect_from(source: &str, server: SocketAddr) -> TcpStream {
     let socket = TcpSocket::new_v4().expect("socket");
