@@ -7,9 +7,10 @@ use std::time::Duration;
 
 use anyhow::Context;
 
-use crate::api::{self, AppState};
+use crate::api::origin::TrustedProxies;
+use crate::api::{self, AppState, ConnectionLimits};
 use crate::cache::memory::MemoryCache;
-use crate::config::Config;
+use crate::config::{Config, ServerConfig};
 use crate::metadata::sqlite::SqliteStore;
 use crate::registry::{Registry, Settings};
 use crate::storage::fs::FsBlobStore;
@@ -105,18 +106,62 @@ pub async fn run_server(
     }
     let gc_grace = Duration::from_secs(config.gc.grace_period_seconds);
     let gc_task = spawn_periodic_gc(&registry, config.gc.interval_seconds, gc_grace);
+    let trusted_proxies = TrustedProxies::new(config.server.trusted_proxy_networks());
+    let limits = connection_limits(&config.server, &trusted_proxies);
     let state = AppState {
         registry,
         max_page_size: config.registry.max_page_size,
         gc_grace,
+        trusted_proxies,
     };
     tracing::info!(address = %listener.local_addr()?, "aerugo registry listening");
     let grace = Duration::from_secs(config.server.shutdown_grace_seconds);
-    let result = api::serve(listener, api::router(state), shutdown, grace).await;
+    let result = api::serve(listener, api::router(state), limits, shutdown, grace).await;
     if let Some(task) = gc_task {
         task.abort();
     }
     result.context("serving HTTP")
+}
+
+/// The `[server]` connection settings; also raises the open-file limit they need.
+fn connection_limits(server: &ServerConfig, trusted: &TrustedProxies) -> ConnectionLimits {
+    ConnectionLimits {
+        header_read_timeout: Duration::from_secs(server.header_read_timeout_seconds),
+        keepalive_idle_timeout: Duration::from_secs(server.keepalive_idle_timeout_seconds),
+        body_idle_timeout: Duration::from_secs(server.body_idle_timeout_seconds),
+        max_connections: max_connections(server.max_connections),
+        max_connections_per_client: server.max_connections_per_client,
+        uncapped_peers: trusted.clone(),
+    }
+}
+
+/// File descriptors kept for what is not a client connection: the database, blob files, logs.
+const RESERVED_FILES: u64 = 256;
+
+/// `server.max_connections`, lowered to what the open-file limit (raised first) leaves for
+/// connections, so that the cap refuses a connection before `accept` runs out of descriptors.
+fn max_connections(configured: usize) -> usize {
+    #[cfg(target_os = "linux")]
+    match crate::limits::raise_nofile_limit() {
+        Ok(limit) => {
+            let room = connection_room(limit, configured);
+            if room < configured {
+                tracing::warn!(
+                    limit,
+                    max_connections = room,
+                    "the open file limit leaves room for fewer than server.max_connections"
+                );
+            }
+            return room;
+        }
+        Err(error) => tracing::warn!(%error, "could not raise the open file limit"),
+    }
+    configured
+}
+
+fn connection_room(open_file_limit: u64, configured: usize) -> usize {
+    let room = open_file_limit.saturating_sub(RESERVED_FILES).max(1);
+    usize::try_from(room).map_or(configured, |room| room.min(configured))
 }
 
 fn spawn_periodic_gc(
@@ -138,4 +183,16 @@ fn spawn_periodic_gc(
             }
         }
     }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn connections_leave_room_for_other_files() {
+        assert_eq!(connection_room(1_048_576, 10_000), 10_000);
+        assert_eq!(connection_room(1024, 10_000), 768);
+        assert_eq!(connection_room(100, 10_000), 1);
+    }
 }

@@ -292,6 +292,22 @@ pub struct ServerConfig {
     pub data_dir: PathBuf,
     /// Seconds in-flight requests get to finish after SIGTERM/SIGINT before the process exits.
     pub shutdown_grace_seconds: u64,
+    /// Seconds a connection may take to send a complete request head, counted from accept (so
+    /// a connection that sends nothing is closed too) or from the first byte of a later request.
+    pub header_read_timeout_seconds: u64,
+    /// Seconds a kept-alive connection may stay idle between requests.
+    pub keepalive_idle_timeout_seconds: u64,
+    /// Seconds a request body may stall (no byte at all) while its handler waits for it. Slow
+    /// bodies are fine; only a complete stop this long fails the request.
+    pub body_idle_timeout_seconds: u64,
+    /// Open connections served at once; more are closed as soon as they are accepted.
+    pub max_connections: usize,
+    /// Open connections per client address (IPv6: per /64); `trusted_proxies` are exempt.
+    pub max_connections_per_client: usize,
+    /// Peers (IP addresses or CIDR ranges) whose `X-Forwarded-Proto`/`X-Forwarded-Host` are
+    /// believed when building absolute `Location` URLs, and which carry many clients' traffic
+    /// (a gateway), so only `max_connections` caps them.
+    pub trusted_proxies: Vec<String>,
 }
 
 impl Default for ServerConfig {
@@ -302,8 +318,79 @@ impl Default for ServerConfig {
             log_format: "pretty".into(),
             data_dir: PathBuf::from("./data"),
             shutdown_grace_seconds: 30,
+            header_read_timeout_seconds: 30,
+            keepalive_idle_timeout_seconds: 120,
+            body_idle_timeout_seconds: 300,
+            max_connections: 10_000,
+            max_connections_per_client: 1_000,
+            trusted_proxies: vec!["127.0.0.0/8".into(), "::1".into()],
         }
     }
+}
+
+/// The longest timeout accepted, so deadlines never overflow.
+const MAX_TIMEOUT_SECONDS: u64 = 86_400;
+
+impl ServerConfig {
+    /// The trusted proxies as networks; a bare address is a network of one. Entries that do not
+    /// parse are left out (`validate` reports them).
+    pub fn trusted_proxy_networks(&self) -> Vec<ipnet::IpNet> {
+        self.trusted_proxies
+            .iter()
+            .filter_map(|entry| parse_network(entry))
+            .collect()
+    }
+
+    fn problems(&self) -> Vec<String> {
+        let mut problems = Vec::new();
+        for (key, value) in [
+            (
+                "header_read_timeout_seconds",
+                self.header_read_timeout_seconds,
+            ),
+            (
+                "keepalive_idle_timeout_seconds",
+                self.keepalive_idle_timeout_seconds,
+            ),
+            ("body_idle_timeout_seconds", self.body_idle_timeout_seconds),
+        ] {
+            if !(1..=MAX_TIMEOUT_SECONDS).contains(&value) {
+                problems.push(format!(
+                    "server.{key} must be between 1 and {MAX_TIMEOUT_SECONDS}"
+                ));
+            }
+        }
+        for (key, value) in [
+            ("max_connections", self.max_connections),
+            (
+                "max_connections_per_client",
+                self.max_connections_per_client,
+            ),
+        ] {
+            if value == 0 {
+                problems.push(format!("server.{key} must be at least 1"));
+            }
+        }
+        for entry in &self.trusted_proxies {
+            if parse_network(entry).is_none() {
+                problems.push(format!(
+                    "server.trusted_proxies entry {entry:?} is not an IP address or CIDR range"
+                ));
+            }
+        }
+        problems
+    }
+}
+
+/// `10.0.0.0/8`, `fd00::/8`, or a bare address.
+fn parse_network(entry: &str) -> Option<ipnet::IpNet> {
+    let entry = entry.trim();
+    entry.parse::<ipnet::IpNet>().ok().or_else(|| {
+        entry
+            .parse::<std::net::IpAddr>()
+            .ok()
+            .map(ipnet::IpNet::from)
+    })
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -536,6 +623,7 @@ impl Config {
                 self.server.log_format
             ));
         }
+        problems.extend(self.server.problems());
         if !matches!(self.storage.kind.as_str(), "fs" | "filesystem") {
             problems.push(format!(
                 "storage.type {:?} is not supported by this build (supported: \"fs\")",
@@ -621,6 +709,31 @@ mod tests {
             panic!("expected Invalid")
         };
         assert_eq!(problems.len(), 3, "{problems:?}");
+    }
+
+    #[test]
+    fn connection_settings_are_validated() {
+        let mut config = Config::default();
+        assert_eq!(
+            config.server.trusted_proxy_networks(),
+            vec![
+                "127.0.0.0/8".parse::<ipnet::IpNet>().unwrap(),
+                "::1/128".parse().unwrap()
+            ]
+        );
+        config.server.header_read_timeout_seconds = 0;
+        config.server.keepalive_idle_timeout_seconds = u64::MAX;
+        config.server.max_connections_per_client = 0;
+        config.server.trusted_proxies = vec!["10.1.0.0/16".into(), "gateway".into()];
+        let ConfigError::Invalid(problems) = config.validate().unwrap_err() else {
+            panic!("expected Invalid")
+        };
+        assert_eq!(problems.len(), 4, "{problems:?}");
+        assert!(problems[3].contains("\"gateway\""), "{problems:?}");
+        assert_eq!(
+            config.server.trusted_proxy_networks(),
+            vec!["10.1.0.0/16".parse::<ipnet::IpNet>().unwrap()]
+        );
     }
 
     #[test]

@@ -25,6 +25,10 @@ pub struct Metrics {
     pub uploads_completed: IntCounter,
     /// Latency of blob store operations by operation name.
     pub storage_duration: HistogramVec,
+    /// Client connections the core has open.
+    pub connections_open: IntGauge,
+    /// Connections closed at accept, by the cap they hit.
+    pub connections_refused: IntCounterVec,
     pub edge: EdgeMetrics,
 }
 
@@ -140,6 +144,14 @@ fn build() -> Result<Metrics, prometheus::Error> {
             .buckets(latency_buckets),
             &["operation"],
         )?,
+        connections_open: IntGauge::new("connections_open", "Client connections open")?,
+        connections_refused: IntCounterVec::new(
+            Opts::new(
+                "connections_refused_total",
+                "Connections closed at accept, by the cap they hit",
+            ),
+            &["reason"],
+        )?,
         edge: edge_metrics(&registry)?,
         registry,
     };
@@ -151,6 +163,8 @@ fn build() -> Result<Metrics, prometheus::Error> {
     r.register(Box::new(metrics.uploads_started.clone()))?;
     r.register(Box::new(metrics.uploads_completed.clone()))?;
     r.register(Box::new(metrics.storage_duration.clone()))?;
+    r.register(Box::new(metrics.connections_open.clone()))?;
+    r.register(Box::new(metrics.connections_refused.clone()))?;
     Ok(metrics)
 }
 

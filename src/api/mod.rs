@@ -3,6 +3,7 @@
 //!
 //! Routes: `/v2/…` (distribution API, one catch-all dispatched by `oci::path`), `/healthz`,
 //! `/readyz`, `/metrics`, and `/api/v1/admin/gc` (loopback only until auth lands).
+//! `server` is the listener that serves them (connection timeouts, caps, graceful close).
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -20,7 +21,11 @@ use crate::registry::{Registry, RegistryError};
 use crate::telemetry::metrics;
 
 pub mod error;
+pub mod origin;
+pub mod server;
 mod v2;
+
+pub use server::{ConnectionLimits, serve};
 
 /// Shared state of every handler.
 #[derive(Clone)]
@@ -30,6 +35,8 @@ pub struct AppState {
     pub max_page_size: usize,
     /// Grace period used by the admin GC endpoint.
     pub gc_grace: Duration,
+    /// Peers whose `X-Forwarded-*` headers shape absolute `Location` URLs.
+    pub trusted_proxies: origin::TrustedProxies,
 }
 
 const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
@@ -91,39 +98,5 @@ async fn admin_gc(
     match state.registry.collect_garbage(grace).await {
         Ok(report) => axum::Json(report).into_response(),
         Err(e) => error::ManageError(e).into_response(),
-    }
-}
-
-/// Serves `router` on `listener` until `shutdown` resolves, then lets in-flight requests
-/// finish for at most `grace`.
-pub async fn serve(
-    listener: tokio::net::TcpListener,
-    router: Router,
-    shutdown: impl Future<Output = ()> + Send + 'static,
-    grace: Duration,
-) -> std::io::Result<()> {
-    let (stopping_tx, stopping_rx) = tokio::sync::oneshot::channel::<()>();
-    let signal = async move {
-        shutdown.await;
-        let _ = stopping_tx.send(());
-    };
-    let server = axum::serve(
-        listener,
-        router.into_make_service_with_connect_info::<SocketAddr>(),
-    )
-    .with_graceful_shutdown(signal);
-    let deadline = async move {
-        if stopping_rx.await.is_ok() {
-            tokio::time::sleep(grace).await;
-        } else {
-            std::future::pending::<()>().await;
-        }
-    };
-    tokio::select! {
-        result = server => result,
-        () = deadline => {
-            tracing::warn!(?grace, "shutdown grace period over; dropping remaining connections");
-            Ok(())
-        }
     }
 }

@@ -1,9 +1,11 @@
 //! Integration tests: one test binary (faster to link than one per file).
 
+mod connections;
 mod crash;
 mod distribution;
 mod edge;
 mod full_disk;
 mod lifecycle;
+mod locations;
 mod skopeo;
 mod support;

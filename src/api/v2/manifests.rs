@@ -77,7 +77,7 @@ pub(super) async fn put(
     set_header(
         &mut response,
         "location",
-        format!("/v2/{name}/manifests/{}", outcome.digest),
+        request.location(&format!("/v2/{name}/manifests/{}", outcome.digest)),
     );
     set_header(
         &mut response,

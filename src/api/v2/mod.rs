@@ -1,16 +1,18 @@
 //! `/v2/…`: one catch-all handler that parses the path with `oci::path`, picks the handler for
 //! (method, route), records metrics and adds the API version header to every answer.
 
+use std::net::{IpAddr, SocketAddr};
 use std::time::Instant;
 
 use axum::body::Body;
-use axum::extract::State;
+use axum::extract::{ConnectInfo, State};
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use futures_util::TryStreamExt;
 
 use super::AppState;
 use super::error::ApiError;
+use super::origin::{self, TrustedProxies};
 use crate::oci::V2Route;
 use crate::oci::path;
 use crate::registry::{BodyStream, RegistryError};
@@ -27,9 +29,23 @@ pub(super) struct Request {
     pub method: Method,
     pub uri: Uri,
     pub headers: HeaderMap,
+    /// The client's address (the proxy's, behind one).
+    pub peer: Option<IpAddr>,
+    pub trusted_proxies: TrustedProxies,
 }
 
 impl Request {
+    /// `path` as the absolute URL a `Location` header carries.
+    pub fn location(&self, path: &str) -> String {
+        origin::absolute_url(
+            &self.uri,
+            &self.headers,
+            self.peer,
+            &self.trusted_proxies,
+            path,
+        )
+    }
+
     /// Query parameters in order, repeated keys kept (`?tag=a&tag=b`).
     pub fn query(&self) -> Vec<(String, String)> {
         form_urlencoded::parse(self.uri.query().unwrap_or_default().as_bytes())
@@ -66,21 +82,25 @@ type HandlerResult = Result<Response, ApiError>;
 
 pub(super) async fn dispatch(
     State(state): State<AppState>,
-    method: Method,
-    uri: Uri,
-    headers: HeaderMap,
-    body: Body,
+    request: axum::extract::Request,
 ) -> Response {
     let started = Instant::now();
-    let route = path::parse(uri.path());
+    let (parts, body) = request.into_parts();
+    let peer = parts
+        .extensions
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|ConnectInfo(peer)| peer.ip());
+    let route = path::parse(parts.uri.path());
     let route_label = route.as_ref().map(route_kind).unwrap_or("unknown");
-    let method_label = method.as_str().to_owned();
-    let is_head = method == Method::HEAD;
-    let is_read = is_head || method == Method::GET;
+    let method_label = parts.method.as_str().to_owned();
+    let is_head = parts.method == Method::HEAD;
+    let is_read = is_head || parts.method == Method::GET;
     let request = Request {
-        method,
-        uri,
-        headers,
+        method: parts.method,
+        uri: parts.uri,
+        headers: parts.headers,
+        peer,
+        trusted_proxies: state.trusted_proxies.clone(),
     };
     let mut response = match route {
         Ok(route) => handle(&state, route, request, body)
@@ -126,7 +146,9 @@ async fn handle(state: &AppState, route: V2Route, request: Request, body: Body) 
         (Method::POST, V2Route::UploadStart { name }) => {
             uploads::start(registry, &name, request, body).await
         }
-        (Method::GET, V2Route::Upload { name, id }) => uploads::status(registry, &name, &id).await,
+        (Method::GET, V2Route::Upload { name, id }) => {
+            uploads::status(registry, &name, &id, &request).await
+        }
         (Method::PATCH, V2Route::Upload { name, id }) => {
             uploads::patch(registry, &name, &id, request, body).await
         }

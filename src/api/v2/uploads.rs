@@ -13,8 +13,8 @@ use crate::oci::{Algorithm, ChunkRange, Digest, RepoName, UploadId};
 use crate::registry::uploads::BodyInfo;
 use crate::registry::{Registry, RegistryError, UploadSession};
 
-fn upload_location(name: &RepoName, id: &UploadId) -> String {
-    format!("/v2/{name}/blobs/uploads/{id}")
+fn upload_location(request: &Request, name: &RepoName, id: &UploadId) -> String {
+    request.location(&format!("/v2/{name}/blobs/uploads/{id}"))
 }
 
 /// `Range: 0-<last byte>`; distribution (and so every client) writes `0-0` for an empty upload.
@@ -22,12 +22,12 @@ fn progress(offset: u64) -> String {
     format!("0-{}", offset.saturating_sub(1))
 }
 
-fn session_response(status: StatusCode, session: &UploadSession) -> Response {
+fn session_response(request: &Request, status: StatusCode, session: &UploadSession) -> Response {
     let mut response = status.into_response();
     set_header(
         &mut response,
         "location",
-        upload_location(&session.repo, &session.id),
+        upload_location(request, &session.repo, &session.id),
     );
     set_header(&mut response, "range", progress(session.offset));
     set_header(&mut response, "docker-upload-uuid", session.id.as_str());
@@ -35,12 +35,12 @@ fn session_response(status: StatusCode, session: &UploadSession) -> Response {
     response
 }
 
-fn blob_created(name: &RepoName, digest: &Digest) -> Response {
+fn blob_created(request: &Request, name: &RepoName, digest: &Digest) -> Response {
     let mut response = StatusCode::CREATED.into_response();
     set_header(
         &mut response,
         "location",
-        format!("/v2/{name}/blobs/{digest}"),
+        request.location(&format!("/v2/{name}/blobs/{digest}")),
     );
     set_header(&mut response, "docker-content-digest", digest.as_str());
     set_header(&mut response, "content-length", "0");
@@ -81,10 +81,10 @@ pub(super) async fn start(
         if let Some(from) = from
             && registry.mount_blob(name, &from, &digest).await?
         {
-            return Ok(blob_created(name, &digest));
+            return Ok(blob_created(&request, name, &digest));
         }
         let session = registry.start_upload(name, Algorithm::Sha256).await?;
-        return Ok(session_response(StatusCode::ACCEPTED, &session));
+        return Ok(session_response(&request, StatusCode::ACCEPTED, &session));
     }
     if let Some(digest) = request.query_param("digest") {
         let digest = parse_digest(&digest)?;
@@ -92,7 +92,7 @@ pub(super) async fn start(
         registry
             .push_blob(name, &digest, info, body_stream(body))
             .await?;
-        return Ok(blob_created(name, &digest));
+        return Ok(blob_created(&request, name, &digest));
     }
     let algorithm = match request.query_param("digest-algorithm") {
         Some(a) => a
@@ -101,12 +101,17 @@ pub(super) async fn start(
         None => Algorithm::Sha256,
     };
     let session = registry.start_upload(name, algorithm).await?;
-    Ok(session_response(StatusCode::ACCEPTED, &session))
+    Ok(session_response(&request, StatusCode::ACCEPTED, &session))
 }
 
-pub(super) async fn status(registry: &Registry, name: &RepoName, id: &UploadId) -> HandlerResult {
+pub(super) async fn status(
+    registry: &Registry,
+    name: &RepoName,
+    id: &UploadId,
+    request: &Request,
+) -> HandlerResult {
     let session = registry.upload_status(name, id).await?;
-    Ok(session_response(StatusCode::NO_CONTENT, &session))
+    Ok(session_response(request, StatusCode::NO_CONTENT, &session))
 }
 
 pub(super) async fn patch(
@@ -123,8 +128,8 @@ pub(super) async fn patch(
             .await
     };
     match result.await {
-        Ok(session) => Ok(session_response(StatusCode::ACCEPTED, &session)),
-        Err(e) => Ok(with_progress(registry, name, id, e).await),
+        Ok(session) => Ok(session_response(&request, StatusCode::ACCEPTED, &session)),
+        Err(e) => Ok(with_progress(registry, &request, name, id, e).await),
     }
 }
 
@@ -151,8 +156,8 @@ pub(super) async fn put(
             .await
     };
     match result.await {
-        Ok(_) => Ok(blob_created(name, &digest)),
-        Err(e) => Ok(with_progress(registry, name, id, e).await),
+        Ok(_) => Ok(blob_created(&request, name, &digest)),
+        Err(e) => Ok(with_progress(registry, &request, name, id, e).await),
     }
 }
 
@@ -164,13 +169,18 @@ pub(super) async fn cancel(registry: &Registry, name: &RepoName, id: &UploadId) 
 /// An error response that still tells the client where the session stands (when it lives).
 async fn with_progress(
     registry: &Registry,
+    request: &Request,
     name: &RepoName,
     id: &UploadId,
     error: RegistryError,
 ) -> Response {
     let mut response = ApiError(error).into_response();
     if let Ok(session) = registry.upload_status(name, id).await {
-        set_header(&mut response, "location", upload_location(name, id));
+        set_header(
+            &mut response,
+            "location",
+            upload_location(request, name, id),
+        );
         set_header(&mut response, "range", progress(session.offset));
         set_header(&mut response, "docker-upload-uuid", id.as_str());
     }

@@ -110,7 +110,7 @@ async fn put_by_digest() {
     assert_eq!(header(&headers, "docker-content-digest"), digest512);
     assert_eq!(
         header(&headers, "location"),
-        format!("/v2/man/bydigest/manifests/{digest512}")
+        api.url(&format!("/v2/man/bydigest/manifests/{digest512}"))
     );
     let (headers, body) = expect_status(
         api.send(api.get(&format!("/v2/man/bydigest/manifests/{digest512}")))

@@ -389,7 +389,7 @@ impl Api {
         assert_eq!(header(&headers, "docker-content-digest"), digest);
         assert_eq!(
             header(&headers, "location"),
-            format!("/v2/{repo}/manifests/{digest}")
+            self.url(&format!("/v2/{repo}/manifests/{digest}"))
         );
         digest
     }
@@ -518,7 +518,7 @@ pub struct RawResponse {
 }
 
 impl RawResponse {
-    fn parse(bytes: &[u8]) -> Option<RawResponse> {
+    pub fn parse(bytes: &[u8]) -> Option<RawResponse> {
         let end = bytes.windows(4).position(|w| w == b"\r\n\r\n")?;
         let head = std::str::from_utf8(&bytes[..end]).expect("response head is text");
         let mut lines = head.split("\r\n");

@@ -34,7 +34,7 @@ async fn deep_names_and_names_containing_route_words() {
         let extra = bytes_for(repo, 64);
         let location = api.start_upload(repo).await;
         assert!(
-            location.starts_with(&format!("/v2/{repo}/blobs/uploads/")),
+            location.starts_with(&api.url(&format!("/v2/{repo}/blobs/uploads/"))),
             "{repo}: {location}"
         );
         let response = api.send(api.patch(&location).body(extra.clone())).await;

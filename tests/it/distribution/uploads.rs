@@ -53,7 +53,7 @@ async fn monolithic_push() {
     let (headers, _) = expect_status(response, 201).await;
     assert_eq!(header(&headers, "docker-content-digest"), digest);
     let location = header(&headers, "location").to_owned();
-    assert_eq!(location, format!("/v2/up/mono/blobs/{digest}"));
+    assert_eq!(location, api.url(&format!("/v2/up/mono/blobs/{digest}")));
     // The Location is pullable.
     let (_, body) = expect_status(api.send(api.get(&location)).await, 200).await;
     assert_eq!(body, bytes);
@@ -93,7 +93,7 @@ async fn session_start_and_status() {
     let uuid = header(&headers, "docker-upload-uuid").to_owned();
     assert_eq!(header(&headers, "range"), "0-0");
     assert!(
-        location.starts_with("/v2/up/session/blobs/uploads/"),
+        location.starts_with(&api.url("/v2/up/session/blobs/uploads/")),
         "{location}"
     );
     assert_eq!(upload_id(&location), uuid);
@@ -151,7 +151,7 @@ async fn chunked_upload_with_content_range() {
     let (headers, _) = expect_status(response, 201).await;
     assert_eq!(
         header(&headers, "location"),
-        format!("/v2/up/chunked/blobs/{digest}")
+        api.url(&format!("/v2/up/chunked/blobs/{digest}"))
     );
     assert_eq!(header(&headers, "docker-content-digest"), digest);
     assert_eq!(api.get_blob("up/chunked", &digest).await, (200, bytes));
@@ -300,7 +300,7 @@ async fn final_chunk_in_put() {
     let (headers, _) = expect_status(response, 201).await;
     assert_eq!(
         header(&headers, "location"),
-        format!("/v2/up/put/blobs/{digest}")
+        api.url(&format!("/v2/up/put/blobs/{digest}"))
     );
     assert_eq!(api.get_blob("up/put", &digest).await, (200, bytes));
 
@@ -745,7 +745,7 @@ async fn sha512_uploads() {
     assert_eq!(header(&headers, "docker-content-digest"), digest);
     assert_eq!(
         header(&headers, "location"),
-        format!("/v2/up/sha512/blobs/{digest}")
+        api.url(&format!("/v2/up/sha512/blobs/{digest}"))
     );
     assert!(
         api.blob_file(&digest).is_file(),
@@ -854,7 +854,7 @@ async fn cross_repository_mount() {
     let (headers, _) = expect_status(response, 201).await;
     assert_eq!(
         header(&headers, "location"),
-        format!("/v2/mount/target/blobs/{digest}")
+        api.url(&format!("/v2/mount/target/blobs/{digest}"))
     );
     assert_eq!(header(&headers, "docker-content-digest"), digest);
     let response = api.send(api.get(header(&headers, "location"))).await;
@@ -892,7 +892,7 @@ async fn mount_falls_back_to_an_upload_session() {
         let (headers, _) = expect_status(response, 202).await;
         let location = header(&headers, "location").to_owned();
         assert!(
-            location.starts_with("/v2/mount/dest/blobs/uploads/"),
+            location.starts_with(&api.url("/v2/mount/dest/blobs/uploads/")),
             "{query}: {location}"
         );
         assert_eq!(header(&headers, "range"), "0-0");
