@@ -8,7 +8,7 @@ use std::time::Duration;
 use anyhow::Context;
 
 use crate::api::origin::TrustedProxies;
-use crate::api::{self, AppState, ConnectionLimits};
+use crate::api::{self, AppState, ConnectionPolicy};
 use crate::cache::memory::MemoryCache;
 use crate::config::{Config, ServerConfig};
 use crate::metadata::sqlite::SqliteStore;
@@ -124,8 +124,8 @@ pub async fn run_server(
 }
 
 /// The `[server]` connection settings; also raises the open-file limit they need.
-fn connection_limits(server: &ServerConfig, trusted: &TrustedProxies) -> ConnectionLimits {
-    ConnectionLimits {
+fn connection_limits(server: &ServerConfig, trusted: &TrustedProxies) -> ConnectionPolicy {
+    ConnectionPolicy {
         header_read_timeout: Duration::from_secs(server.header_read_timeout_seconds),
         keepalive_idle_timeout: Duration::from_secs(server.keepalive_idle_timeout_seconds),
         body_idle_timeout: Duration::from_secs(server.body_idle_timeout_seconds),

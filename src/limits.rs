@@ -1,4 +1,6 @@
-//! Process resource limits.
+//! Process resource limits, and the connection caps both listeners count against.
+
+pub mod connections;
 
 /// Raises the soft limit on open files to the hard limit, so that the server's own connection
 /// caps, not a default soft limit of often 1024, bound how many clients it serves at once.

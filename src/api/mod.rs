@@ -25,7 +25,7 @@ pub mod origin;
 pub mod server;
 mod v2;
 
-pub use server::{ConnectionLimits, serve};
+pub use server::{ConnectionPolicy, serve};
 
 /// Shared state of every handler.
 #[derive(Clone)]

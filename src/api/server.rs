@@ -13,8 +13,8 @@
 //!   unread bytes makes the kernel send a reset, which can destroy the answer before the
 //!   client reads it.
 //!
-//! `clock` times a connection, `slots` counts connections against the caps, `stream` is the
-//! socket as hyper sees it (with the graceful close).
+//! `clock` times a connection, `stream` is the socket as hyper sees it (with the graceful
+//! close); `limits::connections` counts connections against the caps (shared with the edge).
 
 use std::io;
 use std::net::SocketAddr;
@@ -37,19 +37,18 @@ use tower::ServiceExt;
 use tower_http::timeout::TimeoutBody;
 
 use super::origin::TrustedProxies;
+use crate::limits::connections::{ConnectionLimits, ConnectionPermit};
 use crate::telemetry::metrics;
 
 mod clock;
-mod slots;
 mod stream;
 
 use clock::{ConnectionClock, InFlight};
-use slots::{ConnectionSlots, Slot};
 use stream::ConnectionIo;
 
 /// What a connection may take and hold (the `[server]` settings).
 #[derive(Debug, Clone)]
-pub struct ConnectionLimits {
+pub struct ConnectionPolicy {
     pub header_read_timeout: Duration,
     pub keepalive_idle_timeout: Duration,
     pub body_idle_timeout: Duration,
@@ -68,15 +67,11 @@ const ACCEPT_ERROR_PAUSE: Duration = Duration::from_secs(1);
 pub async fn serve(
     listener: TcpListener,
     router: Router,
-    limits: ConnectionLimits,
+    limits: ConnectionPolicy,
     shutdown: impl Future<Output = ()> + Send + 'static,
     grace: Duration,
 ) -> io::Result<()> {
-    let slots = Arc::new(ConnectionSlots::new(
-        limits.max_connections,
-        limits.max_connections_per_client,
-        limits.uncapped_peers.clone(),
-    ));
+    let caps = ConnectionLimits::new(limits.max_connections, limits.max_connections_per_client);
     let limits = Arc::new(limits);
     let stopping = CancellationToken::new();
     let mut connections = JoinSet::new();
@@ -93,8 +88,10 @@ pub async fn serve(
                 }
             },
         };
-        let slot = match slots.try_acquire(peer.ip()) {
-            Ok(slot) => slot,
+        // A trusted proxy carries many clients: only the total caps it.
+        let client = (!limits.uncapped_peers.contains(peer.ip())).then_some(peer.ip());
+        let permit = match caps.admit(client) {
+            Ok(permit) => permit,
             Err(refusal) => {
                 tracing::debug!(%peer, reason = refusal.label(), "connection refused");
                 metrics()
@@ -110,7 +107,7 @@ pub async fn serve(
             router.clone(),
             Arc::clone(&limits),
             stopping.clone(),
-            slot,
+            permit,
         ));
     }
     drop(listener);
@@ -147,9 +144,9 @@ async fn serve_connection(
     stream: TcpStream,
     peer: SocketAddr,
     router: Router,
-    limits: Arc<ConnectionLimits>,
+    limits: Arc<ConnectionPolicy>,
     stopping: CancellationToken,
-    _slot: Slot,
+    _permit: ConnectionPermit,
 ) {
     let clock = Arc::new(ConnectionClock::new(
         limits.header_read_timeout,

@@ -9,7 +9,7 @@
 //! service's application in place of pingora's `HttpProxy`, which it drives one request at a
 //! time (pingora's documented custom accept loop, `HttpProxy::process_new_http`):
 //!
-//! - it holds a [`ConnectionPermit`](super::admission::ConnectionPermit) for the connection's lifetime, or closes the connection
+//! - it holds a [`ConnectionPermit`](crate::limits::connections::ConnectionPermit) for the connection's lifetime, or closes the connection
 //!   at once when a cap is reached ([`ConnectionLimits`] also refuses at accept, as pingora's
 //!   connection filter, so a client at its cap costs no TLS handshake);
 //! - each request's header must arrive within a deadline — the header-read timeout for the
@@ -37,8 +37,9 @@ use pingora::server::ShutdownWatch;
 use pingora::{Error, ErrorType, Result};
 use tokio::sync::oneshot;
 
-use super::admission::ConnectionLimits;
 use super::proxy::EdgeProxy;
+use crate::limits::connections::ConnectionLimits;
+use crate::telemetry::metrics;
 
 /// The timeouts of [`EdgeApp`] (`[edge]` `header_read_timeout_seconds`,
 /// `keepalive_idle_timeout_seconds`).
@@ -140,9 +141,16 @@ impl ServerApp for EdgeApp {
     ) -> Option<Stream> {
         let connection = endpoints(&stream);
         let client = connection.map(|c| c.client.ip());
-        let Some(_permit) = self.limits.admit(client) else {
-            tracing::debug!(?client, "connection refused: at a connection cap");
-            return None;
+        let _permit = match self.limits.admit(client) {
+            Ok(permit) => permit,
+            Err(refusal) => {
+                tracing::debug!(?client, reason = refusal.label(), "connection refused");
+                metrics()
+                    .connections_refused
+                    .with_label_values(&[refusal.label()])
+                    .inc();
+                return None;
+            }
         };
         if matches!(stream.selected_alpn_proto(), Some(ALPN::H2)) {
             let serving = ServerApp::process_new(&self.proxy, stream, shutdown);

@@ -1,7 +1,6 @@
 //! The edge node: a pull-through cache near CI runners (and, in gateway mode, in front of the
 //! core nodes).
 //!
-//! - [`admission`]: connection caps, in all and per client;
 //! - [`connection`]: the listeners' connection handling around pingora (caps, header and
 //!   keep-alive timeouts);
 //! - [`cache`]: content-addressed disk cache with LRU eviction;
@@ -10,7 +9,6 @@
 //!
 //! Depends on `oci`, `upstream` and `telemetry`; nothing but `cli` depends on it.
 
-pub mod admission;
 pub mod cache;
 #[cfg(feature = "edge")]
 pub mod connection;

@@ -22,12 +22,12 @@ use pingora::server::{RunArgs, Server};
 use pingora::services::background::background_service;
 use pingora::services::listening::Service;
 
-use super::admission::ConnectionLimits;
 use super::cache::DiskCache;
 use super::connection::{AwaitedHeaders, ConnectionTimeouts, EdgeApp, HandshakeStart};
 use super::mirror::Mirror;
 use super::proxy::{EdgeProxy, Mode};
 use crate::config::{Config, EdgeConfig, MirrorUpstream};
+use crate::limits::connections::ConnectionLimits;
 
 /// Runs the edge until a shutdown signal. With `upgrade`, takes the listening sockets over
 /// from the edge running on the same upgrade socket instead of binding them.

@@ -13,7 +13,7 @@ use tokio::net::{TcpSocket, TcpStream};
 
 use super::distribution::{Api, OCI_MANIFEST, RawResponse, sha256};
 use super::support::process::{
-    AERUGO, free_addr, http_client, spawn_logged, terminate, wait_until_ready,
+    AERUGO, free_addr, http_client, open_file_limits, spawn_logged, terminate, wait_until_ready,
 };
 
 /// How long a test waits for an answer (or a close) before calling the server stuck.
@@ -354,19 +354,6 @@ async fn connections_over_the_caps_are_closed_while_the_others_keep_working() {
     // A closed connection frees its place.
     drop(a2);
     served_connection("127.0.0.3", addr, &host).await;
-}
-
-/// Soft and hard `Max open files` of a running process, from `/proc/<pid>/limits`.
-fn open_file_limits(pid: u32) -> (String, String) {
-    let limits = std::fs::read_to_string(format!("/proc/{pid}/limits")).expect("limits");
-    let line = limits
-        .lines()
-        .find(|line| line.starts_with("Max open files"))
-        .expect("a Max open files line");
-    let mut values = line["Max open files".len()..].split_whitespace();
-    let soft = values.next().expect("soft").to_owned();
-    let hard = values.next().expect("hard").to_owned();
-    (soft, hard)
 }
 
 #[tokio::test]

@@ -15,7 +15,7 @@ use tokio::net::TcpStream;
 use super::{MANIFEST_ACCEPT, edge_on_fault_upstream_with, eventually};
 use crate::support::edge::{AERUGO, Closed, free_addr, http_client, read_response, read_to_close};
 use crate::support::fault_upstream::Fault;
-use crate::support::process::{spawn_logged, terminate, wait_until_ready};
+use crate::support::process::{open_file_limits, spawn_logged, terminate, wait_until_ready};
 use crate::support::seed::SeedImage;
 use aerugo::config::EdgeConfig;
 
@@ -243,19 +243,6 @@ async fn connections_over_the_total_cap_are_refused_whichever_the_client() {
     for stream in &mut open {
         healthz(stream).await;
     }
-}
-
-/// Soft and hard `Max open files` of a running process, from `/proc/<pid>/limits`.
-fn open_file_limits(pid: u32) -> (String, String) {
-    let limits = std::fs::read_to_string(format!("/proc/{pid}/limits")).expect("limits");
-    let line = limits
-        .lines()
-        .find(|line| line.starts_with("Max open files"))
-        .expect("a Max open files line");
-    let mut values = line["Max open files".len()..].split_whitespace();
-    let soft = values.next().expect("soft").to_owned();
-    let hard = values.next().expect("hard").to_owned();
-    (soft, hard)
 }
 
 #[tokio::test]

@@ -63,6 +63,19 @@ pub async fn wait_until_ready(
     }
 }
 
+/// Soft and hard `Max open files` of a running process, from `/proc/<pid>/limits`.
+pub fn open_file_limits(pid: u32) -> (String, String) {
+    let limits = std::fs::read_to_string(format!("/proc/{pid}/limits")).expect("limits");
+    let line = limits
+        .lines()
+        .find(|line| line.starts_with("Max open files"))
+        .expect("a Max open files line");
+    let mut values = line["Max open files".len()..].split_whitespace();
+    let soft = values.next().expect("soft").to_owned();
+    let hard = values.next().expect("hard").to_owned();
+    (soft, hard)
+}
+
 pub fn read_log(path: &Path) -> String {
     std::fs::read_to_string(path).unwrap_or_else(|e| format!("(no log: {e})"))
 }
