@@ -211,6 +211,38 @@ impl ProxyHttp for EdgeProxy {
         }
     }
 
+    /// Tells the core how the client reached the gateway, so the absolute `Location`s it
+    /// builds point back through the gateway (`https` when the edge terminated TLS). Whatever
+    /// a client sent under these names is replaced, never passed on; the core honours them
+    /// only from its `server.trusted_proxies`.
+    async fn upstream_request_filter(
+        &self,
+        session: &mut Session,
+        upstream_request: &mut RequestHeader,
+        _ctx: &mut Self::CTX,
+    ) -> Result<()> {
+        let tls = session.digest().is_some_and(|d| d.ssl_digest.is_some());
+        upstream_request.insert_header("x-forwarded-proto", if tls { "https" } else { "http" })?;
+        let request = session.req_header();
+        let host = request
+            .headers
+            .get(http::header::HOST)
+            .cloned()
+            .or_else(|| {
+                request
+                    .uri
+                    .authority()
+                    .and_then(|a| a.as_str().parse().ok())
+            });
+        match host {
+            Some(host) => upstream_request.insert_header("x-forwarded-host", host)?,
+            None => {
+                upstream_request.remove_header("x-forwarded-host");
+            }
+        }
+        Ok(())
+    }
+
     async fn upstream_peer(
         &self,
         _session: &mut Session,

@@ -218,3 +218,46 @@ async fn slow_answers_over_tls_are_not_cut_off_by_the_header_timeout() {
         }
     }
 }
+
+/// A gateway that terminates TLS tells the core so (`X-Forwarded-Proto`, `X-Forwarded-Host`),
+/// and the absolute upload `Location` the core answers points back through the gateway over
+/// `https`; a client's own `X-Forwarded-*` are replaced, never passed on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tls_gateway_gets_locations_that_point_back_through_it() {
+    let certificate = TestCertificate::generate();
+    let core = crate::support::edge::CoreProcess::start().await;
+    let edge = crate::support::edge::EdgeProcess::start(|e| {
+        e.gateway.cores = vec![core.addr.to_string()];
+        e.gateway.health_check_interval_seconds = 1;
+        certificate.install(e);
+    })
+    .await;
+    let tls = edge.tls_addr.expect("a TLS listener");
+    let client = certificate.client().build().expect("client");
+    for forged in [None, Some("http")] {
+        let mut request = client
+            .post(format!("https://{tls}/v2/team/app/blobs/uploads/"))
+            .header("content-length", "0");
+        if let Some(proto) = forged {
+            request = request
+                .header("x-forwarded-proto", proto)
+                .header("x-forwarded-host", "evil.example");
+        }
+        let response = request.send().await.expect("POST through the gateway");
+        assert_eq!(response.status(), 202);
+        let location = header(response.headers(), "location");
+        assert!(
+            location.starts_with(&format!("https://{tls}/v2/team/app/blobs/uploads/")),
+            "{location}"
+        );
+    }
+    let plain = reqwest::Client::new()
+        .post(edge.url("/v2/team/app/blobs/uploads/"))
+        .header("content-length", "0")
+        .header("x-forwarded-proto", "https")
+        .send()
+        .await
+        .expect("POST over plain HTTP");
+    let location = header(plain.headers(), "location");
+    assert!(location.starts_with(&edge.url("/v2/")), "{location}");
+}
