@@ -12,9 +12,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpSocket, TcpStream};
 
 use super::distribution::{Api, OCI_MANIFEST, RawResponse, sha256};
-use super::support::process::{
-    AERUGO, free_addr, http_client, open_file_limits, spawn_logged, terminate, wait_until_ready,
-};
+use super::support::process::assert_raises_open_file_limit;
 
 /// How long a test waits for an answer (or a close) before calling the server stuck.
 const PATIENCE: Duration = Duration::from_secs(30);
@@ -358,23 +356,7 @@ async fn connections_over_the_caps_are_closed_while_the_others_keep_working() {
 
 #[tokio::test]
 async fn the_server_raises_its_open_file_limit_to_the_hard_limit() {
-    let work = tempfile::tempdir().expect("temp dir");
-    let addr = free_addr();
-    let log = work.path().join("core.log");
-    // Started with a small soft limit, as a default login shell would give it.
-    let mut child = spawn_logged(
-        std::process::Command::new("sh")
-            .arg("-c")
-            .arg("ulimit -Sn 256 && exec \"$0\" serve --listen \"$1\" --data-dir \"$2\"")
-            .arg(AERUGO)
-            .arg(addr.to_string())
-            .arg(work.path().join("data")),
-        &log,
-    );
-    let url = format!("http://{addr}/v2/");
-    wait_until_ready(&http_client(), &url, &mut child, &log, "aerugo serve").await;
-    let (soft, hard) = open_file_limits(child.id());
-    terminate(&mut child, Duration::from_secs(10));
-    assert_ne!(hard, "256", "the test needs a hard limit above 256");
-    assert_eq!(soft, hard, "the soft open-file limit was not raised");
+    let data = tempfile::tempdir().expect("temp dir");
+    let args = ["serve".into(), "--data-dir".into(), data.path().into()];
+    assert_raises_open_file_limit(&args, "/v2/").await;
 }

@@ -13,9 +13,9 @@ use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 
 use super::{MANIFEST_ACCEPT, edge_on_fault_upstream_with, eventually};
-use crate::support::edge::{AERUGO, Closed, free_addr, http_client, read_response, read_to_close};
+use crate::support::edge::{Closed, read_response, read_to_close};
 use crate::support::fault_upstream::Fault;
-use crate::support::process::{open_file_limits, spawn_logged, terminate, wait_until_ready};
+use crate::support::process::assert_raises_open_file_limit;
 use crate::support::seed::SeedImage;
 use aerugo::config::EdgeConfig;
 
@@ -247,25 +247,13 @@ async fn connections_over_the_total_cap_are_refused_whichever_the_client() {
 
 #[tokio::test]
 async fn the_edge_raises_its_open_file_limit_to_the_hard_limit() {
-    let work = tempfile::tempdir().expect("temp dir");
-    let addr = free_addr();
-    let log = work.path().join("edge.log");
-    // Started with a small soft limit, as a default login shell would give it.
-    let mut child = spawn_logged(
-        std::process::Command::new("sh")
-            .arg("-c")
-            .arg("ulimit -Sn 256 && exec \"$0\" edge --listen \"$1\" --cache-dir \"$2\" --upstream \"$3\"")
-            .arg(AERUGO)
-            .arg(addr.to_string())
-            .arg(work.path().join("cache"))
-            .arg("http://127.0.0.1:9")
-            .env("AERUGO__EDGE__GRACE_PERIOD_SECONDS", "0"),
-        &log,
-    );
-    let url = format!("http://{addr}/healthz");
-    wait_until_ready(&http_client(), &url, &mut child, &log, "aerugo edge").await;
-    let (soft, hard) = open_file_limits(child.id());
-    terminate(&mut child, Duration::from_secs(10));
-    assert_ne!(hard, "256", "the test needs a hard limit above 256");
-    assert_eq!(soft, hard, "the soft open-file limit was not raised");
+    let cache = tempfile::tempdir().expect("temp dir");
+    let args = [
+        "edge".into(),
+        "--cache-dir".into(),
+        cache.path().into(),
+        "--upstream".into(),
+        "http://127.0.0.1:9".into(),
+    ];
+    assert_raises_open_file_limit(&args, "/healthz").await;
 }

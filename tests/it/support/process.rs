@@ -63,8 +63,33 @@ pub async fn wait_until_ready(
     }
 }
 
+/// Starts `aerugo ARGS…` with a soft open-file limit of 256 (as a default login shell would),
+/// waits until `ready_path` answers, and asserts that it raised the soft limit to the hard one.
+pub async fn assert_raises_open_file_limit(args: &[std::ffi::OsString], ready_path: &str) {
+    let work = tempfile::tempdir().expect("temp dir");
+    let addr = free_addr();
+    let log = work.path().join("process.log");
+    let mut child = spawn_logged(
+        Command::new("sh")
+            .arg("-c")
+            .arg("ulimit -Sn 256 && exec \"$0\" \"$@\"")
+            .arg(AERUGO)
+            .args(args)
+            .arg("--listen")
+            .arg(addr.to_string())
+            .env("AERUGO__EDGE__GRACE_PERIOD_SECONDS", "0"),
+        &log,
+    );
+    let url = format!("http://{addr}{ready_path}");
+    wait_until_ready(&http_client(), &url, &mut child, &log, "aerugo").await;
+    let (soft, hard) = open_file_limits(child.id());
+    terminate(&mut child, Duration::from_secs(10));
+    assert_ne!(hard, "256", "the test needs a hard limit above 256");
+    assert_eq!(soft, hard, "the soft open-file limit was not raised");
+}
+
 /// Soft and hard `Max open files` of a running process, from `/proc/<pid>/limits`.
-pub fn open_file_limits(pid: u32) -> (String, String) {
+fn open_file_limits(pid: u32) -> (String, String) {
     let limits = std::fs::read_to_string(format!("/proc/{pid}/limits")).expect("limits");
     let line = limits
         .lines()
