@@ -433,7 +433,7 @@ for i in $(seq 1 "$REPEAT"); do
         for p in "${cpids[@]}"; do wait "$p" || die "$s: a parallel GET failed"; done
         t1=$(now)
         c1=$(cpu_ticks $pids)
-        total=$(cat "$T"/get8.* | awk '{s+=$1} END {print s}')
+        total=$(cat "$T"/get8.* | awk '{s+=$1} END {printf "%.0f\n", s}')
         rm -f "$T"/get8.*
         [[ $total == $((BLOB_BYTES * CLIENTS)) ]] || die "$s: $CLIENTS-client GET got $total bytes"
         mbps=$(calc "round($total / ($t1 - $t0) / 1e6, 1)")
