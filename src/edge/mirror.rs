@@ -194,10 +194,10 @@ impl Mirror {
 
     /// Parses the path and refuses what a read-only mirror cannot do.
     fn route(&self, request: &EdgeRequest) -> Result<V2Route, EdgeResponse> {
+        let read = request.method == Method::GET || request.method == Method::HEAD;
         let route = match path::parse(&request.path) {
             Ok(route) => route,
             Err(e) => {
-                let read = request.method == Method::GET || request.method == Method::HEAD;
                 return Err(match e.code(read) {
                     None => EdgeResponse::not_found(),
                     Some(code) => {
@@ -206,7 +206,6 @@ impl Mirror {
                 });
             }
         };
-        let read = request.method == Method::GET || request.method == Method::HEAD;
         match route {
             V2Route::Base if read => Err(EdgeResponse::new(200)
                 .header("content-type", "application/json")

@@ -131,9 +131,7 @@ impl Registry {
         mut body: BodyStream,
     ) -> Result<UploadSession> {
         let expected_len = expected_length(&session, info)?;
-        let mut hasher = Hasher::restore_state(&session.hash_state).ok_or_else(|| {
-            RegistryError::UploadInvalid("upload session state is unreadable".into())
-        })?;
+        let mut hasher = saved_hasher(&session)?;
         let mut writer = self
             .blobs
             .append_upload(&session.id, session.offset)
@@ -204,11 +202,10 @@ impl Registry {
     /// checked under its digest lock, so GC cannot delete it between the check and the link,
     /// and only the session's own hash counts, so no client links a blob it never sent.
     async fn settle_lost_upload(&self, session: &UploadSession, digest: &Digest) -> Result<u64> {
-        if self.hashed_digest(session).as_ref() == Some(digest) {
+        if hashed_digest(session).as_ref() == Some(digest) {
             let linked = {
                 let _publishing = self.digest_locks.lock(digest).await;
-                let published = self.blobs.stat(digest).await?;
-                let complete = published.is_some_and(|meta| meta.size == session.offset);
+                let complete = self.is_published_as(session, digest).await?;
                 if complete {
                     self.meta
                         .link_blob(&session.repo, digest, session.offset)
@@ -232,11 +229,6 @@ impl Registry {
         RegistryError::UploadUnknown
     }
 
-    /// The digest of everything the session received, from its saved hash state.
-    fn hashed_digest(&self, session: &UploadSession) -> Option<Digest> {
-        Hasher::restore_state(&session.hash_state).map(Hasher::finish)
-    }
-
     /// Start-up: ends every session whose bytes are gone and which no retried `PUT` could
     /// complete (see `settle_lost_upload`), so clients see `404` at once instead of a session
     /// that looks alive. Returns how many were ended.
@@ -258,7 +250,11 @@ impl Registry {
             let full = page.len() == RECONCILE_PAGE;
             after = page.last().map(|s| s.id.clone());
             for session in page.iter().filter(|s| !stored.contains(&s.id)) {
-                if !self.was_published(session).await? {
+                let published = match hashed_digest(session) {
+                    Some(digest) => self.is_published_as(session, &digest).await?,
+                    None => false,
+                };
+                if !published {
                     self.discard(&session.id).await;
                     ended += 1;
                 }
@@ -269,12 +265,10 @@ impl Registry {
         }
     }
 
-    /// Whether the blob the session's hash names is stored with the session's size.
-    async fn was_published(&self, session: &UploadSession) -> Result<bool> {
-        let Some(digest) = self.hashed_digest(session) else {
-            return Ok(false);
-        };
-        let meta = self.blobs.stat(&digest).await?;
+    /// Whether blob `digest` is stored with the session's size (an earlier `PUT` of the
+    /// session published it).
+    async fn is_published_as(&self, session: &UploadSession, digest: &Digest) -> Result<bool> {
+        let meta = self.blobs.stat(digest).await?;
         Ok(meta.is_some_and(|meta| meta.size == session.offset))
     }
 
@@ -285,9 +279,7 @@ impl Registry {
         session: &UploadSession,
         algorithm: Algorithm,
     ) -> Result<Digest> {
-        let saved = Hasher::restore_state(&session.hash_state).ok_or_else(|| {
-            RegistryError::UploadInvalid("upload session state is unreadable".into())
-        })?;
+        let saved = saved_hasher(session)?;
         if saved.algorithm() == algorithm {
             return Ok(saved.finish());
         }
@@ -308,6 +300,17 @@ impl Registry {
             tracing::warn!(upload = %id, error = %e, "could not delete upload bytes");
         }
     }
+}
+
+/// The hasher as it stood after the session's last confirmed byte.
+fn saved_hasher(session: &UploadSession) -> Result<Hasher> {
+    Hasher::restore_state(&session.hash_state)
+        .ok_or_else(|| RegistryError::UploadInvalid("upload session state is unreadable".into()))
+}
+
+/// The digest of everything the session received, from its saved hash state.
+fn hashed_digest(session: &UploadSession) -> Option<Digest> {
+    saved_hasher(session).ok().map(Hasher::finish)
 }
 
 /// Sessions read per metadata query during start-up reconciliation.
