@@ -29,4 +29,6 @@ pub mod oci;
 pub mod registry;
 pub mod storage;
 pub mod telemetry;
+#[doc(hidden)]
+pub mod testkit;
 pub mod upstream;
