@@ -11,6 +11,8 @@ use async_trait::async_trait;
 use crate::oci::{Digest, UploadId};
 
 pub mod local;
+#[cfg(feature = "postgres")]
+pub mod postgres;
 
 /// Held while the lock is; dropping it releases the lock. A database lock is also released
 /// when its connection dies, so a crashed node never keeps one.

@@ -14,6 +14,8 @@ use bytes::Bytes;
 use crate::oci::manifest::ManifestInfo;
 use crate::oci::{Digest, Reference, RepoName, Tag, UploadId};
 
+#[cfg(feature = "postgres")]
+pub mod postgres;
 pub mod sqlite;
 
 #[cfg(test)]

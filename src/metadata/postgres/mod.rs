@@ -109,7 +109,12 @@ impl PgStore {
         schema::migrate(&self.pool).await
     }
 
-    async fn link_blob_once(&self, repo: &RepoName, digest: &Digest, size: i64) -> Result<(), Failed> {
+    async fn link_blob_once(
+        &self,
+        repo: &RepoName,
+        digest: &Digest,
+        size: i64,
+    ) -> Result<(), Failed> {
         let mut tx = self.pool.begin().await?;
         let repo_id = ensure_repo(&mut tx, repo).await?;
         // A no-op update rather than DO NOTHING: it locks the record, so a collection deleting
@@ -135,7 +140,11 @@ impl PgStore {
         Ok(())
     }
 
-    async fn put_manifest_once(&self, manifest: &NewManifest, row: &ManifestRow<'_>) -> Result<(), Failed> {
+    async fn put_manifest_once(
+        &self,
+        manifest: &NewManifest,
+        row: &ManifestRow<'_>,
+    ) -> Result<(), Failed> {
         let mut tx = self.pool.begin().await?;
         let repo_id = ensure_repo(&mut tx, &manifest.repo).await?;
         if let Some(refused) = check_references(&mut tx, repo_id, &manifest.info).await? {
@@ -190,7 +199,11 @@ impl PgStore {
         Ok(())
     }
 
-    async fn delete_manifest_once(&self, repo: &RepoName, digest: &Digest) -> Result<Option<Vec<Tag>>, Failed> {
+    async fn delete_manifest_once(
+        &self,
+        repo: &RepoName,
+        digest: &Digest,
+    ) -> Result<Option<Vec<Tag>>, Failed> {
         let mut tx = self.pool.begin().await?;
         // Locking the manifest first orders this delete against a push of the same digest,
         // which locks the same row before its tags.
@@ -206,12 +219,13 @@ impl PgStore {
         let Some(repo_id) = repo_id else {
             return Ok(None);
         };
-        let mut tags: Vec<String> =
-            sqlx::query_scalar("DELETE FROM tags WHERE repo_id = $1 AND digest = $2 RETURNING name")
-                .bind(repo_id)
-                .bind(digest.as_str())
-                .fetch_all(&mut *tx)
-                .await?;
+        let mut tags: Vec<String> = sqlx::query_scalar(
+            "DELETE FROM tags WHERE repo_id = $1 AND digest = $2 RETURNING name",
+        )
+        .bind(repo_id)
+        .bind(digest.as_str())
+        .fetch_all(&mut *tx)
+        .await?;
         // Its references go with it (ON DELETE CASCADE).
         sqlx::query("DELETE FROM manifests WHERE repo_id = $1 AND digest = $2")
             .bind(repo_id)
@@ -304,7 +318,11 @@ impl<'a> ManifestRow<'a> {
             .blobs
             .iter()
             .map(|d| (d.digest.as_str(), "blob"))
-            .chain(info.children.iter().map(|d| (d.digest.as_str(), "manifest")));
+            .chain(
+                info.children
+                    .iter()
+                    .map(|d| (d.digest.as_str(), "manifest")),
+            );
         let (ref_targets, ref_kinds) = refs.unzip();
         let mut tags: Vec<&str> = manifest.tags.iter().map(Tag::as_str).collect();
         tags.sort_unstable();
@@ -327,7 +345,11 @@ impl<'a> ManifestRow<'a> {
 /// The repository's id, creating the repository when it is new.
 async fn ensure_repo(conn: &mut PgConnection, repo: &RepoName) -> Result<i64, sqlx::Error> {
     const FIND: &str = "SELECT id FROM repositories WHERE name = $1";
-    if let Some(id) = sqlx::query_scalar(FIND).bind(repo.as_str()).fetch_optional(&mut *conn).await? {
+    if let Some(id) = sqlx::query_scalar(FIND)
+        .bind(repo.as_str())
+        .fetch_optional(&mut *conn)
+        .await?
+    {
         return Ok(id);
     }
     let created: Option<i64> = sqlx::query_scalar(
@@ -339,7 +361,12 @@ async fn ensure_repo(conn: &mut PgConnection, repo: &RepoName) -> Result<i64, sq
     match created {
         Some(id) => Ok(id),
         // Another node created it since: a new statement sees its commit.
-        None => sqlx::query_scalar(FIND).bind(repo.as_str()).fetch_one(&mut *conn).await,
+        None => {
+            sqlx::query_scalar(FIND)
+                .bind(repo.as_str())
+                .fetch_one(&mut *conn)
+                .await
+        }
     }
 }
 
@@ -369,7 +396,11 @@ async fn check_references(
     if info.blobs.is_empty() && info.children.is_empty() {
         return Ok(None);
     }
-    let digests = |ds: &[Descriptor]| ds.iter().map(|d| d.digest.as_str().to_owned()).collect::<Vec<_>>();
+    let digests = |ds: &[Descriptor]| {
+        ds.iter()
+            .map(|d| d.digest.as_str().to_owned())
+            .collect::<Vec<_>>()
+    };
     let rows: Vec<(String, String, i64)> = sqlx::query_as(REFERENCES_IN_REPO)
         .bind(repo_id)
         .bind(digests(&info.blobs))

@@ -41,10 +41,7 @@ pub(super) async fn check(pool: &PgPool, allow_pending: bool) -> Result<()> {
     if !unknown.is_empty() {
         return Err(schema_error(SchemaError::Newer { unknown }));
     }
-    let pending: Vec<i64> = known
-        .into_iter()
-        .filter(|v| !applied.contains(v))
-        .collect();
+    let pending: Vec<i64> = known.into_iter().filter(|v| !applied.contains(v)).collect();
     if !pending.is_empty() && !allow_pending {
         return Err(schema_error(SchemaError::Behind { pending }));
     }
