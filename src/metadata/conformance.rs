@@ -58,12 +58,12 @@ macro_rules! metadata_conformance {
 }
 pub(crate) use metadata_conformance;
 
-// ---- fixtures ----
+// ---- fixtures (backends' own tests use some) ----
 
 const CONFIG_TYPE: &str = "application/vnd.oci.image.config.v1+json";
 const LAYER_TYPE: &str = "application/vnd.oci.image.layer.v1.tar+gzip";
 
-fn repo(name: &str) -> RepoName {
+pub(crate) fn repo(name: &str) -> RepoName {
     name.parse().expect("valid repository name")
 }
 
@@ -72,19 +72,19 @@ fn tag(name: &str) -> Tag {
 }
 
 /// A blob digest that is distinct per seed.
-fn blob(seed: &str) -> Digest {
+pub(crate) fn blob(seed: &str) -> Digest {
     Digest::sha256_of(seed.as_bytes())
 }
 
 /// Every fixture blob is linked with this size (`link`), so descriptors say it too.
-const BLOB_SIZE: u64 = 100;
+pub(crate) const BLOB_SIZE: u64 = 100;
 
 fn descriptor(media_type: &str, digest: &Digest, size: u64) -> Value {
     json!({ "mediaType": media_type, "digest": digest.as_str(), "size": size })
 }
 
 /// An OCI image manifest; tests tweak the JSON (subject, artifactType…) before `manifest`.
-fn image(config: &Digest, layers: &[&Digest]) -> Value {
+pub(crate) fn image(config: &Digest, layers: &[&Digest]) -> Value {
     json!({
         "schemaVersion": 2,
         "mediaType": OCI_MANIFEST,
@@ -105,7 +105,7 @@ fn index(children: &[&NewManifest]) -> Value {
 }
 
 /// A manifest as the registry would hand it over: real bytes, parsed by the real parser.
-fn manifest(repo: &RepoName, json: &Value, tags: &[&str]) -> NewManifest {
+pub(crate) fn manifest(repo: &RepoName, json: &Value, tags: &[&str]) -> NewManifest {
     let body = Bytes::from(serde_json::to_vec(json).expect("serialisable"));
     let info = parse(None, &body).expect("valid manifest");
     NewManifest {
@@ -125,7 +125,7 @@ fn record(m: &NewManifest) -> ManifestRecord {
     }
 }
 
-async fn link(store: &dyn MetadataStore, repo: &RepoName, blobs: &[&Digest]) {
+pub(crate) async fn link(store: &dyn MetadataStore, repo: &RepoName, blobs: &[&Digest]) {
     for b in blobs {
         store
             .link_blob(repo, b, BLOB_SIZE)
