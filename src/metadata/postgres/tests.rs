@@ -324,6 +324,35 @@ async fn collection_never_takes_what_a_concurrent_push_references() {
     );
 }
 
+/// A blob linked on one node while another collects its unreferenced record: the link
+/// never fails (it waits for the collection or re-creates the record).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn linking_while_collection_runs_never_fails() {
+    let Some((linker, collector, _schema)) = two_nodes().await else {
+        return;
+    };
+    let (old, new) = (repo("old"), repo("new"));
+    for i in 0..20 {
+        let d = blob(&format!("blob-{i}"));
+        link(&linker, &old, &[&d]).await;
+        let cutoff = collector.now().await.expect("now") + 10;
+        let (linked, plan) = tokio::join!(
+            linker.link_blob(&new, &d, BLOB_SIZE),
+            collector.collect_garbage(cutoff, 1000)
+        );
+        linked.unwrap_or_else(|e| panic!("round {i}: {e:?}"));
+        // The collection may take the new link too when it ran after it: then it says so.
+        let plan = plan.expect("gc");
+        if !plan.links.contains(&(new.clone(), d.clone())) {
+            assert_eq!(
+                linker.linked_blob(&new, &d).await.expect("linked"),
+                Some(BLOB_SIZE),
+                "round {i}: the link vanished unreported"
+            );
+        }
+    }
+}
+
 #[tokio::test]
 async fn sizes_beyond_i64_are_errors_not_panics() {
     let Some((store, _schema)) = fresh_store().await else {
