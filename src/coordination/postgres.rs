@@ -238,3 +238,193 @@ fn coordination_error(e: sqlx::Error) -> CoordinationError {
         backend(e)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use super::*;
+
+    const SETTLE: Duration = Duration::from_secs(1);
+
+    async fn coordinator(url: &str, max_connections: u32) -> PgCoordinator {
+        PgCoordinator::connect(url, max_connections, Duration::from_secs(5))
+            .await
+            .expect("connect")
+    }
+
+    /// Two nodes: two coordinators, each with its own pool, on one database.
+    async fn two_nodes() -> Option<(Arc<dyn Coordinator>, Arc<dyn Coordinator>)> {
+        let url = crate::testkit::postgres_url()?;
+        Some((
+            Arc::new(coordinator(&url, 4).await),
+            Arc::new(coordinator(&url, 4).await),
+        ))
+    }
+
+    mod conformance {
+        crate::coordination::conformance::coordination_conformance!(super::two_nodes);
+    }
+
+    fn upload() -> UploadId {
+        UploadId::generate()
+    }
+
+    fn digest() -> Digest {
+        Digest::sha256_of(uuid::Uuid::new_v4().as_bytes())
+    }
+
+    /// Polls `b`'s try-lock until it gets the upload's lock; fails after [`SETTLE`].
+    async fn free_within_settle(b: &PgCoordinator, id: &UploadId) -> LockGuard {
+        let deadline = tokio::time::Instant::now() + SETTLE;
+        loop {
+            if let Some(guard) = b.try_lock_upload(id).await.expect("try_lock") {
+                return guard;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "still held {SETTLE:?} after its release"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_dropped_guard_is_released_within_a_second() {
+        let Some(url) = crate::testkit::postgres_url() else {
+            return;
+        };
+        let (a, b) = (coordinator(&url, 2).await, coordinator(&url, 2).await);
+        let id = upload();
+        let held = a
+            .try_lock_upload(&id)
+            .await
+            .expect("try_lock")
+            .expect("free");
+        assert!(b.try_lock_upload(&id).await.expect("try_lock").is_none());
+        drop(held);
+        drop(free_within_settle(&b, &id).await);
+        // The connection went back to a's pool unlocked: a can take the lock again.
+        drop(free_within_settle(&a, &id).await);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_guard_dropped_outside_any_runtime_is_released() {
+        let Some(url) = crate::testkit::postgres_url() else {
+            return;
+        };
+        let (a, b) = (coordinator(&url, 2).await, coordinator(&url, 2).await);
+        let id = upload();
+        let held = a
+            .try_lock_upload(&id)
+            .await
+            .expect("try_lock")
+            .expect("free");
+        std::thread::spawn(move || drop(held))
+            .join()
+            .expect("drop on a plain thread");
+        drop(free_within_settle(&b, &id).await);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_dead_connection_releases_its_locks() {
+        let Some(url) = crate::testkit::postgres_url() else {
+            return;
+        };
+        let (a, b) = (coordinator(&url, 2).await, coordinator(&url, 2).await);
+        let id = upload();
+        let held = a
+            .try_lock_upload(&id)
+            .await
+            .expect("try_lock")
+            .expect("free");
+        // What a crash or a network partition does to a node: its session ends.
+        let key = a.key("upload", id.as_str());
+        let killed: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM (
+                 SELECT pg_terminate_backend(pid) FROM pg_locks
+                 WHERE locktype = 'advisory' AND granted AND objsubid = 1
+                   AND classid::bigint = $1 AND objid::bigint = $2) AS t",
+        )
+        .bind(i64::from((key >> 32) as u32))
+        .bind(i64::from(key as u32))
+        .fetch_one(&b.pool)
+        .await
+        .expect("terminate the holder's session");
+        assert_eq!(killed, 1, "exactly one session held the lock");
+        drop(free_within_settle(&b, &id).await);
+        // Releasing on the dead session fails quietly; a keeps working.
+        drop(held);
+        assert!(
+            a.try_lock_upload(&upload())
+                .await
+                .expect("try_lock")
+                .is_some()
+        );
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn an_abandoned_wait_keeps_no_lock() {
+        let Some(url) = crate::testkit::postgres_url() else {
+            return;
+        };
+        let (a, b) = (coordinator(&url, 2).await, coordinator(&url, 2).await);
+        let d = digest();
+        let held = a.lock_digest(&d).await.expect("lock");
+        let waited = tokio::time::timeout(Duration::from_millis(300), b.lock_digest(&d)).await;
+        assert!(waited.is_err(), "b got a held lock");
+        drop(held);
+        // The abandoned waiter's session is closed: it cannot sit on the lock.
+        for node in [&a, &b] {
+            let again = tokio::time::timeout(SETTLE * 5, node.lock_digest(&d))
+                .await
+                .expect("the digest is free again")
+                .expect("lock");
+            drop(again);
+        }
+    }
+
+    #[tokio::test]
+    async fn each_held_lock_takes_a_connection_and_a_full_pool_is_unavailable() {
+        let Some(url) = crate::testkit::postgres_url() else {
+            return;
+        };
+        let a = PgCoordinator::connect(&url, 1, Duration::from_millis(200))
+            .await
+            .expect("connect");
+        let _held = a.lock_digest(&digest()).await.expect("lock");
+        let err = a.try_lock_upload(&upload()).await;
+        assert!(
+            matches!(err, Err(CoordinationError::Unavailable(_))),
+            "{err:?}"
+        );
+    }
+
+    #[tokio::test]
+    async fn an_unreachable_database_is_unavailable() {
+        let err = PgCoordinator::connect(
+            "postgres://aerugo:aerugo@127.0.0.1:1/aerugo",
+            1,
+            Duration::from_secs(2),
+        )
+        .await;
+        assert!(
+            matches!(err, Err(CoordinationError::Unavailable(_))),
+            "{err:?}"
+        );
+    }
+
+    #[test]
+    fn keys_separate_schemas_kinds_and_names() {
+        let key = lock_key("public", "upload", "x");
+        assert_eq!(key, lock_key("public", "upload", "x"), "stable");
+        for other in [
+            lock_key("tenant", "upload", "x"),
+            lock_key("public", "digest", "x"),
+            lock_key("public", "upload", "y"),
+            lock_key("public", "uploadx", ""),
+        ] {
+            assert_ne!(key, other);
+        }
+    }
+}
