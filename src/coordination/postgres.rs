@@ -39,6 +39,18 @@ use sqlx::{PgConnection, Postgres};
 use super::{CoordinationError, Coordinator, LockGuard, Result};
 use crate::oci::{Digest, UploadId};
 
+/// Settings of every lock session. A lock may be waited for as long as the holder's publish
+/// takes (the caller bounds the wait by dropping it), so no statement timeout. Keepalives
+/// every few seconds let the server notice a node that vanished without closing its
+/// connection (power loss, a partition) in about half a minute instead of the operating
+/// system's two hours, and drop its locks.
+const SESSION_SETTINGS: [(&str, &str); 4] = [
+    ("statement_timeout", "0"),
+    ("tcp_keepalives_idle", "10"),
+    ("tcp_keepalives_interval", "5"),
+    ("tcp_keepalives_count", "3"),
+];
+
 /// Advisory locks on a PostgreSQL database. Cloning shares the pool.
 #[derive(Debug, Clone)]
 pub struct PgCoordinator {
@@ -59,6 +71,7 @@ impl PgCoordinator {
         if options.get_application_name().is_none() {
             options = options.application_name("aerugo-locks");
         }
+        options = options.options(SESSION_SETTINGS);
         let pool = PgPoolOptions::new()
             .max_connections(max_connections.max(1))
             .acquire_timeout(acquire_timeout)
@@ -248,7 +261,7 @@ mod tests {
     const SETTLE: Duration = Duration::from_secs(1);
 
     async fn coordinator(url: &str, max_connections: u32) -> PgCoordinator {
-        PgCoordinator::connect(url, max_connections, Duration::from_secs(5))
+        PgCoordinator::connect(url, max_connections, Duration::from_secs(2))
             .await
             .expect("connect")
     }
@@ -389,9 +402,7 @@ mod tests {
         let Some(url) = crate::testkit::postgres_url() else {
             return;
         };
-        let a = PgCoordinator::connect(&url, 1, Duration::from_millis(200))
-            .await
-            .expect("connect");
+        let a = coordinator(&url, 1).await;
         let _held = a.lock_digest(&digest()).await.expect("lock");
         let err = a.try_lock_upload(&upload()).await;
         assert!(

@@ -24,8 +24,8 @@
 //! - `link_blob` upserts the blob record with a no-op update, so a collection deleting that
 //!   record either waits for the link or has committed and the record is re-created.
 //!
-//! Deadlocks (40P01) and serialization failures (40001) are retried up to
-//! [`errors::MAX_RETRIES`] times, then reported as `MetadataError::Conflict`.
+//! Deadlocks (40P01) and serialization failures (40001) are retried up to three times, then
+//! reported as `MetadataError::Conflict`.
 //!
 //! # Errors
 //! One mapping (`errors::to_metadata_error`): no pooled connection within `acquire_timeout`,
@@ -98,7 +98,8 @@ impl PgStore {
         if settings.migrate {
             store.migrate().await?;
         } else {
-            schema::check(&store.pool, false).await?;
+            let mut conn = store.pool.acquire().await.map_err(to_metadata_error)?;
+            schema::check(&mut conn, false).await?;
         }
         Ok(store)
     }

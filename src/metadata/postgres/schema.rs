@@ -5,8 +5,8 @@
 //! newer build. It refuses to start then: its queries were written for tables that may have
 //! changed under it.
 
-use sqlx::PgPool;
 use sqlx::migrate::Migrator;
+use sqlx::{PgConnection, PgPool};
 
 use super::errors::to_metadata_error;
 use crate::metadata::{MetadataError, Result};
@@ -30,8 +30,8 @@ pub enum SchemaError {
 
 /// Fails with [`SchemaError::Newer`] when the database has migrations this build lacks, and,
 /// unless `allow_pending`, with [`SchemaError::Behind`] when it lacks some of this build's.
-pub(super) async fn check(pool: &PgPool, allow_pending: bool) -> Result<()> {
-    let applied = applied_versions(pool).await?;
+pub(super) async fn check(conn: &mut PgConnection, allow_pending: bool) -> Result<()> {
+    let applied = applied_versions(conn).await?;
     let known: Vec<i64> = MIGRATOR.iter().map(|m| m.version).collect();
     let unknown: Vec<i64> = applied
         .iter()
@@ -49,9 +49,19 @@ pub(super) async fn check(pool: &PgPool, allow_pending: bool) -> Result<()> {
 }
 
 /// Applies this build's pending migrations, after making sure the schema is not newer.
+///
+/// On a connection of its own without the pool's statement timeout (building an index on a
+/// large table may take longer than any request should), closed afterwards so the setting
+/// never serves a request.
 pub(super) async fn migrate(pool: &PgPool) -> Result<()> {
-    check(pool, true).await?;
-    MIGRATOR.run(pool).await.map_err(|e| match e {
+    let mut conn = pool.acquire().await.map_err(to_metadata_error)?;
+    conn.close_on_drop();
+    sqlx::query("SET statement_timeout = 0")
+        .execute(&mut *conn)
+        .await
+        .map_err(to_metadata_error)?;
+    check(&mut conn, true).await?;
+    MIGRATOR.run(&mut *conn).await.map_err(|e| match e {
         sqlx::migrate::MigrateError::Execute(e) => to_metadata_error(e),
         other => MetadataError::Backend(Box::new(other)),
     })
@@ -59,16 +69,16 @@ pub(super) async fn migrate(pool: &PgPool) -> Result<()> {
 
 /// Versions recorded in sqlx's bookkeeping table of the current schema (none before the
 /// first migration).
-async fn applied_versions(pool: &PgPool) -> Result<Vec<i64>> {
+async fn applied_versions(conn: &mut PgConnection) -> Result<Vec<i64>> {
     let exists: bool = sqlx::query_scalar("SELECT to_regclass('_sqlx_migrations') IS NOT NULL")
-        .fetch_one(pool)
+        .fetch_one(&mut *conn)
         .await
         .map_err(to_metadata_error)?;
     if !exists {
         return Ok(Vec::new());
     }
     sqlx::query_scalar("SELECT version FROM _sqlx_migrations WHERE success ORDER BY version")
-        .fetch_all(pool)
+        .fetch_all(&mut *conn)
         .await
         .map_err(to_metadata_error)
 }

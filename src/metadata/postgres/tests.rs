@@ -406,15 +406,40 @@ async fn block_ping(schema: &TestSchema) -> PgConnection {
     conn
 }
 
+/// Returns once some session waits for a lock `blocker` holds. Asks on another connection:
+/// inside the blocker's transaction, pg_stat_activity would not change.
+async fn wait_until_blocked_by(schema: &TestSchema, blocker: &mut PgConnection) {
+    let pid: i32 = sqlx::query_scalar("SELECT pg_backend_pid()")
+        .fetch_one(&mut *blocker)
+        .await
+        .expect("pid");
+    let mut observer = schema.connection().await;
+    for _ in 0..500 {
+        let blocked: bool = sqlx::query_scalar(
+            "SELECT EXISTS (SELECT 1 FROM pg_stat_activity WHERE $1 = ANY (pg_blocking_pids(pid)))",
+        )
+        .bind(pid)
+        .fetch_one(&mut observer)
+        .await
+        .expect("pg_stat_activity");
+        if blocked {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    panic!("nothing waited for the blocker's lock");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_exhausted_pool_is_unavailable() {
     let Some(schema) = TestSchema::create().await else {
         return;
     };
-    let _blocker = block_ping(&schema).await;
+    let mut blocker = block_ping(&schema).await;
     let store = PgStore::connect(&PgSettings {
         max_connections: 1,
-        acquire_timeout: Duration::from_millis(300),
+        // Also bounds the first connection, which a loaded machine makes slowly.
+        acquire_timeout: Duration::from_secs(2),
         statement_timeout: None,
         ..schema.settings()
     })
@@ -425,7 +450,7 @@ async fn an_exhausted_pool_is_unavailable() {
         let store = store.clone();
         async move { store.ping().await }
     });
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    wait_until_blocked_by(&schema, &mut blocker).await;
     let err = store.now().await;
     assert!(matches!(err, Err(MetadataError::Unavailable(_))), "{err:?}");
     waiting.abort();
