@@ -62,7 +62,7 @@ use crate::oci::manifest::{Descriptor, ManifestInfo};
 use crate::oci::{Digest, Reference, RepoName, Tag, UploadId};
 
 /// How to reach the database and how hard to use it.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Clone, PartialEq, Eq)]
 pub struct PgSettings {
     /// `postgres://user:password@host:port/database?sslmode=...`; a schema other than the
     /// user's default goes in `options=-c search_path=<schema>`.
@@ -76,6 +76,35 @@ pub struct PgSettings {
     pub statement_timeout: Option<Duration>,
     /// Apply this build's pending migrations at start-up.
     pub migrate: bool,
+}
+
+/// Settings end up in logs: the URL's password must not.
+impl std::fmt::Debug for PgSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PgSettings")
+            .field("url", &without_password(&self.url))
+            .field("max_connections", &self.max_connections)
+            .field("acquire_timeout", &self.acquire_timeout)
+            .field("statement_timeout", &self.statement_timeout)
+            .field("migrate", &self.migrate)
+            .finish()
+    }
+}
+
+/// `scheme://user:secret@host/...` → `scheme://user:***@host/...`.
+fn without_password(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_owned();
+    };
+    let authority_end = rest.find(['/', '?']).unwrap_or(rest.len());
+    let (authority, path) = rest.split_at(authority_end);
+    match authority.rsplit_once('@') {
+        Some((credentials, host)) if credentials.contains(':') => {
+            let user = credentials.split(':').next().unwrap_or_default();
+            format!("{scheme}://{user}:***@{host}{path}")
+        }
+        _ => url.to_owned(),
+    }
 }
 
 /// PostgreSQL-backed metadata. Cloning shares the pool.

@@ -568,3 +568,24 @@ async fn concurrency_aborts_are_retried_three_times_then_conflict() {
     );
     assert_eq!(attempts, 1, "other failures are not retried");
 }
+
+#[test]
+fn settings_never_show_the_password() {
+    let settings = PgSettings {
+        url: "postgres://aerugo:s3cret@db:5432/aerugo?sslmode=require".to_owned(),
+        max_connections: 1,
+        acquire_timeout: Duration::from_secs(1),
+        statement_timeout: None,
+        migrate: false,
+    };
+    let shown = format!("{settings:?}");
+    assert!(!shown.contains("s3cret"), "{shown}");
+    assert!(
+        shown.contains("postgres://aerugo:***@db:5432/aerugo?sslmode=require"),
+        "{shown}"
+    );
+    assert_eq!(
+        without_password("postgres://db/aerugo"),
+        "postgres://db/aerugo"
+    );
+}
