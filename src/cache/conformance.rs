@@ -52,9 +52,10 @@ const LONG: Duration = Duration::from_secs(60);
 /// Short enough to expire during the test, long enough to survive the `set` call itself.
 const SHORT: Duration = Duration::from_millis(50);
 const PAST_SHORT: Duration = Duration::from_millis(200);
-/// A counter window that the increments right after its creation fall inside of, even on a
-/// loaded machine.
-const WINDOW: Duration = Duration::from_millis(600);
+/// A counter window, and when in it the second increment comes: late enough that a restarted
+/// window would outlive the first, early enough to fall inside it on a loaded machine.
+const WINDOW: Duration = Duration::from_millis(1000);
+const INTO_WINDOW: Duration = Duration::from_millis(400);
 
 fn key(name: &str) -> String {
     format!("conformance:{}:{name}", uuid::Uuid::new_v4().simple())
@@ -172,9 +173,10 @@ pub(crate) async fn increment_counts_from_one(cache: &dyn Cache) {
 pub(crate) async fn increment_keeps_the_first_deadline(cache: &dyn Cache) {
     let k = key("window");
     assert_eq!(cache.increment(&k, WINDOW).await, Some(1));
-    // A later increment with a longer TTL does not extend the window...
+    tokio::time::sleep(INTO_WINDOW).await;
+    // A later increment neither restarts the window nor extends it to its own longer TTL...
     assert_eq!(cache.increment(&k, LONG).await, Some(2));
-    tokio::time::sleep(WINDOW + PAST_SHORT).await;
+    tokio::time::sleep(WINDOW - INTO_WINDOW + PAST_SHORT).await;
     // ...so the counter is gone when the first window ends, and the next one starts at 1.
     assert_eq!(cache.increment(&k, WINDOW).await, Some(1));
 }
