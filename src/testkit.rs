@@ -1,10 +1,10 @@
 //! Where tests find the external services the production backends need (PostgreSQL, Redis,
 //! an S3-compatible server), and what a test does when one is missing.
 //!
-//! `scripts/test.sh` installs and starts them at the defaults below; the `AERUGO_TEST_*`
-//! variables point the tests elsewhere. A missing service fails the test when
-//! `AERUGO_REQUIRE_TOOLS` is set (the test command and CI set it) and skips it with a message
-//! otherwise. Shared by the library's unit tests and the integration tests in `tests/`.
+//! `scripts/services.sh` (run by `scripts/test.sh`) installs and starts them at the defaults
+//! below; the `AERUGO_TEST_*` variables point the tests elsewhere. A missing service fails the
+//! test when `AERUGO_REQUIRE_TOOLS` is set (the test command and CI set it) and skips it with a
+//! message otherwise. Shared by the library's unit tests and the integration tests in `tests/`.
 //!
 //! [`FaultProxy`] sits between a test and such a service and cuts the line on demand.
 
