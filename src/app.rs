@@ -208,6 +208,22 @@ async fn open_postgres(
     anyhow::bail!("a postgres:// database.url needs a build with the `postgres` cargo feature")
 }
 
+#[cfg(feature = "redis")]
+async fn open_redis(config: &CacheConfig) -> anyhow::Result<Arc<dyn Cache>> {
+    use crate::cache::redis::{RedisCache, RedisSettings};
+    let settings = RedisSettings {
+        url: config.redis_url.clone().unwrap_or_default(),
+        key_prefix: config.redis_key_prefix.clone(),
+        timeout: Duration::from_millis(config.redis_timeout_ms),
+        retry_after: Duration::from_secs(config.redis_retry_seconds),
+    };
+    let cache = RedisCache::connect(&settings)
+        .await
+        .context("setting up the Redis cache")?;
+    Ok(Arc::new(cache))
+}
+
+#[cfg(not(feature = "redis"))]
 async fn open_redis(_config: &CacheConfig) -> anyhow::Result<Arc<dyn Cache>> {
     anyhow::bail!("cache.type = \"redis\" needs a build with the `redis` cargo feature")
 }
