@@ -11,8 +11,9 @@ use crate::api::origin::TrustedProxies;
 use crate::api::{self, AppState, ConnectionPolicy};
 use crate::cache::memory::MemoryCache;
 use crate::config::{Config, ServerConfig};
+use crate::coordination::local::LocalCoordinator;
 use crate::metadata::sqlite::SqliteStore;
-use crate::registry::{Registry, Settings};
+use crate::registry::{Backends, Registry, RegistryError, Settings};
 use crate::storage::fs::FsBlobStore;
 use crate::storage::timed::TimedBlobStore;
 
@@ -30,12 +31,13 @@ pub async fn build_registry(config: &Config) -> anyhow::Result<Arc<Registry>> {
         max_manifest_bytes: config.registry.max_manifest_bytes,
         cache_ttl: Duration::from_secs(config.cache.tag_ttl_seconds),
     };
-    Ok(Arc::new(Registry::new(
-        Arc::new(TimedBlobStore::new(Arc::new(blobs))),
-        Arc::new(meta),
-        Arc::new(cache),
-        settings,
-    )))
+    let backends = Backends {
+        blobs: Arc::new(TimedBlobStore::new(Arc::new(blobs))),
+        meta: Arc::new(meta),
+        cache: Arc::new(cache),
+        coordinator: Arc::new(LocalCoordinator::default()),
+    };
+    Ok(Arc::new(Registry::new(backends, settings)))
 }
 
 /// An exclusive lock on the data directory, held for the life of a server so a second server
@@ -178,8 +180,14 @@ fn spawn_periodic_gc(
         ticker.tick().await;
         loop {
             ticker.tick().await;
-            if let Err(e) = registry.collect_garbage(grace).await {
-                tracing::error!(error = %e, "periodic garbage collection failed");
+            match registry.collect_garbage(grace).await {
+                Ok(_) => {}
+                Err(RegistryError::GcRunning) => {
+                    tracing::debug!(
+                        "periodic garbage collection skipped: another node is collecting"
+                    );
+                }
+                Err(e) => tracing::error!(error = %e, "periodic garbage collection failed"),
             }
         }
     }))

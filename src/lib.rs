@@ -21,6 +21,7 @@ pub mod app;
 pub mod cache;
 pub mod cli;
 pub mod config;
+pub mod coordination;
 pub mod edge;
 pub mod limits;
 pub mod locks;
