@@ -12,8 +12,8 @@ use aws_sdk_s3::types::{
 };
 use bytes::Bytes;
 
-use super::error::{S3Failure, backend_error, classify};
-use crate::storage::{BlobMeta, ByteStream};
+use super::error::{S3Failure, backend_error, classify, not_implemented};
+use crate::storage::{BlobMeta, BlobStoreError, ByteStream};
 
 /// Keys per `DeleteObjects` request (S3's limit).
 const DELETE_BATCH: usize = 1000;
@@ -52,6 +52,14 @@ pub(super) struct OpenMultipart {
 }
 
 type Result<T, E = S3Failure> = std::result::Result<T, E>;
+
+/// Multipart uploads in progress, and where the next page starts.
+pub(super) type MultipartPage = (Vec<OpenMultipart>, Option<(String, String)>);
+
+/// A request the SDK refused to build (a missing required field).
+fn unbuildable(e: impl Into<Box<dyn std::error::Error + Send + Sync>>) -> S3Failure {
+    S3Failure::Failed(BlobStoreError::Backend(e.into()))
+}
 
 fn time(t: Option<&DateTime>) -> Option<SystemTime> {
     t.and_then(|t| SystemTime::try_from(*t).ok())
@@ -219,12 +227,12 @@ impl Bucket {
                 .iter()
                 .map(|key| ObjectIdentifier::builder().key(key).build())
                 .collect::<Result<Vec<_>, _>>()
-                .map_err(|e| S3Failure::Failed(crate::storage::BlobStoreError::Backend(e.into())))?;
+                .map_err(unbuildable)?;
             let delete = Delete::builder()
                 .set_objects(Some(objects))
                 .quiet(true)
                 .build()
-                .map_err(|e| S3Failure::Failed(crate::storage::BlobStoreError::Backend(e.into())))?;
+                .map_err(unbuildable)?;
             let output = self
                 .client
                 .delete_objects()
@@ -267,10 +275,9 @@ impl Bucket {
             .send()
             .await
             .map_err(|e| classify("CreateMultipartUpload", e))?;
-        output
-            .upload_id()
-            .map(str::to_owned)
-            .ok_or_else(|| backend_error("CreateMultipartUpload answered without an upload id").into())
+        output.upload_id().map(str::to_owned).ok_or_else(|| {
+            backend_error("CreateMultipartUpload answered without an upload id").into()
+        })
     }
 
     /// Copies the first `len` bytes of `source` as part `number` of the multipart upload.
@@ -344,15 +351,15 @@ impl Bucket {
         }
     }
 
-    /// One page of the multipart uploads in progress under `prefix`. `marker` is the
-    /// (key, upload id) the previous page ended with.
+    /// One page of the multipart uploads in progress under `prefix` and the marker of the
+    /// next, (key, upload id); `None` when the server cannot list them.
     pub(super) async fn list_multipart(
         &self,
         prefix: &str,
         marker: Option<(String, String)>,
-    ) -> Result<(Vec<OpenMultipart>, Option<(String, String)>)> {
+    ) -> Result<Option<MultipartPage>> {
         let (key_marker, id_marker) = marker.unzip();
-        let output = self
+        let output = match self
             .client
             .list_multipart_uploads()
             .bucket(&self.name)
@@ -361,7 +368,11 @@ impl Bucket {
             .set_upload_id_marker(id_marker)
             .send()
             .await
-            .map_err(|e| classify("ListMultipartUploads", e))?;
+        {
+            Ok(output) => output,
+            Err(e) if not_implemented(&e) => return Ok(None),
+            Err(e) => return Err(classify("ListMultipartUploads", e)),
+        };
         let uploads = output.uploads().iter().filter_map(open_multipart).collect();
         let next = match (
             output.is_truncated(),
@@ -371,13 +382,12 @@ impl Bucket {
             (Some(true), Some(key), Some(id)) => Some((key.to_owned(), id.to_owned())),
             _ => None,
         };
-        Ok((uploads, next))
+        Ok(Some((uploads, next)))
     }
 
     /// A URL that fetches the object without credentials until `expiry` has passed.
     pub(super) async fn presigned_get(&self, key: &str, expiry: Duration) -> Result<String> {
-        let config = PresigningConfig::expires_in(expiry)
-            .map_err(|e| S3Failure::Failed(crate::storage::BlobStoreError::Backend(e.into())))?;
+        let config = PresigningConfig::expires_in(expiry).map_err(unbuildable)?;
         let request = self
             .client
             .get_object()
@@ -401,16 +411,19 @@ fn open_multipart(upload: &MultipartUpload) -> Option<OpenMultipart> {
 /// The SDK's body as the store's byte stream. Transport errors become stream errors, so a
 /// response that breaks off aborts the client's response instead of ending it short.
 fn body_stream(body: SdkByteStream) -> ByteStream {
-    Box::pin(futures_util::stream::try_unfold(body, |mut body| async move {
-        loop {
-            match body.try_next().await {
-                Ok(Some(chunk)) if chunk.is_empty() => continue,
-                Ok(Some(chunk)) => return Ok(Some((chunk, body))),
-                Ok(None) => return Ok(None),
-                Err(e) => return Err(std::io::Error::other(e)),
+    Box::pin(futures_util::stream::try_unfold(
+        body,
+        |mut body| async move {
+            loop {
+                match body.try_next().await {
+                    Ok(Some(chunk)) if chunk.is_empty() => continue,
+                    Ok(Some(chunk)) => return Ok(Some((chunk, body))),
+                    Ok(None) => return Ok(None),
+                    Err(e) => return Err(std::io::Error::other(e)),
+                }
             }
-        }
-    }))
+        },
+    ))
 }
 
 #[cfg(test)]

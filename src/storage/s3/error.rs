@@ -82,10 +82,9 @@ where
     let kind = match &err {
         SdkError::TimeoutError(_) | SdkError::ResponseError(_) => Kind::Unavailable,
         SdkError::DispatchFailure(failure) if !failure.is_user() => Kind::Unavailable,
-        SdkError::ServiceError(_) => by_answer(
-            err.raw_response().map(|r| r.status().as_u16()),
-            err.code(),
-        ),
+        SdkError::ServiceError(_) => {
+            by_answer(err.raw_response().map(|r| r.status().as_u16()), err.code())
+        }
         _ => Kind::Backend,
     };
     if kind == Kind::Missing {
@@ -125,7 +124,15 @@ fn by_answer(status: Option<u16>, code: Option<&str>) -> Kind {
 }
 
 fn unavailable(error: RequestError) -> BlobStoreError {
-    BlobStoreError::Backend(Box::new(error))
+    BlobStoreError::Unavailable(Box::new(error))
+}
+
+/// The server does not offer the operation at all (s3s-fs has no `ListMultipartUploads`).
+pub(super) fn not_implemented<E: ProvideErrorMetadata>(err: &SdkError<E, HttpResponse>) -> bool {
+    err.code() == Some("NotImplemented")
+        || err
+            .raw_response()
+            .is_some_and(|r| r.status().as_u16() == 501)
 }
 
 pub(super) fn backend_error(message: impl Into<String>) -> BlobStoreError {

@@ -63,6 +63,13 @@ impl Keys {
         &self.prefix
     }
 
+    /// Whether a key is one of the store's blobs or upload objects (another application may
+    /// share the bucket and prefix).
+    pub(super) fn is_ours(&self, key: &str) -> bool {
+        key.strip_prefix(&self.prefix)
+            .is_some_and(|rest| rest.starts_with(BLOBS) || rest.starts_with(UPLOADS))
+    }
+
     /// `blobs/<algorithm>/<first two hex chars>/<hex>`, as the `fs` store lays them out.
     pub(super) fn blob(&self, digest: &Digest) -> String {
         let hex = digest.hex();
@@ -311,7 +318,9 @@ pub(super) struct TooManyParts(pub(super) usize);
 /// Part size an area's marker records, checked (a marker written by hand or by another tool
 /// must not produce parts S3 refuses).
 pub(super) fn valid_part_size(size: u64) -> Option<u64> {
-    (MIN_PART_SIZE..=MAX_PART_SIZE).contains(&size).then_some(size)
+    (MIN_PART_SIZE..=MAX_PART_SIZE)
+        .contains(&size)
+        .then_some(size)
 }
 
 #[cfg(test)]
@@ -335,7 +344,9 @@ mod tests {
 
     /// Parts of `part_size` covering `[0, full_parts * part_size)`.
     fn parts(part_size: u64, full_parts: u64) -> Vec<(u64, u64)> {
-        (0..full_parts).map(|i| (i * part_size, part_size)).collect()
+        (0..full_parts)
+            .map(|i| (i * part_size, part_size))
+            .collect()
     }
 
     #[test]
@@ -375,6 +386,8 @@ mod tests {
         let upper = format!("reg/uploads/{}/area", id.as_str().to_uppercase());
         assert!(keys.parse_area_key(&upper).is_none());
         assert!(keys.parse_area_key(&keys.probe()).is_none());
+        assert!(keys.is_ours(&keys.blob(&digest)) && keys.is_ours(&keys.area(&id)));
+        assert!(!keys.is_ours("reg/other/x") && !keys.is_ours("blobs/sha256/aa/aa"));
         for name in ["part-12", "tail-zzzzzzzzzzzzzzzz", "data", ""] {
             assert_eq!(AreaObject::parse(name), None, "{name}");
         }

@@ -37,8 +37,8 @@ use futures_util::{StreamExt, TryStreamExt};
 use self::bucket::{Bucket, OpenMultipart};
 use self::error::{S3Failure, backend_error};
 use self::layout::{AreaListing, AreaObject, Keys, Piece, Publish, TooShort};
-pub use self::settings::S3Settings;
 use self::settings::ASSEMBLY_TIMEOUT_FACTOR;
+pub use self::settings::S3Settings;
 use self::writer::S3UploadWriter;
 use super::{BlobMeta, BlobStore, BlobStoreError, ByteStream, Result, UploadWriter};
 use crate::oci::{Digest, UploadId};
@@ -47,8 +47,6 @@ use crate::oci::{Digest, UploadId};
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// Part copies of one commit in flight at once.
 const COPY_CONCURRENCY: usize = 8;
-/// Objects read per listing page, S3's maximum.
-const LIST_PAGE: usize = 1000;
 
 /// Blobs and uploads in one bucket, under one key prefix.
 #[derive(Debug, Clone)]
@@ -241,10 +239,9 @@ impl S3BlobStore {
     ) -> Result<()> {
         match plan {
             Publish::Empty => Ok(self.bucket.put(key, Bytes::new()).await?),
-            Publish::Copy(object) => Ok(self
-                .bucket
-                .copy(&self.keys.object(id, object), key)
-                .await?),
+            Publish::Copy(object) => {
+                Ok(self.bucket.copy(&self.keys.object(id, object), key).await?)
+            }
             Publish::Multipart(pieces) => {
                 if listing.has_commit {
                     self.abort_recorded_commit(id).await?;
@@ -273,15 +270,16 @@ impl S3BlobStore {
             self.bucket
                 .put(&self.keys.object(id, AreaObject::Commit), record.into())
                 .await?;
-            let parts = futures_util::stream::iter(pieces.iter().zip(1..))
-                .map(|(piece, number)| {
-                    let source = self.key_of(id, piece);
-                    let multipart = &multipart;
-                    async move {
-                        self.bucket
-                            .copy_part(multipart, number, &source, piece.len)
-                            .await
-                    }
+            let copies: Vec<(String, u64, i32)> = pieces
+                .iter()
+                .zip(1..)
+                .map(|(piece, number)| (self.key_of(id, piece), piece.len, number))
+                .collect();
+            let parts = futures_util::stream::iter(copies)
+                .map(|(source, len, number)| {
+                    let bucket = self.bucket.clone();
+                    let multipart = multipart.clone();
+                    async move { bucket.copy_part(&multipart, number, &source, len).await }
                 })
                 .buffered(COPY_CONCURRENCY)
                 .try_collect()
@@ -298,87 +296,19 @@ impl S3BlobStore {
         copied
     }
 
-    /// Up to `limit` committed blobs after `after`, in digest order.
-    pub async fn list_blobs(
-        &self,
-        after: Option<&Digest>,
-        limit: usize,
-    ) -> Result<Vec<(Digest, SystemTime)>> {
-        let start_after = after.map(|d| self.keys.blob(d));
-        let mut found = Vec::new();
-        let mut token = None;
-        while found.len() < limit {
-            let page = self
-                .bucket
-                .list(&self.keys.blobs(), start_after.as_deref(), token)
-                .await?;
-            for object in page.items {
-                if let Some(digest) = self.keys.parse_blob(&object.key) {
-                    // A missing time must not make a blob look old enough to collect.
-                    found.push((digest, object.modified.unwrap_or_else(SystemTime::now)));
-                }
-            }
-            match page.next {
-                Some(next) => token = Some(next),
-                None => break,
-            }
-        }
-        found.truncate(limit);
-        Ok(found)
-    }
-
-    /// Up to `limit` upload areas after `after`, in id order, each with its newest object's
-    /// time (the last write).
-    pub async fn list_upload_areas(
-        &self,
-        after: Option<&UploadId>,
-        limit: usize,
-    ) -> Result<Vec<(UploadId, SystemTime)>> {
-        let start_after = after.map(|id| self.keys.after_area(id));
-        let mut found: Vec<(UploadId, SystemTime)> = Vec::new();
-        let mut token = None;
-        loop {
-            let page = self
-                .bucket
-                .list(&self.keys.uploads(), start_after.as_deref(), token)
-                .await?;
-            for object in page.items {
-                let Some((id, _)) = self.keys.parse_area_key(&object.key) else {
-                    continue;
-                };
-                let modified = object.modified.unwrap_or_else(SystemTime::now);
-                match found.last_mut() {
-                    Some((last, newest)) if *last == id => *newest = (*newest).max(modified),
-                    _ if found.len() == limit => return Ok(found),
-                    _ => found.push((id, modified)),
-                }
-            }
-            match page.next {
-                Some(next) => token = Some(next),
-                None => return Ok(found),
-            }
-        }
-    }
-
     /// Aborts the multipart uploads under the store's prefix started before `cutoff`: a commit
     /// takes far less than the garbage collector's grace period, so an older one was
     /// interrupted and never aborted. Returns how many were aborted. A server without
     /// `ListMultipartUploads` (s3s-fs) has nothing to collect here.
-    pub async fn abort_abandoned_multipart(&self, cutoff: SystemTime) -> Result<u64> {
+    async fn abort_abandoned_multipart(&self, cutoff: SystemTime) -> Result<u64> {
         let mut aborted = 0;
         let mut marker = None;
         loop {
-            let (uploads, next) = match self
-                .bucket
-                .list_multipart(self.keys.root(), marker)
-                .await
-            {
-                Ok(page) => page,
-                Err(S3Failure::Failed(e)) if error::is_not_implemented(&e) => {
-                    tracing::debug!("the S3 server cannot list multipart uploads; none collected");
-                    return Ok(0);
-                }
-                Err(failed) => return Err(failed.into()),
+            let Some((uploads, next)) =
+                self.bucket.list_multipart(self.keys.root(), marker).await?
+            else {
+                tracing::debug!("the S3 server cannot list multipart uploads; none collected");
+                return Ok(0);
             };
             for upload in uploads.iter().filter(|u| self.is_abandoned(u, cutoff)) {
                 self.bucket.abort(upload).await?;
@@ -392,9 +322,7 @@ impl S3BlobStore {
     }
 
     fn is_abandoned(&self, upload: &OpenMultipart, cutoff: SystemTime) -> bool {
-        let ours =
-            upload.key.starts_with(&self.keys.blobs()) || upload.key.starts_with(&self.keys.uploads());
-        ours && upload.initiated.is_some_and(|t| t < cutoff)
+        self.keys.is_ours(&upload.key) && upload.initiated.is_some_and(|t| t < cutoff)
     }
 }
 
@@ -410,7 +338,10 @@ impl BlobStore for S3BlobStore {
             // S3 has no empty range: answer it after checking the blob exists.
             Some(r) if r.start >= r.end => {
                 if r.start > r.end {
-                    return Err(backend_error(format!("inverted range {}..{}", r.start, r.end)));
+                    return Err(backend_error(format!(
+                        "inverted range {}..{}",
+                        r.start, r.end
+                    )));
                 }
                 match self.bucket.head(&key).await? {
                     Some(_) => Ok(Box::pin(futures_util::stream::empty())),
@@ -438,20 +369,6 @@ impl BlobStore for S3BlobStore {
 
     async fn delete(&self, digest: &Digest) -> Result<()> {
         Ok(self.bucket.delete(&self.keys.blob(digest)).await?)
-    }
-
-    async fn list(&self) -> Result<Vec<(Digest, SystemTime)>> {
-        let mut all: Vec<(Digest, SystemTime)> = Vec::new();
-        loop {
-            let page = self
-                .list_blobs(all.last().map(|(d, _)| d), LIST_PAGE)
-                .await?;
-            let done = page.len() < LIST_PAGE;
-            all.extend(page);
-            if done {
-                return Ok(all);
-            }
-        }
     }
 
     async fn create_upload(&self, id: &UploadId) -> Result<()> {
@@ -543,23 +460,83 @@ impl BlobStore for S3BlobStore {
         self.remove_area(id, &listing).await
     }
 
-    async fn list_uploads(&self) -> Result<Vec<(UploadId, SystemTime)>> {
-        let mut all: Vec<(UploadId, SystemTime)> = Vec::new();
+    /// Up to `limit` committed blobs after `after`, in digest order (key order is digest
+    /// order: `/` and `:` both sort before every hex digit and algorithm letter).
+    async fn list_blobs(
+        &self,
+        after: Option<&Digest>,
+        limit: usize,
+    ) -> Result<Vec<(Digest, SystemTime)>> {
+        let start_after = after.map(|d| self.keys.blob(d));
+        let mut found = Vec::new();
+        let mut token = None;
+        while found.len() < limit {
+            let page = self
+                .bucket
+                .list(&self.keys.blobs(), start_after.as_deref(), token)
+                .await?;
+            for object in page.items {
+                if let Some(digest) = self.keys.parse_blob(&object.key) {
+                    // A missing time must not make a blob look old enough to collect.
+                    found.push((digest, object.modified.unwrap_or_else(SystemTime::now)));
+                }
+            }
+            match page.next {
+                Some(next) => token = Some(next),
+                None => break,
+            }
+        }
+        found.truncate(limit);
+        Ok(found)
+    }
+
+    /// Up to `limit` upload areas after `after`, in id order, each with its newest object's
+    /// time (the last write).
+    async fn list_uploads(
+        &self,
+        after: Option<&UploadId>,
+        limit: usize,
+    ) -> Result<Vec<(UploadId, SystemTime)>> {
+        let start_after = after.map(|id| self.keys.after_area(id));
+        let mut found: Vec<(UploadId, SystemTime)> = Vec::new();
+        let mut token = None;
         loop {
             let page = self
-                .list_upload_areas(all.last().map(|(id, _)| id), LIST_PAGE)
+                .bucket
+                .list(&self.keys.uploads(), start_after.as_deref(), token)
                 .await?;
-            let done = page.len() < LIST_PAGE;
-            all.extend(page);
-            if done {
-                return Ok(all);
+            for object in page.items {
+                let Some((id, _)) = self.keys.parse_area_key(&object.key) else {
+                    continue;
+                };
+                let modified = object.modified.unwrap_or_else(SystemTime::now);
+                if let Some((last, newest)) = found.last_mut()
+                    && *last == id
+                {
+                    *newest = (*newest).max(modified);
+                    continue;
+                }
+                if found.len() == limit {
+                    return Ok(found);
+                }
+                found.push((id, modified));
+            }
+            match page.next {
+                Some(next) => token = Some(next),
+                None => return Ok(found),
             }
         }
     }
 
+    async fn collect_leftovers(&self, cutoff: SystemTime) -> Result<u64> {
+        self.abort_abandoned_multipart(cutoff).await
+    }
+
     async fn check_writable(&self) -> Result<()> {
         let probe = self.keys.probe();
-        self.bucket.put(&probe, Bytes::from_static(b"probe")).await?;
+        self.bucket
+            .put(&probe, Bytes::from_static(b"probe"))
+            .await?;
         Ok(self.bucket.delete(&probe).await?)
     }
 }

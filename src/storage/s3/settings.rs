@@ -72,7 +72,10 @@ impl fmt::Debug for S3Settings {
             .field("endpoint", &self.endpoint)
             .field("path_style", &self.path_style)
             .field("access_key", &self.access_key)
-            .field("secret_key", &self.secret_key.as_ref().map(|_| "<redacted>"))
+            .field(
+                "secret_key",
+                &self.secret_key.as_ref().map(|_| "<redacted>"),
+            )
             .field("prefix", &self.prefix)
             .field("redirect", &self.redirect)
             .field("redirect_expiry", &self.redirect_expiry)
@@ -217,6 +220,9 @@ mod tests {
             ..valid()
         };
         let shown = format!("{settings:?}");
-        assert!(shown.contains("AKIDEXAMPLE") && !shown.contains("very-secret"), "{shown}");
+        assert!(
+            shown.contains("AKIDEXAMPLE") && !shown.contains("very-secret"),
+            "{shown}"
+        );
     }
 }
