@@ -202,10 +202,13 @@ impl S3BlobStore {
         self.remove_objects(id, &listing.objects()).await
     }
 
-    /// After a successful publish the area is only debris: failing to remove it must not
-    /// fail the commit (garbage collection finds it among the uploads no session owns).
-    async fn remove_area_after_commit(&self, id: &UploadId, listing: &AreaListing) {
-        if let Err(e) = self.remove_area(id, listing).await {
+    /// After a successful publish the area is only debris, including the record of the
+    /// multipart upload the commit may just have completed. Failing to remove it must not fail
+    /// the commit: garbage collection finds it among the areas no session owns.
+    async fn remove_committed(&self, id: &UploadId, listing: &AreaListing) {
+        let mut committed = listing.clone();
+        committed.has_commit = true;
+        if let Err(e) = self.remove_objects(id, &committed.objects()).await {
             tracing::warn!(upload = %id, error = %e, "could not remove a committed upload's area");
         }
     }
@@ -219,35 +222,35 @@ impl S3BlobStore {
         };
         let record: CommitRecord =
             serde_json::from_slice(&record).map_err(|e| invalid_json("commit record", e))?;
-        self.bucket
-            .abort(&OpenMultipart {
-                key: record.key,
-                upload_id: record.upload_id,
-                initiated: None,
-            })
-            .await?;
-        Ok(())
+        let multipart = OpenMultipart {
+            key: record.key,
+            upload_id: record.upload_id,
+            initiated: None,
+        };
+        match self.bucket.abort(&multipart).await {
+            Ok(()) => Ok(()),
+            // Worth retrying: keep the record.
+            Err(S3Failure::Failed(BlobStoreError::Unavailable(e))) => {
+                Err(BlobStoreError::Unavailable(e))
+            }
+            // Some servers refuse (403) an upload they no longer know, such as one a commit
+            // completed before it crashed; whatever remains, collect_leftovers finds it.
+            Err(failed) => {
+                let e = BlobStoreError::from(failed);
+                tracing::warn!(upload = %id, error = %e, "could not abort a recorded commit; dropping the record");
+                Ok(())
+            }
+        }
     }
 
     /// Makes the planned bytes the object at `key`.
-    async fn publish(
-        &self,
-        id: &UploadId,
-        listing: &AreaListing,
-        key: &str,
-        plan: Publish,
-    ) -> Result<()> {
+    async fn publish(&self, id: &UploadId, key: &str, plan: Publish) -> Result<()> {
         match plan {
             Publish::Empty => Ok(self.bucket.put(key, Bytes::new()).await?),
             Publish::Copy(object) => {
                 Ok(self.bucket.copy(&self.keys.object(id, object), key).await?)
             }
-            Publish::Multipart(pieces) => {
-                if listing.has_commit {
-                    self.abort_recorded_commit(id).await?;
-                }
-                self.assemble(id, key, &pieces).await
-            }
+            Publish::Multipart(pieces) => self.assemble(id, key, &pieces).await,
         }
     }
 
@@ -433,15 +436,19 @@ impl BlobStore for S3BlobStore {
     async fn commit_upload(&self, id: &UploadId, len: u64, digest: &Digest) -> Result<BlobMeta> {
         let Area { part_size, listing } = self.read_area(id).await?;
         let pieces = layout::plan(&listing, part_size, len).map_err(too_short)?;
+        // A commit that crashed mid-assembly left a multipart upload; it goes first.
+        if listing.has_commit {
+            self.abort_recorded_commit(id).await?;
+        }
         let key = self.keys.blob(digest);
         if let Some(existing) = self.bucket.head(&key).await? {
-            self.remove_area_after_commit(id, &listing).await;
+            self.remove_committed(id, &listing).await;
             return Ok(existing);
         }
         let plan = layout::publish_plan(&listing, pieces)
             .map_err(|e| BlobStoreError::Backend(Box::new(e)))?;
-        self.publish(id, &listing, &key, plan).await?;
-        self.remove_area_after_commit(id, &listing).await;
+        self.publish(id, &key, plan).await?;
+        self.remove_committed(id, &listing).await;
         Ok(BlobMeta {
             size: len,
             modified: SystemTime::now(),
