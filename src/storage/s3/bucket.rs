@@ -158,12 +158,14 @@ impl Bucket {
         }
     }
 
-    /// One page of the keys under `prefix`, in key order, after `start_after`.
+    /// One page of the keys under `prefix`, in key order, after `start_after`: at most
+    /// `max_keys`, S3's limit of 1000 when `None`.
     pub(super) async fn list(
         &self,
         prefix: &str,
         start_after: Option<&str>,
         token: Option<String>,
+        max_keys: Option<usize>,
     ) -> Result<Page<Listed>> {
         let output = self
             .client
@@ -172,6 +174,7 @@ impl Bucket {
             .prefix(prefix)
             .set_start_after(start_after.map(str::to_owned))
             .set_continuation_token(token)
+            .set_max_keys(max_keys.map(|n| i32::try_from(n.min(1000)).unwrap_or(1000)))
             .send()
             .await
             .map_err(|e| classify("ListObjectsV2", e))?;
@@ -199,7 +202,7 @@ impl Bucket {
         let mut all = Vec::new();
         let mut token = None;
         loop {
-            let page = self.list(prefix, None, token).await?;
+            let page = self.list(prefix, None, token, None).await?;
             all.extend(page.items);
             match page.next {
                 Some(next) => token = Some(next),

@@ -30,7 +30,7 @@ use std::time::{Duration, SystemTime};
 
 use async_trait::async_trait;
 use aws_sdk_s3::config::timeout::TimeoutConfig;
-use aws_sdk_s3::config::{BehaviorVersion, Credentials, Region};
+use aws_sdk_s3::config::{BehaviorVersion, Credentials, Region, StalledStreamProtectionConfig};
 use bytes::Bytes;
 use futures_util::{StreamExt, TryStreamExt};
 
@@ -122,8 +122,12 @@ impl S3BlobStore {
         let config = aws_sdk_s3::config::Builder::from(&shared)
             .force_path_style(settings.path_style)
             .build();
+        // Server-side copies answer only when done: silence is normal there, so the SDK's
+        // stalled-stream protection (which would fail them) is off and the attempt timeout
+        // is longer instead.
         let assembly = config
             .to_builder()
+            .stalled_stream_protection(StalledStreamProtectionConfig::disabled())
             .timeout_config(
                 TimeoutConfig::builder()
                     .connect_timeout(settings.request_timeout.min(CONNECT_TIMEOUT))
@@ -480,7 +484,12 @@ impl BlobStore for S3BlobStore {
         while found.len() < limit {
             let page = self
                 .bucket
-                .list(&self.keys.blobs(), start_after.as_deref(), token)
+                .list(
+                    &self.keys.blobs(),
+                    start_after.as_deref(),
+                    token,
+                    Some(limit - found.len()),
+                )
                 .await?;
             for object in page.items {
                 if let Some(digest) = self.keys.parse_blob(&object.key) {
@@ -493,7 +502,6 @@ impl BlobStore for S3BlobStore {
                 None => break,
             }
         }
-        found.truncate(limit);
         Ok(found)
     }
 
@@ -510,7 +518,7 @@ impl BlobStore for S3BlobStore {
         loop {
             let page = self
                 .bucket
-                .list(&self.keys.uploads(), start_after.as_deref(), token)
+                .list(&self.keys.uploads(), start_after.as_deref(), token, None)
                 .await?;
             for object in page.items {
                 let Some((id, _)) = self.keys.parse_area_key(&object.key) else {
