@@ -280,7 +280,15 @@ async fn failed_requests_leave_only_the_confirmed_bytes() {
         keys.iter().any(|k| k.ends_with("/part-0000000000000000")),
         "the dead request stored a part: {keys:?}"
     );
+    // Its successor at the confirmed offset removes that part first, and stores its tail but
+    // (as if the metadata write then failed) is never confirmed.
     patch(&store, &id, confirmed, &random_bytes(100)).await;
+    let names: Vec<String> = raw_keys(&store, "uploads/")
+        .await
+        .into_iter()
+        .map(|(k, _)| k.rsplit('/').next().unwrap_or_default().to_owned())
+        .collect();
+    assert_eq!(names, vec!["area", "tail-0000000000000000"]);
 
     let rest = random_bytes(6 * MIB);
     let len = patch(&other, &id, confirmed, &rest).await;
