@@ -1,5 +1,6 @@
 //! What the S3 store needs to know, as plain data: `config.rs` maps the `[storage]` table onto
-//! it, so this module never depends on the configuration layer.
+//! it, so this module never depends on the configuration layer. The defaults are those of
+//! `config::S3StorageConfig`.
 
 use std::fmt;
 use std::time::Duration;
@@ -55,10 +56,10 @@ impl Default for S3Settings {
             access_key: None,
             secret_key: None,
             prefix: String::new(),
-            redirect: false,
-            redirect_expiry: Duration::from_secs(20 * 60),
+            redirect: true,
+            redirect_expiry: Duration::from_secs(600),
             part_size: DEFAULT_PART_SIZE,
-            request_timeout: Duration::from_secs(30),
+            request_timeout: Duration::from_secs(60),
         }
     }
 }
