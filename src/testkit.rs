@@ -55,27 +55,6 @@ pub fn unique_name(prefix: &str) -> String {
     format!("{prefix}{}", uuid::Uuid::new_v4().simple())
 }
 
-/// What a conformance suite's constructor returns: the fixture, or `None` when the service it
-/// needs is missing and the case is skipped (see [`postgres_url`]).
-pub trait Fixture {
-    type Value;
-    fn into_option(self) -> Option<Self::Value>;
-}
-
-impl<A, B> Fixture for (A, B) {
-    type Value = (A, B);
-    fn into_option(self) -> Option<(A, B)> {
-        Some(self)
-    }
-}
-
-impl<T> Fixture for Option<T> {
-    type Value = T;
-    fn into_option(self) -> Option<T> {
-        self
-    }
-}
-
 fn env_or(name: &str, default: &str) -> String {
     std::env::var(name).unwrap_or_else(|_| default.to_owned())
 }

@@ -1,7 +1,8 @@
 //! The behaviour every `MetadataStore` backend must show, written once against the trait.
 //!
 //! A backend's tests invoke [`metadata_conformance!`] with an async constructor returning
-//! `(Arc<dyn MetadataStore>, guard)`; the macro expands to one `#[tokio::test]` per case, each on
+//! `Some((Arc<dyn MetadataStore>, guard))`, or `None` to skip (a test service that is not
+//! running, see `testkit`); the macro expands to one `#[tokio::test]` per case, each on
 //! a fresh store (cases such as `list_repositories` need the whole store to themselves). The
 //! guard is whatever must outlive the store, such as a temporary directory.
 
@@ -18,8 +19,8 @@ use crate::oci::manifest::{DOCKER_MANIFEST, OCI_INDEX, OCI_MANIFEST, parse};
 use crate::oci::{Digest, Reference, RepoName, Tag, UploadId};
 
 /// Expands to one test per conformance case. `$make` is a path to an
-/// `async fn() -> (Arc<dyn MetadataStore>, G)`, or `-> Option<(..)>` for a backend whose
-/// service may be missing (`None` skips the case).
+/// `async fn() -> Option<(Arc<dyn MetadataStore>, G)>`: `None` skips the case (a test service
+/// that is not running, see `testkit`).
 macro_rules! metadata_conformance {
     ($make:path) => {
         $crate::metadata::conformance::metadata_conformance!(@cases $make;
@@ -48,7 +49,7 @@ macro_rules! metadata_conformance {
             // Several worker threads, so the concurrency case really runs tasks in parallel.
             #[::tokio::test(flavor = "multi_thread", worker_threads = 4)]
             async fn $case() {
-                let Some((store, _guard)) = $crate::testkit::Fixture::into_option($make().await) else {
+                let Some((store, _guard)) = $make().await else {
                     return;
                 };
                 $crate::metadata::conformance::$case(store).await;

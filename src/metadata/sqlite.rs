@@ -756,17 +756,17 @@ mod tests {
 
     const TEST_READERS: u32 = 4;
 
-    async fn memory_store() -> (Arc<dyn MetadataStore>, ()) {
+    async fn memory_store() -> Option<(Arc<dyn MetadataStore>, ())> {
         let store = SqliteStore::in_memory().await.expect("in-memory store");
-        (Arc::new(store), ())
+        Some((Arc::new(store), ()))
     }
 
-    async fn disk_store() -> (Arc<dyn MetadataStore>, tempfile::TempDir) {
+    async fn disk_store() -> Option<(Arc<dyn MetadataStore>, tempfile::TempDir)> {
         let dir = tempfile::tempdir().expect("temp dir");
         let store = SqliteStore::open(&dir.path().join("meta/aerugo.db"), TEST_READERS)
             .await
             .expect("file store");
-        (Arc::new(store), dir)
+        Some((Arc::new(store), dir))
     }
 
     mod in_memory {
@@ -817,7 +817,7 @@ mod tests {
     #[tokio::test]
     async fn writes_are_visible_to_readers_at_once() {
         // Reads and writes use different pools on disk; a commit must be seen by the next read.
-        let (store, _dir) = disk_store().await;
+        let (store, _dir) = disk_store().await.expect("disk store");
         let repo: RepoName = "app".parse().expect("repo");
         for i in 0..20u64 {
             let d = digest(&format!("blob-{i}"));

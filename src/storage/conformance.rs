@@ -1,8 +1,10 @@
-//! The behaviour every [`BlobStore`] backend must show, as one suite each backend's tests run
+//! The behaviour every [`BlobStore`] backend must show, written once against the trait
 //! (`fs` on a temporary directory, object stores against a test bucket).
 //!
-//! Cases use fresh random ids and contents, so they may share a store with other data (a
-//! long-lived bucket) and only ever assert on what they created.
+//! A backend's tests invoke [`blob_store_conformance!`] with an async constructor; the macro
+//! expands to one `#[tokio::test]` per case, each on a fresh store, so one failure does not
+//! hide the others. Cases use fresh random ids and contents, so they may share a store with
+//! other data (a long-lived bucket) and only ever assert on what they created.
 
 use std::ops::Range;
 use std::time::{Duration, SystemTime};
@@ -13,7 +15,45 @@ use futures_util::StreamExt;
 use super::{BlobStore, BlobStoreError, ByteStream};
 use crate::oci::{Digest, UploadId};
 
-/// Runs every case in turn; a failure names the case in its message.
+/// Expands to one test per conformance case. `$make` is a path to an
+/// `async fn() -> Option<(S, G)>` with `S: BlobStore`: `None` skips the case (a test service
+/// that is not running, see `testkit`), and the guard `G` is whatever must outlive the store
+/// (a temporary directory, a bucket to remove).
+macro_rules! blob_store_conformance {
+    ($make:path) => {
+        $crate::storage::conformance::blob_store_conformance!(@cases $make;
+            absent_blob,
+            absent_upload,
+            chunked_upload_round_trip,
+            empty_blob,
+            append_beyond_written_is_too_short,
+            unconfirmed_bytes_are_discarded,
+            commit_discards_unconfirmed_tail,
+            duplicate_commit_keeps_one_copy,
+            delete_blob,
+            delete_upload_is_idempotent,
+            list_uploads_shows_live_uploads,
+            listings_page_in_order,
+            write_probe_leaves_nothing,
+            large_blob_round_trips,
+        );
+    };
+    (@cases $make:path; $($case:ident),* $(,)?) => {
+        $(
+            #[::tokio::test]
+            async fn $case() {
+                let Some((store, _guard)) = $make().await else {
+                    return;
+                };
+                $crate::storage::conformance::$case(&store).await;
+            }
+        )*
+    };
+}
+pub(crate) use blob_store_conformance;
+
+/// Runs every case in turn; a failure names the case in its message. (The `fs` tests still
+/// use it; [`blob_store_conformance!`] replaces it.)
 pub(crate) async fn run_all(store: &dyn BlobStore) {
     absent_blob(store).await;
     absent_upload(store).await;
@@ -32,7 +72,7 @@ pub(crate) async fn run_all(store: &dyn BlobStore) {
 }
 
 /// Pseudo-random bytes, different on every call (xorshift64* seeded from a v4 UUID).
-fn random_bytes(len: usize) -> Vec<u8> {
+pub(crate) fn random_bytes(len: usize) -> Vec<u8> {
     let mut x = uuid::Uuid::new_v4().as_u64_pair().0 | 1;
     let mut out = Vec::with_capacity(len + 8);
     while out.len() < len {
@@ -45,7 +85,7 @@ fn random_bytes(len: usize) -> Vec<u8> {
     out
 }
 
-async fn read_all(mut stream: ByteStream) -> Vec<u8> {
+pub(crate) async fn read_all(mut stream: ByteStream) -> Vec<u8> {
     let mut out = Vec::new();
     while let Some(chunk) = stream.next().await {
         out.extend_from_slice(&chunk.expect("stream chunk"));

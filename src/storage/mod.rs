@@ -26,6 +26,8 @@ use futures_util::Stream;
 use crate::oci::{Digest, UploadId};
 
 pub mod fs;
+#[cfg(feature = "s3")]
+pub mod s3;
 pub mod timed;
 
 #[cfg(test)]
