@@ -197,15 +197,98 @@ async fn probe_redis(config: &CacheConfig) -> anyhow::Result<&'static str> {
     Ok("answers")
 }
 
+#[cfg(feature = "s3")]
+async fn open_s3(config: &S3StorageConfig) -> anyhow::Result<Arc<dyn BlobStore>> {
+    use crate::storage::s3::{S3BlobStore, S3Settings};
+    let settings = S3Settings {
+        bucket: config.bucket.clone(),
+        region: config.region.clone(),
+        endpoint: config.endpoint.clone(),
+        path_style: config.path_style.unwrap_or(config.endpoint.is_some()),
+        access_key: config.access_key.clone(),
+        secret_key: config.secret_key.clone(),
+        prefix: config.prefix.clone(),
+        redirect: config.redirect,
+        redirect_expiry: Duration::from_secs(config.redirect_expiry_seconds),
+        part_size: config.part_size_bytes,
+        request_timeout: Duration::from_secs(config.request_timeout_seconds),
+    };
+    let store = S3BlobStore::connect(&settings)
+        .await
+        .with_context(|| format!("setting up S3 storage in bucket {:?}", config.bucket))?;
+    Ok(Arc::new(store))
+}
+
+#[cfg(not(feature = "s3"))]
 async fn open_s3(_config: &S3StorageConfig) -> anyhow::Result<Arc<dyn BlobStore>> {
     anyhow::bail!("storage.type = \"s3\" needs a build with the `s3` cargo feature")
 }
 
+#[cfg(feature = "postgres")]
+async fn open_postgres(
+    config: &DatabaseConfig,
+    url: &str,
+) -> anyhow::Result<(Arc<dyn MetadataStore>, Arc<dyn Coordinator>)> {
+    use crate::coordination::postgres::PgCoordinator;
+    let store = open_postgres_store(config, url, config.migrate).await?;
+    let acquire_timeout = Duration::from_secs(config.acquire_timeout_seconds);
+    let locks = PgCoordinator::connect(url, config.lock_connections, acquire_timeout)
+        .await
+        .context("opening the PostgreSQL lock pool")?;
+    Ok((Arc::new(store), Arc::new(locks)))
+}
+
+#[cfg(feature = "postgres")]
+async fn open_postgres_store(
+    config: &DatabaseConfig,
+    url: &str,
+    migrate: bool,
+) -> anyhow::Result<crate::metadata::postgres::PgStore> {
+    use crate::metadata::postgres::{PgSettings, PgStore};
+    let settings = PgSettings {
+        url: url.to_owned(),
+        max_connections: config.max_connections,
+        acquire_timeout: Duration::from_secs(config.acquire_timeout_seconds),
+        statement_timeout: (config.statement_timeout_seconds > 0)
+            .then(|| Duration::from_secs(config.statement_timeout_seconds)),
+        migrate,
+    };
+    PgStore::connect(&settings)
+        .await
+        .context("opening the PostgreSQL metadata store")
+}
+
+#[cfg(not(feature = "postgres"))]
 async fn open_postgres(
     _config: &DatabaseConfig,
     _url: &str,
 ) -> anyhow::Result<(Arc<dyn MetadataStore>, Arc<dyn Coordinator>)> {
     anyhow::bail!("a postgres:// database.url needs a build with the `postgres` cargo feature")
+}
+
+/// `aerugo admin migrate`: brings the metadata schema up to this build's, touching nothing
+/// else (no bucket, no cache), whatever `database.migrate` says.
+pub async fn migrate(config: &Config) -> anyhow::Result<()> {
+    match config
+        .database
+        .backend(&config.server.data_dir)
+        .map_err(anyhow::Error::msg)?
+    {
+        DatabaseBackend::Sqlite(path) => {
+            SqliteStore::open(&path, 1)
+                .await
+                .with_context(|| format!("migrating metadata database {}", path.display()))?;
+        }
+        #[cfg(feature = "postgres")]
+        DatabaseBackend::Postgres(url) => {
+            open_postgres_store(&config.database, &url, true).await?;
+        }
+        #[cfg(not(feature = "postgres"))]
+        DatabaseBackend::Postgres(url) => {
+            open_postgres(&config.database, &url).await?;
+        }
+    }
+    Ok(())
 }
 
 #[cfg(feature = "redis")]

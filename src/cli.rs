@@ -172,7 +172,7 @@ pub async fn run(cli: Cli, config: Config) -> anyhow::Result<()> {
             command: AdminCommand::Migrate,
             ..
         } => {
-            app::build_registry(&config).await?;
+            app::migrate(&config).await?;
             print_out("metadata schema is up to date")
         }
     }

@@ -518,6 +518,10 @@ pub struct DatabaseConfig {
     pub max_connections: u32,
     /// PostgreSQL: how long a request waits for a pooled connection before it fails with 503.
     pub acquire_timeout_seconds: u64,
+    /// PostgreSQL: connections of the lock pool, beside `max_connections`. Each lock held at
+    /// once on this node keeps one (an advisory lock lives in its session): every upload
+    /// request in flight, every blob being published, one garbage collection.
+    pub lock_connections: u32,
     /// PostgreSQL: the longest one statement may run (0: no limit).
     pub statement_timeout_seconds: u64,
     /// PostgreSQL: apply pending migrations at start-up. Off, `aerugo admin migrate` does it
@@ -531,6 +535,7 @@ impl Default for DatabaseConfig {
             url: None,
             max_connections: 8,
             acquire_timeout_seconds: 5,
+            lock_connections: 64,
             statement_timeout_seconds: 30,
             migrate: true,
         }
@@ -871,6 +876,9 @@ impl Config {
         }
         if self.database.max_connections == 0 {
             problems.push("database.max_connections must be at least 1".into());
+        }
+        if self.database.lock_connections == 0 {
+            problems.push("database.lock_connections must be at least 1".into());
         }
         if self.database.acquire_timeout_seconds == 0 {
             problems.push("database.acquire_timeout_seconds must be at least 1".into());

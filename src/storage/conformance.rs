@@ -52,25 +52,6 @@ macro_rules! blob_store_conformance {
 }
 pub(crate) use blob_store_conformance;
 
-/// Runs every case in turn; a failure names the case in its message. (The `fs` tests still
-/// use it; [`blob_store_conformance!`] replaces it.)
-pub(crate) async fn run_all(store: &dyn BlobStore) {
-    absent_blob(store).await;
-    absent_upload(store).await;
-    chunked_upload_round_trip(store).await;
-    empty_blob(store).await;
-    append_beyond_written_is_too_short(store).await;
-    unconfirmed_bytes_are_discarded(store).await;
-    commit_discards_unconfirmed_tail(store).await;
-    duplicate_commit_keeps_one_copy(store).await;
-    delete_blob(store).await;
-    delete_upload_is_idempotent(store).await;
-    list_uploads_shows_live_uploads(store).await;
-    listings_page_in_order(store).await;
-    write_probe_leaves_nothing(store).await;
-    large_blob_round_trips(store).await;
-}
-
 /// Pseudo-random bytes, different on every call (xorshift64* seeded from a v4 UUID).
 pub(crate) fn random_bytes(len: usize) -> Vec<u8> {
     let mut x = uuid::Uuid::new_v4().as_u64_pair().0 | 1;

@@ -740,11 +740,12 @@ mod tests {
         out
     }
 
-    #[tokio::test]
-    async fn conformance_suite() {
-        let (_dir, store) = store();
-        conformance::run_all(&store).await;
+    async fn conformance_store() -> Option<(FsBlobStore, tempfile::TempDir)> {
+        let (dir, store) = store();
+        Some((store, dir))
     }
+
+    conformance::blob_store_conformance!(conformance_store);
 
     #[tokio::test]
     async fn new_creates_layout() {
