@@ -262,3 +262,150 @@ async fn an_unreachable_database_is_503_and_recovers_without_a_restart() {
     node.push_manifest("team/app", "2.0", OCI_MANIFEST, &manifest)
         .await;
 }
+
+/// The edge in both modes in front of nodes whose blob `GET`s redirect to the object store:
+/// it follows the `307` to the presigned URL, verifies the bytes and serves them from its
+/// cache after the first fetch.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_edge_follows_presigned_redirects_in_gateway_and_mirror_mode() {
+    use crate::edge::{expect_manifest, fetch};
+    use crate::support::edge::{EdgeProcess, upstream};
+
+    let Some((_stack, a, b)) = two_nodes(redirected).await else {
+        return;
+    };
+    let image = a.push_image("team/app", "1.0", "behind-the-edge").await;
+    let gateway = EdgeProcess::start(|edge| {
+        edge.gateway.cores = vec![a.server.host(), b.server.host()];
+        edge.gateway.health_check_interval_seconds = 1;
+    })
+    .await;
+    let mirror = EdgeProcess::start(|edge| {
+        let mut node = upstream("cluster", &a.url(""));
+        node.default = true;
+        edge.upstreams = vec![node];
+    })
+    .await;
+    for edge in [&gateway, &mirror] {
+        expect_manifest(
+            edge,
+            "/v2/team/app/manifests/1.0",
+            &image.digest,
+            &image.manifest,
+        )
+        .await;
+        let url = edge.url(&format!("/v2/team/app/blobs/{}", image.layer_digest()));
+        let cold = fetch(&edge.http, &url, None).await;
+        cold.assert_blob(&image.layer_digest(), image.layer.len() as u64);
+        assert_eq!(cold.cache(), "MISS");
+        let warm = fetch(&edge.http, &url, None).await;
+        warm.assert_blob(&image.layer_digest(), image.layer.len() as u64);
+        assert_eq!(warm.cache(), "HIT");
+    }
+}
+
+/// Redis going away mid-run costs requests nothing but the cache: they keep succeeding from
+/// PostgreSQL and S3, promptly, and the cache is used again once Redis answers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn requests_keep_succeeding_while_redis_is_black_holed() {
+    let Some(stack) = Stack::create().await else {
+        return;
+    };
+    let redis: std::net::SocketAddr = stack
+        .redis_url
+        .trim_start_matches("redis://")
+        .parse()
+        .expect("redis host:port");
+    let proxy = FaultProxy::start(redis).await;
+    let url = proxy.url_for(&stack.redis_url);
+    let node = Api::start_on(&stack, |config| {
+        streamed(config);
+        config.cache.redis_url = Some(url.clone());
+    })
+    .await;
+    let image = node.push_image("team/app", "1.0", "redis-outage").await;
+    proxy.blackhole();
+    let started = std::time::Instant::now();
+    for i in 0..20 {
+        assert_eq!(
+            node.get_manifest("team/app", "1.0").await.2,
+            image.manifest,
+            "pull {i}"
+        );
+        assert_eq!(
+            node.get_blob("team/app", &image.layer_digest()).await.0,
+            200
+        );
+    }
+    node.push_image("team/app", "2.0", "redis-outage-push")
+        .await;
+    // One command timeout per retry pause at most, not one per request.
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "requests waited on Redis: {:?}",
+        started.elapsed()
+    );
+    proxy.restore();
+    assert_eq!(node.get_manifest("team/app", "2.0").await.0, 200);
+}
+
+/// An object store that stops answering fails blob requests with 503 and readiness, and
+/// the node serves again once it is back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unreachable_object_store_is_503_and_recovers_without_a_restart() {
+    let Some(stack) = Stack::create().await else {
+        return;
+    };
+    let s3_addr: std::net::SocketAddr = stack
+        .s3
+        .endpoint
+        .trim_start_matches("http://")
+        .parse()
+        .expect("s3 host:port");
+    let proxy = FaultProxy::start(s3_addr).await;
+    let endpoint = proxy.url_for(&stack.s3.endpoint);
+    let node = Api::start_on(&stack, |config| {
+        if let aerugo::config::StorageConfig::S3(s3) = &mut config.storage {
+            s3.redirect = false;
+            s3.endpoint = Some(endpoint.clone());
+            s3.request_timeout_seconds = 2;
+        }
+    })
+    .await;
+    let image = node.push_image("team/app", "1.0", "s3-outage").await;
+    proxy.refuse();
+    let response = node
+        .send(node.get(&format!("/v2/team/app/blobs/{}", image.layer_digest())))
+        .await;
+    let (headers, _) = expect_error(response, 503, "UNAVAILABLE").await;
+    assert_eq!(header(&headers, "retry-after"), "1");
+    assert_eq!(node.send(node.get("/readyz")).await.status(), 503);
+    let blob = bytes_for("s3-outage-push", 1000);
+    let response = node
+        .send(
+            node.post(&format!(
+                "/v2/team/app/blobs/uploads/?digest={}",
+                sha256(&blob)
+            ))
+            .body(blob.clone()),
+        )
+        .await;
+    assert_eq!(response.status(), 503, "a push needs the object store");
+    proxy.restore();
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while node.send(node.get("/readyz")).await.status() != 200 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the node did not recover"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert_eq!(
+        node.get_blob("team/app", &image.layer_digest()).await,
+        (200, image.layer)
+    );
+    // The failed push left nothing visible: the blob is unknown until pushed again.
+    let digest = sha256(&blob);
+    assert_eq!(node.get_blob("team/app", &digest).await.0, 404);
+    node.push_blob("team/app", &blob).await;
+}
