@@ -27,6 +27,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
 HELPERS=$ROOT/scripts/bench
+# shellcheck source=bench/lib.sh
+source "$HELPERS/lib.sh"
 
 SECONDS_PER_RUN=${BENCH_SECONDS:-10}
 BLOB_MIB=${BENCH_BLOB_MIB:-1024}
@@ -38,40 +40,18 @@ OHA_REPEAT=${BENCH_OHA_REPEAT:-1}
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/aerugo-target}"
 export PATH="$HOME/.cargo/bin:$PATH"
 
-step() { printf '\n\033[1m==> %s\033[0m\n' "$*" >&2; }
-note() { printf '    %s\n' "$*" >&2; }
-warn() { printf '\033[33mwarning: %s\033[0m\n' "$*" >&2; }
-die() { printf '\033[31merror: %s\033[0m\n' "$*" >&2; exit 1; }
-
 # --- tools -----------------------------------------------------------------------------------
-is_installed() { dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q 'install ok installed'; }
 step "checking tools"
-if [[ "${AERUGO_SKIP_INSTALL:-0}" != 1 ]] && command -v dpkg-query >/dev/null 2>&1; then
-    missing=()
-    for p in docker-registry nginx-light curl python3; do
-        # Any nginx flavour (nginx-full, nginx-extras…) will do; any python3 too.
-        if [[ $p == nginx-light ]] && { command -v nginx || [[ -x /usr/sbin/nginx ]]; } >/dev/null 2>&1; then continue; fi
-        if [[ $p == python3 ]] && command -v python3 >/dev/null 2>&1; then continue; fi
-        is_installed "$p" || missing+=("$p")
-    done
-    if ((${#missing[@]})); then
-        note "installing ${missing[*]}"
-        sudo_cmd=(); [[ $EUID -ne 0 ]] && sudo_cmd=(sudo)
-        if ! "${sudo_cmd[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends "${missing[@]}"; then
-            "${sudo_cmd[@]}" apt-get update && "${sudo_cmd[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends "${missing[@]}"
-        fi
-    fi
-    if ! command -v oha >/dev/null 2>&1; then
-        note "oha missing: cargo install oha --locked"
-        cargo install oha --locked
-    fi
+install_debs docker-registry nginx-light curl python3
+if [[ "${AERUGO_SKIP_INSTALL:-0}" != 1 ]] && ! command -v oha >/dev/null 2>&1; then
+    note "oha missing: cargo install oha --locked"
+    cargo install oha --locked
 fi
 NGINX=$(command -v nginx || echo /usr/sbin/nginx)
 DISTRIBUTION=$(command -v docker-registry || echo /usr/bin/docker-registry)
 for t in curl python3 oha "$NGINX" "$DISTRIBUTION"; do
     command -v "$t" >/dev/null 2>&1 || die "$t is not installed"
 done
-CLK_TCK=$(getconf CLK_TCK)
 
 # --- aerugo ------------------------------------------------------------------------------------
 AERUGO_ORIGIN="built from git $(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo '?')$(git -C "$ROOT" diff --quiet HEAD 2>/dev/null || echo ' + uncommitted changes')"
@@ -114,20 +94,6 @@ trap 'exit 143' TERM
 trap 'exit 129' HUP
 
 record() { echo "$1=$2" >>"$RESULTS"; }
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-now() { date +%s.%N; }
-calc() { python3 -c "print($1)"; }
-# utime+stime of the given pids, in clock ticks (all threads; /proc/<pid>/stat field 14+15).
-cpu_ticks() {
-    local total=0 p line rest
-    for p in "$@"; do
-        read -r line <"/proc/$p/stat" || continue
-        rest=${line##*) }
-        read -r -a f <<<"$rest"
-        total=$((total + f[11] + f[12]))
-    done
-    echo "$total"
-}
 server_pids() {
     if [[ $1 == nginx ]]; then
         echo "${PID[nginx]}" $(pgrep -P "${PID[nginx]}" || true)
@@ -135,17 +101,10 @@ server_pids() {
         echo "${PID[$1]}"
     fi
 }
-# Resets the peak-RSS mark of the server's processes (Linux: clear_refs 5).
-reset_hwm() { local p; for p in $(server_pids "$1"); do echo 5 >"/proc/$p/clear_refs" 2>/dev/null || true; done; }
-# Sum of VmHWM over the server's processes, in MiB.
-hwm_mib() {
-    local p kb=0 v
-    for p in $(server_pids "$1"); do
-        v=$(awk '/^VmHWM:/ {print $2}' "/proc/$p/status" 2>/dev/null || echo 0)
-        kb=$((kb + ${v:-0}))
-    done
-    calc "round($kb / 1024, 1)"
-}
+# shellcheck disable=SC2046 # lists of pids
+server_reset_hwm() { reset_hwm $(server_pids "$1"); }
+# shellcheck disable=SC2046
+server_hwm_mib() { hwm_mib $(server_pids "$1"); }
 # CPU seconds (user+sys) of this shell's waited-for children so far, into the variable $1.
 # (`times` must run in this shell, not in a $(…) subshell.)
 children_cpu() {
@@ -200,15 +159,7 @@ dd_end=$(now)
 rm -f "$T/ddtest"
 record disk_fdatasync_mbps "$(calc "$BLOB_BYTES / ($dd_end - $dd_start) / 1e6")"
 
-CONFIG_JSON='{"architecture":"amd64","os":"linux","rootfs":{"type":"layers","diff_ids":["'$DIGEST'"]}}'
-printf '%s' "$CONFIG_JSON" >"$T/config.json"
-CONFIG_DIGEST=sha256:$(sha256sum "$T/config.json" | cut -d' ' -f1)
-CONFIG_SIZE=$(stat -c %s "$T/config.json")
-MANIFEST='{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json","config":{"mediaType":"application/vnd.oci.image.config.v1+json","digest":"'$CONFIG_DIGEST'","size":'$CONFIG_SIZE'},"layers":[{"mediaType":"application/vnd.oci.image.layer.v1.tar","digest":"'$DIGEST'","size":'$BLOB_BYTES'}],"annotations":{"org.opencontainers.image.title":"aerugo benchmark"}}'
-printf '%s' "$MANIFEST" >"$T/www/manifest.json"
-MANIFEST_DIGEST=sha256:$(sha256sum "$T/www/manifest.json" | cut -d' ' -f1)
-MANIFEST_BYTES=$(stat -c %s "$T/www/manifest.json")
-MT=application/vnd.oci.image.manifest.v1+json
+write_image "$T/config.json" "$T/www/manifest.json" "$DIGEST" "$BLOB_BYTES"
 REPO=bench/app
 record blob_mib "$BLOB_MIB"
 record manifest_bytes "$MANIFEST_BYTES"
@@ -239,60 +190,26 @@ http:
   addr: ${URL[distribution]#http://}
 EOF
 
-nginx_user=""
-[[ $EUID -eq 0 ]] && nginx_user="user root;"
-cat >"$T/nginx/nginx.conf" <<EOF
-$nginx_user
-worker_processes auto;
-daemon off;
-pid $T/nginx/nginx.pid;
-error_log $T/nginx/error.log warn;
-events { worker_connections 4096; }
-http {
-    access_log off;
-    sendfile on;
-    tcp_nopush on;
-    keepalive_requests 1000000;
-    default_type application/octet-stream;
-    client_body_temp_path $T/nginx/client_body;
-    proxy_temp_path $T/nginx/proxy;
-    fastcgi_temp_path $T/nginx/fastcgi;
-    uwsgi_temp_path $T/nginx/uwsgi;
-    scgi_temp_path $T/nginx/scgi;
-    server {
-        listen ${URL[nginx]#http://};
-        root $T/www;
-        location = /manifest.json { default_type $MT; }
-    }
-}
-EOF
+write_nginx_conf "$T/nginx/nginx.conf" "$T/nginx" "${URL[nginx]#http://}" "$T/www" \
+    "location = /manifest.json { default_type $MT; }"
 
-wait_ready() { # name url
-    local i
-    for i in $(seq 1 300); do
-        if curl -fsS -o /dev/null "$2" 2>/dev/null; then return 0; fi
-        kill -0 "${PID[$1]}" 2>/dev/null || { cat "$T/$1.log" >&2 || true; die "$1 exited"; }
-        sleep 0.1
-    done
-    die "$1 is not answering on $2"
-}
 start() {
     case $1 in
         aerugo)
             (cd "$T" && exec env -u AERUGO_CONFIG LOG_LEVEL=warn "$AERUGO_BIN" serve \
                 --listen "${URL[aerugo]#http://}" --data-dir "$T/aerugo-data" >"$T/aerugo.log" 2>&1) &
             PID[aerugo]=$!
-            wait_ready aerugo "${URL[aerugo]}/v2/"
+            wait_ready aerugo "${PID[aerugo]}" "${URL[aerugo]}/v2/" "$T/aerugo.log"
             ;;
         distribution)
             "$DISTRIBUTION" serve "$T/distribution.yml" >"$T/distribution.log" 2>&1 &
             PID[distribution]=$!
-            wait_ready distribution "${URL[distribution]}/v2/"
+            wait_ready distribution "${PID[distribution]}" "${URL[distribution]}/v2/" "$T/distribution.log"
             ;;
         nginx)
             "$NGINX" -p "$T/nginx" -e "$T/nginx/error.log" -c "$T/nginx/nginx.conf" >"$T/nginx.log" 2>&1 &
             PID[nginx]=$!
-            wait_ready nginx "${URL[nginx]}/manifest.json"
+            wait_ready nginx "${PID[nginx]}" "${URL[nginx]}/manifest.json" "$T/nginx.log"
             ;;
     esac
 }
@@ -329,35 +246,8 @@ best_min() {
 declare -A BEST=()
 GIB=$(calc "$BLOB_BYTES / 1073741824")
 
-# Monolithic push, the spec's two forms. A single `POST ?digest=` with the body (`post`);
-# distribution 2.8 does not implement it (it answers 202 and ignores the body), so the
-# comparable figure is `POST` then one `PUT <location>?digest=` carrying the whole body (`put`).
-# The time is curl's own transfer time (time_total of the POST + the PUT), without process
-# start-up. curl streams the file from stdin (-T -, read from the page cache in 64 KiB
-# blocks, with an explicit Content-Length instead of chunked encoding; `-T file` would append
-# the file name to the URL's trailing slash): with --data-binary @file it first copies the
-# whole GiB into a growing buffer, which costs the shared 2 cores more CPU than the transfer.
-push_mono() { # registry form file digest -> "status seconds"
-    local base=${URL[$1]} file=$3 digest=$4 out loc code t_post t_put
-    local body=(-H 'Content-Type: application/octet-stream' -H 'Expect:' -H 'Transfer-Encoding:'
-        -H "Content-Length: $(stat -c %s "$file")" -T -)
-    if [[ $2 == post ]]; then
-        curl -sS -o /dev/null -w '%{http_code} %{time_total}' -X POST "${body[@]}" \
-            "$base/v2/$REPO/blobs/uploads/?digest=$digest" <"$file"
-        return
-    fi
-    out=$(curl -sS -o /dev/null -D "$T/post.headers" -w '%{http_code} %{time_total}' -X POST "$base/v2/$REPO/blobs/uploads/")
-    read -r code t_post <<<"$out"
-    [[ $code == 202 ]] || { echo "$code 0"; return; }
-    loc=$(tr -d '\r' <"$T/post.headers" | awk 'tolower($1)=="location:" {print $2}')
-    [[ -n $loc ]] || { echo "no-location 0"; return; }
-    [[ $loc == /* ]] && loc=$base$loc
-    if [[ $loc == *\?* ]]; then loc="$loc&digest=$digest"; else loc="$loc?digest=$digest"; fi
-    out=$(curl -sS -o /dev/null -w '%{http_code} %{time_total}' -X PUT "${body[@]}" "$loc" <"$file")
-    read -r code t_put <<<"$out"
-    echo "$code $(calc "$t_post + $t_put")"
-}
-
+# Monolithic push (push_mono in scripts/bench/lib.sh): the comparable form is POST then one
+# PUT with the whole body, since distribution 2.8 ignores the body of a single POST ?digest=.
 # Runs are interleaved (run i of every mode on every registry before run i+1) so that both
 # registries see the same background load; the best of the runs is kept for each figure.
 for i in $(seq 1 "$REPEAT"); do
@@ -369,7 +259,7 @@ for i in $(seq 1 "$REPEAT"); do
             c0=$(cpu_ticks "${PID[$r]}")
             if [[ $mode != chunked ]]; then
                 children_cpu k0
-                out=$(push_mono "$r" "$mode" "$BLOB" "$DIGEST") || true
+                out=$(push_mono "${URL[$r]}" "$REPO" "$mode" "$BLOB" "$DIGEST") || true
                 children_cpu k1
                 read -r status secs <<<"$out"
                 client_cpu=$(calc "$k1 - $k0")
@@ -391,15 +281,7 @@ done
 
 # The blob is in place (last push); add a config and the manifest.
 step "pushing the manifest"
-for r in aerugo distribution; do
-    out=$(push_mono "$r" put "$T/config.json" "$CONFIG_DIGEST")
-    [[ ${out%% *} == 201 ]] || die "config push to $r: HTTP ${out%% *}"
-    code=$(curl -sS -o /dev/null -w '%{http_code}' -X PUT -H "Content-Type: $MT" \
-        --data-binary @"$T/www/manifest.json" "${URL[$r]}/v2/$REPO/manifests/latest")
-    [[ $code == 201 ]] || die "manifest push to $r: HTTP $code"
-    got=$(curl -fsS -H "Accept: $MT" "${URL[$r]}/v2/$REPO/manifests/$MANIFEST_DIGEST" | sha256sum | cut -d' ' -f1)
-    [[ sha256:$got == "$MANIFEST_DIGEST" ]] || die "$r answers the manifest with other bytes"
-done
+for r in aerugo distribution; do push_image "${URL[$r]}" "$REPO" "$T/config.json" "$T/www/manifest.json" latest; done
 
 # --- 2. blob GET, 5. CPU per GiB, 6. peak RSS ---------------------------------------------------
 blob_url() { if [[ $1 == nginx ]]; then echo "${URL[nginx]}/blob.bin"; else echo "${URL[$1]}/v2/$REPO/blobs/$DIGEST"; fi; }
@@ -421,7 +303,7 @@ for i in $(seq 1 "$REPEAT"); do
         note "1 client: $mbps MB/s"
         best_max "get1_mbps_$s" "$mbps"
 
-        reset_hwm "$s"
+        server_reset_hwm "$s"
         pids=$(server_pids "$s")
         c0=$(cpu_ticks $pids)
         t0=$(now)
@@ -438,7 +320,7 @@ for i in $(seq 1 "$REPEAT"); do
         [[ $total == $((BLOB_BYTES * CLIENTS)) ]] || die "$s: $CLIENTS-client GET got $total bytes"
         mbps=$(calc "round($total / ($t1 - $t0) / 1e6, 1)")
         cpu=$(calc "round(($c1 - $c0) / $CLK_TCK / ($total / 1073741824), 4)")
-        hwm=$(hwm_mib "$s")
+        hwm=$(server_hwm_mib "$s")
         note "$CLIENTS clients: $mbps MB/s, $cpu CPU-s/GiB, peak RSS $hwm MiB"
         best_max "get8_mbps_$s" "$mbps"
         best_min "get8_cpu_per_gib_$s" "$cpu"
@@ -447,29 +329,14 @@ for i in $(seq 1 "$REPEAT"); do
 done
 
 # --- 3./4. manifest GET and blob HEAD under oha -------------------------------------------------
-OHA_JSON=(-j)
-oha --help 2>&1 | grep -q -- '--output-format' && OHA_JSON=(--output-format json)
-OHA_EXTRA=()
-oha --help 2>&1 | grep -q -- '--no-tui' && OHA_EXTRA+=(--no-tui)
-
+oha_setup
 declare -A OHA_BEST=()
 oha_run() { # key server method url [header]
-    local key=$1 s=$2 method=$3 url=$4 pids c0 c1 out rps p50 p99 ok other errs
-    local hdr=()
-    [[ -n ${5:-} ]] && hdr=(-H "$5")
-    step "$key: $method $url, $CONNS connections, ${SECONDS_PER_RUN}s ($s)"
-    # Warm-up: connections, caches.
-    oha "${OHA_EXTRA[@]}" "${OHA_JSON[@]}" -m "$method" "${hdr[@]}" -c "$CONNS" -n $((CONNS * 20)) "$url" >/dev/null 2>&1 || true
-    pids=$(server_pids "$s")
-    c0=$(cpu_ticks $pids)
-    oha "${OHA_EXTRA[@]}" "${OHA_JSON[@]}" -m "$method" "${hdr[@]}" -c "$CONNS" -z "${SECONDS_PER_RUN}s" "$url" >"$T/oha.json" 2>"$T/oha.err" \
-        || { cat "$T/oha.err" >&2; die "oha failed"; }
-    c1=$(cpu_ticks $pids)
-    read -r rps p50 p99 ok other errs < <(python3 "$HELPERS/oha_summary.py" <"$T/oha.json")
+    local key=$1 s=$2 rps p50 p99 ok other errs cpu_k
+    step "$key: $3 $4, $CONNS connections, ${SECONDS_PER_RUN}s ($s)"
+    read -r rps p50 p99 ok other errs cpu_k < <(oha_measure "$(server_pids "$s")" "$CONNS" "$SECONDS_PER_RUN" "$3" "$4" "${5:-}")
+    [[ -n ${rps:-} ]] || die "$s $key: oha measured nothing"
     ((other == 0 && errs == 0)) || warn "$s $key: $other non-2xx answers, $errs errors"
-    ((ok > 0)) || die "$s $key: no successful request"
-    local cpu_k
-    cpu_k=$(calc "round(($c1 - $c0) / $CLK_TCK * 1000 / $ok * 1000, 2)")
     note "$rps req/s, p50 $p50 ms, p99 $p99 ms, $cpu_k CPU-ms per 1000 requests"
     # With BENCH_OHA_REPEAT > 1, the run with the most req/s is kept, with its own latencies.
     local cur=${OHA_BEST[${key}_rps_$s]:-}

@@ -1,5 +1,5 @@
-# Helpers shared by the benchmark scripts (scripts/bench-edge.sh; scripts/bench.sh still has its
-# own copies of most of these, to be switched over). Source it: it only defines functions.
+# Helpers shared by the benchmark scripts (scripts/bench.sh, scripts/bench-cluster.sh,
+# scripts/bench-edge.sh). Source it: it only defines functions.
 #
 #   source "$ROOT/scripts/bench/lib.sh"
 #
@@ -108,10 +108,96 @@ stop_pid() { # pid [signal] [grace]
     wait "$p" 2>/dev/null || true
 }
 
+# --- test image --------------------------------------------------------------------------------
+# An OCI image around the benchmark blob: a config blob at `config` and a manifest at `manifest`
+# naming the blob as its one layer. Sets CONFIG_DIGEST, CONFIG_SIZE, MANIFEST_DIGEST,
+# MANIFEST_BYTES and MT (the manifest's media type).
+write_image() { # config manifest blob_digest blob_bytes
+    MT=application/vnd.oci.image.manifest.v1+json
+    printf '%s' '{"architecture":"amd64","os":"linux","rootfs":{"type":"layers","diff_ids":["'"$3"'"]}}' >"$1"
+    CONFIG_DIGEST=sha256:$(sha256sum "$1" | cut -d' ' -f1)
+    CONFIG_SIZE=$(stat -c %s "$1")
+    printf '%s' '{"schemaVersion":2,"mediaType":"'"$MT"'","config":{"mediaType":"application/vnd.oci.image.config.v1+json","digest":"'"$CONFIG_DIGEST"'","size":'"$CONFIG_SIZE"'},"layers":[{"mediaType":"application/vnd.oci.image.layer.v1.tar","digest":"'"$3"'","size":'"$4"'}],"annotations":{"org.opencontainers.image.title":"aerugo benchmark"}}' >"$2"
+    MANIFEST_DIGEST=sha256:$(sha256sum "$2" | cut -d' ' -f1)
+    MANIFEST_BYTES=$(stat -c %s "$2")
+}
+
+# Pushes the image written by write_image (config blob, then the manifest as tag `tag`; the
+# layer must be there already) and checks that the registry returns the manifest's bytes.
+push_image() { # base repo config manifest tag
+    local out code got
+    out=$(push_mono "$1" "$2" put "$3" "$CONFIG_DIGEST")
+    [[ ${out%% *} == 201 ]] || die "config push to $1: HTTP ${out%% *}"
+    code=$(curl -sS -o /dev/null -w '%{http_code}' -X PUT -H "Content-Type: $MT" \
+        --data-binary @"$4" "$1/v2/$2/manifests/$5")
+    [[ $code == 201 ]] || die "manifest push to $1: HTTP $code"
+    got=$(curl -fsS -H "Accept: $MT" "$1/v2/$2/manifests/$MANIFEST_DIGEST" | sha256sum | cut -d' ' -f1)
+    [[ sha256:$got == "$MANIFEST_DIGEST" ]] || die "$1 answers the manifest with other bytes"
+}
+
+# --- registry clients --------------------------------------------------------------------------
+# Monolithic push, the spec's two forms: `post`, a single `POST ?digest=` with the body
+# (distribution 2.8 does not implement it: it answers 202 and ignores the body), or `put`,
+# `POST` then one `PUT <location>?digest=` carrying the whole body. Prints "status seconds":
+# curl's own transfer time (time_total of the POST + the PUT), without process start-up.
+# curl streams the file from stdin (-T -, from the page cache in 64 KiB blocks, with an explicit
+# Content-Length instead of chunked encoding; `-T file` would append the file name to the URL's
+# trailing slash): with --data-binary @file it first copies the whole file into a growing
+# buffer, which costs the shared cores more CPU than the transfer. Needs $T.
+push_mono() { # base repo form file digest
+    local base=$1 repo=$2 form=$3 file=$4 digest=$5 out loc code t_post t_put
+    local body=(-H 'Content-Type: application/octet-stream' -H 'Expect:' -H 'Transfer-Encoding:'
+        -H "Content-Length: $(stat -c %s "$file")" -T -)
+    if [[ $form == post ]]; then
+        curl -sS -o /dev/null -w '%{http_code} %{time_total}' -X POST "${body[@]}" \
+            "$base/v2/$repo/blobs/uploads/?digest=$digest" <"$file"
+        return
+    fi
+    out=$(curl -sS -o /dev/null -D "$T/post.headers" -w '%{http_code} %{time_total}' -X POST "$base/v2/$repo/blobs/uploads/")
+    read -r code t_post <<<"$out"
+    [[ $code == 202 ]] || { echo "$code 0"; return; }
+    loc=$(tr -d '\r' <"$T/post.headers" | awk 'tolower($1)=="location:" {print $2}')
+    [[ -n $loc ]] || { echo "no-location 0"; return; }
+    [[ $loc == /* ]] && loc=$base$loc
+    if [[ $loc == *\?* ]]; then loc="$loc&digest=$digest"; else loc="$loc?digest=$digest"; fi
+    out=$(curl -sS -o /dev/null -w '%{http_code} %{time_total}' -X PUT "${body[@]}" "$loc" <"$file")
+    read -r code t_put <<<"$out"
+    echo "$code $(calc "$t_post + $t_put")"
+}
+
+# --- oha -----------------------------------------------------------------------------------------
+# oha's flags for a JSON report without the TUI, whatever its version; into the array OHA_ARGS.
+oha_setup() {
+    OHA_ARGS=(-j)
+    oha --help 2>&1 | grep -q -- '--output-format' && OHA_ARGS=(--output-format json)
+    if oha --help 2>&1 | grep -q -- '--no-tui'; then OHA_ARGS+=(--no-tui); fi
+}
+
+# One oha measurement of `url`: a warm-up (connections, caches: 20 requests per connection),
+# then `seconds` at `conns` connections, with the CPU ticks of `pids` (a space-separated list)
+# taken around it. Prints "req/s p50_ms p99_ms ok other_statuses errors server_cpu_ms_per_1000"
+# (scripts/bench/oha_summary.py; only 2xx answers count). Needs oha_setup, $T and $HELPERS.
+oha_measure() { # pids conns seconds method url [header]
+    local pids=$1 conns=$2 secs=$3 method=$4 url=$5 c0 c1 rps p50 p99 ok other errs
+    local hdr=()
+    [[ -n ${6:-} ]] && hdr=(-H "$6")
+    oha "${OHA_ARGS[@]}" -m "$method" "${hdr[@]}" -c "$conns" -n $((conns * 20)) "$url" >/dev/null 2>&1 || true
+    # shellcheck disable=SC2086 # a list of pids
+    c0=$(cpu_ticks $pids)
+    oha "${OHA_ARGS[@]}" -m "$method" "${hdr[@]}" -c "$conns" -z "${secs}s" "$url" >"$T/oha.json" 2>"$T/oha.err" \
+        || { cat "$T/oha.err" >&2; die "oha failed"; }
+    # shellcheck disable=SC2086
+    c1=$(cpu_ticks $pids)
+    read -r rps p50 p99 ok other errs < <(python3 "$HELPERS/oha_summary.py" <"$T/oha.json")
+    ((ok > 0)) || die "$method $url: no successful request"
+    echo "$rps $p50 $p99 $ok $other $errs $(calc "round(($c1 - $c0) / $CLK_TCK * 1000 / $ok * 1000, 2)")"
+}
+
 # --- nginx ---------------------------------------------------------------------------------------
 # Writes an nginx.conf serving `root` on `listen` with sendfile, no access log, temp files
-# under `prefix`. Extra `location` blocks may follow as the 4th argument.
-write_nginx_conf() { # file prefix listen root [extra]
+# under `prefix`. Extra `location` blocks may follow as the 5th argument, `upstream` and `map`
+# blocks (the http level) as the 6th.
+write_nginx_conf() { # file prefix listen root [server-extra] [http-extra]
     local user=""
     [[ $EUID -eq 0 ]] && user="user root;"
     cat >"$1" <<EOF
@@ -132,6 +218,7 @@ http {
     fastcgi_temp_path $2/fastcgi;
     uwsgi_temp_path $2/uwsgi;
     scgi_temp_path $2/scgi;
+    ${6:-}
     server {
         listen $3;
         root $4;

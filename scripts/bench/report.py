@@ -1,6 +1,7 @@
 #!/usr/bin/env python3
 """Turns the `key=value` results written by scripts/bench.sh into the Markdown tables it
 prints: the figures (Aerugo, distribution, nginx, ratios) and the issue's targets.
+(load, number, fmt and ratio are shared with report_cluster.py.)
 
     report.py RESULTS_FILE
 """
@@ -21,27 +22,34 @@ def load(path):
     return values
 
 
+def number(values, key):
+    """The value of `key` as a float; None when it is missing or not a number."""
+    v = values.get(key)
+    try:
+        return float(v) if v not in (None, "") else None
+    except ValueError:
+        return None
+
+
+def fmt(v, digits=0):
+    if v is None:
+        return "–"
+    if digits == 0:
+        return f"{v:,.0f}"
+    return f"{v:,.{digits}f}"
+
+
+def ratio(a, b, digits=2):
+    if a is None or b is None or b == 0:
+        return "–"
+    return f"{a / b:.{digits}f}×"
+
+
 def main() -> int:
     r = load(sys.argv[1])
 
     def num(key):
-        v = r.get(key)
-        try:
-            return float(v) if v not in (None, "") else None
-        except ValueError:
-            return None
-
-    def fmt(v, digits=0):
-        if v is None:
-            return "–"
-        if digits == 0:
-            return f"{v:,.0f}"
-        return f"{v:,.{digits}f}"
-
-    def ratio(a, b, digits=2):
-        if a is None or b is None or b == 0:
-            return "–"
-        return f"{a / b:.{digits}f}×"
+        return number(r, key)
 
     rows = []
 
