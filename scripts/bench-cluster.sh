@@ -312,7 +312,9 @@ for i in $(seq 1 "$REPEAT"); do
                 read -r status secs <<<"$out"
             else
                 out=$(python3 "$HELPERS/push_chunked.py" "${URL[$r]}" "$REPO" "$BLOB" "$DIGEST" $((CHUNK_MIB * 1048576))) || true
-                read -r status _bytes secs _client <<<"$out"
+                read -r status _bytes secs _client retries <<<"$out"
+                [[ ${retries:-0} == 0 ]] || warn "$r: $retries requests retried after 400 'another request is writing to this upload session'"
+                best_max "push_chunked_retries_$r" "${retries:-0}"
             fi
             read -r n1 s1 f1 <<<"$(cpu_triple "$r")"
             [[ ${status:-} == 201 ]] || die "push $mode to $r answered '${out:-nothing}' (log: $T/$r.log)"

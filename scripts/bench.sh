@@ -265,7 +265,8 @@ for i in $(seq 1 "$REPEAT"); do
                 client_cpu=$(calc "$k1 - $k0")
             else
                 out=$(python3 "$HELPERS/push_chunked.py" "${URL[$r]}" "$REPO" "$BLOB" "$DIGEST" $((CHUNK_MIB * 1048576))) || true
-                read -r status _bytes secs client_cpu <<<"$out"
+                read -r status _bytes secs client_cpu retries <<<"$out"
+                [[ ${retries:-0} == 0 ]] || warn "$r: $retries chunked-push requests retried after 400 'another request is writing'"
             fi
             c1=$(cpu_ticks "${PID[$r]}")
             [[ ${status:-} == 201 ]] || die "push $mode to $r answered '${out:-nothing}' (log: $T/$r.log)"

@@ -46,6 +46,7 @@ def main() -> int:
     cpu_rows("push_put", "pushed")
     row(f"push, chunked ({chunk} MiB PATCHes)", "push_chunked_mbps", 0, "MB/s", min_ratio=2)
     cpu_rows("push_chunked", "pushed")
+    row("  requests retried (400: upload lock still held)", "push_chunked_retries", 0, "most in a run")
     row("pull, redirects on (client follows the 307 to s3s-fs)", "pull_redirect_mbps", 0, "MB/s", min_ratio=2)
     cpu_rows("pull_redirect", "pulled", node_target=NEAR_ZERO_CPU_S)
     row("pull, redirects off (bytes through the node)", "pull_direct_mbps", 0, "MB/s", min_ratio=2)
