@@ -182,6 +182,10 @@ step "generating a ${BLOB_MIB} MiB blob from /dev/urandom"
 BLOB=$T/blob.bin
 BLOB_BYTES=$((BLOB_MIB * 1048576))
 GIB=$(calc "$BLOB_BYTES / 1073741824")
+# The blob file, Aerugo's copy and distribution's (upload, then a multipart copy to its final
+# key: twice for a while): about 5× the blob on this disk when s3s-fs keeps its data here too.
+avail=$(($(df --output=avail -k "$T" | tail -1) * 1024))
+((avail >= 5 * BLOB_BYTES)) || warn "only $((avail >> 20)) MiB free under $T; the run may need $((5 * BLOB_BYTES >> 20)) MiB (s3s-fs answers 500 when its disk is full)"
 head -c "$BLOB_BYTES" /dev/urandom >"$BLOB"
 DIGEST=sha256:$(sha256sum "$BLOB" | cut -d' ' -f1)
 write_image "$T/config.json" "$T/manifest.json" "$DIGEST" "$BLOB_BYTES"
