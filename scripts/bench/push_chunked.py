@@ -10,8 +10,9 @@ One keep-alive connection, like a real client. The file is read into memory befo
 clock starts, so the client sends every chunk straight from memory (one copy into the
 socket, as `curl --data-binary @file` does for the monolithic push).
 
-A request refused with 400 "another request is writing to this upload session" is sent
-again (after 5 ms, at most 200 times): the answer to the previous request came back before
+A request refused with 400 "another request is writing to this upload session" (or whose
+connection the registry closed while the body was still being sent, which is how that refusal
+reaches a client in the middle of a 16 MiB body) is sent again (after 5 ms, at most 200 times): the answer to the previous request came back before
 the registry released that request's upload lock (Aerugo on PostgreSQL releases advisory
 locks in a spawned task). A client that does not retry fails the push there; the count is
 printed so that the benchmark reports it instead of hiding it.
@@ -44,15 +45,21 @@ def main() -> int:
         nonlocal retries
         hdrs = {"Content-Length": str(len(body))}
         hdrs.update(headers or {})
-        for _ in range(MAX_RETRIES + 1):
-            conn.request(method, target, body=body, headers=hdrs)
-            resp = conn.getresponse()
-            data = resp.read()
-            if resp.status != 400 or LOCK_BUSY not in data:
-                return resp
+        for _ in range(MAX_RETRIES):
+            try:
+                conn.request(method, target, body=body, headers=hdrs)
+                resp = conn.getresponse()
+                data = resp.read()
+            except (http.client.RemoteDisconnected, ConnectionError):
+                # The refusal came while the body was still being sent: the registry answered
+                # and closed the connection; the answer is lost with it.
+                conn.close()
+            else:
+                if resp.status != 400 or LOCK_BUSY not in data:
+                    return resp
             retries += 1
             time.sleep(0.005)
-        return resp
+        raise SystemExit(f"{method} {target}: still refused after {MAX_RETRIES} attempts")
 
     def next_target(resp, what):
         loc = resp.getheader("Location")
