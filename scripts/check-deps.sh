@@ -2,7 +2,7 @@
 # The dependency rule of docs/ARCHITECTURE.md, checked: one grep per forbidden edge between
 # the crate's modules (`crate::<module>` paths in a module's files). Run by scripts/test.sh.
 #
-#   oci  ←  storage, metadata, cache  ←  registry  ←  api  ←  app, cli
+#   oci  ←  storage, metadata, cache, coordination  ←  registry  ←  api  ←  app, cli
 #   oci  ←  upstream  ←  edge  ←  cli
 #
 # telemetry, locks and limits are leaves anyone may use. config holds the settings types and
@@ -28,28 +28,30 @@ forbid() {
     fi
 }
 
-all_components=(storage metadata cache registry api upstream edge app cli config telemetry locks limits)
+all_components=(storage metadata cache coordination registry api upstream edge app cli config telemetry locks limits)
 forbid oci -- "${all_components[@]}"
-forbid storage -- metadata cache registry api upstream edge app cli config
-forbid metadata -- storage cache registry api upstream edge app cli config
-forbid cache -- storage metadata registry api upstream edge app cli config
+forbid storage -- metadata cache coordination registry api upstream edge app cli config
+forbid metadata -- storage cache coordination registry api upstream edge app cli config
+forbid cache -- storage metadata coordination registry api upstream edge app cli config
+forbid coordination -- storage metadata cache registry api upstream edge app cli config
 forbid registry -- api upstream edge app cli config
-forbid api -- storage metadata cache upstream edge app cli config
+forbid api -- storage metadata cache coordination upstream edge app cli config
 # The upstream client streams blob bodies as `storage::ByteStream`, the crate's one byte
 # stream type; nothing else of storage.
-forbid upstream -- metadata cache registry api edge app cli config
-forbid edge -- storage metadata cache registry api app cli
-forbid config.rs -- storage metadata cache registry api edge app cli
+forbid upstream -- metadata cache coordination registry api edge app cli config
+forbid edge -- storage metadata cache coordination registry api app cli
+forbid config.rs -- storage metadata cache coordination registry api edge app cli
 
-# axum stays in api (and the wiring; test fakes may serve with it); SQL stays in metadata.
+# axum stays in api (and the wiring; test fakes may serve with it); SQL stays in metadata and
+# coordination (PostgreSQL advisory locks).
 if hits=$(grep -rnE '\baxum::' --exclude-dir=tests --exclude=tests.rs \
-    registry storage metadata cache oci upstream edge 2>/dev/null); then
+    registry storage metadata cache coordination oci upstream edge 2>/dev/null); then
     echo "axum outside api:" >&2
     echo "$hits" >&2
     failed=1
 fi
-if hits=$(grep -rnE '\bsqlx::' --exclude-dir=metadata . 2>/dev/null); then
-    echo "sqlx outside metadata:" >&2
+if hits=$(grep -rnE '\bsqlx::' --exclude-dir=metadata --exclude-dir=coordination . 2>/dev/null); then
+    echo "sqlx outside metadata and coordination:" >&2
     echo "$hits" >&2
     failed=1
 fi

@@ -9,33 +9,306 @@ use anyhow::Context;
 
 use crate::api::origin::TrustedProxies;
 use crate::api::{self, AppState, ConnectionPolicy};
+use crate::cache::Cache;
 use crate::cache::memory::MemoryCache;
-use crate::config::{Config, ServerConfig};
+use crate::config::{
+    CacheConfig, CacheKind, Config, DatabaseBackend, DatabaseConfig, S3StorageConfig, ServerConfig,
+    StorageConfig,
+};
+use crate::coordination::Coordinator;
+use crate::coordination::local::LocalCoordinator;
+use crate::metadata::MetadataStore;
 use crate::metadata::sqlite::SqliteStore;
-use crate::registry::{Registry, Settings};
+use crate::registry::{Backends, Registry, RegistryError, Settings};
+use crate::storage::BlobStore;
 use crate::storage::fs::FsBlobStore;
 use crate::storage::timed::TimedBlobStore;
 
 /// Opens the configured backends and builds the registry on them.
 pub async fn build_registry(config: &Config) -> anyhow::Result<Arc<Registry>> {
-    let root = config.storage_root();
-    let blobs = FsBlobStore::new(root.clone())
-        .with_context(|| format!("opening blob storage at {}", root.display()))?;
-    let db = config.sqlite_path();
-    let meta = SqliteStore::open(&db, config.database.max_connections)
-        .await
-        .with_context(|| format!("opening metadata database {}", db.display()))?;
-    let cache = MemoryCache::new(config.cache.memory_max_bytes);
     let settings = Settings {
         max_manifest_bytes: config.registry.max_manifest_bytes,
         cache_ttl: Duration::from_secs(config.cache.tag_ttl_seconds),
     };
     Ok(Arc::new(Registry::new(
-        Arc::new(TimedBlobStore::new(Arc::new(blobs))),
-        Arc::new(meta),
-        Arc::new(cache),
+        build_backends(config).await?,
         settings,
     )))
+}
+
+/// The four seams as the configuration names them: the one place a backend is chosen.
+pub async fn build_backends(config: &Config) -> anyhow::Result<Backends> {
+    let blobs = open_blob_store(config).await?;
+    let (meta, coordinator) = open_metadata(config).await?;
+    let cache = open_cache(&config.cache).await?;
+    Ok(Backends {
+        blobs: Arc::new(TimedBlobStore::new(blobs)),
+        meta,
+        cache,
+        coordinator,
+    })
+}
+
+async fn open_blob_store(config: &Config) -> anyhow::Result<Arc<dyn BlobStore>> {
+    match &config.storage {
+        StorageConfig::Fs(_) => {
+            let root = config
+                .storage_root()
+                .context("the fs store has a root directory")?;
+            let store = FsBlobStore::new(root.clone())
+                .with_context(|| format!("opening blob storage at {}", root.display()))?;
+            Ok(Arc::new(store))
+        }
+        StorageConfig::S3(s3) => open_s3(s3).await,
+    }
+}
+
+/// The metadata store and the coordinator that matches it: in-process locks serve a node
+/// alone on its SQLite file; nodes sharing PostgreSQL lock through it.
+async fn open_metadata(
+    config: &Config,
+) -> anyhow::Result<(Arc<dyn MetadataStore>, Arc<dyn Coordinator>)> {
+    match config
+        .database
+        .backend(&config.server.data_dir)
+        .map_err(anyhow::Error::msg)?
+    {
+        DatabaseBackend::Sqlite(path) => {
+            let store = SqliteStore::open(&path, config.database.max_connections)
+                .await
+                .with_context(|| format!("opening metadata database {}", path.display()))?;
+            Ok((Arc::new(store), Arc::new(LocalCoordinator::default())))
+        }
+        DatabaseBackend::Postgres(url) => open_postgres(&config.database, &url).await,
+    }
+}
+
+async fn open_cache(config: &CacheConfig) -> anyhow::Result<Arc<dyn Cache>> {
+    match config.kind() {
+        CacheKind::Memory => Ok(Arc::new(MemoryCache::new(config.memory_max_bytes))),
+        CacheKind::Redis => open_redis(config).await,
+    }
+}
+
+/// What `admin check-config` found about one backend.
+pub struct BackendProbe {
+    pub backend: &'static str,
+    /// Where it is, secrets redacted.
+    pub target: String,
+    /// How it answered, or why it did not.
+    pub outcome: anyhow::Result<&'static str>,
+}
+
+/// How long `admin check-config` waits for a backend before calling it unreachable.
+const PROBE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Asks each external backend to answer (a metadata query, a write probe in the bucket, a
+/// cache round trip). The embedded ones are only described: opening them would create them.
+pub async fn probe_backends(config: &Config) -> Vec<BackendProbe> {
+    let mut probes = Vec::new();
+    probes.push(match &config.storage {
+        StorageConfig::Fs(_) => embedded("storage", config.storage_root()),
+        StorageConfig::S3(s3) => BackendProbe {
+            backend: "storage",
+            target: format!(
+                "s3 bucket {:?} at {}",
+                s3.bucket,
+                s3.endpoint.as_deref().unwrap_or("AWS")
+            ),
+            outcome: probe(async {
+                open_s3(s3).await?.check_writable().await?;
+                Ok("answers and takes writes")
+            })
+            .await,
+        },
+    });
+    probes.push(match config.database.backend(&config.server.data_dir) {
+        Ok(DatabaseBackend::Sqlite(path)) => embedded("database", Some(path)),
+        Ok(DatabaseBackend::Postgres(url)) => BackendProbe {
+            backend: "database",
+            target: crate::config::redact_url(&url),
+            outcome: probe(async {
+                open_postgres(&config.database, &url)
+                    .await?
+                    .0
+                    .ping()
+                    .await?;
+                Ok("answers and takes writes")
+            })
+            .await,
+        },
+        Err(problem) => BackendProbe {
+            backend: "database",
+            target: String::new(),
+            outcome: Err(anyhow::anyhow!(problem)),
+        },
+    });
+    if config.cache.kind() == CacheKind::Redis {
+        probes.push(BackendProbe {
+            backend: "cache",
+            target: config
+                .cache
+                .redis_url
+                .as_deref()
+                .map(crate::config::redact_url)
+                .unwrap_or_default(),
+            outcome: probe(probe_redis(&config.cache)).await,
+        });
+    }
+    probes
+}
+
+fn embedded(backend: &'static str, path: Option<std::path::PathBuf>) -> BackendProbe {
+    let path = path.unwrap_or_default();
+    let state = if path.exists() {
+        "embedded, exists"
+    } else {
+        "embedded, created on first start"
+    };
+    BackendProbe {
+        backend,
+        target: path.display().to_string(),
+        outcome: Ok(state),
+    }
+}
+
+async fn probe(
+    check: impl Future<Output = anyhow::Result<&'static str>>,
+) -> anyhow::Result<&'static str> {
+    tokio::time::timeout(PROBE_TIMEOUT, check)
+        .await
+        .unwrap_or_else(|_| Err(anyhow::anyhow!("no answer within {PROBE_TIMEOUT:?}")))
+}
+
+/// A cache never fails a request, so answering is shown by a value surviving a round trip.
+async fn probe_redis(config: &CacheConfig) -> anyhow::Result<&'static str> {
+    let cache = open_redis(config).await?;
+    let key = format!("check-config:{}", uuid::Uuid::new_v4());
+    cache
+        .set(
+            &key,
+            bytes::Bytes::from_static(b"1"),
+            Duration::from_secs(10),
+        )
+        .await;
+    let answered = cache.get(&key).await.is_some();
+    cache.delete(&key).await;
+    anyhow::ensure!(answered, "a value written was not read back");
+    Ok("answers")
+}
+
+#[cfg(feature = "s3")]
+async fn open_s3(config: &S3StorageConfig) -> anyhow::Result<Arc<dyn BlobStore>> {
+    use crate::storage::s3::{S3BlobStore, S3Settings};
+    let settings = S3Settings {
+        bucket: config.bucket.clone(),
+        region: config.region.clone(),
+        endpoint: config.endpoint.clone(),
+        path_style: config.path_style.unwrap_or(config.endpoint.is_some()),
+        access_key: config.access_key.clone(),
+        secret_key: config.secret_key.clone(),
+        prefix: config.prefix.clone(),
+        redirect: config.redirect,
+        redirect_expiry: Duration::from_secs(config.redirect_expiry_seconds),
+        part_size: config.part_size_bytes,
+        request_timeout: Duration::from_secs(config.request_timeout_seconds),
+    };
+    let store = S3BlobStore::connect(&settings)
+        .await
+        .with_context(|| format!("setting up S3 storage in bucket {:?}", config.bucket))?;
+    Ok(Arc::new(store))
+}
+
+#[cfg(not(feature = "s3"))]
+async fn open_s3(_config: &S3StorageConfig) -> anyhow::Result<Arc<dyn BlobStore>> {
+    anyhow::bail!("storage.type = \"s3\" needs a build with the `s3` cargo feature")
+}
+
+#[cfg(feature = "postgres")]
+async fn open_postgres(
+    config: &DatabaseConfig,
+    url: &str,
+) -> anyhow::Result<(Arc<dyn MetadataStore>, Arc<dyn Coordinator>)> {
+    use crate::coordination::postgres::PgCoordinator;
+    let store = open_postgres_store(config, url, config.migrate).await?;
+    let acquire_timeout = Duration::from_secs(config.acquire_timeout_seconds);
+    let locks = PgCoordinator::connect(url, config.lock_connections, acquire_timeout)
+        .await
+        .context("opening the PostgreSQL lock pool")?;
+    Ok((Arc::new(store), Arc::new(locks)))
+}
+
+#[cfg(feature = "postgres")]
+async fn open_postgres_store(
+    config: &DatabaseConfig,
+    url: &str,
+    migrate: bool,
+) -> anyhow::Result<crate::metadata::postgres::PgStore> {
+    use crate::metadata::postgres::{PgSettings, PgStore};
+    let settings = PgSettings {
+        url: url.to_owned(),
+        max_connections: config.max_connections,
+        acquire_timeout: Duration::from_secs(config.acquire_timeout_seconds),
+        statement_timeout: (config.statement_timeout_seconds > 0)
+            .then(|| Duration::from_secs(config.statement_timeout_seconds)),
+        migrate,
+    };
+    PgStore::connect(&settings)
+        .await
+        .context("opening the PostgreSQL metadata store")
+}
+
+#[cfg(not(feature = "postgres"))]
+async fn open_postgres(
+    _config: &DatabaseConfig,
+    _url: &str,
+) -> anyhow::Result<(Arc<dyn MetadataStore>, Arc<dyn Coordinator>)> {
+    anyhow::bail!("a postgres:// database.url needs a build with the `postgres` cargo feature")
+}
+
+/// `aerugo admin migrate`: brings the metadata schema up to this build's, touching nothing
+/// else (no bucket, no cache), whatever `database.migrate` says.
+pub async fn migrate(config: &Config) -> anyhow::Result<()> {
+    match config
+        .database
+        .backend(&config.server.data_dir)
+        .map_err(anyhow::Error::msg)?
+    {
+        DatabaseBackend::Sqlite(path) => {
+            SqliteStore::open(&path, 1)
+                .await
+                .with_context(|| format!("migrating metadata database {}", path.display()))?;
+        }
+        #[cfg(feature = "postgres")]
+        DatabaseBackend::Postgres(url) => {
+            open_postgres_store(&config.database, &url, true).await?;
+        }
+        #[cfg(not(feature = "postgres"))]
+        DatabaseBackend::Postgres(url) => {
+            open_postgres(&config.database, &url).await?;
+        }
+    }
+    Ok(())
+}
+
+#[cfg(feature = "redis")]
+async fn open_redis(config: &CacheConfig) -> anyhow::Result<Arc<dyn Cache>> {
+    use crate::cache::redis::{RedisCache, RedisSettings};
+    let settings = RedisSettings {
+        url: config.redis_url.clone().unwrap_or_default(),
+        key_prefix: config.redis_key_prefix.clone(),
+        timeout: Duration::from_millis(config.redis_timeout_ms),
+        retry_after: Duration::from_secs(config.redis_retry_seconds),
+    };
+    let cache = RedisCache::connect(&settings)
+        .await
+        .context("setting up the Redis cache")?;
+    Ok(Arc::new(cache))
+}
+
+#[cfg(not(feature = "redis"))]
+async fn open_redis(_config: &CacheConfig) -> anyhow::Result<Arc<dyn Cache>> {
+    anyhow::bail!("cache.type = \"redis\" needs a build with the `redis` cargo feature")
 }
 
 /// An exclusive lock on the data directory, held for the life of a server so a second server
@@ -178,8 +451,14 @@ fn spawn_periodic_gc(
         ticker.tick().await;
         loop {
             ticker.tick().await;
-            if let Err(e) = registry.collect_garbage(grace).await {
-                tracing::error!(error = %e, "periodic garbage collection failed");
+            match registry.collect_garbage(grace).await {
+                Ok(_) => {}
+                Err(RegistryError::GcRunning) => {
+                    tracing::debug!(
+                        "periodic garbage collection skipped: another node is collecting"
+                    );
+                }
+                Err(e) => tracing::error!(error = %e, "periodic garbage collection failed"),
             }
         }
     }))

@@ -77,7 +77,9 @@ pub enum AdminCommand {
         #[arg(long)]
         grace_period: Option<u64>,
     },
-    /// Validate the configuration (the `[edge]` section included) and print it as resolved.
+    /// Validate the configuration (the `[edge]` section included), print it as resolved with
+    /// every secret redacted, and check that each external backend answers (exit status 1
+    /// when one does not).
     CheckConfig {
         /// Also check what `aerugo edge` needs to start: upstreams or gateway cores to serve.
         #[arg(long)]
@@ -165,12 +167,12 @@ pub async fn run(cli: Cli, config: Config) -> anyhow::Result<()> {
         Command::Admin {
             command: AdminCommand::CheckConfig { .. },
             ..
-        } => print_out(&toml::to_string_pretty(&config).context("rendering configuration")?),
+        } => check_config(&config).await,
         Command::Admin {
             command: AdminCommand::Migrate,
             ..
         } => {
-            app::build_registry(&config).await?;
+            app::migrate(&config).await?;
             print_out("metadata schema is up to date")
         }
     }
@@ -209,6 +211,27 @@ async fn gc(config: &Config, grace: Duration) -> anyhow::Result<()> {
         }
     };
     print_out(&serde_json::to_string_pretty(&report)?)
+}
+
+async fn check_config(config: &Config) -> anyhow::Result<()> {
+    let resolved = toml::to_string_pretty(&config.redacted()).context("rendering configuration")?;
+    print_out(&resolved)?;
+    let mut down = 0;
+    for probe in app::probe_backends(config).await {
+        let line = match &probe.outcome {
+            Ok(state) => format!("# {}: {} — {state}", probe.backend, probe.target),
+            Err(e) => {
+                down += 1;
+                format!(
+                    "# {}: {} — DOES NOT ANSWER: {e:#}",
+                    probe.backend, probe.target
+                )
+            }
+        };
+        print_out(&line)?;
+    }
+    anyhow::ensure!(down == 0, "{down} backend(s) did not answer");
+    Ok(())
 }
 
 /// The server's address as reachable from this host (a wildcard address means loopback).

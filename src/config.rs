@@ -393,33 +393,140 @@ fn parse_network(entry: &str) -> Option<ipnet::IpNet> {
     })
 }
 
+/// `[storage]`: where blob bytes live, chosen by `type`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct StorageConfig {
-    /// `fs` (filesystem). `s3` arrives with the production backends.
-    #[serde(rename = "type")]
-    pub kind: String,
-    /// Root directory of the `fs` store; defaults to `<data_dir>/storage`.
-    pub path: Option<PathBuf>,
+#[serde(tag = "type", rename_all = "lowercase")]
+pub enum StorageConfig {
+    /// A local directory: one node, or several sharing one POSIX filesystem.
+    #[serde(alias = "filesystem")]
+    Fs(FsStorageConfig),
+    /// Any S3-compatible object store: what a cluster of stateless nodes shares.
+    S3(S3StorageConfig),
 }
 
 impl Default for StorageConfig {
     fn default() -> Self {
-        StorageConfig {
-            kind: "fs".into(),
-            path: None,
-        }
+        StorageConfig::Fs(FsStorageConfig::default())
     }
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct FsStorageConfig {
+    /// Root directory; defaults to `<data_dir>/storage`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub path: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
+pub struct S3StorageConfig {
+    pub bucket: String,
+    pub region: String,
+    /// The object store's URL when it is not AWS (`S3_ENDPOINT`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub endpoint: Option<String>,
+    /// `bucket` in the path instead of the host name; default: on when `endpoint` is set
+    /// (what MinIO, Ceph and most S3-compatible servers need), off for AWS.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub path_style: Option<bool>,
+    /// Static credentials; without them the default provider chain is asked (environment,
+    /// profile, web identity, instance metadata).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub access_key: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub secret_key: Option<String>,
+    /// Prepended to every key, so several registries can share a bucket.
+    pub prefix: String,
+    /// Answer blob `GET`s with `307` to a presigned URL, so bytes flow from the store to the
+    /// client without passing through the node.
+    pub redirect: bool,
+    pub redirect_expiry_seconds: u64,
+    /// Size of each multipart-upload part a node sends (S3 needs at least 5 MiB).
+    pub part_size_bytes: u64,
+    /// Bound on one request to the store (connect included), so a hung store fails requests
+    /// with 503 instead of holding them.
+    pub request_timeout_seconds: u64,
+}
+
+impl Default for S3StorageConfig {
+    fn default() -> Self {
+        S3StorageConfig {
+            bucket: String::new(),
+            region: "us-east-1".into(),
+            endpoint: None,
+            path_style: None,
+            access_key: None,
+            secret_key: None,
+            prefix: String::new(),
+            redirect: true,
+            redirect_expiry_seconds: 600,
+            part_size_bytes: 8 << 20,
+            request_timeout_seconds: 60,
+        }
+    }
+}
+
+impl S3StorageConfig {
+    fn problems(&self) -> Vec<String> {
+        let mut problems = Vec::new();
+        if self.bucket.is_empty() {
+            problems
+                .push("storage.bucket is required with storage.type = \"s3\" (S3_BUCKET)".into());
+        }
+        if let Some(endpoint) = &self.endpoint
+            && !(endpoint.starts_with("http://") || endpoint.starts_with("https://"))
+        {
+            problems.push(format!(
+                "storage.endpoint {endpoint:?} must be an http:// or https:// URL"
+            ));
+        }
+        if self.access_key.is_some() != self.secret_key.is_some() {
+            problems.push(
+                "storage.access_key and storage.secret_key go together (S3_ACCESS_KEY, S3_SECRET_KEY)"
+                    .into(),
+            );
+        }
+        if !(1..=7 * 24 * 3600).contains(&self.redirect_expiry_seconds) {
+            problems.push(
+                "storage.redirect_expiry_seconds must be between 1 and 604800 (S3's limit)".into(),
+            );
+        }
+        if !((5 << 20)..=(5 << 30)).contains(&self.part_size_bytes) {
+            problems.push(
+                "storage.part_size_bytes must be between 5 MiB and 5 GiB (S3's part limits)".into(),
+            );
+        }
+        if self.request_timeout_seconds == 0 {
+            problems.push("storage.request_timeout_seconds must be at least 1".into());
+        }
+        problems
+    }
+}
+
+/// `[database]`: the metadata store, chosen by the scheme of `url`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
 pub struct DatabaseConfig {
-    /// `sqlite://PATH`; defaults to `sqlite://<data_dir>/metadata.db`.
+    /// `sqlite://PATH` or `postgres://USER:PASSWORD@HOST:PORT/DB` (`DATABASE_URL`); defaults
+    /// to `sqlite://<data_dir>/metadata.db`.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub url: Option<String>,
-    /// Most connections the metadata store keeps open. SQLite: the read connections (WAL
-    /// readers never wait for the writer); its one writer comes on top.
+    /// Most connections the metadata store keeps open (`DATABASE_MAX_CONNECTIONS`). SQLite:
+    /// the read connections (WAL readers never wait for the writer); its one writer comes on
+    /// top. PostgreSQL: the whole pool.
     pub max_connections: u32,
+    /// PostgreSQL: how long a request waits for a pooled connection before it fails with 503.
+    pub acquire_timeout_seconds: u64,
+    /// PostgreSQL: connections of the lock pool, beside `max_connections`. Each lock held at
+    /// once on this node keeps one (an advisory lock lives in its session): every upload
+    /// request in flight, every blob being published, one garbage collection.
+    pub lock_connections: u32,
+    /// PostgreSQL: the longest one statement may run (0: no limit).
+    pub statement_timeout_seconds: u64,
+    /// PostgreSQL: apply pending migrations at start-up. Off, `aerugo admin migrate` does it
+    /// and a node refuses to start against a schema older or newer than it knows.
+    pub migrate: bool,
 }
 
 impl Default for DatabaseConfig {
@@ -427,30 +534,140 @@ impl Default for DatabaseConfig {
         DatabaseConfig {
             url: None,
             max_connections: 8,
+            acquire_timeout_seconds: 5,
+            lock_connections: 64,
+            statement_timeout_seconds: 30,
+            migrate: true,
         }
     }
 }
 
+/// Which metadata store `[database] url` names.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DatabaseBackend {
+    Sqlite(PathBuf),
+    Postgres(String),
+}
+
+impl DatabaseConfig {
+    /// The store `url` names (the default SQLite file under `data_dir` when unset).
+    pub fn backend(&self, data_dir: &Path) -> Result<DatabaseBackend, String> {
+        let Some(url) = &self.url else {
+            return Ok(DatabaseBackend::Sqlite(data_dir.join("metadata.db")));
+        };
+        if let Some(path) = url
+            .strip_prefix("sqlite://")
+            .or_else(|| url.strip_prefix("sqlite:"))
+        {
+            return Ok(DatabaseBackend::Sqlite(PathBuf::from(path)));
+        }
+        if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            return Ok(DatabaseBackend::Postgres(url.clone()));
+        }
+        Err(format!(
+            "database.url {:?} is neither sqlite://PATH nor postgres://…",
+            redact_url(url)
+        ))
+    }
+}
+
+/// `[cache]`: the shared accelerator in front of the metadata store.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct CacheConfig {
-    /// `memory` (in-process).
-    #[serde(rename = "type")]
-    pub kind: String,
+    /// `memory` (in-process, this node only) or `redis` (shared by the cluster). Default:
+    /// `redis` when `redis_url` is set, else `memory`.
+    #[serde(rename = "type", skip_serializing_if = "Option::is_none")]
+    pub kind: Option<CacheKind>,
+    /// `redis://[:PASSWORD@]HOST:PORT[/DB]` (`REDIS_URL`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub redis_url: Option<String>,
+    /// Prepended to every Redis key, so several registries can share one Redis.
+    pub redis_key_prefix: String,
+    /// Bound on one Redis command; a slower answer counts as a miss.
+    pub redis_timeout_ms: u64,
+    /// After Redis fails, requests stop asking it for this long (one probe at a time
+    /// then), so an outage costs no request a timeout.
+    pub redis_retry_seconds: u64,
     /// Upper bound of the in-process cache, in bytes.
     pub memory_max_bytes: u64,
-    /// How long a tag→digest answer may be served from cache. Tags are invalidated on every
-    /// write through this node; the TTL bounds staleness from writes through other nodes.
+    /// How long tag→digest and blob-link answers may be served from cache. Writes invalidate
+    /// them at once in the cache they go through (with Redis: on every node); the TTL bounds
+    /// staleness in another node's in-process cache.
     pub tag_ttl_seconds: u64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum CacheKind {
+    Memory,
+    Redis,
 }
 
 impl Default for CacheConfig {
     fn default() -> Self {
         CacheConfig {
-            kind: "memory".into(),
+            kind: None,
+            redis_url: None,
+            redis_key_prefix: "aerugo:".into(),
+            redis_timeout_ms: 250,
+            redis_retry_seconds: 5,
             memory_max_bytes: 64 << 20,
             tag_ttl_seconds: 5,
         }
+    }
+}
+
+impl CacheConfig {
+    pub fn kind(&self) -> CacheKind {
+        self.kind.unwrap_or(if self.redis_url.is_some() {
+            CacheKind::Redis
+        } else {
+            CacheKind::Memory
+        })
+    }
+
+    fn problems(&self) -> Vec<String> {
+        let mut problems = Vec::new();
+        match (self.kind(), &self.redis_url) {
+            (CacheKind::Redis, None) => {
+                problems.push("cache.type = \"redis\" needs cache.redis_url (REDIS_URL)".into());
+            }
+            // TLS to Redis (`rediss://`) needs the redis crate's rustls support, not built in.
+            (CacheKind::Redis, Some(url)) if !url.starts_with("redis://") => {
+                problems.push(format!(
+                    "cache.redis_url {:?} must be a redis:// URL (rediss:// is not supported \
+                     by this build)",
+                    redact_url(url)
+                ));
+            }
+            _ => {}
+        }
+        if self.redis_timeout_ms == 0 {
+            problems.push("cache.redis_timeout_ms must be at least 1".into());
+        }
+        problems
+    }
+}
+
+/// `url` with any password replaced, for messages and `admin check-config`.
+pub fn redact_url(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_owned();
+    };
+    let authority_end = rest.find(['/', '?']).unwrap_or(rest.len());
+    let (authority, tail) = rest.split_at(authority_end);
+    match authority.rsplit_once('@') {
+        Some((userinfo, host)) => {
+            let user = userinfo.split_once(':').map_or(userinfo, |(user, _)| user);
+            let hidden = if userinfo.contains(':') {
+                ":<redacted>"
+            } else {
+                ""
+            };
+            format!("{scheme}://{user}{hidden}@{host}{tail}")
+        }
+        None => url.to_owned(),
     }
 }
 
@@ -528,6 +745,36 @@ pub fn parse_upstream_flag(flag: &str) -> Result<MirrorUpstream, String> {
     Ok(upstream)
 }
 
+/// The original product's environment variables, each the key it always meant. `S3_BUCKET`
+/// also selects `storage.type = "s3"`: setting the S3 variables is all it takes to move a
+/// node onto an object store.
+fn original_product_env() -> Figment {
+    const KEYS: [(&str, &str); 10] = [
+        ("LISTEN_ADDRESS", "server.listen_address"),
+        ("LOG_LEVEL", "server.log_level"),
+        ("DATABASE_URL", "database.url"),
+        ("DATABASE_MAX_CONNECTIONS", "database.max_connections"),
+        ("REDIS_URL", "cache.redis_url"),
+        ("S3_ENDPOINT", "storage.endpoint"),
+        ("S3_BUCKET", "storage.bucket"),
+        ("S3_ACCESS_KEY", "storage.access_key"),
+        ("S3_SECRET_KEY", "storage.secret_key"),
+        ("S3_REGION", "storage.region"),
+    ];
+    let names: Vec<&str> = KEYS.iter().map(|(name, _)| *name).collect();
+    let env = Env::raw().only(&names).map(|name| {
+        KEYS.iter()
+            .find(|(known, _)| name.as_str().eq_ignore_ascii_case(known))
+            .map_or_else(|| name.as_str().to_owned(), |(_, key)| (*key).to_owned())
+            .into()
+    });
+    let mut figment = Figment::new();
+    if std::env::var_os("S3_BUCKET").is_some() {
+        figment = figment.merge(Serialized::default("storage.type", "s3"));
+    }
+    figment.merge(env)
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     #[error("cannot read configuration: {0}")]
@@ -549,11 +796,8 @@ impl Config {
             }
             figment = figment.merge(Toml::file_exact(file));
         }
-        let legacy = Env::raw()
-            .only(&["LISTEN_ADDRESS", "LOG_LEVEL"])
-            .map(|key| format!("server.{}", key.as_str().to_ascii_lowercase()).into());
         figment = figment
-            .merge(legacy)
+            .merge(original_product_env())
             .merge(Env::prefixed("AERUGO__").split("__"));
         let mut config: Config = figment.extract().map_err(Box::new)?;
         if let Some(listen) = &overrides.listen {
@@ -624,28 +868,22 @@ impl Config {
             ));
         }
         problems.extend(self.server.problems());
-        if !matches!(self.storage.kind.as_str(), "fs" | "filesystem") {
-            problems.push(format!(
-                "storage.type {:?} is not supported by this build (supported: \"fs\")",
-                self.storage.kind
-            ));
+        if let StorageConfig::S3(s3) = &self.storage {
+            problems.extend(s3.problems());
         }
-        if let Some(url) = &self.database.url
-            && !url.starts_with("sqlite:")
-        {
-            problems.push(format!(
-                "database.url {url:?} is not supported by this build (supported: sqlite://PATH)"
-            ));
+        if let Err(problem) = self.database.backend(&self.server.data_dir) {
+            problems.push(problem);
         }
         if self.database.max_connections == 0 {
             problems.push("database.max_connections must be at least 1".into());
         }
-        if self.cache.kind != "memory" {
-            problems.push(format!(
-                "cache.type {:?} is not supported by this build (supported: \"memory\")",
-                self.cache.kind
-            ));
+        if self.database.lock_connections == 0 {
+            problems.push("database.lock_connections must be at least 1".into());
         }
+        if self.database.acquire_timeout_seconds == 0 {
+            problems.push("database.acquire_timeout_seconds must be at least 1".into());
+        }
+        problems.extend(self.cache.problems());
         if !(1024..=(64 << 20)).contains(&self.registry.max_manifest_bytes) {
             problems.push("registry.max_manifest_bytes must be between 1024 and 67108864".into());
         }
@@ -666,22 +904,35 @@ impl Config {
             .unwrap_or_else(|_| SocketAddr::from(([127, 0, 0, 1], 5000)))
     }
 
-    pub fn storage_root(&self) -> PathBuf {
-        self.storage
-            .path
-            .clone()
-            .unwrap_or_else(|| self.server.data_dir.join("storage"))
+    /// Root of the `fs` store (`None` for other stores).
+    pub fn storage_root(&self) -> Option<PathBuf> {
+        match &self.storage {
+            StorageConfig::Fs(fs) => Some(
+                fs.path
+                    .clone()
+                    .unwrap_or_else(|| self.server.data_dir.join("storage")),
+            ),
+            StorageConfig::S3(_) => None,
+        }
     }
 
-    /// Path of the SQLite database file.
-    pub fn sqlite_path(&self) -> PathBuf {
-        match &self.database.url {
-            Some(url) => PathBuf::from(
-                url.trim_start_matches("sqlite://")
-                    .trim_start_matches("sqlite:"),
-            ),
-            None => self.server.data_dir.join("metadata.db"),
+    /// The configuration with every secret replaced, for printing.
+    pub fn redacted(&self) -> Config {
+        const HIDDEN: &str = "<redacted>";
+        let mut config = self.clone();
+        if let StorageConfig::S3(s3) = &mut config.storage
+            && s3.secret_key.is_some()
+        {
+            s3.secret_key = Some(HIDDEN.into());
         }
+        config.database.url = config.database.url.as_deref().map(redact_url);
+        config.cache.redis_url = config.cache.redis_url.as_deref().map(redact_url);
+        for upstream in &mut config.edge.upstreams {
+            if upstream.client.password.is_some() {
+                upstream.client.password = Some(HIDDEN.into());
+            }
+        }
+        config
     }
 }
 
@@ -696,7 +947,12 @@ mod tests {
         let config = Config::default();
         config.validate().unwrap();
         assert_eq!(config.listen_addr().to_string(), "127.0.0.1:5000");
-        assert_eq!(config.storage_root(), PathBuf::from("./data/storage"));
+        assert_eq!(config.storage_root(), Some(PathBuf::from("./data/storage")));
+        assert_eq!(
+            config.database.backend(&config.server.data_dir),
+            Ok(DatabaseBackend::Sqlite(PathBuf::from("./data/metadata.db")))
+        );
+        assert_eq!(config.cache.kind(), CacheKind::Memory);
     }
 
     #[test]
@@ -704,7 +960,7 @@ mod tests {
         let mut config = Config::default();
         config.server.listen_address = "nowhere".into();
         config.server.log_format = "xml".into();
-        config.storage.kind = "tape".into();
+        config.database.url = Some("mysql://db/aerugo".into());
         let ConfigError::Invalid(problems) = config.validate().unwrap_err() else {
             panic!("expected Invalid")
         };
@@ -805,6 +1061,108 @@ mod tests {
             assert!(problems.contains(&expected), "{expected}: {problems:?}");
         }
         assert_eq!(problems.len(), 4, "{problems:?}");
+    }
+
+    #[test]
+    fn the_original_variables_move_a_node_to_the_production_backends() {
+        figment::Jail::expect_with(|jail| {
+            jail.set_env("DATABASE_URL", "postgres://aerugo:pw@db:5432/aerugo");
+            jail.set_env("DATABASE_MAX_CONNECTIONS", "32");
+            jail.set_env("REDIS_URL", "redis://:hunter2@cache:6379/0");
+            jail.set_env("S3_ENDPOINT", "http://s3:9000");
+            jail.set_env("S3_BUCKET", "registry");
+            jail.set_env("S3_ACCESS_KEY", "AK");
+            jail.set_env("S3_SECRET_KEY", "SK");
+            jail.set_env("S3_REGION", "eu-west-1");
+            let config = Config::load(None, &Overrides::default()).unwrap();
+            assert_eq!(
+                config.database.backend(&config.server.data_dir),
+                Ok(DatabaseBackend::Postgres(
+                    "postgres://aerugo:pw@db:5432/aerugo".into()
+                ))
+            );
+            assert_eq!(config.database.max_connections, 32);
+            assert_eq!(config.cache.kind(), CacheKind::Redis);
+            let StorageConfig::S3(s3) = &config.storage else {
+                panic!("S3_BUCKET selects the s3 store: {:?}", config.storage)
+            };
+            assert_eq!(
+                (
+                    s3.bucket.as_str(),
+                    s3.region.as_str(),
+                    s3.endpoint.as_deref()
+                ),
+                ("registry", "eu-west-1", Some("http://s3:9000"))
+            );
+            assert_eq!(
+                (s3.access_key.as_deref(), s3.secret_key.as_deref()),
+                (Some("AK"), Some("SK"))
+            );
+
+            let printed = toml::to_string_pretty(&config.redacted()).unwrap();
+            for secret in ["pw@", "hunter2", "\"SK\""] {
+                assert!(!printed.contains(secret), "{secret} leaked:\n{printed}");
+            }
+            assert!(
+                printed.contains("postgres://aerugo:<redacted>@db:5432/aerugo"),
+                "{printed}"
+            );
+            assert!(printed.contains("type = \"s3\""), "{printed}");
+            // What check-config prints is a configuration file naming the same backends.
+            jail.create_file("printed.toml", &printed)?;
+            jail.clear_env();
+            let reloaded =
+                Config::load(Some(Path::new("printed.toml")), &Overrides::default()).unwrap();
+            assert!(matches!(reloaded.storage, StorageConfig::S3(_)));
+            assert_eq!(reloaded.cache.kind(), CacheKind::Redis);
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn backend_sections_are_checked_for_their_own_keys() {
+        figment::Jail::expect_with(|jail| {
+            jail.create_file("fs.toml", "[storage]\ntype = \"fs\"\nbucket = \"b\"\n")?;
+            assert!(Config::load(Some(Path::new("fs.toml")), &Overrides::default()).is_err());
+            jail.create_file("tape.toml", "[storage]\ntype = \"tape\"\n")?;
+            assert!(Config::load(Some(Path::new("tape.toml")), &Overrides::default()).is_err());
+            jail.create_file(
+                "s3.toml",
+                "[storage]\ntype = \"s3\"\naccess_key = \"AK\"\npart_size_bytes = 1024\n\
+                 [cache]\ntype = \"redis\"\n",
+            )?;
+            let err = Config::load(Some(Path::new("s3.toml")), &Overrides::default()).unwrap_err();
+            let ConfigError::Invalid(problems) = err else {
+                panic!("{err}")
+            };
+            for key in [
+                "storage.bucket",
+                "storage.secret_key",
+                "storage.part_size_bytes",
+                "cache.redis_url",
+            ] {
+                assert!(
+                    problems.iter().any(|p| p.contains(key)),
+                    "{key}: {problems:?}"
+                );
+            }
+            assert_eq!(problems.len(), 4, "{problems:?}");
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn urls_lose_only_their_passwords() {
+        assert_eq!(
+            redact_url("postgres://u:p@h:1/db?sslmode=require"),
+            "postgres://u:<redacted>@h:1/db?sslmode=require"
+        );
+        assert_eq!(
+            redact_url("redis://:p@h:6379"),
+            "redis://:<redacted>@h:6379"
+        );
+        assert_eq!(redact_url("redis://h:6379"), "redis://h:6379");
+        assert_eq!(redact_url("postgres://u@h/db"), "postgres://u@h/db");
     }
 
     #[test]

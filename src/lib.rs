@@ -7,10 +7,11 @@
 //! - [`storage`]: the `BlobStore` seam — content-addressed bytes (`fs`).
 //! - [`metadata`]: the `MetadataStore` seam — repositories, manifests, tags, uploads (`sqlite`).
 //! - [`cache`]: the `Cache` seam — a lossy accelerator (`memory`).
+//! - [`coordination`]: the `Coordinator` seam — digest, upload-session and GC locks (`local`).
 //! - [`upstream`]: the `Upstream` seam — a registry client for pull-through (token dance,
 //!   retries, digest-verified manifests and blob streams).
 //!
-//! Dependency rule: `oci` ← `storage`/`metadata`/`cache` ← `registry` ← `api`.
+//! Dependency rule: `oci` ← `storage`/`metadata`/`cache`/`coordination` ← `registry` ← `api`.
 //! `registry` never names axum; `api` never touches SQL or files.
 
 #![forbid(unsafe_code)]
@@ -21,6 +22,7 @@ pub mod app;
 pub mod cache;
 pub mod cli;
 pub mod config;
+pub mod coordination;
 pub mod edge;
 pub mod limits;
 pub mod locks;

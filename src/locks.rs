@@ -7,22 +7,26 @@ use std::sync::Arc;
 use dashmap::DashMap;
 use tokio::sync::{Mutex, OwnedMutexGuard};
 
+type LockMap<K> = DashMap<K, Arc<Mutex<()>>>;
+
 /// A lock per key, created on first use and dropped with its last holder, so the map holds
 /// only keys someone is using right now.
 pub struct KeyedLocks<K: Eq + Hash + Clone> {
-    locks: DashMap<K, Arc<Mutex<()>>>,
+    locks: Arc<LockMap<K>>,
 }
 
 impl<K: Eq + Hash + Clone> Default for KeyedLocks<K> {
     fn default() -> Self {
         KeyedLocks {
-            locks: DashMap::new(),
+            locks: Arc::default(),
         }
     }
 }
 
-pub struct KeyedGuard<'a, K: Eq + Hash + Clone> {
-    owner: &'a KeyedLocks<K>,
+/// Owns its share of the map, so a guard can outlive the borrow that took it (a lock handed
+/// across a seam as `Box<dyn Send + Sync>`).
+pub struct KeyedGuard<K: Eq + Hash + Clone> {
+    owner: Arc<LockMap<K>>,
     key: K,
     guard: Option<OwnedMutexGuard<()>>,
 }
@@ -33,20 +37,20 @@ impl<K: Eq + Hash + Clone> KeyedLocks<K> {
     }
 
     /// Waits for the key's lock.
-    pub async fn lock(&self, key: &K) -> KeyedGuard<'_, K> {
+    pub async fn lock(&self, key: &K) -> KeyedGuard<K> {
         let guard = self.entry(key).lock_owned().await;
         KeyedGuard {
-            owner: self,
+            owner: Arc::clone(&self.locks),
             key: key.clone(),
             guard: Some(guard),
         }
     }
 
     /// The key's lock if nobody holds it.
-    pub fn try_lock(&self, key: &K) -> Option<KeyedGuard<'_, K>> {
+    pub fn try_lock(&self, key: &K) -> Option<KeyedGuard<K>> {
         let guard = self.entry(key).try_lock_owned().ok();
         let held = KeyedGuard {
-            owner: self,
+            owner: Arc::clone(&self.locks),
             key: key.clone(),
             guard,
         };
@@ -63,13 +67,12 @@ impl<K: Eq + Hash + Clone> KeyedLocks<K> {
     }
 }
 
-impl<K: Eq + Hash + Clone> Drop for KeyedGuard<'_, K> {
+impl<K: Eq + Hash + Clone> Drop for KeyedGuard<K> {
     fn drop(&mut self) {
         drop(self.guard.take());
         // Removal happens under the shard lock that `entry` also takes, so a waiter that
         // cloned the Arc keeps the entry alive.
         self.owner
-            .locks
             .remove_if(&self.key, |_, lock| Arc::strong_count(lock) == 1);
     }
 }

@@ -29,6 +29,10 @@ pub struct Metrics {
     pub connections_open: IntGauge,
     /// Connections closed at accept, by the cap they hit.
     pub connections_refused: IntCounterVec,
+    /// Calls into the `Cache` by backend (`memory`, `redis`), operation and result: `hit` or
+    /// `miss` for reads, `ok` for the rest, `error` when the backend failed and `skipped` when
+    /// it was not asked (the Redis cache is waiting out a failure).
+    pub cache_requests: IntCounterVec,
     pub edge: EdgeMetrics,
 }
 
@@ -152,6 +156,13 @@ fn build() -> Result<Metrics, prometheus::Error> {
             ),
             &["reason"],
         )?,
+        cache_requests: IntCounterVec::new(
+            Opts::new(
+                "cache_requests_total",
+                "Cache calls by backend, operation and result",
+            ),
+            &["backend", "op", "result"],
+        )?,
         edge: edge_metrics(&registry)?,
         registry,
     };
@@ -165,6 +176,7 @@ fn build() -> Result<Metrics, prometheus::Error> {
     r.register(Box::new(metrics.storage_duration.clone()))?;
     r.register(Box::new(metrics.connections_open.clone()))?;
     r.register(Box::new(metrics.connections_refused.clone()))?;
+    r.register(Box::new(metrics.cache_requests.clone()))?;
     Ok(metrics)
 }
 

@@ -7,6 +7,10 @@ use axum::response::{IntoResponse, Response};
 use crate::oci::ErrorEnvelope;
 use crate::registry::RegistryError;
 
+/// What a `503` asks clients to wait: long enough for a pool or a failover to recover, short
+/// enough that a push retried by hand does not notice.
+const RETRY_AFTER_SECONDS: &str = "1";
+
 /// A registry error on its way out of a `/v2` handler.
 #[derive(Debug)]
 pub struct ApiError(pub RegistryError);
@@ -47,6 +51,13 @@ impl IntoResponse for ApiError {
             header::CONTENT_TYPE,
             HeaderValue::from_static("application/json"),
         );
+        if status == StatusCode::SERVICE_UNAVAILABLE {
+            // A backend that is down or busy: clients that honour it back off briefly.
+            response.headers_mut().insert(
+                header::RETRY_AFTER,
+                HeaderValue::from_static(RETRY_AFTER_SECONDS),
+            );
+        }
         response
     }
 }

@@ -14,15 +14,18 @@ use bytes::Bytes;
 use crate::oci::manifest::ManifestInfo;
 use crate::oci::{Digest, Reference, RepoName, Tag, UploadId};
 
+#[cfg(feature = "postgres")]
+pub mod postgres;
 pub mod sqlite;
 
 #[cfg(test)]
 pub(crate) mod conformance;
 
-/// Seconds since the Unix epoch.
+/// Seconds since the Unix epoch, on the store's clock ([`MetadataStore::now`]).
 pub type Timestamp = i64;
 
-pub fn now() -> Timestamp {
+/// This node's clock, for stores whose clock it is (the embedded one).
+pub fn system_now() -> Timestamp {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_secs() as i64)
@@ -72,13 +75,63 @@ pub struct UploadSession {
     pub updated_at: Timestamp,
 }
 
-/// What garbage collection removed from metadata and the blob store must now delete.
+/// What one garbage-collection batch removed from metadata: the blob store must now delete
+/// the bytes, and caches must forget the links.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct GcPlan {
+    /// Blob links no manifest of their repository needed, in (repository, digest) order.
+    pub links: Vec<(RepoName, Digest)>,
     /// Blobs no repository links and no manifest references any more.
     pub blobs: Vec<Digest>,
     /// Upload sessions abandoned before the cutoff.
     pub uploads: Vec<UploadId>,
+}
+
+/// A stored name that no longer parses: the row is kept, the batch fails.
+#[derive(Debug, thiserror::Error)]
+#[error("garbage collection found an unreadable {kind} {value:?}")]
+pub struct UnreadableRow {
+    kind: &'static str,
+    value: String,
+}
+
+impl GcPlan {
+    /// A plan from the names a store's deletions returned, each list sorted, so every store
+    /// reports a batch the same way.
+    pub fn parsed(
+        links: Vec<(String, String)>,
+        blobs: Vec<String>,
+        uploads: Vec<String>,
+    ) -> std::result::Result<GcPlan, UnreadableRow> {
+        fn parse<T: std::str::FromStr>(
+            kind: &'static str,
+            value: String,
+        ) -> std::result::Result<T, UnreadableRow> {
+            value.parse().map_err(|_| UnreadableRow { kind, value })
+        }
+        let mut plan = GcPlan {
+            links: links
+                .into_iter()
+                .map(|(repo, digest)| Ok((parse("repository", repo)?, parse("digest", digest)?)))
+                .collect::<std::result::Result<_, _>>()?,
+            blobs: blobs
+                .into_iter()
+                .map(|d| parse("digest", d))
+                .collect::<std::result::Result<_, _>>()?,
+            uploads: uploads
+                .into_iter()
+                .map(|id| parse("upload id", id))
+                .collect::<std::result::Result<_, _>>()?,
+        };
+        plan.links.sort();
+        plan.blobs.sort();
+        plan.uploads.sort_by(|a, b| a.as_str().cmp(b.as_str()));
+        Ok(plan)
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.links.is_empty() && self.blobs.is_empty() && self.uploads.is_empty()
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -93,8 +146,26 @@ pub enum MetadataError {
         declared: u64,
         stored: u64,
     },
+    /// The store cannot be reached in time (no pooled connection, refused or reset, a
+    /// failover, a statement timeout): worth retrying, so the API answers 503.
+    #[error("metadata store unavailable: {0}")]
+    Unavailable(#[source] Box<dyn std::error::Error + Send + Sync>),
+    /// Concurrent transactions kept colliding (serialization failures, deadlocks) after the
+    /// store's own retries; the client may retry.
+    #[error("metadata transaction conflict: {0}")]
+    Conflict(#[source] Box<dyn std::error::Error + Send + Sync>),
     #[error("metadata backend: {0}")]
     Backend(#[source] Box<dyn std::error::Error + Send + Sync>),
+}
+
+impl MetadataError {
+    /// Whether retrying later can succeed where this failed.
+    pub fn is_transient(&self) -> bool {
+        matches!(
+            self,
+            MetadataError::Unavailable(_) | MetadataError::Conflict(_)
+        )
+    }
 }
 
 pub type Result<T, E = MetadataError> = std::result::Result<T, E>;
@@ -103,6 +174,11 @@ pub type Result<T, E = MetadataError> = std::result::Result<T, E>;
 pub trait MetadataStore: Send + Sync + 'static {
     /// Succeeds when the store answers queries and commits a write (`/readyz`).
     async fn ping(&self) -> Result<()>;
+
+    /// The store's clock. Every timestamp the store writes comes from it and garbage
+    /// collection's cutoffs are computed from it, so the nodes of a cluster sharing one
+    /// database agree on time whatever their own clocks say.
+    async fn now(&self) -> Result<Timestamp>;
 
     // ---- blobs ----
 
@@ -165,13 +241,20 @@ pub trait MetadataStore: Send + Sync + 'static {
 
     // ---- upload sessions ----
 
-    async fn create_upload(&self, session: &UploadSession) -> Result<()>;
+    /// Starts a session at offset 0, stamped with the store's clock.
+    async fn create_upload(
+        &self,
+        id: &UploadId,
+        repo: &RepoName,
+        hash_state: &[u8],
+    ) -> Result<UploadSession>;
 
     /// The session when it exists and belongs to `repo`.
     async fn get_upload(&self, repo: &RepoName, id: &UploadId) -> Result<Option<UploadSession>>;
 
-    /// Moves the session from `expected_offset` to `new_offset` with the new hash state.
-    /// `false` (nothing changed) when the session is gone or another request moved it first.
+    /// Moves the session from `expected_offset` to `new_offset` with the new hash state and
+    /// touches it. `false` (nothing changed) when the session is gone or another request
+    /// moved it first.
     async fn advance_upload(
         &self,
         id: &UploadId,
@@ -193,9 +276,11 @@ pub trait MetadataStore: Send + Sync + 'static {
 
     // ---- garbage collection ----
 
-    /// In one transaction: removes blob links no manifest of their repository references that
-    /// were made before `cutoff`; removes blob records left with no link and no reference;
-    /// removes upload sessions not touched since `cutoff`. Returns what was removed, so the
-    /// caller deletes the bytes.
-    async fn collect_garbage(&self, cutoff: Timestamp) -> Result<GcPlan>;
+    /// One batch of garbage collection, in one transaction: removes up to `limit` blob links
+    /// no manifest of their repository references that were made before `cutoff`, up to
+    /// `limit` blob records created before `cutoff` left with no link and no reference, and
+    /// up to `limit` upload sessions not touched since `cutoff`. Returns what it removed, so
+    /// the caller deletes the bytes and forgets the links; the caller repeats until a batch
+    /// comes back empty.
+    async fn collect_garbage(&self, cutoff: Timestamp, limit: usize) -> Result<GcPlan>;
 }

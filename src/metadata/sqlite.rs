@@ -20,7 +20,7 @@ use sqlx::{Connection, Sqlite, Transaction};
 
 use super::{
     GcPlan, ManifestRecord, MetadataError, MetadataStore, NewManifest, Referrer, Result, Timestamp,
-    UploadSession, now,
+    UploadSession, system_now as now,
 };
 use crate::oci::manifest::Descriptor;
 use crate::oci::{Digest, Reference, RepoName, Tag, UploadId};
@@ -224,6 +224,10 @@ impl MetadataStore for SqliteStore {
         .await
         .map_err(backend)?;
         tx.commit().await.map_err(backend)
+    }
+
+    async fn now(&self) -> Result<Timestamp> {
+        Ok(now())
     }
 
     async fn link_blob(&self, repo: &RepoName, digest: &Digest, size: u64) -> Result<()> {
@@ -579,21 +583,32 @@ impl MetadataStore for SqliteStore {
             .collect()
     }
 
-    async fn create_upload(&self, session: &UploadSession) -> Result<()> {
+    async fn create_upload(
+        &self,
+        id: &UploadId,
+        repo: &RepoName,
+        hash_state: &[u8],
+    ) -> Result<UploadSession> {
+        let at = now();
         sqlx::query(
             "INSERT INTO uploads (id, repo, byte_offset, hash_state, created_at, updated_at)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+             VALUES (?1, ?2, 0, ?3, ?4, ?4)",
         )
-        .bind(session.id.as_str())
-        .bind(session.repo.as_str())
-        .bind(to_db(session.offset)?)
-        .bind(session.hash_state.as_slice())
-        .bind(session.created_at)
-        .bind(session.updated_at)
+        .bind(id.as_str())
+        .bind(repo.as_str())
+        .bind(hash_state)
+        .bind(at)
         .execute(&self.write)
         .await
         .map_err(backend)?;
-        Ok(())
+        Ok(UploadSession {
+            id: id.clone(),
+            repo: repo.clone(),
+            offset: 0,
+            hash_state: hash_state.to_vec(),
+            created_at: at,
+            updated_at: at,
+        })
     }
 
     async fn list_uploads(
@@ -678,54 +693,57 @@ impl MetadataStore for SqliteStore {
         Ok(done.rows_affected() > 0)
     }
 
-    async fn collect_garbage(&self, cutoff: Timestamp) -> Result<GcPlan> {
+    async fn collect_garbage(&self, cutoff: Timestamp, limit_to: usize) -> Result<GcPlan> {
+        let batch = limit(limit_to);
         let mut tx = self.begin().await?;
         // A link survives while a manifest of its own repository needs it, or while it is young
         // (an image is pushed blobs first, manifest last).
-        sqlx::query(
+        let links: Vec<(String, String)> = sqlx::query_as(
             "DELETE FROM repo_blobs
-             WHERE linked_at < ?1
-               AND NOT EXISTS (SELECT 1 FROM manifest_refs mr
-                               WHERE mr.target_digest = repo_blobs.digest
-                                 AND mr.kind = 'blob'
-                                 AND mr.repo_id = repo_blobs.repo_id)",
+             WHERE (repo_id, digest) IN (
+                 SELECT rb.repo_id, rb.digest FROM repo_blobs rb
+                 WHERE rb.linked_at < ?1
+                   AND NOT EXISTS (SELECT 1 FROM manifest_refs mr
+                                   WHERE mr.target_digest = rb.digest
+                                     AND mr.kind = 'blob'
+                                     AND mr.repo_id = rb.repo_id)
+                 LIMIT ?2)
+             RETURNING (SELECT name FROM repositories r WHERE r.id = repo_id), digest",
         )
         .bind(cutoff)
-        .execute(&mut *tx)
+        .bind(batch)
+        .fetch_all(&mut *tx)
         .await
         .map_err(backend)?;
         let blobs: Vec<String> = sqlx::query_scalar(
             "DELETE FROM blobs
-             WHERE created_at < ?1
-               AND NOT EXISTS (SELECT 1 FROM repo_blobs rb WHERE rb.digest = blobs.digest)
-               AND NOT EXISTS (SELECT 1 FROM manifest_refs mr
-                               WHERE mr.target_digest = blobs.digest AND mr.kind = 'blob')
+             WHERE digest IN (
+                 SELECT b.digest FROM blobs b
+                 WHERE b.created_at < ?1
+                   AND NOT EXISTS (SELECT 1 FROM repo_blobs rb WHERE rb.digest = b.digest)
+                   AND NOT EXISTS (SELECT 1 FROM manifest_refs mr
+                                   WHERE mr.target_digest = b.digest AND mr.kind = 'blob')
+                 LIMIT ?2)
              RETURNING digest",
         )
         .bind(cutoff)
+        .bind(batch)
         .fetch_all(&mut *tx)
         .await
         .map_err(backend)?;
-        let uploads: Vec<String> =
-            sqlx::query_scalar("DELETE FROM uploads WHERE updated_at < ?1 RETURNING id")
-                .bind(cutoff)
-                .fetch_all(&mut *tx)
-                .await
-                .map_err(backend)?;
+        let uploads: Vec<String> = sqlx::query_scalar(
+            "DELETE FROM uploads
+             WHERE id IN (SELECT id FROM uploads WHERE updated_at < ?1 LIMIT ?2)
+             RETURNING id",
+        )
+        .bind(cutoff)
+        .bind(batch)
+        .fetch_all(&mut *tx)
+        .await
+        .map_err(backend)?;
         // Parse before committing: a row we cannot name must not vanish from metadata.
-        let mut plan = GcPlan {
-            blobs: blobs
-                .iter()
-                .map(|d| parse_digest(d))
-                .collect::<Result<_>>()?,
-            uploads: uploads
-                .iter()
-                .map(|id| id.parse::<UploadId>().map_err(backend))
-                .collect::<Result<_>>()?,
-        };
+        let plan = GcPlan::parsed(links, blobs, uploads).map_err(backend)?;
         tx.commit().await.map_err(backend)?;
-        plan.blobs.sort();
-        plan.uploads.sort_by(|a, b| a.as_str().cmp(b.as_str()));
         Ok(plan)
     }
 }
@@ -738,17 +756,17 @@ mod tests {
 
     const TEST_READERS: u32 = 4;
 
-    async fn memory_store() -> (Arc<dyn MetadataStore>, ()) {
+    async fn memory_store() -> Option<(Arc<dyn MetadataStore>, ())> {
         let store = SqliteStore::in_memory().await.expect("in-memory store");
-        (Arc::new(store), ())
+        Some((Arc::new(store), ()))
     }
 
-    async fn disk_store() -> (Arc<dyn MetadataStore>, tempfile::TempDir) {
+    async fn disk_store() -> Option<(Arc<dyn MetadataStore>, tempfile::TempDir)> {
         let dir = tempfile::tempdir().expect("temp dir");
         let store = SqliteStore::open(&dir.path().join("meta/aerugo.db"), TEST_READERS)
             .await
             .expect("file store");
-        (Arc::new(store), dir)
+        Some((Arc::new(store), dir))
     }
 
     mod in_memory {
@@ -791,15 +809,7 @@ mod tests {
         let err = store.link_blob(&repo, &digest("big"), u64::MAX).await;
         assert!(matches!(err, Err(MetadataError::Backend(_))), "{err:?}");
         let id = UploadId::generate();
-        let session = UploadSession {
-            id: id.clone(),
-            repo: repo.clone(),
-            offset: 0,
-            hash_state: Vec::new(),
-            created_at: now(),
-            updated_at: now(),
-        };
-        store.create_upload(&session).await.expect("create");
+        store.create_upload(&id, &repo, b"").await.expect("create");
         let err = store.advance_upload(&id, 0, u64::MAX, b"").await;
         assert!(matches!(err, Err(MetadataError::Backend(_))), "{err:?}");
     }
@@ -807,7 +817,7 @@ mod tests {
     #[tokio::test]
     async fn writes_are_visible_to_readers_at_once() {
         // Reads and writes use different pools on disk; a commit must be seen by the next read.
-        let (store, _dir) = disk_store().await;
+        let (store, _dir) = disk_store().await.expect("disk store");
         let repo: RepoName = "app".parse().expect("repo");
         for i in 0..20u64 {
             let d = digest(&format!("blob-{i}"));

@@ -9,13 +9,10 @@ use crate::oci::{Digest, RepoName};
 use crate::storage::ByteStream;
 
 impl Registry {
-    /// Cache key of a blob link. It carries the link generation, which garbage collection
-    /// bumps: GC removes links without saying which, so it retires every cached one at once.
-    fn link_key(&self, repo: &RepoName, digest: &Digest) -> String {
-        let generation = self
-            .link_generation
-            .load(std::sync::atomic::Ordering::Acquire);
-        format!("b{generation}:{repo}:{digest}")
+    /// Cache key of a blob link. Whatever removes a link (a `DELETE`, garbage collection)
+    /// deletes exactly this key.
+    fn link_key(repo: &RepoName, digest: &Digest) -> String {
+        format!("b:{repo}:{digest}")
     }
 
     /// Size of a blob the repository may serve.
@@ -23,7 +20,7 @@ impl Registry {
     /// # Errors
     /// `BlobUnknown` when the blob is not linked to `repo`.
     pub async fn blob_size(&self, repo: &RepoName, digest: &Digest) -> Result<u64> {
-        let key = self.link_key(repo, digest);
+        let key = Self::link_key(repo, digest);
         if let Some(size) = self
             .cache
             .get(&key)
@@ -64,7 +61,7 @@ impl Registry {
     /// other repository or manifest using them.
     pub async fn delete_blob(&self, repo: &RepoName, digest: &Digest) -> Result<()> {
         let removed = self.meta.unlink_blob(repo, digest).await?;
-        self.cache.delete(&self.link_key(repo, digest)).await;
+        self.cache.delete(&Self::link_key(repo, digest)).await;
         if removed {
             Ok(())
         } else {
@@ -83,7 +80,7 @@ impl Registry {
         let Some(size) = self.meta.linked_blob(from, digest).await? else {
             return Ok(false);
         };
-        let _guard = self.digest_locks.lock(digest).await;
+        let _guard = self.coordinator.lock_digest(digest).await?;
         if self.blobs.stat(digest).await?.is_none() {
             return Ok(false);
         }
@@ -92,6 +89,6 @@ impl Registry {
     }
 
     pub(super) async fn forget_blob_link(&self, repo: &RepoName, digest: &Digest) {
-        self.cache.delete(&self.link_key(repo, digest)).await;
+        self.cache.delete(&Self::link_key(repo, digest)).await;
     }
 }

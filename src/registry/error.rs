@@ -1,6 +1,7 @@
 //! `RegistryError`: every way a registry operation fails, and the one table mapping each to
 //! its OCI error code.
 
+use crate::coordination::CoordinationError;
 use crate::metadata::MetadataError;
 use crate::oci::{Digest, ErrorCode, NameError, RouteError};
 use crate::storage::BlobStoreError;
@@ -47,10 +48,15 @@ pub enum RegistryError {
     PaginationInvalid(String),
     #[error("{0}")]
     Unsupported(String),
+    /// Another node (or request) is collecting garbage; one collection runs at a time.
+    #[error("another garbage collection is running; retry when it has finished")]
+    GcRunning,
     #[error("storage failure")]
     Storage(#[from] BlobStoreError),
     #[error("metadata failure")]
     Metadata(#[source] MetadataError),
+    #[error("coordination failure")]
+    Coordination(#[from] CoordinationError),
 }
 
 impl RegistryError {
@@ -73,14 +79,29 @@ impl RegistryError {
             TagInvalid(_) => ErrorCode::TagInvalid,
             PaginationInvalid(_) => ErrorCode::PaginationNumberInvalid,
             Unsupported(_) => ErrorCode::Unsupported,
-            Storage(_) | Metadata(_) => ErrorCode::Unknown,
+            GcRunning => ErrorCode::Unavailable,
+            _ if self.is_transient() => ErrorCode::Unavailable,
+            Storage(_) | Metadata(_) | Coordination(_) => ErrorCode::Unknown,
+        }
+    }
+
+    /// A backend that cannot answer right now (unreachable, timed out, throttling, a lost
+    /// race it could not retry past): `503 UNAVAILABLE`, which clients retry.
+    pub fn is_transient(&self) -> bool {
+        match self {
+            RegistryError::Storage(e) => matches!(e, BlobStoreError::Unavailable(_)),
+            RegistryError::Metadata(e) => e.is_transient(),
+            RegistryError::Coordination(e) => matches!(e, CoordinationError::Unavailable(_)),
+            _ => false,
         }
     }
 
     /// Message for the client; internal failures get the code's generic message only.
     pub fn client_message(&self) -> Option<String> {
         match self {
-            RegistryError::Storage(_) | RegistryError::Metadata(_) => None,
+            RegistryError::Storage(_)
+            | RegistryError::Metadata(_)
+            | RegistryError::Coordination(_) => None,
             other => Some(other.to_string()),
         }
     }
@@ -99,7 +120,10 @@ impl RegistryError {
     }
 
     pub fn is_internal(&self) -> bool {
-        matches!(self, RegistryError::Storage(_) | RegistryError::Metadata(_))
+        matches!(
+            self,
+            RegistryError::Storage(_) | RegistryError::Metadata(_) | RegistryError::Coordination(_)
+        )
     }
 }
 
@@ -158,6 +182,30 @@ impl From<RouteError> for RegistryError {
 mod tests {
     use super::*;
     use crate::oci::DigestError;
+
+    #[test]
+    fn unavailable_backends_are_503_and_other_failures_500() {
+        let cause = || Box::<dyn std::error::Error + Send + Sync>::from("down");
+        let transient = [
+            RegistryError::Storage(BlobStoreError::Unavailable(cause())),
+            RegistryError::Metadata(MetadataError::Unavailable(cause())),
+            RegistryError::Metadata(MetadataError::Conflict(cause())),
+            RegistryError::Coordination(CoordinationError::Unavailable(cause())),
+        ];
+        for e in transient {
+            assert_eq!(e.code(), ErrorCode::Unavailable, "{e:?}");
+            assert_eq!(e.code().status(), 503);
+            assert!(e.client_message().is_none() && e.is_internal());
+        }
+        let permanent = [
+            RegistryError::Storage(BlobStoreError::Backend(cause())),
+            RegistryError::Metadata(MetadataError::Backend(cause())),
+            RegistryError::Coordination(CoordinationError::Backend(cause())),
+        ];
+        for e in permanent {
+            assert_eq!(e.code(), ErrorCode::Unknown, "{e:?}");
+        }
+    }
 
     /// The registry's variants for a bad path carry the code `oci` assigns it, which is what
     /// the edge answers for the same path.

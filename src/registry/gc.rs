@@ -1,16 +1,23 @@
 //! Online garbage collection: removes blobs no manifest references, abandoned upload
 //! sessions, and bytes metadata never heard of (left by a crash between publish and link).
 //!
-//! Safe while pushes run: anything linked or touched within the grace period is kept, and the
-//! deletion of a blob's bytes happens under the same per-digest lock a push holds while it
-//! publishes and links that digest, with a last check that metadata still does not know it.
+//! Safe while pushes run, on any number of nodes: anything linked or touched within the grace
+//! period is kept; a blob's bytes are deleted under the same digest lock a push holds while
+//! it publishes and links that digest, after a last check that metadata still does not know
+//! it; one collection runs at a time cluster-wide (the coordinator's GC lock). Cutoffs come
+//! from the metadata store's clock, the one clock the nodes share. Everything goes in
+//! batches, so neither a transaction nor a listing grows with the registry.
 
 use std::time::{Duration, SystemTime};
 
 use serde::{Deserialize, Serialize};
 
-use super::{Registry, Result};
-use crate::metadata::now;
+use super::{Registry, RegistryError, Result};
+use crate::metadata::GcPlan;
+use crate::oci::{Digest, UploadId};
+
+/// Rows per metadata transaction and entries per storage listing page.
+const BATCH: usize = 1000;
 
 /// What one collection removed.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -23,20 +30,50 @@ pub struct GcReport {
     pub orphan_blobs_deleted: usize,
     /// Upload byte areas without a live session.
     pub orphan_uploads_deleted: usize,
+    /// What the blob store kept for uploads beyond their areas (abandoned multipart uploads).
+    #[serde(default)]
+    pub leftovers_deleted: u64,
 }
 
 impl Registry {
     /// Collects everything unreferenced for longer than `grace`.
+    ///
+    /// # Errors
+    /// `GcRunning` when a collection is already running (on any node).
     pub async fn collect_garbage(&self, grace: Duration) -> Result<GcReport> {
+        let _collecting = self
+            .coordinator
+            .try_lock_gc()
+            .await?
+            .ok_or(RegistryError::GcRunning)?;
         let grace_secs = i64::try_from(grace.as_secs()).unwrap_or(i64::MAX);
-        let plan = self
-            .meta
-            .collect_garbage(now().saturating_sub(grace_secs))
-            .await?;
-        // Metadata may have removed blob links; none of the cached ones may be served now.
-        self.link_generation
-            .fetch_add(1, std::sync::atomic::Ordering::AcqRel);
+        let now = self.meta.now().await?;
+        let cutoff = now.saturating_sub(grace_secs);
         let mut report = GcReport::default();
+        loop {
+            let plan = self.meta.collect_garbage(cutoff, BATCH).await?;
+            if plan.is_empty() {
+                break;
+            }
+            self.apply(&plan, &mut report).await?;
+        }
+        let stored_cutoff =
+            SystemTime::UNIX_EPOCH + Duration::from_secs(u64::try_from(cutoff).unwrap_or_default());
+        self.collect_orphan_blobs(stored_cutoff, &mut report)
+            .await?;
+        self.collect_orphan_uploads(stored_cutoff, &mut report)
+            .await?;
+        report.leftovers_deleted = self.blobs.collect_leftovers(stored_cutoff).await?;
+        tracing::info!(?report, "garbage collection finished");
+        Ok(report)
+    }
+
+    /// Carries out one metadata batch: caches forget the removed links, and the bytes of
+    /// removed blobs and sessions go.
+    async fn apply(&self, plan: &GcPlan, report: &mut GcReport) -> Result<()> {
+        for (repo, digest) in &plan.links {
+            self.forget_blob_link(repo, digest).await;
+        }
         for digest in &plan.blobs {
             if self.delete_if_unknown(digest).await? {
                 report.blobs_deleted += 1;
@@ -46,31 +83,55 @@ impl Registry {
             self.blobs.delete_upload(id).await?;
             report.uploads_deleted += 1;
         }
-        let cutoff = SystemTime::now()
-            .checked_sub(grace)
-            .unwrap_or(SystemTime::UNIX_EPOCH);
-        for (digest, modified) in self.blobs.list().await? {
-            if modified < cutoff && self.delete_if_unknown(&digest).await? {
-                report.orphan_blobs_deleted += 1;
-            }
-        }
-        for (id, modified) in self.blobs.list_uploads().await? {
-            if modified >= cutoff || plan.uploads.contains(&id) {
-                continue;
-            }
-            // A request holding the session lock is writing right now.
-            if let Some(_busy) = self.upload_locks.try_lock(&id) {
-                let _ = self.meta.delete_upload(&id).await?;
-                self.blobs.delete_upload(&id).await?;
-                report.orphan_uploads_deleted += 1;
-            }
-        }
-        tracing::info!(?report, "garbage collection finished");
-        Ok(report)
+        Ok(())
     }
 
-    async fn delete_if_unknown(&self, digest: &crate::oci::Digest) -> Result<bool> {
-        let _publishing = self.digest_locks.lock(digest).await;
+    /// Stored blobs older than the cutoff that metadata does not know.
+    async fn collect_orphan_blobs(&self, cutoff: SystemTime, report: &mut GcReport) -> Result<()> {
+        let mut after: Option<Digest> = None;
+        loop {
+            let page = self.blobs.list_blobs(after.as_ref(), BATCH).await?;
+            let Some((last, _)) = page.last() else {
+                return Ok(());
+            };
+            after = Some(last.clone());
+            for (digest, modified) in &page {
+                if *modified < cutoff && self.delete_if_unknown(digest).await? {
+                    report.orphan_blobs_deleted += 1;
+                }
+            }
+        }
+    }
+
+    /// Upload areas older than the cutoff whose session is gone or abandoned.
+    async fn collect_orphan_uploads(
+        &self,
+        cutoff: SystemTime,
+        report: &mut GcReport,
+    ) -> Result<()> {
+        let mut after: Option<UploadId> = None;
+        loop {
+            let page = self.blobs.list_uploads(after.as_ref(), BATCH).await?;
+            let Some((last, _)) = page.last() else {
+                return Ok(());
+            };
+            after = Some(last.clone());
+            for (id, modified) in &page {
+                if *modified >= cutoff {
+                    continue;
+                }
+                // A request holding the session lock is writing right now.
+                if let Some(_busy) = self.coordinator.try_lock_upload(id).await? {
+                    let _ = self.meta.delete_upload(id).await?;
+                    self.blobs.delete_upload(id).await?;
+                    report.orphan_uploads_deleted += 1;
+                }
+            }
+        }
+    }
+
+    async fn delete_if_unknown(&self, digest: &Digest) -> Result<bool> {
+        let _publishing = self.coordinator.lock_digest(digest).await?;
         if self.meta.blob_known(digest).await? {
             return Ok(false);
         }

@@ -13,8 +13,8 @@ use bytes::Bytes;
 use futures_util::Stream;
 
 use crate::cache::Cache;
+use crate::coordination::Coordinator;
 use crate::metadata::MetadataStore;
-use crate::oci::{Digest, UploadId};
 use crate::storage::BlobStore;
 
 mod blobs;
@@ -56,37 +56,42 @@ impl Default for Settings {
     }
 }
 
-/// The registry's application state: the seams plus the coordination they need.
+/// The four seams a registry runs on. Every node of a cluster must be given backends that
+/// all the nodes share (one database, one bucket, one cache, locks they all see), or one node
+/// alone: the embedded ones.
+pub struct Backends {
+    pub blobs: Arc<dyn BlobStore>,
+    pub meta: Arc<dyn MetadataStore>,
+    pub cache: Arc<dyn Cache>,
+    /// One request at a time per upload session (two PATCHes racing on one session would
+    /// interleave bytes), and publishing a blob excluded from garbage collection deleting the
+    /// same digest, so GC never removes bytes a push has just committed.
+    pub coordinator: Arc<dyn Coordinator>,
+}
+
+/// The registry's application state: the seams and the rules over them.
 pub struct Registry {
     blobs: Arc<dyn BlobStore>,
     meta: Arc<dyn MetadataStore>,
     cache: Arc<dyn Cache>,
+    coordinator: Arc<dyn Coordinator>,
     settings: Settings,
-    /// One request at a time per upload session: two PATCHes racing on one session would
-    /// interleave bytes in the same file.
-    upload_locks: crate::locks::KeyedLocks<UploadId>,
-    /// Serialises publishing a blob with garbage collection deleting the same digest, so GC
-    /// never removes bytes a push has just committed.
-    digest_locks: crate::locks::KeyedLocks<Digest>,
-    /// Part of every blob-link cache key; bumped by garbage collection (see `blobs.rs`).
-    link_generation: std::sync::atomic::AtomicU64,
 }
 
 impl Registry {
-    pub fn new(
-        blobs: Arc<dyn BlobStore>,
-        meta: Arc<dyn MetadataStore>,
-        cache: Arc<dyn Cache>,
-        settings: Settings,
-    ) -> Registry {
+    pub fn new(backends: Backends, settings: Settings) -> Registry {
+        let Backends {
+            blobs,
+            meta,
+            cache,
+            coordinator,
+        } = backends;
         Registry {
             blobs,
             meta,
             cache,
+            coordinator,
             settings,
-            upload_locks: Default::default(),
-            digest_locks: Default::default(),
-            link_generation: Default::default(),
         }
     }
 

@@ -8,10 +8,44 @@
 use futures_util::StreamExt;
 
 use super::{BodyStream, Registry, RegistryError, Result};
-use crate::metadata::{UploadSession, now};
+use crate::coordination::LockGuard;
+use crate::metadata::UploadSession;
 use crate::oci::{Algorithm, ChunkRange, Digest, Hasher, RepoName, UploadId};
 use crate::storage::BlobStoreError;
 use crate::telemetry::metrics;
+
+/// The blob store's upload areas, walked page by page alongside the sessions: both come in id
+/// order, so reconciliation is a merge and holds one page of each at a time.
+#[derive(Default)]
+struct StoredUploads {
+    page: std::collections::VecDeque<UploadId>,
+    after: Option<UploadId>,
+    exhausted: bool,
+}
+
+impl StoredUploads {
+    /// Whether the store has an area for `id`; ids must be asked in increasing order.
+    async fn contains(&mut self, registry: &Registry, id: &UploadId) -> Result<bool> {
+        loop {
+            while self.page.front().is_some_and(|s| s.as_str() < id.as_str()) {
+                self.page.pop_front();
+            }
+            if let Some(front) = self.page.front() {
+                return Ok(front == id);
+            }
+            if self.exhausted {
+                return Ok(false);
+            }
+            let next = registry
+                .blobs
+                .list_uploads(self.after.as_ref(), RECONCILE_PAGE)
+                .await?;
+            self.exhausted = next.len() < RECONCILE_PAGE;
+            self.after = next.last().map(|(id, _)| id.clone());
+            self.page.extend(next.into_iter().map(|(id, _)| id));
+        }
+    }
+}
 
 /// What the client said about a request body.
 #[derive(Debug, Clone, Copy, Default)]
@@ -29,16 +63,8 @@ impl Registry {
     ) -> Result<UploadSession> {
         let id = UploadId::generate();
         self.blobs.create_upload(&id).await?;
-        let created_at = now();
-        let session = UploadSession {
-            id,
-            repo: repo.clone(),
-            offset: 0,
-            hash_state: Hasher::new(algorithm).save_state(),
-            created_at,
-            updated_at: created_at,
-        };
-        self.meta.create_upload(&session).await?;
+        let hash_state = Hasher::new(algorithm).save_state();
+        let session = self.meta.create_upload(&id, repo, &hash_state).await?;
         metrics().uploads_started.inc();
         Ok(session)
     }
@@ -58,7 +84,7 @@ impl Registry {
         info: BodyInfo,
         body: BodyStream,
     ) -> Result<UploadSession> {
-        let _busy = self.lock_upload(id)?;
+        let _busy = self.lock_upload(id).await?;
         let session = self.upload_status(repo, id).await?;
         match self.receive(session.clone(), info, body).await {
             Err(e) if bytes_are_gone(&e) => Err(self.forget_lost_upload(&session).await),
@@ -76,7 +102,7 @@ impl Registry {
         info: BodyInfo,
         body: BodyStream,
     ) -> Result<u64> {
-        let _busy = self.lock_upload(id)?;
+        let _busy = self.lock_upload(id).await?;
         let session = self.upload_status(repo, id).await?;
         let received = match self.receive(session.clone(), info, body).await {
             Ok(received) => self.commit(received, digest).await,
@@ -97,7 +123,7 @@ impl Registry {
         body: BodyStream,
     ) -> Result<u64> {
         let session = self.start_upload(repo, digest.algorithm()).await?;
-        let _busy = self.lock_upload(&session.id)?;
+        let _busy = self.lock_upload(&session.id).await?;
         match self.receive(session.clone(), info, body).await {
             Ok(session) => self.commit(session, digest).await,
             Err(e) => {
@@ -109,14 +135,14 @@ impl Registry {
 
     /// Ends a session without publishing anything (`DELETE`).
     pub async fn cancel_upload(&self, repo: &RepoName, id: &UploadId) -> Result<()> {
-        let _busy = self.lock_upload(id)?;
+        let _busy = self.lock_upload(id).await?;
         let session = self.upload_status(repo, id).await?;
         self.discard(&session.id).await;
         Ok(())
     }
 
-    fn lock_upload(&self, id: &UploadId) -> Result<crate::locks::KeyedGuard<'_, UploadId>> {
-        self.upload_locks.try_lock(id).ok_or_else(|| {
+    async fn lock_upload(&self, id: &UploadId) -> Result<LockGuard> {
+        self.coordinator.try_lock_upload(id).await?.ok_or_else(|| {
             RegistryError::UploadInvalid("another request is writing to this upload session".into())
         })
     }
@@ -180,7 +206,7 @@ impl Registry {
         }
         let size = session.offset;
         {
-            let _publishing = self.digest_locks.lock(digest).await;
+            let _publishing = self.coordinator.lock_digest(digest).await?;
             self.blobs.commit_upload(&session.id, size, digest).await?;
             self.meta.link_blob(&session.repo, digest, size).await?;
         }
@@ -204,7 +230,7 @@ impl Registry {
     async fn settle_lost_upload(&self, session: &UploadSession, digest: &Digest) -> Result<u64> {
         if hashed_digest(session).as_ref() == Some(digest) {
             let linked = {
-                let _publishing = self.digest_locks.lock(digest).await;
+                let _publishing = self.coordinator.lock_digest(digest).await?;
                 let complete = self.is_published_as(session, digest).await?;
                 if complete {
                     self.meta
@@ -233,13 +259,7 @@ impl Registry {
     /// complete (see `settle_lost_upload`), so clients see `404` at once instead of a session
     /// that looks alive. Returns how many were ended.
     pub async fn reconcile_uploads(&self) -> Result<usize> {
-        let stored: std::collections::HashSet<UploadId> = self
-            .blobs
-            .list_uploads()
-            .await?
-            .into_iter()
-            .map(|(id, _)| id)
-            .collect();
+        let mut stored = StoredUploads::default();
         let mut ended = 0;
         let mut after = None;
         loop {
@@ -249,7 +269,10 @@ impl Registry {
                 .await?;
             let full = page.len() == RECONCILE_PAGE;
             after = page.last().map(|s| s.id.clone());
-            for session in page.iter().filter(|s| !stored.contains(&s.id)) {
+            for session in &page {
+                if stored.contains(self, &session.id).await? {
+                    continue;
+                }
                 let published = match hashed_digest(session) {
                     Some(digest) => self.is_published_as(session, &digest).await?,
                     None => false,

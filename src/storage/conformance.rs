@@ -1,8 +1,10 @@
-//! The behaviour every [`BlobStore`] backend must show, as one suite each backend's tests run
+//! The behaviour every [`BlobStore`] backend must show, written once against the trait
 //! (`fs` on a temporary directory, object stores against a test bucket).
 //!
-//! Cases use fresh random ids and contents, so they may share a store with other data (a
-//! long-lived bucket) and only ever assert on what they created.
+//! A backend's tests invoke [`blob_store_conformance!`] with an async constructor; the macro
+//! expands to one `#[tokio::test]` per case, each on a fresh store, so one failure does not
+//! hide the others. Cases use fresh random ids and contents, so they may share a store with
+//! other data (a long-lived bucket) and only ever assert on what they created.
 
 use std::ops::Range;
 use std::time::{Duration, SystemTime};
@@ -13,25 +15,45 @@ use futures_util::StreamExt;
 use super::{BlobStore, BlobStoreError, ByteStream};
 use crate::oci::{Digest, UploadId};
 
-/// Runs every case in turn; a failure names the case in its message.
-pub(crate) async fn run_all(store: &dyn BlobStore) {
-    absent_blob(store).await;
-    absent_upload(store).await;
-    chunked_upload_round_trip(store).await;
-    empty_blob(store).await;
-    append_beyond_written_is_too_short(store).await;
-    unconfirmed_bytes_are_discarded(store).await;
-    commit_discards_unconfirmed_tail(store).await;
-    duplicate_commit_keeps_one_copy(store).await;
-    delete_blob(store).await;
-    delete_upload_is_idempotent(store).await;
-    list_uploads_shows_live_uploads(store).await;
-    write_probe_leaves_nothing(store).await;
-    large_blob_round_trips(store).await;
+/// Expands to one test per conformance case. `$make` is a path to an
+/// `async fn() -> Option<(S, G)>` with `S: BlobStore`: `None` skips the case (a test service
+/// that is not running, see `testkit`), and the guard `G` is whatever must outlive the store
+/// (a temporary directory, a bucket to remove).
+macro_rules! blob_store_conformance {
+    ($make:path) => {
+        $crate::storage::conformance::blob_store_conformance!(@cases $make;
+            absent_blob,
+            absent_upload,
+            chunked_upload_round_trip,
+            empty_blob,
+            append_beyond_written_is_too_short,
+            unconfirmed_bytes_are_discarded,
+            commit_discards_unconfirmed_tail,
+            duplicate_commit_keeps_one_copy,
+            delete_blob,
+            delete_upload_is_idempotent,
+            list_uploads_shows_live_uploads,
+            listings_page_in_order,
+            write_probe_leaves_nothing,
+            large_blob_round_trips,
+        );
+    };
+    (@cases $make:path; $($case:ident),* $(,)?) => {
+        $(
+            #[::tokio::test]
+            async fn $case() {
+                let Some((store, _guard)) = $make().await else {
+                    return;
+                };
+                $crate::storage::conformance::$case(&store).await;
+            }
+        )*
+    };
 }
+pub(crate) use blob_store_conformance;
 
 /// Pseudo-random bytes, different on every call (xorshift64* seeded from a v4 UUID).
-fn random_bytes(len: usize) -> Vec<u8> {
+pub(crate) fn random_bytes(len: usize) -> Vec<u8> {
     let mut x = uuid::Uuid::new_v4().as_u64_pair().0 | 1;
     let mut out = Vec::with_capacity(len + 8);
     while out.len() < len {
@@ -44,7 +66,7 @@ fn random_bytes(len: usize) -> Vec<u8> {
     out
 }
 
-async fn read_all(mut stream: ByteStream) -> Vec<u8> {
+pub(crate) async fn read_all(mut stream: ByteStream) -> Vec<u8> {
     let mut out = Vec::new();
     while let Some(chunk) = stream.next().await {
         out.extend_from_slice(&chunk.expect("stream chunk"));
@@ -117,7 +139,7 @@ pub(crate) async fn absent_blob(store: &dyn BlobStore) {
     store.delete(&digest).await.expect("delete absent blob");
     assert!(
         !store
-            .list()
+            .list_blobs(None, usize::MAX)
             .await
             .expect("list")
             .iter()
@@ -191,7 +213,7 @@ pub(crate) async fn chunked_upload_round_trip(store: &dyn BlobStore) {
         );
     }
 
-    let listed = store.list().await.expect("list");
+    let listed = store.list_blobs(None, usize::MAX).await.expect("list");
     let (_, modified) = listed
         .iter()
         .find(|(d, _)| *d == digest)
@@ -201,7 +223,7 @@ pub(crate) async fn chunked_upload_round_trip(store: &dyn BlobStore) {
     // Committing consumed the upload.
     assert!(
         !store
-            .list_uploads()
+            .list_uploads(None, usize::MAX)
             .await
             .expect("list_uploads")
             .iter()
@@ -309,9 +331,12 @@ pub(crate) async fn duplicate_commit_keeps_one_copy(store: &dyn BlobStore) {
     let meta = store.stat(&digest).await.expect("stat").expect("committed");
     assert_eq!(meta.size, len);
     assert_eq!(read_blob(store, &digest, None).await, bytes);
-    let listed = store.list().await.expect("list");
+    let listed = store.list_blobs(None, usize::MAX).await.expect("list");
     assert_eq!(listed.iter().filter(|(d, _)| *d == digest).count(), 1);
-    let uploads = store.list_uploads().await.expect("list_uploads");
+    let uploads = store
+        .list_uploads(None, usize::MAX)
+        .await
+        .expect("list_uploads");
     assert!(
         !uploads.iter().any(|(u, _)| *u == first || *u == second),
         "both uploads are consumed"
@@ -333,7 +358,7 @@ pub(crate) async fn delete_blob(store: &dyn BlobStore) {
     ));
     assert!(
         !store
-            .list()
+            .list_blobs(None, usize::MAX)
             .await
             .expect("list")
             .iter()
@@ -370,7 +395,10 @@ pub(crate) async fn list_uploads_shows_live_uploads(store: &dyn BlobStore) {
     store.create_upload(&empty).await.expect("create_upload");
     let (written, _) = upload(store, &[b"abc"]).await;
 
-    let listed = store.list_uploads().await.expect("list_uploads");
+    let listed = store
+        .list_uploads(None, usize::MAX)
+        .await
+        .expect("list_uploads");
     for id in [&empty, &written] {
         let (_, modified) = listed
             .iter()
@@ -381,19 +409,106 @@ pub(crate) async fn list_uploads_shows_live_uploads(store: &dyn BlobStore) {
 
     store.delete_upload(&empty).await.expect("delete_upload");
     store.delete_upload(&written).await.expect("delete_upload");
-    let listed = store.list_uploads().await.expect("list_uploads");
+    let listed = store
+        .list_uploads(None, usize::MAX)
+        .await
+        .expect("list_uploads");
     assert!(!listed.iter().any(|(u, _)| *u == empty || *u == written));
 }
 
+/// Pages of one entry each, followed by their cursors, meet every created entry once and in
+/// order, whatever else the store holds.
+pub(crate) async fn listings_page_in_order(store: &dyn BlobStore) {
+    let mut digests = Vec::new();
+    let mut uploads = Vec::new();
+    for _ in 0..3 {
+        let bytes = random_bytes(16);
+        let (id, len) = upload(store, &[&bytes]).await;
+        digests.push(commit(store, &id, len, &bytes).await);
+        uploads.push(upload(store, &[b"x"]).await.0);
+    }
+    digests.sort_by_key(ToString::to_string);
+    uploads.sort_by(|a, b| a.as_str().cmp(b.as_str()));
+
+    let mut seen_blobs = Vec::new();
+    let mut cursor: Option<Digest> = None;
+    loop {
+        let page = store
+            .list_blobs(cursor.as_ref(), 1)
+            .await
+            .expect("list_blobs");
+        assert!(page.len() <= 1, "list_blobs returned more than its limit");
+        let Some((digest, _)) = page.into_iter().next() else {
+            break;
+        };
+        if let Some(previous) = &cursor {
+            assert!(
+                digest.to_string() > previous.to_string(),
+                "list_blobs went backwards"
+            );
+        }
+        seen_blobs.push(digest.clone());
+        cursor = Some(digest);
+    }
+    let mine: Vec<_> = seen_blobs
+        .iter()
+        .filter(|d| digests.contains(d))
+        .cloned()
+        .collect();
+    assert_eq!(mine, digests, "list_blobs pages lost or repeated a blob");
+
+    let mut seen_uploads = Vec::new();
+    let mut cursor: Option<UploadId> = None;
+    loop {
+        let page = store
+            .list_uploads(cursor.as_ref(), 1)
+            .await
+            .expect("list_uploads");
+        assert!(page.len() <= 1, "list_uploads returned more than its limit");
+        let Some((id, _)) = page.into_iter().next() else {
+            break;
+        };
+        if let Some(previous) = &cursor {
+            assert!(
+                id.as_str() > previous.as_str(),
+                "list_uploads went backwards"
+            );
+        }
+        seen_uploads.push(id.clone());
+        cursor = Some(id);
+    }
+    let mine: Vec<_> = seen_uploads
+        .iter()
+        .filter(|u| uploads.contains(u))
+        .cloned()
+        .collect();
+    assert_eq!(
+        mine, uploads,
+        "list_uploads pages lost or repeated an upload"
+    );
+    for id in &uploads {
+        store.delete_upload(id).await.expect("delete_upload");
+    }
+}
+
 pub(crate) async fn write_probe_leaves_nothing(store: &dyn BlobStore) {
-    let uploads_before = store.list_uploads().await.expect("list_uploads");
-    let blobs_before = store.list().await.expect("list");
+    let uploads_before = store
+        .list_uploads(None, usize::MAX)
+        .await
+        .expect("list_uploads");
+    let blobs_before = store.list_blobs(None, usize::MAX).await.expect("list");
     store.check_writable().await.expect("check_writable");
     assert_eq!(
-        store.list_uploads().await.expect("list_uploads"),
+        store
+            .list_uploads(None, usize::MAX)
+            .await
+            .expect("list_uploads"),
         uploads_before
     );
-    assert_eq!(store.list().await.expect("list"), blobs_before);
+    assert_eq!(
+        store.list_blobs(None, usize::MAX).await.expect("list"),
+        blobs_before
+    );
 }
 
 pub(crate) async fn large_blob_round_trips(store: &dyn BlobStore) {

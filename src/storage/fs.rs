@@ -176,26 +176,45 @@ fn entries(dir: &Path) -> io::Result<Vec<fs::DirEntry>> {
     }
 }
 
-fn walk_blobs(blobs: &Path) -> io::Result<Vec<(Digest, SystemTime)>> {
+/// Entries of a directory sorted by name, those with names that are not UTF-8 left out (no
+/// key of the layout has one).
+fn sorted_entries(dir: &Path) -> io::Result<Vec<(String, fs::DirEntry)>> {
+    let mut named: Vec<_> = entries(dir)?
+        .into_iter()
+        .filter_map(|entry| Some((entry.file_name().into_string().ok()?, entry)))
+        .collect();
+    named.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+    Ok(named)
+}
+
+/// One page of [`FsBlobStore::list_blobs`]: the tree is walked in name order from the
+/// cursor's directories on, so a page costs the directories it touches, not the store.
+fn walk_blobs(
+    blobs: &Path,
+    after: Option<&Digest>,
+    limit: usize,
+) -> io::Result<Vec<(Digest, SystemTime)>> {
+    let after = after.map(ToString::to_string);
+    let cursor = after.as_deref().and_then(|d| d.split_once(':'));
     let mut found = Vec::new();
-    for alg in entries(blobs)? {
-        let Some(alg_name) = alg.file_name().to_str().map(str::to_owned) else {
-            continue;
-        };
-        if alg_name.parse::<Algorithm>().is_err() {
+    for (alg_name, alg) in sorted_entries(blobs)? {
+        if alg_name.parse::<Algorithm>().is_err()
+            || cursor.is_some_and(|(a, _)| alg_name.as_str() < a)
+        {
             continue;
         }
-        for prefix in entries(&alg.path())? {
-            let Some(prefix_name) = prefix.file_name().to_str().map(str::to_owned) else {
+        let same_alg = cursor.filter(|(a, _)| *a == alg_name).map(|(_, hex)| hex);
+        for (prefix_name, prefix) in sorted_entries(&alg.path())? {
+            if same_alg.is_some_and(|hex| prefix_name.as_str() < hex.get(..2).unwrap_or(hex)) {
                 continue;
-            };
-            for blob in entries(&prefix.path())? {
-                let Some(hex) = blob.file_name().to_str().map(str::to_owned) else {
-                    continue;
-                };
+            }
+            for (hex, blob) in sorted_entries(&prefix.path())? {
                 // A file in the wrong prefix directory is unreachable by stat/open, so listing
                 // it would hand GC a digest it cannot act on.
                 if prefix_name.len() != 2 || !hex.starts_with(&prefix_name) {
+                    continue;
+                }
+                if same_alg.is_some_and(|after_hex| hex.as_str() <= after_hex) {
                     continue;
                 }
                 let Ok(digest) = format!("{alg_name}:{hex}").parse::<Digest>() else {
@@ -211,18 +230,26 @@ fn walk_blobs(blobs: &Path) -> io::Result<Vec<(Digest, SystemTime)>> {
                     continue;
                 }
                 found.push((digest, meta.modified()?));
+                if found.len() >= limit {
+                    return Ok(found);
+                }
             }
         }
     }
     Ok(found)
 }
 
-fn walk_uploads(uploads: &Path) -> io::Result<Vec<(UploadId, SystemTime)>> {
+/// One page of [`FsBlobStore::list_uploads`], in id order.
+fn walk_uploads(
+    uploads: &Path,
+    after: Option<&UploadId>,
+    limit: usize,
+) -> io::Result<Vec<(UploadId, SystemTime)>> {
     let mut found = Vec::new();
-    for entry in entries(uploads)? {
-        let Some(name) = entry.file_name().to_str().map(str::to_owned) else {
+    for (name, entry) in sorted_entries(uploads)? {
+        if after.is_some_and(|after| name.as_str() <= after.as_str()) {
             continue;
-        };
+        }
         // UploadId parsing normalises (braces, upper case); a name that is not already the
         // normal form would map to a different directory than the one we found.
         let Ok(id) = name.parse::<UploadId>() else {
@@ -245,6 +272,9 @@ fn walk_uploads(uploads: &Path) -> io::Result<Vec<(UploadId, SystemTime)>> {
             Err(e) => return Err(e),
         };
         found.push((id, modified));
+        if found.len() >= limit {
+            break;
+        }
     }
     Ok(found)
 }
@@ -385,9 +415,14 @@ impl BlobStore for FsBlobStore {
         }
     }
 
-    async fn list(&self) -> Result<Vec<(Digest, SystemTime)>> {
+    async fn list_blobs(
+        &self,
+        after: Option<&Digest>,
+        limit: usize,
+    ) -> Result<Vec<(Digest, SystemTime)>> {
         let blobs = self.blobs.clone();
-        blocking(move || Ok(walk_blobs(&blobs)?)).await
+        let after = after.cloned();
+        blocking(move || Ok(walk_blobs(&blobs, after.as_ref(), limit)?)).await
     }
 
     async fn create_upload(&self, id: &UploadId) -> Result<()> {
@@ -524,9 +559,14 @@ impl BlobStore for FsBlobStore {
         blocking(move || Ok(remove_dir_if_present(&dir)?)).await
     }
 
-    async fn list_uploads(&self) -> Result<Vec<(UploadId, SystemTime)>> {
+    async fn list_uploads(
+        &self,
+        after: Option<&UploadId>,
+        limit: usize,
+    ) -> Result<Vec<(UploadId, SystemTime)>> {
         let uploads = self.uploads.clone();
-        blocking(move || Ok(walk_uploads(&uploads)?)).await
+        let after = after.cloned();
+        blocking(move || Ok(walk_uploads(&uploads, after.as_ref(), limit)?)).await
     }
 
     async fn check_writable(&self) -> Result<()> {
@@ -700,11 +740,12 @@ mod tests {
         out
     }
 
-    #[tokio::test]
-    async fn conformance_suite() {
-        let (_dir, store) = store();
-        conformance::run_all(&store).await;
+    async fn conformance_store() -> Option<(FsBlobStore, tempfile::TempDir)> {
+        let (dir, store) = store();
+        Some((store, dir))
     }
+
+    conformance::blob_store_conformance!(conformance_store);
 
     #[tokio::test]
     async fn new_creates_layout() {
@@ -779,8 +820,8 @@ mod tests {
         .unwrap();
         fs::write(root.join("blobs/stray-file"), b"x").unwrap();
 
-        assert!(store.list().await.unwrap().is_empty());
-        let uploads = store.list_uploads().await.unwrap();
+        assert!(store.list_blobs(None, usize::MAX).await.unwrap().is_empty());
+        let uploads = store.list_uploads(None, usize::MAX).await.unwrap();
         assert_eq!(uploads.len(), 1);
         assert_eq!(uploads[0].0, id);
     }
@@ -794,12 +835,18 @@ mod tests {
         // Parses as an UploadId, but to a different (lower-case) directory name.
         fs::create_dir(uploads.join(id.as_str().to_uppercase())).unwrap();
         fs::write(uploads.join(UploadId::generate().as_str()), b"a file").unwrap();
-        assert!(store.list_uploads().await.unwrap().is_empty());
+        assert!(
+            store
+                .list_uploads(None, usize::MAX)
+                .await
+                .unwrap()
+                .is_empty()
+        );
 
         // An upload directory whose data file is gone is still listed (for GC to remove).
         let bare = UploadId::generate();
         fs::create_dir(uploads.join(bare.as_str())).unwrap();
-        let listed = store.list_uploads().await.unwrap();
+        let listed = store.list_uploads(None, usize::MAX).await.unwrap();
         assert_eq!(listed.len(), 1);
         assert_eq!(listed[0].0, bare);
     }

@@ -26,6 +26,8 @@ use futures_util::Stream;
 use crate::oci::{Digest, UploadId};
 
 pub mod fs;
+#[cfg(feature = "s3")]
+pub mod s3;
 pub mod timed;
 
 #[cfg(test)]
@@ -49,6 +51,10 @@ pub enum BlobStoreError {
     UploadNotFound,
     #[error("upload holds {actual} bytes but the session expects at least {expected}")]
     UploadTooShort { expected: u64, actual: u64 },
+    /// The backend cannot be reached, timed out or throttles (an object store's 503
+    /// SlowDown): worth retrying, so the API answers 503 rather than 500.
+    #[error("storage backend unavailable: {0}")]
+    Unavailable(#[source] Box<dyn std::error::Error + Send + Sync>),
     #[error("storage backend: {0}")]
     Backend(#[source] Box<dyn std::error::Error + Send + Sync>),
 }
@@ -82,8 +88,14 @@ pub trait BlobStore: Send + Sync + 'static {
     /// Removes a committed blob. Deleting an absent blob succeeds.
     async fn delete(&self, digest: &Digest) -> Result<()>;
 
-    /// Every committed blob with its modification time, for garbage collection.
-    async fn list(&self) -> Result<Vec<(Digest, SystemTime)>>;
+    /// Up to `limit` committed blobs with their modification times, those whose digest sorts
+    /// after `after` (as a string), in that order: garbage collection pages through a
+    /// bucket of any size.
+    async fn list_blobs(
+        &self,
+        after: Option<&Digest>,
+        limit: usize,
+    ) -> Result<Vec<(Digest, SystemTime)>>;
 
     /// Creates the (empty) byte area of a new upload session.
     async fn create_upload(&self, id: &UploadId) -> Result<()>;
@@ -107,8 +119,20 @@ pub trait BlobStore: Send + Sync + 'static {
     /// Removes an upload's bytes. Removing an absent upload succeeds.
     async fn delete_upload(&self, id: &UploadId) -> Result<()>;
 
-    /// Every upload area with its last modification, for garbage collection.
-    async fn list_uploads(&self) -> Result<Vec<(UploadId, SystemTime)>>;
+    /// Up to `limit` upload areas with their last modification, those whose id sorts after
+    /// `after`, in id order, for garbage collection.
+    async fn list_uploads(
+        &self,
+        after: Option<&UploadId>,
+        limit: usize,
+    ) -> Result<Vec<(UploadId, SystemTime)>>;
+
+    /// Removes what the backend keeps for uploads beyond their areas and no area accounts for
+    /// any more (an object store's abandoned multipart uploads), older than `cutoff`.
+    /// Returns how many it removed; stores with no such thing have nothing to do.
+    async fn collect_leftovers(&self, _cutoff: SystemTime) -> Result<u64> {
+        Ok(0)
+    }
 
     /// Writes, makes durable and removes a small probe where uploads are written, so
     /// readiness fails while the store cannot take new bytes (a full disk, a read-only mount).

@@ -45,8 +45,12 @@ impl BlobStore for TimedBlobStore {
     async fn delete(&self, digest: &Digest) -> Result<()> {
         timed("delete", self.inner.delete(digest)).await
     }
-    async fn list(&self) -> Result<Vec<(Digest, SystemTime)>> {
-        timed("list", self.inner.list()).await
+    async fn list_blobs(
+        &self,
+        after: Option<&Digest>,
+        limit: usize,
+    ) -> Result<Vec<(Digest, SystemTime)>> {
+        timed("list_blobs", self.inner.list_blobs(after, limit)).await
     }
     async fn check_writable(&self) -> Result<()> {
         timed("check_writable", self.inner.check_writable()).await
@@ -66,7 +70,14 @@ impl BlobStore for TimedBlobStore {
     async fn delete_upload(&self, id: &UploadId) -> Result<()> {
         timed("delete_upload", self.inner.delete_upload(id)).await
     }
-    async fn list_uploads(&self) -> Result<Vec<(UploadId, SystemTime)>> {
-        timed("list_uploads", self.inner.list_uploads()).await
+    async fn list_uploads(
+        &self,
+        after: Option<&UploadId>,
+        limit: usize,
+    ) -> Result<Vec<(UploadId, SystemTime)>> {
+        timed("list_uploads", self.inner.list_uploads(after, limit)).await
+    }
+    async fn collect_leftovers(&self, cutoff: SystemTime) -> Result<u64> {
+        timed("collect_leftovers", self.inner.collect_leftovers(cutoff)).await
     }
 }

@@ -232,7 +232,18 @@ impl Api {
     }
 
     pub async fn start_with(configure: impl FnOnce(&mut Config)) -> Api {
-        let server = TestServer::start_with(configure).await;
+        Api::on(TestServer::start_with(configure).await)
+    }
+
+    /// A node of `stack`'s cluster.
+    pub async fn start_on(
+        stack: &crate::support::stack::Stack,
+        configure: impl FnOnce(&mut Config),
+    ) -> Api {
+        Api::on(TestServer::start_on(Some(stack), configure).await)
+    }
+
+    fn on(server: TestServer) -> Api {
         let http = reqwest::Client::builder()
             .redirect(reqwest::redirect::Policy::none())
             .timeout(Duration::from_secs(60))

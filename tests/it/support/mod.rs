@@ -9,6 +9,7 @@ pub mod fault_upstream;
 pub mod oci_layout;
 pub mod process;
 pub mod seed;
+pub mod stack;
 
 use std::net::SocketAddr;
 use std::path::Path;
@@ -22,6 +23,9 @@ pub struct TestServer {
     pub addr: SocketAddr,
     pub data_dir: TempDir,
     _thread: ServerThread,
+    /// The production stack the server runs on, if the run asked for one; dropped (and
+    /// cleaned up) after the server has stopped.
+    _stack: Option<stack::Stack>,
 }
 
 /// A server future running on its own runtime thread, so a test may block without starving
@@ -70,13 +74,34 @@ impl TestServer {
         Self::start_with(|_| {}).await
     }
 
-    /// Starts a server after `configure` adjusted the default configuration.
+    /// Starts a server after `configure` adjusted the default configuration: on the
+    /// embedded backends, or on a fresh production stack when the run asked for it
+    /// (`AERUGO_TEST_STACK=production`, see `stack`).
     pub async fn start_with(configure: impl FnOnce(&mut Config)) -> TestServer {
+        let stack = stack::Stack::requested().await;
+        Self::start_on(stack.as_ref(), configure)
+            .await
+            .with_stack(stack)
+    }
+
+    fn with_stack(mut self, stack: Option<stack::Stack>) -> TestServer {
+        self._stack = stack;
+        self
+    }
+
+    /// Starts a node of `stack`'s cluster (or an embedded server without one).
+    pub async fn start_on(
+        stack: Option<&stack::Stack>,
+        configure: impl FnOnce(&mut Config),
+    ) -> TestServer {
         let data_dir = tempfile::tempdir().expect("temp dir");
         let mut config = Config::default();
         config.server.data_dir = data_dir.path().to_path_buf();
         config.server.shutdown_grace_seconds = 1;
         config.server.log_level = "warn".into();
+        if let Some(stack) = stack {
+            stack.configure(&mut config);
+        }
         configure(&mut config);
         config.validate().expect("test configuration is valid");
         let std_listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind loopback");
@@ -101,6 +126,7 @@ impl TestServer {
             addr,
             data_dir,
             _thread: thread,
+            _stack: None,
         };
         server.wait_ready().await;
         server

@@ -1,0 +1,238 @@
+#!/usr/bin/env bash
+# Installs and starts the services the backend tests use, at the addresses src/testkit.rs
+# expects, idempotently (a running service is left alone; a stopped one is started again):
+#
+#   PostgreSQL  127.0.0.1:5432  role aerugo / password aerugo (SUPERUSER: tests create
+#                               schemas), database aerugo
+#   Redis       127.0.0.1:6379
+#   S3 (s3s-fs) 127.0.0.1:9100  access key aerugo, secret aerugo-secret
+#
+#   ./scripts/services.sh [postgres] [redis] [s3]     (default: all three)
+#
+# Made for Debian 12 with a Rust toolchain: PostgreSQL and Redis come from apt, s3s-fs from
+# `cargo install` (about 6 minutes once; the binary stays in ~/.cargo/bin and its build in
+# ~/.cache/aerugo-s3s-target). scripts/test.sh calls it.
+#
+# Environment:
+#   AERUGO_REQUIRE_TOOLS    default 1: a service that cannot be installed or started is an
+#                           error (exit 1); empty or 0 makes it a warning
+#   AERUGO_SKIP_INSTALL=1   never call apt-get or cargo install
+#   AERUGO_SERVICES_DIR     logs and data of the services started here
+#                           (default ~/.cache/aerugo-services)
+#   AERUGO_TEST_POSTGRES_URL, AERUGO_TEST_REDIS_URL, AERUGO_TEST_S3_ENDPOINT
+#                           a service the caller provides elsewhere: left alone here
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+# shellcheck source=scripts/common.sh
+source scripts/common.sh
+
+AERUGO_REQUIRE_TOOLS="${AERUGO_REQUIRE_TOOLS-1}"
+SERVICES_DIR="${AERUGO_SERVICES_DIR:-$HOME/.cache/aerugo-services}"
+S3S_VERSION=0.14.1
+
+# A service that is not there: an error under AERUGO_REQUIRE_TOOLS, else a warning.
+unavailable() {
+    if [[ -n "$AERUGO_REQUIRE_TOOLS" && "$AERUGO_REQUIRE_TOOLS" != 0 ]]; then
+        printf '\033[31merror: %s (AERUGO_REQUIRE_TOOLS is set)\033[0m\n' "$*" >&2
+        exit 1
+    fi
+    warn "$*; the tests that need it will skip"
+}
+
+# The last lines of a service's log, to say why it did not start.
+show_log() {
+    if [[ -f $1 ]]; then
+        echo "--- last lines of $1:" >&2
+        tail -n 20 "$1" >&2
+    fi
+}
+
+# --- PostgreSQL ---------------------------------------------------------------------------
+# Whether the test role can log in over TCP, as the tests do, and is a superuser.
+aerugo_role_ok() {
+    command -v psql >/dev/null 2>&1 &&
+        [[ "$(PGPASSWORD=aerugo PGCONNECT_TIMEOUT=5 psql -X -tA -h 127.0.0.1 -p 5432 \
+            -U aerugo -d aerugo -c 'SELECT rolsuper FROM pg_roles WHERE rolname = current_user' \
+            2>/dev/null)" == t ]]
+}
+
+# The newest local cluster's version (Debian's layout: /etc/postgresql/<version>/main).
+local_cluster_version() {
+    # shellcheck disable=SC2012 # version directories are plain numbers
+    ls /etc/postgresql 2>/dev/null | sort -V | tail -n1
+}
+
+start_local_postgres() {
+    command -v pg_ctlcluster >/dev/null 2>&1 || install_packages postgresql ||
+        return 1
+    local version
+    version="$(local_cluster_version)"
+    if [[ -z $version ]]; then
+        # The package makes a cluster on install; a removed one is made again.
+        # shellcheck disable=SC2012 # version directories are plain numbers
+        version="$(ls /usr/lib/postgresql | sort -V | tail -n1)"
+        as_root pg_createcluster "$version" main || return 1
+    fi
+    echo "postgresql: starting cluster $version/main"
+    as_root pg_ctlcluster --skip-systemctl-redirect "$version" main start || true
+    wait_for_port 5432 30 || {
+        show_log "/var/log/postgresql/postgresql-$version-main.log"
+        return 1
+    }
+}
+
+create_aerugo_role() {
+    echo "postgresql: creating role and database aerugo"
+    # As the cluster's superuser: the postgres account, by peer authentication.
+    (cd / && as_root runuser -u postgres -- psql -X -q -v ON_ERROR_STOP=1) <<'SQL' || return 1
+SELECT 'CREATE ROLE aerugo'
+WHERE NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'aerugo') \gexec
+ALTER ROLE aerugo LOGIN SUPERUSER PASSWORD 'aerugo';
+SELECT 'CREATE DATABASE aerugo OWNER aerugo'
+WHERE NOT EXISTS (SELECT FROM pg_database WHERE datname = 'aerugo') \gexec
+SQL
+}
+
+ensure_postgres() {
+    if [[ -n "${AERUGO_TEST_POSTGRES_URL:-}" ]]; then
+        echo "postgresql: AERUGO_TEST_POSTGRES_URL is set; not managed here"
+        return
+    fi
+    if port_open 5432; then
+        echo "postgresql: up"
+    else
+        start_local_postgres || {
+            unavailable "PostgreSQL could not be installed or started on 127.0.0.1:5432"
+            return
+        }
+    fi
+    command -v psql >/dev/null 2>&1 || install_packages postgresql-client || true
+    if aerugo_role_ok; then
+        echo "postgresql: role aerugo ok"
+        return
+    fi
+    if [[ -n "$(local_cluster_version)" ]] && create_aerugo_role && aerugo_role_ok; then
+        echo "postgresql: role aerugo ok"
+        return
+    fi
+    unavailable "PostgreSQL answers on 127.0.0.1:5432 but the role aerugo (password aerugo," \
+        "SUPERUSER) cannot log in to the database aerugo, and it could not be created here"
+}
+
+# --- Redis --------------------------------------------------------------------------------
+redis_answers() {
+    (
+        exec 3<>/dev/tcp/127.0.0.1/6379 &&
+            printf 'PING\r\n' >&3 &&
+            IFS= read -r -t 2 reply <&3 &&
+            [[ $reply == +PONG* ]]
+    ) 2>/dev/null
+}
+
+ensure_redis() {
+    if [[ -n "${AERUGO_TEST_REDIS_URL:-}" ]]; then
+        echo "redis: AERUGO_TEST_REDIS_URL is set; not managed here"
+        return
+    fi
+    if redis_answers; then
+        echo "redis: up"
+        return
+    fi
+    if port_open 6379; then
+        unavailable "something listens on 127.0.0.1:6379 but does not answer PING like Redis"
+        return
+    fi
+    command -v redis-server >/dev/null 2>&1 || install_packages redis-server || {
+        unavailable "Redis could not be installed"
+        return
+    }
+    local dir="$SERVICES_DIR/redis"
+    mkdir -p "$dir"
+    echo "redis: starting (log: $dir/redis.log)"
+    # A throwaway cache for tests: no persistence.
+    redis-server --daemonize yes --bind 127.0.0.1 -::1 --port 6379 --save "" \
+        --appendonly no --dir "$dir" --logfile "$dir/redis.log" || true
+    local deadline=$((SECONDS + 15))
+    until redis_answers; do
+        if ((SECONDS >= deadline)); then
+            show_log "$dir/redis.log"
+            unavailable "Redis did not start on 127.0.0.1:6379"
+            return
+        fi
+        sleep 0.2
+    done
+    echo "redis: up"
+}
+
+# --- S3 (s3s-fs) --------------------------------------------------------------------------
+s3s_binary() {
+    command -v s3s-fs 2>/dev/null || {
+        local installed="${CARGO_HOME:-$HOME/.cargo}/bin/s3s-fs"
+        [[ -x $installed ]] && echo "$installed"
+    }
+}
+
+install_s3s() {
+    if [[ "${AERUGO_SKIP_INSTALL:-0}" == 1 ]]; then
+        warn "s3s-fs is missing (AERUGO_SKIP_INSTALL=1, not installing)"
+        return 1
+    fi
+    mkdir -p "$SERVICES_DIR"
+    # One install at a time: a second caller waits, then finds the binary.
+    (
+        flock 9
+        [[ -n "$(s3s_binary)" ]] && exit 0
+        echo "s3: installing s3s-fs $S3S_VERSION (cargo install, about 6 minutes once)"
+        CARGO_TARGET_DIR="$HOME/.cache/aerugo-s3s-target" \
+            cargo install s3s-fs --version "$S3S_VERSION" --features binary --locked
+    ) 9>"$SERVICES_DIR/s3s-install.lock"
+}
+
+ensure_s3() {
+    if [[ -n "${AERUGO_TEST_S3_ENDPOINT:-}" ]]; then
+        echo "s3: AERUGO_TEST_S3_ENDPOINT is set; not managed here"
+        return
+    fi
+    if port_open 9100; then
+        echo "s3: up"
+        return
+    fi
+    [[ -n "$(s3s_binary)" ]] || install_s3s || {
+        unavailable "s3s-fs $S3S_VERSION could not be installed"
+        return
+    }
+    local dir="$SERVICES_DIR/s3"
+    mkdir -p "$dir/data"
+    echo "s3: starting s3s-fs (log: $dir/s3s.log, data: $dir/data)"
+    setsid nohup "$(s3s_binary)" --host 127.0.0.1 --port 9100 \
+        --access-key aerugo --secret-key aerugo-secret "$dir/data" \
+        >"$dir/s3s.log" 2>&1 </dev/null &
+    wait_for_port 9100 15 || {
+        show_log "$dir/s3s.log"
+        unavailable "s3s-fs did not start on 127.0.0.1:9100"
+        return
+    }
+    echo "s3: up"
+}
+
+main() {
+    local services=("$@")
+    ((${#services[@]})) || services=(postgres redis s3)
+    local s
+    for s in "${services[@]}"; do
+        case $s in
+            postgres) ensure_postgres ;;
+            redis) ensure_redis ;;
+            s3) ensure_s3 ;;
+            *)
+                echo "unknown service: $s (postgres, redis, s3)" >&2
+                exit 2
+                ;;
+        esac
+    done
+}
+
+# Sourcing the file (to run one function by hand) defines everything and starts nothing.
+if [[ "${BASH_SOURCE[0]}" == "$0" ]]; then
+    main "$@"
+fi

@@ -1,0 +1,411 @@
+//! Two `aerugo serve` nodes on one production stack (PostgreSQL, S3, Redis): what one node
+//! writes, the other serves at once; an upload moves between them; garbage collection on one
+//! never undoes a push through the other; a backend that goes away is a `503` and comes back
+//! without a restart.
+
+use std::time::Duration;
+
+use aerugo::testkit::FaultProxy;
+
+use crate::distribution::{
+    Api, OCI_MANIFEST, bytes_for, expect_error, expect_status, header, image_parts, sha256,
+};
+use crate::support::stack::Stack;
+
+async fn two_nodes(
+    configure: impl Fn(&mut aerugo::config::Config) + Copy,
+) -> Option<(Stack, Api, Api)> {
+    let stack = Stack::create().await?;
+    let a = Api::start_on(&stack, configure).await;
+    let b = Api::start_on(&stack, configure).await;
+    Some((stack, a, b))
+}
+
+fn streamed(config: &mut aerugo::config::Config) {
+    if let aerugo::config::StorageConfig::S3(s3) = &mut config.storage {
+        s3.redirect = false;
+    }
+}
+
+fn redirected(config: &mut aerugo::config::Config) {
+    if let aerugo::config::StorageConfig::S3(s3) = &mut config.storage {
+        s3.redirect = true;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_push_through_one_node_is_pulled_through_the_other() {
+    let Some((_stack, a, b)) = two_nodes(streamed).await else {
+        return;
+    };
+    let image = a.push_image("team/app", "1.0", "cluster-push").await;
+    let (status, _, body) = b.get_manifest("team/app", "1.0").await;
+    assert_eq!(status, 200);
+    assert_eq!(body, image.manifest);
+    assert_eq!(
+        b.get_blob("team/app", &image.layer_digest()).await,
+        (200, image.layer.clone())
+    );
+    assert_eq!(
+        b.get_blob("team/app", &image.config_digest()).await,
+        (200, image.config.clone())
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_chunked_upload_alternates_between_the_nodes() {
+    let Some((_stack, a, b)) = two_nodes(streamed).await else {
+        return;
+    };
+    // Chunks around S3's 5 MiB part minimum, so parts and tails cross nodes.
+    let blob = bytes_for("alternating", 13 << 20);
+    let chunks: Vec<&[u8]> = blob.chunks(3 << 20).collect();
+    let mut location = a.start_upload("team/app").await;
+    let mut offset = 0;
+    for (i, chunk) in chunks.iter().enumerate() {
+        let node = if i % 2 == 0 { &b } else { &a };
+        let end = offset + chunk.len() - 1;
+        let response = node
+            .send(
+                node.patch(&location)
+                    .header("content-type", "application/octet-stream")
+                    .header("content-range", format!("{offset}-{end}"))
+                    .body(chunk.to_vec()),
+            )
+            .await;
+        let (headers, _) = expect_status(response, 202).await;
+        assert_eq!(header(&headers, "range"), format!("0-{end}"));
+        location = header(&headers, "location").to_owned();
+        offset = end + 1;
+    }
+    let digest = sha256(&blob);
+    let response = b.send(b.put(&Api::with_digest(&location, &digest))).await;
+    expect_status(response, 201).await;
+    assert_eq!(a.get_blob("team/app", &digest).await, (200, blob));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tag_moved_on_one_node_is_seen_on_the_other_at_once() {
+    let Some((_stack, a, b)) = two_nodes(streamed).await else {
+        return;
+    };
+    let first = a.push_image("team/app", "latest", "tag-first").await;
+    // Both nodes have the tag cached now.
+    for node in [&a, &b] {
+        assert_eq!(
+            node.get_manifest("team/app", "latest").await.2,
+            first.manifest
+        );
+    }
+    let second = b.push_image("team/app", "latest", "tag-second").await;
+    let (status, headers, body) = a.get_manifest("team/app", "latest").await;
+    assert_eq!(status, 200);
+    assert_eq!(header(&headers, "docker-content-digest"), second.digest);
+    assert_eq!(body, second.manifest);
+    // And a delete through one node is a 404 through the other.
+    let response = b
+        .send(b.delete(&format!("/v2/team/app/manifests/{}", second.digest)))
+        .await;
+    expect_status(response, 202).await;
+    let response = a.send(a.get("/v2/team/app/manifests/latest")).await;
+    expect_error(response, 404, "MANIFEST_UNKNOWN").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn garbage_collection_on_one_node_never_undoes_pushes_through_the_other() {
+    let Some((_stack, a, b)) = two_nodes(streamed).await else {
+        return;
+    };
+    let collector = {
+        let http = a.http.clone();
+        let url = a.url("/api/v1/admin/gc?grace_period_seconds=0");
+        tokio::spawn(async move {
+            for _ in 0..20 {
+                let status = http.post(&url).send().await.expect("gc").status().as_u16();
+                // 503: the other node (or an earlier round) is collecting right now.
+                assert!(status == 200 || status == 503, "gc answered {status}");
+            }
+        })
+    };
+    let mut pushed = Vec::new();
+    for i in 0..6 {
+        let tag = format!("v{i}");
+        pushed.push((
+            tag.clone(),
+            b.push_image("team/app", &tag, &format!("gc-race-{i}"))
+                .await,
+        ));
+    }
+    collector.await.expect("collector");
+    // One more collection after the pushes: the manifests keep everything they reference.
+    let report = a
+        .send(a.post("/api/v1/admin/gc?grace_period_seconds=0"))
+        .await;
+    expect_status(report, 200).await;
+    for (tag, image) in &pushed {
+        assert_eq!(
+            a.get_manifest("team/app", tag).await.2,
+            image.manifest,
+            "{tag}"
+        );
+        assert_eq!(
+            a.get_blob("team/app", &image.layer_digest()).await,
+            (200, image.layer.clone()),
+            "{tag}"
+        );
+        assert_eq!(
+            b.get_blob("team/app", &image.config_digest()).await,
+            (200, image.config.clone()),
+            "{tag}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn blob_gets_redirect_to_a_presigned_url_that_serves_the_bytes() {
+    let Some((_stack, a, _b)) = two_nodes(redirected).await else {
+        return;
+    };
+    let (_, layer, _) = image_parts("redirected");
+    let digest = a.push_blob("team/app", &layer).await;
+    let response = a.send(a.get(&format!("/v2/team/app/blobs/{digest}"))).await;
+    let (headers, _) = expect_status(response, 307).await;
+    assert_eq!(header(&headers, "docker-content-digest"), digest);
+    let presigned = header(&headers, "location").to_owned();
+    assert!(presigned.contains("X-Amz-Signature="), "{presigned}");
+    let fetched = reqwest::get(&presigned).await.expect("presigned GET");
+    assert_eq!(fetched.status(), 200);
+    assert_eq!(fetched.bytes().await.expect("body").to_vec(), layer);
+    // HEAD is answered by the node: no bytes to send, so no reason to redirect.
+    let response = a
+        .send(a.head(&format!("/v2/team/app/blobs/{digest}")))
+        .await;
+    let (headers, _) = expect_status(response, 200).await;
+    assert_eq!(header(&headers, "content-length"), layer.len().to_string());
+}
+
+/// A node whose database goes through a proxy that the test cuts and restores.
+async fn node_behind_database_proxy() -> Option<(Stack, FaultProxy, Api)> {
+    let stack = Stack::create().await?;
+    let proxy = FaultProxy::start(postgres_addr(&stack)).await;
+    let url = proxy.url_for(&stack.database_url());
+    let node = Api::start_on(&stack, |config| {
+        streamed(config);
+        config.database.url = Some(url.clone());
+        config.database.acquire_timeout_seconds = 2;
+    })
+    .await;
+    Some((stack, proxy, node))
+}
+
+fn postgres_addr(stack: &Stack) -> std::net::SocketAddr {
+    let authority = stack
+        .postgres_url
+        .split('@')
+        .nth(1)
+        .expect("host in the URL");
+    let host_port = authority.split(['/', '?']).next().expect("host:port");
+    std::net::ToSocketAddrs::to_socket_addrs(host_port)
+        .expect("resolving the database")
+        .next()
+        .expect("an address")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unreachable_database_is_503_and_recovers_without_a_restart() {
+    let Some((_stack, proxy, node)) = node_behind_database_proxy().await else {
+        return;
+    };
+    let image = node.push_image("team/app", "1.0", "db-fault").await;
+    proxy.refuse();
+    let started = std::time::Instant::now();
+    let response = node
+        .send(node.get(&format!("/v2/team/app/manifests/sha256:{}", "0".repeat(64))))
+        .await;
+    let (headers, _) = expect_error(response, 503, "UNAVAILABLE").await;
+    assert_eq!(header(&headers, "retry-after"), "1");
+    assert!(
+        started.elapsed() < Duration::from_secs(15),
+        "a dead database must fail fast"
+    );
+    let ready = node.send(node.get("/readyz")).await;
+    assert_eq!(ready.status(), 503);
+    // A push while the database is away leaves nothing half-written.
+    let (config, layer, manifest) = image_parts("db-fault-during");
+    let response = node
+        .send(
+            node.post(&format!(
+                "/v2/team/app/blobs/uploads/?digest={}",
+                sha256(&layer)
+            ))
+            .body(layer.clone()),
+        )
+        .await;
+    assert_eq!(response.status(), 503);
+
+    proxy.restore();
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while node.send(node.get("/readyz")).await.status() != 200 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the node did not recover"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert_eq!(node.get_manifest("team/app", "1.0").await.2, image.manifest);
+    let response = node
+        .put_manifest("team/app", "2.0", OCI_MANIFEST, &manifest)
+        .await;
+    expect_error(response, 400, "MANIFEST_BLOB_UNKNOWN").await;
+    node.push_blob("team/app", &config).await;
+    node.push_blob("team/app", &layer).await;
+    node.push_manifest("team/app", "2.0", OCI_MANIFEST, &manifest)
+        .await;
+}
+
+/// The edge in both modes in front of nodes whose blob `GET`s redirect to the object store:
+/// it follows the `307` to the presigned URL, verifies the bytes and serves them from its
+/// cache after the first fetch.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_edge_follows_presigned_redirects_in_gateway_and_mirror_mode() {
+    use crate::edge::{expect_manifest, fetch};
+    use crate::support::edge::{EdgeProcess, upstream};
+
+    let Some((_stack, a, b)) = two_nodes(redirected).await else {
+        return;
+    };
+    let image = a.push_image("team/app", "1.0", "behind-the-edge").await;
+    let gateway = EdgeProcess::start(|edge| {
+        edge.gateway.cores = vec![a.server.host(), b.server.host()];
+        edge.gateway.health_check_interval_seconds = 1;
+    })
+    .await;
+    let mirror = EdgeProcess::start(|edge| {
+        let mut node = upstream("cluster", &a.url(""));
+        node.default = true;
+        edge.upstreams = vec![node];
+    })
+    .await;
+    for edge in [&gateway, &mirror] {
+        expect_manifest(
+            edge,
+            "/v2/team/app/manifests/1.0",
+            &image.digest,
+            &image.manifest,
+        )
+        .await;
+        let url = edge.url(&format!("/v2/team/app/blobs/{}", image.layer_digest()));
+        let cold = fetch(&edge.http, &url, None).await;
+        cold.assert_blob(&image.layer_digest(), image.layer.len() as u64);
+        assert_eq!(cold.cache(), "MISS");
+        let warm = fetch(&edge.http, &url, None).await;
+        warm.assert_blob(&image.layer_digest(), image.layer.len() as u64);
+        assert_eq!(warm.cache(), "HIT");
+    }
+}
+
+/// Redis going away mid-run costs requests nothing but the cache: they keep succeeding from
+/// PostgreSQL and S3, promptly, and the cache is used again once Redis answers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn requests_keep_succeeding_while_redis_is_black_holed() {
+    let Some(stack) = Stack::create().await else {
+        return;
+    };
+    let redis: std::net::SocketAddr = stack
+        .redis_url
+        .trim_start_matches("redis://")
+        .parse()
+        .expect("redis host:port");
+    let proxy = FaultProxy::start(redis).await;
+    let url = proxy.url_for(&stack.redis_url);
+    let node = Api::start_on(&stack, |config| {
+        streamed(config);
+        config.cache.redis_url = Some(url.clone());
+    })
+    .await;
+    let image = node.push_image("team/app", "1.0", "redis-outage").await;
+    proxy.blackhole();
+    let started = std::time::Instant::now();
+    for i in 0..20 {
+        assert_eq!(
+            node.get_manifest("team/app", "1.0").await.2,
+            image.manifest,
+            "pull {i}"
+        );
+        assert_eq!(
+            node.get_blob("team/app", &image.layer_digest()).await.0,
+            200
+        );
+    }
+    node.push_image("team/app", "2.0", "redis-outage-push")
+        .await;
+    // One command timeout per retry pause at most, not one per request.
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "requests waited on Redis: {:?}",
+        started.elapsed()
+    );
+    proxy.restore();
+    assert_eq!(node.get_manifest("team/app", "2.0").await.0, 200);
+}
+
+/// An object store that stops answering fails blob requests with 503 and readiness, and
+/// the node serves again once it is back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unreachable_object_store_is_503_and_recovers_without_a_restart() {
+    let Some(stack) = Stack::create().await else {
+        return;
+    };
+    let s3_addr: std::net::SocketAddr = stack
+        .s3
+        .endpoint
+        .trim_start_matches("http://")
+        .parse()
+        .expect("s3 host:port");
+    let proxy = FaultProxy::start(s3_addr).await;
+    let endpoint = proxy.url_for(&stack.s3.endpoint);
+    let node = Api::start_on(&stack, |config| {
+        if let aerugo::config::StorageConfig::S3(s3) = &mut config.storage {
+            s3.redirect = false;
+            s3.endpoint = Some(endpoint.clone());
+            s3.request_timeout_seconds = 2;
+        }
+    })
+    .await;
+    let image = node.push_image("team/app", "1.0", "s3-outage").await;
+    proxy.refuse();
+    let response = node
+        .send(node.get(&format!("/v2/team/app/blobs/{}", image.layer_digest())))
+        .await;
+    let (headers, _) = expect_error(response, 503, "UNAVAILABLE").await;
+    assert_eq!(header(&headers, "retry-after"), "1");
+    assert_eq!(node.send(node.get("/readyz")).await.status(), 503);
+    let blob = bytes_for("s3-outage-push", 1000);
+    let response = node
+        .send(
+            node.post(&format!(
+                "/v2/team/app/blobs/uploads/?digest={}",
+                sha256(&blob)
+            ))
+            .body(blob.clone()),
+        )
+        .await;
+    assert_eq!(response.status(), 503, "a push needs the object store");
+    proxy.restore();
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while node.send(node.get("/readyz")).await.status() != 200 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the node did not recover"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert_eq!(
+        node.get_blob("team/app", &image.layer_digest()).await,
+        (200, image.layer)
+    );
+    // The failed push left nothing visible: the blob is unknown until pushed again.
+    let digest = sha256(&blob);
+    assert_eq!(node.get_blob("team/app", &digest).await.0, 404);
+    node.push_blob("team/app", &blob).await;
+}
