@@ -15,7 +15,7 @@
 //! one starts, so start-up removes only the temp directories of processes that are gone.
 //!
 //! Everything appears by `rename` of a complete, fsynced temp file, so a crash leaves no
-//! partial entry. The LRU index is rebuilt from the directory at start-up (oldest
+//! partial entry; blobs and manifests by `fileio::publish`, which makes the rename durable too. The LRU index is rebuilt from the directory at start-up (oldest
 //! modification first), so a restart keeps the warm cache.
 
 use std::fs;
@@ -27,6 +27,7 @@ use std::time::SystemTime;
 use bytes::Bytes;
 use lru::LruCache;
 
+use crate::fileio;
 use crate::oci::{Digest, RepoName, Tag};
 use crate::telemetry::metrics;
 
@@ -87,14 +88,18 @@ impl DiskCache {
         Ok(cache)
     }
 
+    /// `blobs/` or `manifests/`: where an entry of this kind lives.
+    fn kind_dir(&self, entry: &Entry) -> PathBuf {
+        self.root.join(match entry {
+            Entry::Blob(_) => "blobs",
+            Entry::Manifest(_) => "manifests",
+        })
+    }
+
     fn path_of(&self, entry: &Entry) -> PathBuf {
-        let (kind, digest) = match entry {
-            Entry::Blob(d) => ("blobs", d),
-            Entry::Manifest(d) => ("manifests", d),
-        };
+        let (Entry::Blob(digest) | Entry::Manifest(digest)) = entry;
         let hex = digest.hex();
-        self.root
-            .join(kind)
+        self.kind_dir(entry)
             .join(digest.algorithm().as_str())
             .join(hex.get(..2).unwrap_or(hex))
             .join(hex)
@@ -214,11 +219,7 @@ impl DiskCache {
             let _ = fs::remove_file(temp);
             return Ok(());
         }
-        let path = self.path_of(&entry);
-        if let Some(parent) = path.parent() {
-            fs::create_dir_all(parent)?;
-        }
-        fs::rename(temp, &path)?;
+        fileio::publish(temp, &self.path_of(&entry), &self.kind_dir(&entry))?;
         {
             let mut index = self.lock();
             if let Some(old) = index.lru.put(entry, size) {
