@@ -219,6 +219,9 @@ impl DiskCache {
             let _ = fs::remove_file(temp);
             return Ok(());
         }
+        // Room first: the entry is on disk from the rename on, and the fsyncs after it take a
+        // while, so evicting only afterwards would leave the cache over its cap meanwhile.
+        self.evict_to(self.max_bytes - size);
         fileio::publish(temp, &self.path_of(&entry), &self.kind_dir(&entry))?;
         {
             let mut index = self.lock();
@@ -234,10 +237,15 @@ impl DiskCache {
     /// Removes least recently used entries until the cache fits its cap. Readers that already
     /// opened an evicted file keep reading it (the inode lives until they close it).
     fn evict(&self) {
+        self.evict_to(self.max_bytes);
+    }
+
+    /// Removes least recently used entries until at most `limit` bytes are cached.
+    fn evict_to(&self, limit: u64) {
         loop {
             let victim = {
                 let mut index = self.lock();
-                if index.bytes <= self.max_bytes {
+                if index.bytes <= limit {
                     break;
                 }
                 let Some((entry, size)) = index.lru.pop_lru() else {
