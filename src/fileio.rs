@@ -4,10 +4,11 @@
 //! - [`ChunkReader`] / [`range_stream`]: reads at any offset into a few reused buffers that are
 //!   never zeroed, handed on as `Bytes` without a further copy;
 //! - [`BlockWriter`]: a double-buffered writer that starts each block's write-back at once;
-//! - [`publish`]: rename into place, made durable by fsyncing the directories.
+//! - [`publish`]: rename into place, made durable by fsyncing the directories (also in two
+//!   halves, [`rename_into`] and [`sync_parents`], for a caller with work between them).
 //!
 //! A leaf: it uses nothing else of the crate. Every call that touches the disk runs on tokio's
-//! blocking pool, except [`publish`] and [`sync_dir`], which are blocking themselves.
+//! blocking pool, except [`publish`] and the directory calls, which are blocking themselves.
 
 use std::fs::{self, File};
 use std::io;
@@ -313,25 +314,46 @@ pub fn sync_dir(dir: &Path) -> io::Result<()> {
 }
 
 /// Renames the (already fsynced) file `from` to `to`, creating `to`'s missing parent
-/// directories, and makes the rename durable: fsyncs every directory from `to`'s parent up to
-/// and including `root`, so the directories just created survive a crash too (fsync of an
-/// unchanged directory is nearly free). `to` must lie under `root`. Blocking.
+/// directories, and makes the rename durable ([`sync_parents`]). `to` must lie under `root`.
+/// Blocking.
 pub fn publish(from: &Path, to: &Path, root: &Path) -> io::Result<()> {
-    let Some(parent) = to.parent().filter(|parent| parent.starts_with(root)) else {
-        return Err(io::Error::new(
-            io::ErrorKind::InvalidInput,
-            format!("{} is not under {}", to.display(), root.display()),
-        ));
-    };
-    fs::create_dir_all(parent)?;
-    fs::rename(from, to)?;
-    for dir in parent.ancestors() {
+    check_under(to, root)?;
+    rename_into(from, to)?;
+    sync_parents(to, root)
+}
+
+/// The first half of [`publish`]: `to`'s parent directories created, the rename done, nothing
+/// durable yet.
+pub fn rename_into(from: &Path, to: &Path) -> io::Result<()> {
+    if let Some(parent) = to.parent() {
+        fs::create_dir_all(parent)?;
+    }
+    fs::rename(from, to)
+}
+
+/// The second half of [`publish`]: fsyncs every directory from `to`'s parent up to and
+/// including `root`, so a rename into it and the directories just created survive a crash
+/// (fsync of an unchanged directory is nearly free).
+pub fn sync_parents(to: &Path, root: &Path) -> io::Result<()> {
+    for dir in check_under(to, root)?.ancestors() {
         sync_dir(dir)?;
         if dir == root {
             break;
         }
     }
     Ok(())
+}
+
+/// `to`'s parent, if it lies under `root`.
+fn check_under<'a>(to: &'a Path, root: &Path) -> io::Result<&'a Path> {
+    to.parent()
+        .filter(|parent| parent.starts_with(root))
+        .ok_or_else(|| {
+            io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!("{} is not under {}", to.display(), root.display()),
+            )
+        })
 }
 
 #[cfg(test)]

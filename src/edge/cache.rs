@@ -15,7 +15,8 @@
 //! one starts, so start-up removes only the temp directories of processes that are gone.
 //!
 //! Everything appears by `rename` of a complete, fsynced temp file, so a crash leaves no
-//! partial entry; blobs and manifests by `fileio::publish`, which makes the rename durable too. The LRU index is rebuilt from the directory at start-up (oldest
+//! partial entry; blobs and manifests by `fileio`'s
+//! rename, made durable by fsyncing the directories. The LRU index is rebuilt from the directory at start-up (oldest
 //! modification first), so a restart keeps the warm cache.
 
 use std::fs;
@@ -219,10 +220,9 @@ impl DiskCache {
             let _ = fs::remove_file(temp);
             return Ok(());
         }
-        // Room first: the entry is on disk from the rename on, and the fsyncs after it take a
-        // while, so evicting only afterwards would leave the cache over its cap meanwhile.
-        self.evict_to(self.max_bytes - size);
-        fileio::publish(temp, &self.path_of(&entry), &self.kind_dir(&entry))?;
+        let path = self.path_of(&entry);
+        let kind_dir = self.kind_dir(&entry);
+        fileio::rename_into(temp, &path)?;
         {
             let mut index = self.lock();
             if let Some(old) = index.lru.put(entry, size) {
@@ -231,21 +231,18 @@ impl DiskCache {
             index.bytes += size;
         }
         self.evict();
-        Ok(())
+        // Durable only now: the index and the cap must not wait for the fsyncs, or the disk
+        // would hold entries the index does not count meanwhile (a lost rename is a miss).
+        fileio::sync_parents(&path, &kind_dir)
     }
 
     /// Removes least recently used entries until the cache fits its cap. Readers that already
     /// opened an evicted file keep reading it (the inode lives until they close it).
     fn evict(&self) {
-        self.evict_to(self.max_bytes);
-    }
-
-    /// Removes least recently used entries until at most `limit` bytes are cached.
-    fn evict_to(&self, limit: u64) {
         loop {
             let victim = {
                 let mut index = self.lock();
-                if index.bytes <= limit {
+                if index.bytes <= self.max_bytes {
                     break;
                 }
                 let Some((entry, size)) = index.lru.pop_lru() else {
