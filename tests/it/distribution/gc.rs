@@ -53,10 +53,11 @@ async fn gc_collects_unreferenced_content_and_keeps_referenced_blobs() {
     let abandoned = header(&headers, "location").to_owned();
     let abandoned_id = header(&headers, "docker-upload-uuid").to_owned();
     // Bytes metadata never heard of: a blob and an upload area left by a crash.
-    let orphan_digest = api
-        .store_orphan_blob(&bytes_for("orphan blob", 300))
-        .await;
-    let orphan_upload = api.store_orphan_upload(b"left by a crash").await.to_string();
+    let orphan_digest = api.store_orphan_blob(&bytes_for("orphan blob", 300)).await;
+    let orphan_upload = api
+        .store_orphan_upload(b"left by a crash")
+        .await
+        .to_string();
     assert!(api.has_blob(&orphan_digest).await);
     assert!(api.has_upload(&orphan_upload).await);
 
@@ -169,9 +170,7 @@ async fn gc_respects_the_grace_period() {
     let (headers, _) = expect_status(response, 202).await;
     let location = header(&headers, "location").to_owned();
     // A fresh orphan blob is also left alone: it may be a push about to be linked.
-    let orphan = api
-        .store_orphan_blob(&bytes_for("fresh orphan", 100))
-        .await;
+    let orphan = api.store_orphan_blob(&bytes_for("fresh orphan", 100)).await;
 
     wait_for_next_second().await;
     assert_eq!(api.gc().await, report(0, 0, 0, 0));

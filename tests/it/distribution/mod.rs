@@ -386,7 +386,10 @@ impl Api {
     }
 
     pub async fn has_upload(&self, id: &str) -> bool {
-        self.stored_uploads().await.iter().any(|stored| stored == id)
+        self.stored_uploads()
+            .await
+            .iter()
+            .any(|stored| stored == id)
     }
 
     pub async fn assert_no_uploads_left(&self) {
@@ -404,7 +407,10 @@ impl Api {
     pub async fn store_orphan_upload(&self, bytes: &[u8]) -> UploadId {
         let store = self.store().await;
         let id = UploadId::generate();
-        store.create_upload(&id).await.expect("creating upload area");
+        store
+            .create_upload(&id)
+            .await
+            .expect("creating upload area");
         let mut writer = store.append_upload(&id, 0).await.expect("opening upload");
         writer
             .write(bytes::Bytes::copy_from_slice(bytes))

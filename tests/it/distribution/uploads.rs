@@ -431,10 +431,7 @@ async fn cancel_upload() {
     let response = api.send(api.delete(&location)).await;
     let (_, body) = expect_status(response, 204).await;
     assert!(body.is_empty());
-    assert!(
-        !api.has_upload(&uuid).await,
-        "cancelled bytes are removed"
-    );
+    assert!(!api.has_upload(&uuid).await, "cancelled bytes are removed");
     for response in [
         api.send(api.get(&location)).await,
         api.send(api.delete(&location)).await,

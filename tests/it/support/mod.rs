@@ -168,6 +168,11 @@ impl TestServer {
     pub fn storage_dir(&self) -> Option<std::path::PathBuf> {
         self.config.storage_root()
     }
+
+    /// Whether blob `GET`s answer with a redirect to a presigned S3 URL.
+    pub fn redirects_blob_gets(&self) -> bool {
+        matches!(&self.config.storage, aerugo::config::StorageConfig::S3(s3) if s3.redirect)
+    }
 }
 
 /// Whether `tool` is on PATH. When it is missing: with `AERUGO_REQUIRE_TOOLS` set (the test
