@@ -731,18 +731,8 @@ impl MetadataStore for SqliteStore {
         .fetch_all(&mut *tx)
         .await
         .map_err(backend)?;
-        let uploads: Vec<String> = sqlx::query_scalar(
-            "DELETE FROM uploads
-             WHERE id IN (SELECT id FROM uploads WHERE updated_at < ?1 LIMIT ?2)
-             RETURNING id",
-        )
-        .bind(cutoff)
-        .bind(batch)
-        .fetch_all(&mut *tx)
-        .await
-        .map_err(backend)?;
         // Parse before committing: a row we cannot name must not vanish from metadata.
-        let plan = GcPlan::parsed(links, blobs, uploads).map_err(backend)?;
+        let plan = GcPlan::parsed(links, blobs).map_err(backend)?;
         tx.commit().await.map_err(backend)?;
         Ok(plan)
     }

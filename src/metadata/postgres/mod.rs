@@ -276,19 +276,8 @@ impl PgStore {
         let mut tx = self.pool.begin().await?;
         let links = collect_links(&mut tx, cutoff, batch).await?;
         let blobs = collect_blobs(&mut tx, cutoff, batch).await?;
-        let uploads: Vec<String> = sqlx::query_scalar(
-            "DELETE FROM uploads
-             WHERE id IN (SELECT id FROM uploads WHERE updated_at < to_timestamp($1)
-                          LIMIT $2 FOR UPDATE SKIP LOCKED)
-               AND updated_at < to_timestamp($1)
-             RETURNING id",
-        )
-        .bind(cutoff)
-        .bind(batch)
-        .fetch_all(&mut *tx)
-        .await?;
         // Parse before committing: a row we cannot name must not vanish from metadata.
-        let plan = GcPlan::parsed(links, blobs, uploads).map_err(backend)?;
+        let plan = GcPlan::parsed(links, blobs).map_err(backend)?;
         tx.commit().await?;
         Ok(plan)
     }

@@ -31,7 +31,7 @@ async fn connect(addr: SocketAddr) -> TcpStream {
 }
 
 /// A connection from `source` (any 127.0.0.0/8 address is this host) to `addr`.
-async fn connect_from(source: &str, addr: SocketAddr) -> TcpStream {
+pub(super) async fn connect_from(source: &str, addr: SocketAddr) -> TcpStream {
     let socket = tokio::net::TcpSocket::new_v4().expect("socket");
     socket
         .bind(format!("{source}:0").parse().expect("source address"))
