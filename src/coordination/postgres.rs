@@ -41,7 +41,9 @@
 //! The try and the guard it yields are built in a spawned task; the caller only awaits the
 //! task. A caller dropped mid-try (its request gone) drops the task's handle, not the task,
 //! which finishes and drops its guard, which unlocks as above: a granted lock always has a
-//! guard. A caller dropped between tries holds only the in-process lock.
+//! guard. Cancelling the query itself would leave the shared connection in an unknown state,
+//! and closing it would release every other holder's lock on it. A caller dropped between
+//! tries holds only the in-process lock.
 //!
 //! # Failed sessions
 //! A session whose connection fails (I/O error, a killed backend, a timeout mid-query) is

@@ -66,15 +66,20 @@ async fn locks_held_by(observer: &mut PgConnection, name: &str) -> i64 {
 
 /// Fails unless the sessions named `name` hold no advisory lock within [`SETTLE`].
 async fn until_none_held(observer: &mut PgConnection, name: &str) {
+    until_held(observer, name, 0).await;
+}
+
+/// Fails unless the sessions named `name` hold `count` advisory locks within [`SETTLE`].
+async fn until_held(observer: &mut PgConnection, name: &str, count: i64) {
     let deadline = tokio::time::Instant::now() + SETTLE;
     loop {
         let held = locks_held_by(observer, name).await;
-        if held == 0 {
+        if held == count {
             return;
         }
         assert!(
             tokio::time::Instant::now() < deadline,
-            "{held} advisory locks still held {SETTLE:?} after every guard was gone"
+            "{held} advisory locks held {SETTLE:?} after the guards were gone, not {count}"
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
@@ -262,12 +267,19 @@ async fn an_abandoned_wait_keeps_no_lock() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_lock_cancelled_at_any_point_is_not_kept() {
+async fn a_lock_cancelled_at_any_point_is_not_kept_and_spares_its_session() {
     let Some(url) = crate::testkit::postgres_url() else {
         return;
     };
-    let (a, name) = named_coordinator(&url, 2).await;
+    // One session, shared with a lock another request holds all along.
+    let (a, name) = named_coordinator(&url, 1).await;
     let b = coordinator(&url, 2).await;
+    let kept = upload();
+    let keeper = a
+        .try_lock_upload(&kept)
+        .await
+        .expect("try_lock")
+        .expect("free");
     let (id, d) = (upload(), digest());
     // Dropped after the first poll, the request is on its way to the server, which grants
     // it after the caller is gone; later polls cancel it at later points.
@@ -276,13 +288,16 @@ async fn a_lock_cancelled_at_any_point_is_not_kept() {
         cancel_after(a.lock_digest(&d), polls).await;
     }
     let mut observer = observer(&url).await;
-    until_none_held(&mut observer, &name).await;
+    until_held(&mut observer, &name, 1).await;
+    // Cancelling never closed the shared session under the other request's lock.
+    assert!(b.try_lock_upload(&kept).await.expect("try_lock").is_none());
     drop(free_within_settle(&b, &id).await);
     let again = tokio::time::timeout(SETTLE, b.lock_digest(&d))
         .await
         .expect("the digest is free")
         .expect("lock");
-    drop(again);
+    drop((again, keeper));
+    until_none_held(&mut observer, &name).await;
 }
 
 #[tokio::test]
