@@ -74,8 +74,8 @@ use super::{CoordinationError, Coordinator, LockGuard, Result};
 use crate::locks::{KeyedGuard, KeyedLocks};
 use crate::oci::{Digest, UploadId};
 
-/// Settings of every lock session. A lock may be waited for as long as the holder's publish
-/// takes (the caller bounds the wait by dropping it), so no statement timeout. Keepalives
+/// Settings of every lock session. No statement timeout: no lock statement waits, and the
+/// session bounds each round trip itself (a role's timeout must not end one). Keepalives
 /// every few seconds let the server notice a node that vanished without closing its
 /// connection (power loss, a partition) in about half a minute instead of the operating
 /// system's two hours, and drop its locks.
