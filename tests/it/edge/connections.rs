@@ -14,6 +14,7 @@ use tokio::net::TcpStream;
 
 use super::{MANIFEST_ACCEPT, edge_on_fault_upstream_with, eventually};
 use crate::support::edge::{Closed, read_response, read_to_close};
+use crate::support::fault_upstream::Content as _;
 use crate::support::fault_upstream::Fault;
 use crate::support::process::assert_raises_open_file_limit;
 use crate::support::seed::SeedImage;

@@ -16,6 +16,7 @@ use super::connections::connect_from;
 use super::{MANIFEST_ACCEPT, edge_on_fault_upstream_with, eventually, fetch};
 use crate::distribution::header;
 use crate::support::edge::{Closed, read_response, read_to_close};
+use crate::support::fault_upstream::Content as _;
 use crate::support::fault_upstream::Fault;
 use crate::support::seed::SeedImage;
 
