@@ -253,7 +253,7 @@ async fn open_postgres(
     let acquire_timeout = Duration::from_secs(config.acquire_timeout_seconds);
     let locks = PgCoordinator::connect(url, config.lock_connections, acquire_timeout)
         .await
-        .context("opening the PostgreSQL lock pool")?;
+        .context("opening the PostgreSQL lock sessions")?;
     Ok((Arc::new(store), Arc::new(locks)))
 }
 
