@@ -16,6 +16,7 @@ use crate::oci::{Digest, Reference, RepoName, Tag, UploadId};
 
 #[cfg(feature = "postgres")]
 pub mod postgres;
+mod rows;
 pub mod sqlite;
 
 #[cfg(test)]

@@ -366,6 +366,18 @@ async fn two_serve_processes_on_the_original_variables_are_one_registry() {
         .await;
 }
 
+/// Waits for `/readyz` to say the node is ready again, without a restart.
+async fn recovers(node: &Api) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while node.send(node.get("/readyz")).await.status() != 200 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the node did not recover"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
 /// A node whose database goes through a proxy that the test cuts and restores.
 async fn node_behind_database_proxy() -> Option<(Stack, FaultProxy, Api)> {
     let stack = Stack::create().await?;
@@ -426,14 +438,7 @@ async fn an_unreachable_database_is_503_and_recovers_without_a_restart() {
     assert_eq!(response.status(), 503);
 
     proxy.restore();
-    let deadline = std::time::Instant::now() + Duration::from_secs(30);
-    while node.send(node.get("/readyz")).await.status() != 200 {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the node did not recover"
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    recovers(&node).await;
     assert_eq!(node.get_manifest("team/app", "1.0").await.2, image.manifest);
     let response = node
         .put_manifest("team/app", "2.0", OCI_MANIFEST, &manifest)
@@ -574,14 +579,7 @@ async fn an_unreachable_object_store_is_503_and_recovers_without_a_restart() {
         .await;
     assert_eq!(response.status(), 503, "a push needs the object store");
     proxy.restore();
-    let deadline = std::time::Instant::now() + Duration::from_secs(30);
-    while node.send(node.get("/readyz")).await.status() != 200 {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the node did not recover"
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    recovers(&node).await;
     assert_eq!(
         node.get_blob("team/app", &image.layer_digest()).await,
         (200, image.layer)
