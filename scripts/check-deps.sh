@@ -5,7 +5,7 @@
 #   oci  ←  storage, metadata, cache, coordination  ←  registry  ←  api  ←  app, cli
 #   oci  ←  upstream  ←  edge  ←  cli
 #
-# telemetry, locks and limits are leaves anyone may use. config holds the settings types and
+# telemetry, locks, limits and fileio are leaves anyone may use. config holds the settings types and
 # their validation; it may name a lower component's own settings type (upstream's
 # `UpstreamConfig`), and is read by the wiring (app, cli) and the edge's node builder.
 set -euo pipefail
@@ -28,8 +28,10 @@ forbid() {
     fi
 }
 
-all_components=(storage metadata cache coordination registry api upstream edge app cli config telemetry locks limits)
+all_components=(storage metadata cache coordination registry api upstream edge app cli config telemetry locks limits fileio)
 forbid oci -- "${all_components[@]}"
+# The positioned file I/O that storage and the edge share uses nothing of the crate.
+forbid fileio.rs -- storage metadata cache coordination registry api upstream edge app cli config telemetry locks limits
 forbid storage -- metadata cache coordination registry api upstream edge app cli config
 forbid metadata -- storage cache coordination registry api upstream edge app cli config
 forbid cache -- storage metadata coordination registry api upstream edge app cli config

@@ -5,8 +5,9 @@
 #
 # Idempotent: installs the Debian packages the tests need when they are missing, installs
 # and starts PostgreSQL, Redis and the S3 server (scripts/services.sh) when they are not
-# running, then runs fmt, clippy, the whole test suite (nextest when available) and builds the
-# benches so they do not rot.
+# running, then runs fmt, clippy, the whole test suite (nextest when available), the API tests
+# a second time on the production stack (PostgreSQL, S3, Redis) and the real-client tests a
+# third time with presigned S3 redirects, and builds the benches so they do not rot.
 #
 # Environment:
 #   CARGO_TARGET_DIR        defaults to ~/.cache/aerugo-target
@@ -81,13 +82,40 @@ step "dependency rule (scripts/check-deps.sh)"
 step "cargo clippy --workspace --all-targets -- -D warnings"
 cargo clippy --workspace --all-targets -- -D warnings
 
+# The whole suite on the embedded backends (SQLite, filesystem, in-process cache), then the
+# HTTP-level API tests again on the production stack (PostgreSQL, S3, Redis; see
+# tests/it/support/stack.rs), then the real clients once more with blob GETs redirected to
+# presigned S3 URLs.
 if cargo nextest --version >/dev/null 2>&1; then
-    step "cargo nextest run --workspace --no-fail-fast"
-    cargo nextest run --workspace --no-fail-fast
+    nextest=1
+    run_tests() { cargo nextest run --no-fail-fast "$@"; }
 else
-    step "cargo test --workspace --no-fail-fast (cargo-nextest not installed)"
-    cargo test --workspace --no-fail-fast
+    nextest=0
+    warn "cargo-nextest not installed: using cargo test"
+    run_tests() { cargo test --no-fail-fast "$@"; }
 fi
+
+# tests_of MODULE...: sets `selected` to the arguments that run only the tests of those
+# modules of tests/it (every test name there starts with its module).
+tests_of() {
+    if ((nextest)); then
+        local IFS='|'
+        selected=(--test it -E "test(/^($*)::/)")
+    else
+        selected=(--test it -- "${@/%/::}")
+    fi
+}
+
+step "tests, embedded stack: run --workspace"
+run_tests --workspace
+
+tests_of distribution locations skopeo
+step "API tests, production stack: AERUGO_TEST_STACK=production run ${selected[*]}"
+AERUGO_TEST_STACK=production run_tests "${selected[@]}"
+
+tests_of skopeo
+step "real clients, production stack, presigned redirects: AERUGO_TEST_S3_REDIRECT=1 run ${selected[*]}"
+AERUGO_TEST_STACK=production AERUGO_TEST_S3_REDIRECT=1 run_tests "${selected[@]}"
 
 step "cargo bench --no-run"
 cargo bench --no-run

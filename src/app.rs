@@ -127,15 +127,7 @@ pub async fn probe_backends(config: &Config) -> Vec<BackendProbe> {
         Ok(DatabaseBackend::Postgres(url)) => BackendProbe {
             backend: "database",
             target: crate::config::redact_url(&url),
-            outcome: probe(async {
-                open_postgres(&config.database, &url)
-                    .await?
-                    .0
-                    .ping()
-                    .await?;
-                Ok("answers and takes writes")
-            })
-            .await,
+            outcome: probe(probe_postgres(&config.database, &url)).await,
         },
         Err(problem) => BackendProbe {
             backend: "database",
@@ -178,6 +170,33 @@ async fn probe(
     tokio::time::timeout(PROBE_TIMEOUT, check)
         .await
         .unwrap_or_else(|_| Err(anyhow::anyhow!("no answer within {PROBE_TIMEOUT:?}")))
+}
+
+/// The database answers and its schema is one this build can run on — without migrating
+/// it: checking changes nothing.
+#[cfg(feature = "postgres")]
+async fn probe_postgres(config: &DatabaseConfig, url: &str) -> anyhow::Result<&'static str> {
+    use crate::metadata::postgres::SchemaError;
+    match open_postgres_store(config, url, false).await {
+        Ok(store) => {
+            store.ping().await?;
+            Ok("answers and takes writes; the schema is this build's")
+        }
+        Err(e) => match e.chain().find_map(|c| c.downcast_ref::<SchemaError>()) {
+            Some(SchemaError::Behind { .. }) if config.migrate => {
+                Ok("answers; pending migrations are applied at start-up (database.migrate)")
+            }
+            Some(SchemaError::Behind { .. }) => Err(e.context(
+                "the database answers, but its schema is behind this build: run `aerugo admin migrate`",
+            )),
+            _ => Err(e),
+        },
+    }
+}
+
+#[cfg(not(feature = "postgres"))]
+async fn probe_postgres(config: &DatabaseConfig, url: &str) -> anyhow::Result<&'static str> {
+    open_postgres(config, url).await.map(|_| "")
 }
 
 /// A cache never fails a request, so answering is shown by a value surviving a round trip.
@@ -234,7 +253,7 @@ async fn open_postgres(
     let acquire_timeout = Duration::from_secs(config.acquire_timeout_seconds);
     let locks = PgCoordinator::connect(url, config.lock_connections, acquire_timeout)
         .await
-        .context("opening the PostgreSQL lock pool")?;
+        .context("opening the PostgreSQL lock sessions")?;
     Ok((Arc::new(store), Arc::new(locks)))
 }
 

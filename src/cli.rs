@@ -222,10 +222,7 @@ async fn check_config(config: &Config) -> anyhow::Result<()> {
             Ok(state) => format!("# {}: {} — {state}", probe.backend, probe.target),
             Err(e) => {
                 down += 1;
-                format!(
-                    "# {}: {} — DOES NOT ANSWER: {e:#}",
-                    probe.backend, probe.target
-                )
+                format!("# {}: {} — PROBLEM: {e:#}", probe.backend, probe.target)
             }
         };
         print_out(&line)?;

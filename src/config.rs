@@ -518,9 +518,10 @@ pub struct DatabaseConfig {
     pub max_connections: u32,
     /// PostgreSQL: how long a request waits for a pooled connection before it fails with 503.
     pub acquire_timeout_seconds: u64,
-    /// PostgreSQL: connections of the lock pool, beside `max_connections`. Each lock held at
-    /// once on this node keeps one (an advisory lock lives in its session): every upload
-    /// request in flight, every blob being published, one garbage collection.
+    /// PostgreSQL: the lock sessions, connections beside `max_connections` that this node's
+    /// advisory locks share (every upload request in flight, every blob being published, one
+    /// garbage collection), however many it holds. A few suffice: each is busy one round trip
+    /// per lock taken or released.
     pub lock_connections: u32,
     /// PostgreSQL: the longest one statement may run (0: no limit).
     pub statement_timeout_seconds: u64,
@@ -535,7 +536,7 @@ impl Default for DatabaseConfig {
             url: None,
             max_connections: 8,
             acquire_timeout_seconds: 5,
-            lock_connections: 64,
+            lock_connections: 4,
             statement_timeout_seconds: 30,
             migrate: true,
         }

@@ -10,6 +10,8 @@
 //! - [`coordination`]: the `Coordinator` seam — digest, upload-session and GC locks (`local`).
 //! - [`upstream`]: the `Upstream` seam — a registry client for pull-through (token dance,
 //!   retries, digest-verified manifests and blob streams).
+//! - [`fileio`]: positioned file I/O for blob bodies (pooled reads, double-buffered writes,
+//!   durable rename), shared by `storage::fs` and the edge's disk cache. A leaf.
 //!
 //! Dependency rule: `oci` ← `storage`/`metadata`/`cache`/`coordination` ← `registry` ← `api`.
 //! `registry` never names axum; `api` never touches SQL or files.
@@ -24,6 +26,7 @@ pub mod cli;
 pub mod config;
 pub mod coordination;
 pub mod edge;
+pub mod fileio;
 pub mod limits;
 pub mod locks;
 pub mod metadata;

@@ -7,6 +7,10 @@
 //! message otherwise. Shared by the library's unit tests and the integration tests in `tests/`.
 //!
 //! [`FaultProxy`] sits between a test and such a service and cuts the line on demand.
+//! [`fake_registry`] is the in-process, fault-injecting registry the upstream client's and the
+//! edge's tests pull from.
+
+pub mod fake_registry;
 
 use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
 use std::time::Duration;

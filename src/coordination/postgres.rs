@@ -9,38 +9,73 @@
 //! upload id. Advisory locks are per database, so sqlx's migration lock shares the key space;
 //! a collision only makes two unrelated holders wait for each other.
 //!
-//! # Connections
-//! Each held lock owns one connection of the coordinator's own pool for as long as it is
-//! held (an advisory lock belongs to its session), so the pool's size bounds the locks this
-//! node holds at once: uploads in flight plus publishes plus one collection. It is separate
-//! from the metadata pool so that a publish holding a digest lock never waits for a metadata
-//! connection that lock holders have taken.
+//! # Sessions
+//! A node's locks share a few dedicated lock sessions (`lock_connections`, default 4), not a
+//! connection each: a PATCH holds its upload's lock for its whole body, so a connection per
+//! lock made a node's connection count grow with its uploads in flight, and a few busy
+//! nodes exhausted PostgreSQL's `max_connections`. A key always uses the same session (its
+//! key modulo the count), since only that session can unlock it. The sessions are separate
+//! from the metadata pool, so lock holders never take the connection a publish needs.
 //!
-//! # Release
-//! Dropping a guard spawns the unlock on the current runtime and hands the connection back to
-//! the pool. Without a runtime, or when the unlock fails, the connection is detached and
-//! dropped: closing the session releases its locks server-side. A `lock_digest` abandoned
-//! while it waits (its future dropped) closes its connection the same way: the server then
-//! grants the lock to a dead session, which ends as soon as it tries to answer.
+//! An advisory lock is re-entrant within its session: two requests of one node asking the
+//! same session for one key would both get it. So a key is first locked in-process
+//! ([`KeyedLocks`]), and only its in-process holder asks PostgreSQL. `pg_advisory_lock`
+//! would park the shared session for the whole wait, so waiting (`lock_digest`) is
+//! `pg_try_advisory_lock` retried with a backoff of 5 ms doubling to 100 ms, with the
+//! in-process lock held (same-node waiters queue fairly behind it) and the session free
+//! between tries. A session is held for one round trip at a time, bounded by the acquire
+//! timeout (then `Unavailable`).
+//!
+//! # Release, and its ordering
+//! Dropping a guard (1) queues the key on its session's pending unlocks, (2) spawns a flush of
+//! that queue (on the current runtime, else on the runtime the coordinator was opened on, so
+//! a guard dropped on a plain thread is released as promptly), and only then (3) releases
+//! the in-process lock. Every session operation sends the queued unlocks before anything
+//! else, in one round trip. So a same-node waiter, which needs the in-process lock and then
+//! the session, always finds the previous holder's unlock sent before its own try: the
+//! session never holds a key twice. Another node sees the release when the flush (or any
+//! earlier operation on that session) runs: at once, or at worst on the next use of the
+//! session when no runtime is left to run the flush.
+//!
+//! # Cancellation
+//! The try and the guard it yields are built in a spawned task; the caller only awaits the
+//! task. A caller dropped mid-try (its request gone) drops the task's handle, not the task,
+//! which finishes and drops its guard, which unlocks as above: a granted lock always has a
+//! guard. Cancelling the query itself would leave the shared connection in an unknown state,
+//! and closing it would release every other holder's lock on it. A caller dropped between
+//! tries holds only the in-process lock.
+//!
+//! # Failed sessions
+//! A session whose connection fails (I/O error, a killed backend, a timeout mid-query) is
+//! closed; PostgreSQL releases every lock it held, and the next operation connects anew
+//! (each connection is a new generation; unlocks queued for an older one are dropped). A
+//! connection found dead when it is next used is replaced and the operation retried once.
+//! The holders of locks on a failed session are not told: they lost their locks, as a node
+//! whose connection drops always does. A failed session is logged as a warning.
 //!
 //! # Errors
-//! No pooled connection within the acquire timeout, I/O and TLS failures, connection
-//! exceptions (08), shutdowns (57P01..57P03), statement timeouts (57014) and too many
-//! connections (53300) are `Unavailable`; the rest is `Backend`.
+//! Connect and I/O failures, a session that does not answer in time, connection exceptions
+//! (08), shutdowns (57P01..57P03), statement timeouts (57014) and too many connections
+//! (53300) are `Unavailable`; the rest is `Backend`.
 
+mod session;
+
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
 use sha2::{Digest as _, Sha256};
-use sqlx::pool::PoolConnection;
-use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
-use sqlx::{PgConnection, Postgres};
+use sqlx::postgres::PgConnectOptions;
+use sqlx::{Connection, PgConnection};
+use tokio::runtime::Handle;
 
+use self::session::LockSession;
 use super::{CoordinationError, Coordinator, LockGuard, Result};
+use crate::locks::{KeyedGuard, KeyedLocks};
 use crate::oci::{Digest, UploadId};
 
-/// Settings of every lock session. A lock may be waited for as long as the holder's publish
-/// takes (the caller bounds the wait by dropping it), so no statement timeout. Keepalives
+/// Settings of every lock session. No statement timeout: no lock statement waits, and the
+/// session bounds each round trip itself (a role's timeout must not end one). Keepalives
 /// every few seconds let the server notice a node that vanished without closing its
 /// connection (power loss, a partition) in about half a minute instead of the operating
 /// system's two hours, and drop its locks.
@@ -51,74 +86,142 @@ const SESSION_SETTINGS: [(&str, &str); 4] = [
     ("tcp_keepalives_count", "3"),
 ];
 
-/// Advisory locks on a PostgreSQL database. Cloning shares the pool.
-#[derive(Debug, Clone)]
+/// The first and the longest pause between two tries of a waited-for lock.
+const FIRST_BACKOFF: Duration = Duration::from_millis(5);
+const MAX_BACKOFF: Duration = Duration::from_millis(100);
+
+/// Advisory locks on a PostgreSQL database. Cloning shares the sessions.
+#[derive(Clone)]
 pub struct PgCoordinator {
-    pool: PgPool,
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for PgCoordinator {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PgCoordinator")
+            .field("namespace", &self.inner.namespace)
+            .field("sessions", &self.inner.sessions.len())
+            .finish_non_exhaustive()
+    }
+}
+
+struct Inner {
     /// The schema the locks belong to (see the module doc).
     namespace: String,
+    sessions: Box<[Arc<LockSession>]>,
+    /// This node's holders, one per key (see the module doc).
+    local: KeyedLocks<i64>,
+    /// The runtime the coordinator was opened on: where guards dropped outside any runtime
+    /// send their unlocks.
+    runtime: Option<Handle>,
 }
 
 impl PgCoordinator {
-    /// Opens the coordinator's own pool of at most `max_connections` (each held lock keeps
-    /// one), waiting at most `acquire_timeout` for a free one.
-    pub async fn connect(
-        url: &str,
-        max_connections: u32,
-        acquire_timeout: Duration,
-    ) -> Result<PgCoordinator> {
+    /// Opens a coordinator of `sessions` lock sessions (at least 1). The first connects now,
+    /// so an unreachable database fails here; the others on first use. `timeout` bounds
+    /// connecting and each round trip of a session.
+    pub async fn connect(url: &str, sessions: u32, timeout: Duration) -> Result<PgCoordinator> {
         let mut options: PgConnectOptions = url.parse().map_err(backend)?;
         if options.get_application_name().is_none() {
             options = options.application_name("aerugo-locks");
         }
         options = options.options(SESSION_SETTINGS);
-        let pool = PgPoolOptions::new()
-            .max_connections(max_connections.max(1))
-            .acquire_timeout(acquire_timeout)
-            // Detaching a connection without a runtime (see `Drop for Session`) must not make
-            // the pool spawn a replacement.
-            .min_connections(0)
-            .connect_with(options)
+        let opened = async {
+            let mut connection = PgConnection::connect_with(&options).await?;
+            let namespace: String = sqlx::query_scalar("SELECT coalesce(current_schema(), '')")
+                .fetch_one(&mut connection)
+                .await?;
+            Ok::<_, sqlx::Error>((connection, namespace))
+        };
+        let (first, namespace) = tokio::time::timeout(timeout, opened)
             .await
+            .map_err(|_| {
+                CoordinationError::Unavailable(format!("no lock session within {timeout:?}").into())
+            })?
             .map_err(coordination_error)?;
-        let namespace: String = sqlx::query_scalar("SELECT coalesce(current_schema(), '')")
-            .fetch_one(&pool)
-            .await
-            .map_err(coordination_error)?;
-        Ok(PgCoordinator { pool, namespace })
+        let mut first = Some(first);
+        let sessions = (0..sessions.max(1) as usize)
+            .map(|index| {
+                let connection = first.take();
+                Arc::new(LockSession::new(
+                    index,
+                    options.clone(),
+                    timeout,
+                    connection,
+                ))
+            })
+            .collect();
+        Ok(PgCoordinator {
+            inner: Arc::new(Inner {
+                namespace,
+                sessions,
+                local: KeyedLocks::default(),
+                runtime: Handle::try_current().ok(),
+            }),
+        })
     }
 
     fn key(&self, kind: &str, name: &str) -> i64 {
-        lock_key(&self.namespace, kind, name)
+        lock_key(&self.inner.namespace, kind, name)
+    }
+
+    /// The session that locks `key`, always the same one.
+    fn session(&self, key: i64) -> Arc<LockSession> {
+        let sessions = &self.inner.sessions;
+        let index = (key as u64 % sessions.len() as u64) as usize;
+        Arc::clone(&sessions[index])
     }
 
     /// Waits for the lock on `key`.
     async fn lock(&self, key: i64) -> Result<LockGuard> {
-        let mut session = Session::acquire(&self.pool, key).await?;
-        sqlx::query("SELECT pg_advisory_lock($1)")
-            .bind(key)
-            .execute(session.connection()?)
-            .await
-            .map_err(coordination_error)?;
-        session.state = State::Held;
-        Ok(LockGuard::new(session))
+        let mut local = self.inner.local.lock(&key).await;
+        let mut backoff = FIRST_BACKOFF;
+        loop {
+            match self.try_on_session(key, local).await? {
+                Ok(held) => return Ok(LockGuard::new(held)),
+                Err(returned) => local = returned,
+            }
+            tokio::time::sleep(backoff).await;
+            backoff = (backoff * 2).min(MAX_BACKOFF);
+        }
     }
 
-    /// The lock on `key` if no session holds it.
+    /// The lock on `key` if no request on any node holds it.
     async fn try_lock(&self, key: i64) -> Result<Option<LockGuard>> {
-        let mut session = Session::acquire(&self.pool, key).await?;
-        let locked: bool = sqlx::query_scalar("SELECT pg_try_advisory_lock($1)")
-            .bind(key)
-            .fetch_one(session.connection()?)
-            .await
-            .map_err(coordination_error)?;
-        if locked {
-            session.state = State::Held;
-            Ok(Some(LockGuard::new(session)))
-        } else {
-            session.state = State::Free;
-            Ok(None)
-        }
+        let Some(local) = self.inner.local.try_lock(&key) else {
+            return Ok(None);
+        };
+        let held = self.try_on_session(key, local).await?;
+        Ok(held.ok().map(LockGuard::new))
+    }
+
+    /// One `pg_try_advisory_lock` by the in-process holder of `key`: the held lock, or the
+    /// in-process lock back when another node holds the key. Runs in its own task so that a
+    /// caller dropped mid-try cannot lose a granted lock (see the module doc).
+    async fn try_on_session(
+        &self,
+        key: i64,
+        local: KeyedGuard<i64>,
+    ) -> Result<Result<HeldLock, KeyedGuard<i64>>> {
+        let session = self.session(key);
+        let runtime = self.inner.runtime.clone();
+        let attempt = async move {
+            Ok(match session.try_lock(key).await? {
+                Some(generation) => Ok(HeldLock {
+                    session,
+                    key,
+                    generation,
+                    runtime,
+                    _local: local,
+                }),
+                None => Err(local),
+            })
+        };
+        let spawner = Handle::try_current()
+            .ok()
+            .or_else(|| self.inner.runtime.clone())
+            .ok_or_else(|| CoordinationError::Backend("no runtime to lock on".into()))?;
+        spawner.spawn(attempt).await.map_err(backend)?
     }
 }
 
@@ -152,77 +255,25 @@ fn lock_key(namespace: &str, kind: &str, name: &str) -> i64 {
     i64::from_be_bytes(first)
 }
 
-/// What the session's connection holds, which decides what dropping it does.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum State {
-    /// A lock request may be in flight: the connection cannot go back to the pool.
-    Unsure,
-    /// The lock is held: unlock, then return the connection.
-    Held,
-    /// Nothing is held: return the connection as it is.
-    Free,
-}
-
-/// One pooled connection used for one lock; the guard's contents.
-struct Session {
-    connection: Option<PoolConnection<Postgres>>,
+/// A granted advisory lock; the guard's contents.
+struct HeldLock {
+    session: Arc<LockSession>,
     key: i64,
-    state: State,
+    /// The session's connection the lock was taken on.
+    generation: u64,
+    runtime: Option<Handle>,
+    /// Dropped after `drop` has queued the unlock (see the module doc's ordering).
+    _local: KeyedGuard<i64>,
 }
 
-impl Session {
-    async fn acquire(pool: &PgPool, key: i64) -> Result<Session> {
-        let connection = pool.acquire().await.map_err(coordination_error)?;
-        Ok(Session {
-            connection: Some(connection),
-            key,
-            state: State::Unsure,
-        })
-    }
-
-    fn connection(&mut self) -> Result<&mut PgConnection> {
-        self.connection
-            .as_deref_mut()
-            .ok_or_else(|| CoordinationError::Backend("lock session without a connection".into()))
-    }
-}
-
-impl Drop for Session {
+impl Drop for HeldLock {
     fn drop(&mut self) {
-        let Some(connection) = self.connection.take() else {
-            return;
-        };
-        let runtime = tokio::runtime::Handle::try_current().ok();
-        match (self.state, runtime) {
-            (State::Free, Some(_)) => drop(connection),
-            (State::Held, Some(runtime)) => {
-                runtime.spawn(unlock(connection, self.key));
-            }
-            // Closing the session is what releases a lock nobody can unlock.
-            _ => drop(connection.detach()),
-        }
-    }
-}
-
-/// Releases `key` and returns the connection to the pool, or closes it when the unlock
-/// cannot be confirmed (closing releases the lock anyway).
-async fn unlock(mut connection: PoolConnection<Postgres>, key: i64) {
-    let unlocked: sqlx::Result<bool> = sqlx::query_scalar("SELECT pg_advisory_unlock($1)")
-        .bind(key)
-        .fetch_one(&mut *connection)
-        .await;
-    match unlocked {
-        Ok(true) => {}
-        Ok(false) => {
-            tracing::warn!(
-                key,
-                "advisory lock was not held at release; closing its session"
-            );
-            drop(connection.detach());
-        }
-        Err(error) => {
-            tracing::warn!(%error, key, "releasing an advisory lock failed; closing its session");
-            drop(connection.detach());
+        self.session.release(self.key, self.generation);
+        let session = Arc::clone(&self.session);
+        let flush = async move { session.flush().await };
+        // Without a live runtime the unlock waits for the session's next operation.
+        if let Some(runtime) = Handle::try_current().ok().or_else(|| self.runtime.clone()) {
+            runtime.spawn(flush);
         }
     }
 }
@@ -234,11 +285,7 @@ fn backend<E: std::error::Error + Send + Sync + 'static>(e: E) -> CoordinationEr
 /// `Unavailable` for what retrying later can fix (see the module doc), else `Backend`.
 fn coordination_error(e: sqlx::Error) -> CoordinationError {
     let unavailable = match &e {
-        sqlx::Error::PoolTimedOut
-        | sqlx::Error::PoolClosed
-        | sqlx::Error::Io(_)
-        | sqlx::Error::Tls(_)
-        | sqlx::Error::WorkerCrashed => true,
+        sqlx::Error::Io(_) | sqlx::Error::Tls(_) | sqlx::Error::WorkerCrashed => true,
         sqlx::Error::Database(db) => db.code().is_some_and(|code| {
             code.starts_with("08")
                 || matches!(&*code, "57P01" | "57P02" | "57P03" | "57014" | "53300")
@@ -253,189 +300,4 @@ fn coordination_error(e: sqlx::Error) -> CoordinationError {
 }
 
 #[cfg(test)]
-mod tests {
-    use std::sync::Arc;
-
-    use super::*;
-
-    const SETTLE: Duration = Duration::from_secs(1);
-
-    async fn coordinator(url: &str, max_connections: u32) -> PgCoordinator {
-        PgCoordinator::connect(url, max_connections, Duration::from_secs(2))
-            .await
-            .expect("connect")
-    }
-
-    /// Two nodes: two coordinators, each with its own pool, on one database.
-    async fn two_nodes() -> Option<(Arc<dyn Coordinator>, Arc<dyn Coordinator>)> {
-        let url = crate::testkit::postgres_url()?;
-        Some((
-            Arc::new(coordinator(&url, 4).await),
-            Arc::new(coordinator(&url, 4).await),
-        ))
-    }
-
-    mod conformance {
-        crate::coordination::conformance::coordination_conformance!(super::two_nodes);
-    }
-
-    fn upload() -> UploadId {
-        UploadId::generate()
-    }
-
-    fn digest() -> Digest {
-        Digest::sha256_of(uuid::Uuid::new_v4().as_bytes())
-    }
-
-    /// Polls `b`'s try-lock until it gets the upload's lock; fails after [`SETTLE`].
-    async fn free_within_settle(b: &PgCoordinator, id: &UploadId) -> LockGuard {
-        let deadline = tokio::time::Instant::now() + SETTLE;
-        loop {
-            if let Some(guard) = b.try_lock_upload(id).await.expect("try_lock") {
-                return guard;
-            }
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "still held {SETTLE:?} after its release"
-            );
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    }
-
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn a_dropped_guard_is_released_within_a_second() {
-        let Some(url) = crate::testkit::postgres_url() else {
-            return;
-        };
-        let (a, b) = (coordinator(&url, 2).await, coordinator(&url, 2).await);
-        let id = upload();
-        let held = a
-            .try_lock_upload(&id)
-            .await
-            .expect("try_lock")
-            .expect("free");
-        assert!(b.try_lock_upload(&id).await.expect("try_lock").is_none());
-        drop(held);
-        drop(free_within_settle(&b, &id).await);
-        // The connection went back to a's pool unlocked: a can take the lock again.
-        drop(free_within_settle(&a, &id).await);
-    }
-
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn a_guard_dropped_outside_any_runtime_is_released() {
-        let Some(url) = crate::testkit::postgres_url() else {
-            return;
-        };
-        let (a, b) = (coordinator(&url, 2).await, coordinator(&url, 2).await);
-        let id = upload();
-        let held = a
-            .try_lock_upload(&id)
-            .await
-            .expect("try_lock")
-            .expect("free");
-        std::thread::spawn(move || drop(held))
-            .join()
-            .expect("drop on a plain thread");
-        drop(free_within_settle(&b, &id).await);
-    }
-
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn a_dead_connection_releases_its_locks() {
-        let Some(url) = crate::testkit::postgres_url() else {
-            return;
-        };
-        let (a, b) = (coordinator(&url, 2).await, coordinator(&url, 2).await);
-        let id = upload();
-        let held = a
-            .try_lock_upload(&id)
-            .await
-            .expect("try_lock")
-            .expect("free");
-        // What a crash or a network partition does to a node: its session ends.
-        let key = a.key("upload", id.as_str());
-        let killed: i64 = sqlx::query_scalar(
-            "SELECT count(*) FROM (
-                 SELECT pg_terminate_backend(pid) FROM pg_locks
-                 WHERE locktype = 'advisory' AND granted AND objsubid = 1
-                   AND classid::bigint = $1 AND objid::bigint = $2) AS t",
-        )
-        .bind(i64::from((key >> 32) as u32))
-        .bind(i64::from(key as u32))
-        .fetch_one(&b.pool)
-        .await
-        .expect("terminate the holder's session");
-        assert_eq!(killed, 1, "exactly one session held the lock");
-        drop(free_within_settle(&b, &id).await);
-        // Releasing on the dead session fails quietly; a keeps working.
-        drop(held);
-        assert!(
-            a.try_lock_upload(&upload())
-                .await
-                .expect("try_lock")
-                .is_some()
-        );
-    }
-
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn an_abandoned_wait_keeps_no_lock() {
-        let Some(url) = crate::testkit::postgres_url() else {
-            return;
-        };
-        let (a, b) = (coordinator(&url, 2).await, coordinator(&url, 2).await);
-        let d = digest();
-        let held = a.lock_digest(&d).await.expect("lock");
-        let waited = tokio::time::timeout(Duration::from_millis(300), b.lock_digest(&d)).await;
-        assert!(waited.is_err(), "b got a held lock");
-        drop(held);
-        // The abandoned waiter's session is closed: it cannot sit on the lock.
-        for node in [&a, &b] {
-            let again = tokio::time::timeout(SETTLE * 5, node.lock_digest(&d))
-                .await
-                .expect("the digest is free again")
-                .expect("lock");
-            drop(again);
-        }
-    }
-
-    #[tokio::test]
-    async fn each_held_lock_takes_a_connection_and_a_full_pool_is_unavailable() {
-        let Some(url) = crate::testkit::postgres_url() else {
-            return;
-        };
-        let a = coordinator(&url, 1).await;
-        let _held = a.lock_digest(&digest()).await.expect("lock");
-        let err = a.try_lock_upload(&upload()).await;
-        assert!(
-            matches!(err, Err(CoordinationError::Unavailable(_))),
-            "{err:?}"
-        );
-    }
-
-    #[tokio::test]
-    async fn an_unreachable_database_is_unavailable() {
-        let err = PgCoordinator::connect(
-            "postgres://aerugo:aerugo@127.0.0.1:1/aerugo",
-            1,
-            Duration::from_secs(2),
-        )
-        .await;
-        assert!(
-            matches!(err, Err(CoordinationError::Unavailable(_))),
-            "{err:?}"
-        );
-    }
-
-    #[test]
-    fn keys_separate_schemas_kinds_and_names() {
-        let key = lock_key("public", "upload", "x");
-        assert_eq!(key, lock_key("public", "upload", "x"), "stable");
-        for other in [
-            lock_key("tenant", "upload", "x"),
-            lock_key("public", "digest", "x"),
-            lock_key("public", "upload", "y"),
-            lock_key("public", "uploadx", ""),
-        ] {
-            assert_ne!(key, other);
-        }
-    }
-}
+mod tests;

@@ -15,7 +15,8 @@
 //! one starts, so start-up removes only the temp directories of processes that are gone.
 //!
 //! Everything appears by `rename` of a complete, fsynced temp file, so a crash leaves no
-//! partial entry. The LRU index is rebuilt from the directory at start-up (oldest
+//! partial entry; blobs and manifests by `fileio`'s
+//! rename, made durable by fsyncing the directories. The LRU index is rebuilt from the directory at start-up (oldest
 //! modification first), so a restart keeps the warm cache.
 
 use std::fs;
@@ -27,6 +28,7 @@ use std::time::SystemTime;
 use bytes::Bytes;
 use lru::LruCache;
 
+use crate::fileio;
 use crate::oci::{Digest, RepoName, Tag};
 use crate::telemetry::metrics;
 
@@ -87,14 +89,18 @@ impl DiskCache {
         Ok(cache)
     }
 
+    /// `blobs/` or `manifests/`: where an entry of this kind lives.
+    fn kind_dir(&self, entry: &Entry) -> PathBuf {
+        self.root.join(match entry {
+            Entry::Blob(_) => "blobs",
+            Entry::Manifest(_) => "manifests",
+        })
+    }
+
     fn path_of(&self, entry: &Entry) -> PathBuf {
-        let (kind, digest) = match entry {
-            Entry::Blob(d) => ("blobs", d),
-            Entry::Manifest(d) => ("manifests", d),
-        };
+        let (Entry::Blob(digest) | Entry::Manifest(digest)) = entry;
         let hex = digest.hex();
-        self.root
-            .join(kind)
+        self.kind_dir(entry)
             .join(digest.algorithm().as_str())
             .join(hex.get(..2).unwrap_or(hex))
             .join(hex)
@@ -215,10 +221,8 @@ impl DiskCache {
             return Ok(());
         }
         let path = self.path_of(&entry);
-        if let Some(parent) = path.parent() {
-            fs::create_dir_all(parent)?;
-        }
-        fs::rename(temp, &path)?;
+        let kind_dir = self.kind_dir(&entry);
+        fileio::rename_into(temp, &path)?;
         {
             let mut index = self.lock();
             if let Some(old) = index.lru.put(entry, size) {
@@ -227,7 +231,9 @@ impl DiskCache {
             index.bytes += size;
         }
         self.evict();
-        Ok(())
+        // Durable only now: the index and the cap must not wait for the fsyncs, or the disk
+        // would hold entries the index does not count meanwhile (a lost rename is a miss).
+        fileio::sync_parents(&path, &kind_dir)
     }
 
     /// Removes least recently used entries until the cache fits its cap. Readers that already

@@ -9,20 +9,22 @@
 //! service's application in place of pingora's `HttpProxy`, which it drives one request at a
 //! time (pingora's documented custom accept loop, `HttpProxy::process_new_http`):
 //!
-//! - it holds a [`ConnectionPermit`](crate::limits::connections::ConnectionPermit) for the connection's lifetime, or closes the connection
-//!   at once when a cap is reached ([`ConnectionLimits`] also refuses at accept, as pingora's
-//!   connection filter, so a client at its cap costs no TLS handshake);
+//! - it holds a plain connection's [`ConnectionPermit`] for the connection's lifetime, or closes
+//!   the connection at once when a cap is reached ([`ConnectionLimits`] also refuses at accept,
+//!   as pingora's connection filter, so a client at its cap costs no TLS handshake); a TLS
+//!   connection was admitted before its handshake ([`TlsAdmission`]);
 //! - each request's header must arrive within a deadline — the header-read timeout for the
 //!   first request, the keep-alive idle timeout plus that for later ones —, lifted when the
 //!   proxy's `early_request_filter` reports the header ([`AwaitedHeaders`]);
 //! - every HTTP/1 session gets the keep-alive idle timeout (pingora closes the connection when
 //!   no next request starts within it) and pipelining; HTTP/2 gets pingora's idle timeout;
-//! - on the TLS listener the client must start its handshake within the header-read timeout
-//!   ([`HandshakeStart`]); the handshake itself has pingora's fixed 60 s.
+//! - on the TLS listener the connection is counted before its handshake, which pingora gives a
+//!   fixed 60 s, for as long as its socket lives, and the client must start the handshake
+//!   within the header-read timeout ([`TlsAdmission`]).
 
 use std::net::SocketAddr;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -31,14 +33,15 @@ use pingora::apps::{HttpServerApp, ServerApp};
 use pingora::listeners::{ConnectionFilter, PreTlsProcess};
 use pingora::protocols::http::ServerSession;
 use pingora::protocols::l4::stream::Stream as L4Stream;
-use pingora::protocols::{ALPN, Peek, Stream};
+use pingora::protocols::{ALPN, GetSocketDigest, Peek, Stream};
 use pingora::proxy::HttpProxy;
 use pingora::server::ShutdownWatch;
+use pingora::upstreams::peer::{Tracer, Tracing};
 use pingora::{Error, ErrorType, Result};
 use tokio::sync::oneshot;
 
 use super::proxy::EdgeProxy;
-use crate::limits::connections::ConnectionLimits;
+use crate::limits::connections::{ConnectionLimits, ConnectionPermit};
 use crate::telemetry::metrics;
 
 /// The timeouts of [`EdgeApp`] (`[edge]` `header_read_timeout_seconds`,
@@ -139,18 +142,13 @@ impl ServerApp for EdgeApp {
         stream: Stream,
         shutdown: &ShutdownWatch,
     ) -> Option<Stream> {
-        let connection = endpoints(&stream);
-        let client = connection.map(|c| c.client.ip());
-        let _permit = match self.limits.admit(client) {
-            Ok(permit) => permit,
-            Err(refusal) => {
-                tracing::debug!(?client, reason = refusal.label(), "connection refused");
-                metrics()
-                    .connections_refused
-                    .with_label_values(&[refusal.label()])
-                    .inc();
-                return None;
-            }
+        let connection = endpoints(&*stream);
+        // Every TLS stream went through `TlsAdmission`, its permit on its socket.
+        let admitted_before_handshake = stream.get_ssl().is_some();
+        let _permit = if admitted_before_handshake {
+            None
+        } else {
+            Some(admit(&self.limits, connection)?)
         };
         if matches!(stream.selected_alpn_proto(), Some(ALPN::H2)) {
             let serving = ServerApp::process_new(&self.proxy, stream, shutdown);
@@ -176,12 +174,30 @@ pub struct Endpoints {
     pub server: SocketAddr,
 }
 
-fn endpoints(stream: &Stream) -> Option<Endpoints> {
+fn endpoints(stream: &(impl GetSocketDigest + ?Sized)) -> Option<Endpoints> {
     let digest = stream.get_socket_digest()?;
     Some(Endpoints {
         client: *digest.peer_addr()?.as_inet()?,
         server: *digest.local_addr()?.as_inet()?,
     })
+}
+
+/// Counts `connection` against the caps, or logs and counts its refusal.
+fn admit(
+    limits: &Arc<ConnectionLimits>,
+    connection: Option<Endpoints>,
+) -> Option<ConnectionPermit> {
+    let client = connection.map(|c| c.client.ip());
+    limits
+        .admit(client)
+        .inspect_err(|refusal| {
+            tracing::debug!(?client, reason = refusal.label(), "connection refused");
+            metrics()
+                .connections_refused
+                .with_label_values(&[refusal.label()])
+                .inc();
+        })
+        .ok()
 }
 
 /// Connections waiting for a request header; the proxy reports each header it reads with
@@ -222,17 +238,33 @@ impl ConnectionFilter for ConnectionLimits {
     }
 }
 
-/// The TLS listener's first deadline: a client must start its handshake (send the first byte
-/// of its ClientHello) within the header-read timeout, or the connection is closed.
-pub struct HandshakeStart {
-    pub timeout: Duration,
+/// The TLS listener's admission, before the handshake: the connection is counted against the
+/// caps (or closed at once), and the client must start its handshake (send the first byte of
+/// its ClientHello) within the header-read timeout, or the connection is closed.
+///
+/// Counting here, not after the handshake, is what bounds a client that starts many handshakes
+/// and stalls each for pingora's fixed 60 s. The permit then has to live exactly as long as
+/// the socket, and pingora drops a connection whose handshake failed or timed out without
+/// telling the application (its `TlsAccept` callbacks run only after a handshake succeeded,
+/// its connection filter sees no close). So the permit rides on the L4 stream itself
+/// ([`PermitOnSocket`]) and goes with it on every path, rather than in a side table that a
+/// timer (locking out a client whose handshake failed) or a sweep of the kernel's socket
+/// table would have to clear.
+pub struct TlsAdmission {
+    pub limits: Arc<ConnectionLimits>,
+    pub handshake_start_timeout: Duration,
 }
 
 #[async_trait]
-impl PreTlsProcess for HandshakeStart {
+impl PreTlsProcess for TlsAdmission {
     async fn process(&self, stream: &mut L4Stream) -> Result<()> {
+        let Some(permit) = admit(&self.limits, endpoints(stream)) else {
+            return Error::e_explain(ErrorType::AcceptError, "over the connection caps");
+        };
+        stream.tracer = Some(Tracer(Box::new(PermitOnSocket::new(permit))));
         let mut first = [0u8; 1];
-        match tokio::time::timeout(self.timeout, stream.try_peek(&mut first)).await {
+        let first_byte = stream.try_peek(&mut first);
+        match tokio::time::timeout(self.handshake_start_timeout, first_byte).await {
             Ok(Ok(_)) => Ok(()),
             Ok(Err(e)) => Error::e_because(ErrorType::ReadError, "before the TLS handshake", e),
             Err(_) => Error::e_explain(
@@ -240,5 +272,35 @@ impl PreTlsProcess for HandshakeStart {
                 "no TLS handshake within the header-read timeout",
             ),
         }
+    }
+}
+
+/// A connection's permit carried by its L4 stream as the stream's tracer, the one piece of
+/// application data pingora's `Stream` owns: every path that ends the connection — its end
+/// after the handshake (the L4 stream lives inside the TLS stream), a failed, refused or
+/// timed-out handshake — drops that stream, and its `Drop` calls `on_disconnected` first, before
+/// the socket is closed. Freeing the place there means a client that reconnects as soon as it
+/// sees its connection closed finds the place already free.
+#[derive(Debug, Clone)]
+struct PermitOnSocket(Arc<Mutex<Option<ConnectionPermit>>>);
+
+impl PermitOnSocket {
+    fn new(permit: ConnectionPermit) -> PermitOnSocket {
+        PermitOnSocket(Arc::new(Mutex::new(Some(permit))))
+    }
+}
+
+impl Tracing for PermitOnSocket {
+    /// Called for upstream connections only.
+    fn on_connected(&self) {}
+
+    fn on_disconnected(&self) {
+        let permit = self.0.lock().unwrap_or_else(PoisonError::into_inner).take();
+        drop(permit);
+    }
+
+    /// A clone shares the one permit (pingora clones only upstream peers' tracers).
+    fn boxed_clone(&self) -> Box<dyn Tracing> {
+        Box::new(self.clone())
     }
 }

@@ -5,6 +5,8 @@
 //! writing to a temp file in the cache while hashing (the upstream's verifying stream).
 //! Readers follow the file through a shared descriptor with positioned reads, so they can
 //! start at any offset (`Range`) and keep reading after the file is renamed into the cache.
+//! Both sides are `fileio`'s, the filesystem store's too: double-buffered block writes with
+//! write-back, reads into reused buffers.
 //!
 //! Guarantee: no reader is ever handed the final byte of its response before the whole blob
 //! was verified. On a digest mismatch or a broken origin every reader gets an error instead,
@@ -14,23 +16,25 @@ use std::collections::HashMap;
 use std::fs::File;
 use std::io;
 use std::ops::Range;
-use std::os::unix::fs::FileExt;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use futures_util::{Stream, StreamExt};
 use tokio::sync::watch;
 
 use super::cache::DiskCache;
+use crate::fileio::{self, BlockWriter, ChunkReader};
 use crate::oci::Digest;
 use crate::telemetry::metrics;
 use crate::upstream::{FetchedBlob, UpstreamError};
 
-/// Bytes written to the temp file (and announced to readers) per step.
+/// Bytes written to the temp file (and announced to readers) per block: smaller than the
+/// filesystem store's 1 MiB, because coalesced readers follow the fill block by block and a
+/// slow origin should not hold their bytes back for long.
 const WRITE_STEP: usize = 256 * 1024;
-/// Bytes a response reads (and holds) at a time: one buffer per download, so 256 concurrent
-/// downloads stay within a few tens of MiB.
+/// Bytes a response reads (and holds) at a time: a few reused buffers per download, so 256
+/// concurrent downloads stay within a few tens of MiB.
 const READ_STEP: u64 = 128 * 1024;
 
 /// Progress of one fill, broadcast to its readers.
@@ -56,7 +60,7 @@ pub enum FillError {
 
 /// One fetch in flight.
 pub struct Fill {
-    file: Arc<File>,
+    reader: ChunkReader,
     progress: watch::Receiver<Progress>,
 }
 
@@ -89,8 +93,8 @@ impl Fill {
         &self,
         range: Range<u64>,
     ) -> impl Stream<Item = io::Result<Bytes>> + Send + 'static {
-        let state = (Arc::clone(&self.file), self.progress.clone(), range.start);
-        futures_util::stream::unfold(state, move |(file, mut rx, pos)| {
+        let state = (self.reader.clone(), self.progress.clone(), range.start);
+        futures_util::stream::unfold(state, move |(reader, mut rx, pos)| {
             let end = range.end;
             async move {
                 if pos >= end {
@@ -100,7 +104,7 @@ impl Fill {
                     let p = rx.borrow_and_update().clone();
                     match &p.outcome {
                         Some(Err(e)) => {
-                            return Some((Err(io::Error::other(e.to_string())), (file, rx, end)));
+                            return Some((Err(io::Error::other(e.to_string())), (reader, rx, end)));
                         }
                         Some(Ok(())) => break end,
                         // Keep one byte back until verification says the blob is right.
@@ -111,30 +115,18 @@ impl Fill {
                     }
                     if rx.changed().await.is_err() {
                         let e = io::Error::other("fill task vanished");
-                        return Some((Err(e), (file, rx, end)));
+                        return Some((Err(e), (reader, rx, end)));
                     }
                 };
+                // Bounded by READ_STEP, so the cast cannot truncate.
                 let len = (readable - pos).min(READ_STEP);
-                let chunk = read_at(Arc::clone(&file), pos, len).await;
-                match chunk {
-                    Ok(bytes) => Some((Ok(bytes), (file, rx, pos + len))),
-                    Err(e) => Some((Err(e), (file, rx, end))),
+                match reader.read_at(pos, len as usize).await {
+                    Ok(bytes) => Some((Ok(bytes), (reader, rx, pos + len))),
+                    Err(e) => Some((Err(e), (reader, rx, end))),
                 }
             }
         })
     }
-}
-
-/// Reads `len` bytes at `offset` on the blocking pool into a fresh buffer, which becomes the
-/// response chunk as is (one copy from the page cache, none after).
-async fn read_at(file: Arc<File>, offset: u64, len: u64) -> io::Result<Bytes> {
-    tokio::task::spawn_blocking(move || {
-        let mut buf = vec![0u8; len as usize];
-        file.read_exact_at(&mut buf, offset)
-            .map(|()| Bytes::from(buf))
-    })
-    .await
-    .unwrap_or_else(|e| Err(io::Error::other(e)))
 }
 
 /// Streams `range` of a complete file (a cached blob). An eviction meanwhile does not matter:
@@ -144,29 +136,15 @@ pub fn file_range_stream(
     range: Range<u64>,
 ) -> impl Stream<Item = io::Result<Bytes>> + Send + 'static {
     let opened = async move {
-        let file = tokio::task::spawn_blocking(move || File::open(path))
+        tokio::task::spawn_blocking(move || File::open(path))
             .await
-            .unwrap_or_else(|e| Err(io::Error::other(e)))?;
-        Ok::<_, io::Error>(Arc::new(file))
+            .unwrap_or_else(|e| Err(io::Error::other(e)))
     };
-    futures_util::stream::once(opened).flat_map(move |opened| {
-        let end = range.end;
-        let chunks = opened.map(|file| {
-            futures_util::stream::unfold((file, range.start), move |(file, pos)| async move {
-                if pos >= end {
-                    return None;
-                }
-                let len = (end - pos).min(READ_STEP);
-                match read_at(Arc::clone(&file), pos, len).await {
-                    Ok(bytes) => Some((Ok(bytes), (file, pos + len))),
-                    Err(e) => Some((Err(e), (file, end))),
-                }
-            })
-        });
-        match chunks {
-            Ok(chunks) => chunks.left_stream(),
-            Err(e) => futures_util::stream::once(async move { Err(e) }).right_stream(),
+    futures_util::stream::once(opened).flat_map(move |opened| match opened {
+        Ok(file) => {
+            fileio::range_stream(Arc::new(file), range.clone(), READ_STEP as usize).left_stream()
         }
+        Err(e) => futures_util::stream::once(async move { Err(e) }).right_stream(),
     })
 }
 
@@ -197,7 +175,7 @@ impl Fills {
         let file = Arc::new(file);
         let (tx, rx) = watch::channel(Progress::default());
         let fill = Arc::new(Fill {
-            file: Arc::clone(&file),
+            reader: ChunkReader::new(Arc::clone(&file)),
             progress: rx,
         });
         inflight.insert(digest.clone(), Arc::clone(&fill));
@@ -281,37 +259,17 @@ impl Job {
         })?;
         self.tx.send_modify(|p| p.total = Some(total));
         let mut stream = blob.stream;
-        let mut buffer = BytesMut::with_capacity(WRITE_STEP);
-        let mut written = 0u64;
-        loop {
-            let next =
-                stream
-                    .next()
-                    .await
-                    .transpose()
-                    .map_err(|e| match UpstreamError::from_io(&e) {
-                        Some(upstream) => FillError::Upstream(upstream.clone()),
-                        None => FillError::Io(e),
-                    })?;
-            let done = next.is_none();
-            if let Some(chunk) = next {
-                buffer.extend_from_slice(&chunk);
-            }
-            if buffer.len() >= WRITE_STEP || (done && !buffer.is_empty()) {
-                let block = buffer.split().freeze();
-                let block_len = block.len() as u64;
-                let file = Arc::clone(&self.file);
-                let offset = written;
-                tokio::task::spawn_blocking(move || file.write_all_at(&block, offset))
-                    .await
-                    .unwrap_or_else(|e| Err(io::Error::other(e)))?;
-                written += block_len;
-                self.tx.send_modify(|p| p.written = written);
-            }
-            if done {
-                break;
-            }
+        let progress = self.tx.clone();
+        let mut writer = BlockWriter::new(Arc::clone(&self.file), 0, WRITE_STEP)
+            .on_written(move |written| progress.send_modify(|p| p.written = written));
+        while let Some(chunk) = stream.next().await {
+            let chunk = chunk.map_err(|e| match UpstreamError::from_io(&e) {
+                Some(upstream) => FillError::Upstream(upstream.clone()),
+                None => FillError::Io(e),
+            })?;
+            writer.write(chunk).await?;
         }
+        let written = writer.flush().await?;
         // The verifying stream already checked length and digest; this guards the arithmetic.
         if written != total {
             return Err(FillError::Upstream(UpstreamError::Truncated {

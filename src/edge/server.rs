@@ -23,7 +23,7 @@ use pingora::services::background::background_service;
 use pingora::services::listening::Service;
 
 use super::cache::DiskCache;
-use super::connection::{AwaitedHeaders, ConnectionTimeouts, EdgeApp, HandshakeStart};
+use super::connection::{AwaitedHeaders, ConnectionTimeouts, EdgeApp, TlsAdmission};
 use super::mirror::Mirror;
 use super::proxy::{EdgeProxy, Mode};
 use crate::config::{Config, EdgeConfig, MirrorUpstream};
@@ -126,11 +126,13 @@ fn listening_service(server: &Server, edge: &EdgeConfig, mode: Mode) -> Service<
     let limits = ConnectionLimits::new(edge.max_connections, edge.max_connections_per_client);
     let app = EdgeApp::new(proxy, Arc::clone(&limits), awaited, timeouts);
     let mut service = Service::new("aerugo edge".into(), app);
-    service.set_connection_filter(limits);
+    service.set_connection_filter(limits.clone());
+    // Set before the listeners are added, so the TLS one gets it (`EdgeApp` relies on that).
     service
         .endpoints()
-        .set_pre_tls_callback(Arc::new(HandshakeStart {
-            timeout: timeouts.header_read,
+        .set_pre_tls_callback(Arc::new(TlsAdmission {
+            limits,
+            handshake_start_timeout: timeouts.header_read,
         }));
     service
 }

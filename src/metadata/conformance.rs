@@ -38,7 +38,7 @@ macro_rules! metadata_conformance {
             referrers_filter_by_artifact_type,
             upload_sessions_compare_and_set,
             upload_sessions_are_listed_in_pages,
-            gc_collects_unreferenced_links_and_abandoned_uploads,
+            gc_collects_unreferenced_links_and_blobs,
             gc_keeps_blobs_other_repositories_reference,
             gc_works_in_batches,
             concurrent_puts_of_one_tag_all_succeed,
@@ -901,9 +901,7 @@ pub(crate) async fn upload_sessions_compare_and_set(store: Arc<dyn MetadataStore
     );
 }
 
-pub(crate) async fn gc_collects_unreferenced_links_and_abandoned_uploads(
-    store: Arc<dyn MetadataStore>,
-) {
+pub(crate) async fn gc_collects_unreferenced_links_and_blobs(store: Arc<dyn MetadataStore>) {
     let store = &*store;
     let r = repo("app");
     let (config, layer, stray) = (blob("config"), blob("layer"), blob("stray"));
@@ -919,13 +917,6 @@ pub(crate) async fn gc_collects_unreferenced_links_and_abandoned_uploads(
         store.linked_blob(&r, &stray).await.expect("linked_blob"),
         Some(100)
     );
-    assert!(
-        store
-            .get_upload(&r, &upload)
-            .await
-            .expect("get_upload")
-            .is_some()
-    );
 
     let plan = gc(store, future(store).await).await;
     assert_eq!(
@@ -933,7 +924,6 @@ pub(crate) async fn gc_collects_unreferenced_links_and_abandoned_uploads(
         GcPlan {
             links: vec![(r.clone(), stray.clone())],
             blobs: vec![stray.clone()],
-            uploads: vec![upload.clone()]
         }
     );
     assert_eq!(
@@ -941,9 +931,14 @@ pub(crate) async fn gc_collects_unreferenced_links_and_abandoned_uploads(
         None
     );
     assert!(!store.blob_known(&stray).await.expect("blob_known"));
-    assert_eq!(
-        store.get_upload(&r, &upload).await.expect("get_upload"),
-        None
+    // Sessions are not metadata's to collect: a request may be writing one (the registry
+    // ends stale ones under their lock).
+    assert!(
+        store
+            .get_upload(&r, &upload)
+            .await
+            .expect("get_upload")
+            .is_some()
     );
     for referenced in [&config, &layer] {
         assert_eq!(
@@ -976,7 +971,6 @@ pub(crate) async fn gc_collects_unreferenced_links_and_abandoned_uploads(
         sorted(plan.blobs),
         sorted(vec![config.clone(), layer.clone()])
     );
-    assert!(plan.uploads.is_empty());
     assert!(!store.blob_known(&config).await.expect("blob_known"));
     assert_eq!(gc(store, future(store).await).await, GcPlan::default());
 }
@@ -1028,16 +1022,12 @@ pub(crate) async fn gc_works_in_batches(store: Arc<dyn MetadataStore>) {
     let r = repo("app");
     let strays: Vec<Digest> = (0..5).map(|i| blob(&format!("stray-{i}"))).collect();
     link(store, &r, &strays.iter().collect::<Vec<_>>()).await;
-    let mut uploads: Vec<UploadId> = Vec::new();
-    for _ in 0..3 {
-        uploads.push(start_upload(store, &r, b"").await.id);
-    }
     let cutoff = future(store).await;
     let mut total = GcPlan::default();
     loop {
         let batch = store.collect_garbage(cutoff, 2).await.expect("gc");
         assert!(
-            batch.links.len() <= 2 && batch.blobs.len() <= 2 && batch.uploads.len() <= 2,
+            batch.links.len() <= 2 && batch.blobs.len() <= 2,
             "a batch exceeded its limit: {batch:?}"
         );
         if batch.is_empty() {
@@ -1045,15 +1035,11 @@ pub(crate) async fn gc_works_in_batches(store: Arc<dyn MetadataStore>) {
         }
         total.links.extend(batch.links);
         total.blobs.extend(batch.blobs);
-        total.uploads.extend(batch.uploads);
     }
     let mut expected_links: Vec<_> = strays.iter().map(|d| (r.clone(), d.clone())).collect();
     expected_links.sort();
     assert_eq!(sorted(total.links), expected_links);
     assert_eq!(sorted(total.blobs), sorted(strays.clone()));
-    uploads.sort_by(|a, b| a.as_str().cmp(b.as_str()));
-    total.uploads.sort_by(|a, b| a.as_str().cmp(b.as_str()));
-    assert_eq!(total.uploads, uploads);
     for stray in &strays {
         assert!(!store.blob_known(stray).await.expect("blob_known"));
     }

@@ -16,6 +16,7 @@ use crate::oci::{Digest, Reference, RepoName, Tag, UploadId};
 
 #[cfg(feature = "postgres")]
 pub mod postgres;
+mod rows;
 pub mod sqlite;
 
 #[cfg(test)]
@@ -83,8 +84,6 @@ pub struct GcPlan {
     pub links: Vec<(RepoName, Digest)>,
     /// Blobs no repository links and no manifest references any more.
     pub blobs: Vec<Digest>,
-    /// Upload sessions abandoned before the cutoff.
-    pub uploads: Vec<UploadId>,
 }
 
 /// A stored name that no longer parses: the row is kept, the batch fails.
@@ -101,7 +100,6 @@ impl GcPlan {
     pub fn parsed(
         links: Vec<(String, String)>,
         blobs: Vec<String>,
-        uploads: Vec<String>,
     ) -> std::result::Result<GcPlan, UnreadableRow> {
         fn parse<T: std::str::FromStr>(
             kind: &'static str,
@@ -118,19 +116,14 @@ impl GcPlan {
                 .into_iter()
                 .map(|d| parse("digest", d))
                 .collect::<std::result::Result<_, _>>()?,
-            uploads: uploads
-                .into_iter()
-                .map(|id| parse("upload id", id))
-                .collect::<std::result::Result<_, _>>()?,
         };
         plan.links.sort();
         plan.blobs.sort();
-        plan.uploads.sort_by(|a, b| a.as_str().cmp(b.as_str()));
         Ok(plan)
     }
 
     pub fn is_empty(&self) -> bool {
-        self.links.is_empty() && self.blobs.is_empty() && self.uploads.is_empty()
+        self.links.is_empty() && self.blobs.is_empty()
     }
 }
 
@@ -277,10 +270,10 @@ pub trait MetadataStore: Send + Sync + 'static {
     // ---- garbage collection ----
 
     /// One batch of garbage collection, in one transaction: removes up to `limit` blob links
-    /// no manifest of their repository references that were made before `cutoff`, up to
-    /// `limit` blob records created before `cutoff` left with no link and no reference, and
-    /// up to `limit` upload sessions not touched since `cutoff`. Returns what it removed, so
-    /// the caller deletes the bytes and forgets the links; the caller repeats until a batch
-    /// comes back empty.
+    /// no manifest of their repository references that were made before `cutoff`, and up to
+    /// `limit` blob records created before `cutoff` left with no link and no reference.
+    /// Returns what it removed, so the caller deletes the bytes and forgets the links; the
+    /// caller repeats until a batch comes back empty. (Stale upload sessions are the caller's
+    /// to end, one at a time under the session's lock, since a request may be writing one.)
     async fn collect_garbage(&self, cutoff: Timestamp, limit: usize) -> Result<GcPlan>;
 }

@@ -6,7 +6,7 @@
 //! `SQLITE_BUSY`; reads use their own pool and, thanks to WAL, never wait for a writer. Each
 //! trait method is one statement or one `BEGIN IMMEDIATE` transaction.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::HashSet;
 use std::path::Path;
 use std::time::Duration;
 
@@ -18,6 +18,7 @@ use sqlx::sqlite::{
 };
 use sqlx::{Connection, Sqlite, Transaction};
 
+use super::rows::{ReferrerRow, UploadRow, backend, from_db, limit, parse_digest, to_db};
 use super::{
     GcPlan, ManifestRecord, MetadataError, MetadataStore, NewManifest, Referrer, Result, Timestamp,
     UploadSession, system_now as now,
@@ -129,27 +130,6 @@ async fn discard_if_in_transaction(conn: &mut SqliteConnection) -> sqlx::Result<
     Ok(healthy)
 }
 
-fn backend<E: std::error::Error + Send + Sync + 'static>(e: E) -> MetadataError {
-    MetadataError::Backend(Box::new(e))
-}
-
-fn to_db(n: u64) -> Result<i64> {
-    i64::try_from(n).map_err(backend)
-}
-
-fn from_db(n: i64) -> Result<u64> {
-    u64::try_from(n).map_err(backend)
-}
-
-/// A page size beyond `i64::MAX` means "no limit" to SQLite anyway.
-fn limit(n: usize) -> i64 {
-    i64::try_from(n).unwrap_or(i64::MAX)
-}
-
-fn parse_digest(s: &str) -> Result<Digest> {
-    s.parse().map_err(backend)
-}
-
 /// The repository's id, creating the repository when it is new.
 async fn ensure_repo(
     tx: &mut Transaction<'static, Sqlite>,
@@ -181,31 +161,6 @@ const BLOB_SIZE_IN_REPO: &str =
     "SELECT b.size FROM repo_blobs rb JOIN blobs b ON b.digest = rb.digest
      WHERE rb.repo_id = ?1 AND rb.digest = ?2";
 const MANIFEST_SIZE_IN_REPO: &str = "SELECT size FROM manifests WHERE repo_id = ?1 AND digest = ?2";
-
-#[derive(sqlx::FromRow)]
-struct ReferrerRow {
-    digest: String,
-    media_type: String,
-    size: i64,
-    artifact_type: Option<String>,
-    annotations: Option<String>,
-}
-
-#[derive(sqlx::FromRow)]
-struct UploadRow {
-    byte_offset: i64,
-    hash_state: Vec<u8>,
-    created_at: i64,
-    updated_at: i64,
-}
-
-#[derive(sqlx::FromRow)]
-struct ListedUploadRow {
-    id: String,
-    repo: String,
-    #[sqlx(flatten)]
-    upload: UploadRow,
-}
 
 #[async_trait]
 impl MetadataStore for SqliteStore {
@@ -565,22 +520,7 @@ impl MetadataStore for SqliteStore {
         .fetch_all(&self.read)
         .await
         .map_err(backend)?;
-        rows.into_iter()
-            .map(|row| {
-                let annotations = row
-                    .annotations
-                    .map(|json| serde_json::from_str::<BTreeMap<String, String>>(&json))
-                    .transpose()
-                    .map_err(backend)?;
-                Ok(Referrer {
-                    digest: parse_digest(&row.digest)?,
-                    media_type: row.media_type,
-                    size: from_db(row.size)?,
-                    artifact_type: row.artifact_type,
-                    annotations,
-                })
-            })
-            .collect()
+        rows.into_iter().map(ReferrerRow::into_referrer).collect()
     }
 
     async fn create_upload(
@@ -616,7 +556,7 @@ impl MetadataStore for SqliteStore {
         after: Option<&UploadId>,
         limit_to: usize,
     ) -> Result<Vec<UploadSession>> {
-        let rows: Vec<ListedUploadRow> = sqlx::query_as(
+        let rows: Vec<UploadRow> = sqlx::query_as(
             "SELECT id, repo, byte_offset, hash_state, created_at, updated_at FROM uploads
              WHERE id > ?1 ORDER BY id LIMIT ?2",
         )
@@ -625,40 +565,20 @@ impl MetadataStore for SqliteStore {
         .fetch_all(&self.read)
         .await
         .map_err(backend)?;
-        rows.into_iter()
-            .map(|row| {
-                Ok(UploadSession {
-                    id: row.id.parse().map_err(backend)?,
-                    repo: row.repo.parse().map_err(backend)?,
-                    offset: from_db(row.upload.byte_offset)?,
-                    hash_state: row.upload.hash_state,
-                    created_at: row.upload.created_at,
-                    updated_at: row.upload.updated_at,
-                })
-            })
-            .collect()
+        rows.into_iter().map(UploadRow::into_session).collect()
     }
 
     async fn get_upload(&self, repo: &RepoName, id: &UploadId) -> Result<Option<UploadSession>> {
         let row: Option<UploadRow> = sqlx::query_as(
-            "SELECT byte_offset, hash_state, created_at, updated_at FROM uploads WHERE id = ?1 AND repo = ?2",
+            "SELECT id, repo, byte_offset, hash_state, created_at, updated_at FROM uploads
+             WHERE id = ?1 AND repo = ?2",
         )
         .bind(id.as_str())
         .bind(repo.as_str())
         .fetch_optional(&self.read)
         .await
         .map_err(backend)?;
-        row.map(|row| {
-            Ok(UploadSession {
-                id: id.clone(),
-                repo: repo.clone(),
-                offset: from_db(row.byte_offset)?,
-                hash_state: row.hash_state,
-                created_at: row.created_at,
-                updated_at: row.updated_at,
-            })
-        })
-        .transpose()
+        row.map(UploadRow::into_session).transpose()
     }
 
     async fn advance_upload(
@@ -731,18 +651,8 @@ impl MetadataStore for SqliteStore {
         .fetch_all(&mut *tx)
         .await
         .map_err(backend)?;
-        let uploads: Vec<String> = sqlx::query_scalar(
-            "DELETE FROM uploads
-             WHERE id IN (SELECT id FROM uploads WHERE updated_at < ?1 LIMIT ?2)
-             RETURNING id",
-        )
-        .bind(cutoff)
-        .bind(batch)
-        .fetch_all(&mut *tx)
-        .await
-        .map_err(backend)?;
         // Parse before committing: a row we cannot name must not vanish from metadata.
-        let plan = GcPlan::parsed(links, blobs, uploads).map_err(backend)?;
+        let plan = GcPlan::parsed(links, blobs).map_err(backend)?;
         tx.commit().await.map_err(backend)?;
         Ok(plan)
     }

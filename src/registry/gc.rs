@@ -13,7 +13,7 @@ use std::time::{Duration, SystemTime};
 use serde::{Deserialize, Serialize};
 
 use super::{Registry, RegistryError, Result};
-use crate::metadata::GcPlan;
+use crate::metadata::{GcPlan, Timestamp};
 use crate::oci::{Digest, UploadId};
 
 /// Rows per metadata transaction and entries per storage listing page.
@@ -57,6 +57,7 @@ impl Registry {
             }
             self.apply(&plan, &mut report).await?;
         }
+        self.collect_stale_sessions(cutoff, &mut report).await?;
         let stored_cutoff =
             SystemTime::UNIX_EPOCH + Duration::from_secs(u64::try_from(cutoff).unwrap_or_default());
         self.collect_orphan_blobs(stored_cutoff, &mut report)
@@ -69,7 +70,7 @@ impl Registry {
     }
 
     /// Carries out one metadata batch: caches forget the removed links, and the bytes of
-    /// removed blobs and sessions go.
+    /// removed blobs go.
     async fn apply(&self, plan: &GcPlan, report: &mut GcReport) -> Result<()> {
         for (repo, digest) in &plan.links {
             self.forget_blob_link(repo, digest).await;
@@ -79,11 +80,34 @@ impl Registry {
                 report.blobs_deleted += 1;
             }
         }
-        for id in &plan.uploads {
-            self.blobs.delete_upload(id).await?;
-            report.uploads_deleted += 1;
-        }
         Ok(())
+    }
+
+    /// Sessions untouched since the cutoff, each ended under its lock after a second look,
+    /// so a request writing to one (a long `PATCH` touches it only when it ends) keeps it.
+    async fn collect_stale_sessions(&self, cutoff: Timestamp, report: &mut GcReport) -> Result<()> {
+        let mut after: Option<UploadId> = None;
+        loop {
+            let page = self.meta.list_uploads(after.as_ref(), BATCH).await?;
+            let Some(last) = page.last() else {
+                return Ok(());
+            };
+            after = Some(last.id.clone());
+            for session in page.iter().filter(|s| s.updated_at < cutoff) {
+                let Some(_idle) = self.coordinator.try_lock_upload(&session.id).await? else {
+                    continue;
+                };
+                let still_stale = self
+                    .meta
+                    .get_upload(&session.repo, &session.id)
+                    .await?
+                    .is_some_and(|now| now.updated_at < cutoff);
+                if still_stale && self.meta.delete_upload(&session.id).await? {
+                    self.blobs.delete_upload(&session.id).await?;
+                    report.uploads_deleted += 1;
+                }
+            }
+        }
     }
 
     /// Stored blobs older than the cutoff that metadata does not know.

@@ -5,6 +5,8 @@
 //! every request, so a chunked upload never re-reads what it already received. A blob becomes
 //! visible only when [`Registry::finish_upload`] has matched the client's digest.
 
+use std::time::Duration;
+
 use futures_util::StreamExt;
 
 use super::{BodyStream, Registry, RegistryError, Result};
@@ -46,6 +48,9 @@ impl StoredUploads {
         }
     }
 }
+
+/// How long a request waits for its session's lock before calling the session busy.
+const UPLOAD_LOCK_PATIENCE: Duration = Duration::from_secs(2);
 
 /// What the client said about a request body.
 #[derive(Debug, Clone, Copy, Default)]
@@ -141,10 +146,24 @@ impl Registry {
         Ok(())
     }
 
+    /// The session's lock, waiting briefly: a client sends its next request on a session as
+    /// soon as the previous one is answered, and a database lock is let go just after the
+    /// answer went out. A request still busy after the wait is another one writing.
     async fn lock_upload(&self, id: &UploadId) -> Result<LockGuard> {
-        self.coordinator.try_lock_upload(id).await?.ok_or_else(|| {
-            RegistryError::UploadInvalid("another request is writing to this upload session".into())
-        })
+        let deadline = tokio::time::Instant::now() + UPLOAD_LOCK_PATIENCE;
+        let mut pause = Duration::from_millis(5);
+        loop {
+            if let Some(guard) = self.coordinator.try_lock_upload(id).await? {
+                return Ok(guard);
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return Err(RegistryError::UploadInvalid(
+                    "another request is writing to this upload session".into(),
+                ));
+            }
+            tokio::time::sleep(pause).await;
+            pause = (pause * 2).min(Duration::from_millis(100));
+        }
     }
 
     /// Streams a body into the session: checks the range, hashes and writes every chunk,

@@ -5,20 +5,21 @@
 //! fsynced upload file, so a kill at any instant leaves the whole blob or nothing. Paths are
 //! built only from a validated [`Digest`] or [`UploadId`], never from raw request strings.
 //!
-//! Every filesystem call runs on tokio's blocking pool (`tokio::fs` or `spawn_blocking`).
+//! Every filesystem call runs on tokio's blocking pool (`tokio::fs` or `spawn_blocking`). Blob
+//! bodies are read and written through `fileio`, the positioned I/O the edge's cache shares.
 
 use std::fs::{self, File, Metadata, OpenOptions};
-use std::io::{self, Read, Seek, SeekFrom, Write};
+use std::io;
 use std::ops::Range;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use async_trait::async_trait;
 use bytes::Bytes;
-use tokio::task::JoinHandle;
 
 use super::{BlobMeta, BlobStore, BlobStoreError, ByteStream, Result, UploadWriter};
+use crate::fileio::{self, BlockWriter};
 use crate::oci::{Algorithm, Digest, UploadId};
 
 const BLOBS: &str = "blobs";
@@ -101,11 +102,6 @@ fn upload_not_found(e: io::Error) -> BlobStoreError {
 
 fn backend(msg: &'static str) -> BlobStoreError {
     BlobStoreError::Backend(Box::new(io::Error::other(msg)))
-}
-
-/// Makes a directory's entries (a rename, a new child) durable.
-fn sync_dir(dir: &Path) -> io::Result<()> {
-    File::open(dir)?.sync_all()
 }
 
 #[cfg(unix)]
@@ -286,80 +282,9 @@ fn remove_dir_if_present(dir: &Path) -> io::Result<()> {
     }
 }
 
-/// Idle chunk buffers of one blob stream (see [`file_stream`]).
-type ChunkPool = Arc<Mutex<Vec<Vec<u8>>>>;
-
-/// How many idle buffers a stream keeps: hyper holds one or two chunks while the next is read.
-const POOLED_CHUNKS: usize = 3;
-
-/// A chunk's buffer, returned to its stream's pool when the last `Bytes` over it is dropped
-/// (once hyper has written it).
-struct PooledChunk {
-    buf: Vec<u8>,
-    pool: ChunkPool,
-}
-
-impl AsRef<[u8]> for PooledChunk {
-    fn as_ref(&self) -> &[u8] {
-        &self.buf
-    }
-}
-
-impl Drop for PooledChunk {
-    fn drop(&mut self) {
-        if let Ok(mut pool) = self.pool.lock()
-            && pool.len() < POOLED_CHUNKS
-        {
-            pool.push(std::mem::take(&mut self.buf));
-        }
-    }
-}
-
-/// Streams `len` bytes of `file` from its current position, one chunk per blocking-pool hop.
-///
-/// Each chunk is read straight into the buffer that becomes the `Bytes` handed on: every byte
-/// is copied once (page cache to chunk) before the socket write. `read_to_end` fills the
-/// buffer's spare capacity without zeroing it, and a stream reuses a few buffers instead of
-/// allocating one per chunk (an allocation this big would often be freshly mapped memory, a
-/// page fault per 4 KiB). A file shorter than promised (truncated behind our back) fails the
-/// stream with `UnexpectedEof` instead of ending it early: a response must never be a
-/// silently short body.
-fn file_stream(file: File, len: u64) -> ByteStream {
-    let pool = ChunkPool::default();
-    Box::pin(futures_util::stream::try_unfold(
-        (file, len, pool),
-        |(file, remaining, pool)| async move {
-            if remaining == 0 {
-                return Ok(None);
-            }
-            // Bounded by READ_CHUNK, so the cast cannot truncate.
-            let want = remaining.min(READ_CHUNK as u64) as usize;
-            let mut buf = pool
-                .lock()
-                .ok()
-                .and_then(|mut idle| idle.pop())
-                .unwrap_or_default();
-            let (file, buf) = tokio::task::spawn_blocking(move || {
-                buf.clear();
-                buf.reserve_exact(want);
-                (&file).take(want as u64).read_to_end(&mut buf)?;
-                Ok::<_, io::Error>((file, buf))
-            })
-            .await
-            .map_err(io::Error::other)??;
-            if buf.len() < want {
-                return Err(io::Error::new(
-                    io::ErrorKind::UnexpectedEof,
-                    "stored file is shorter than expected",
-                ));
-            }
-            let chunk = Bytes::from_owner(PooledChunk {
-                buf,
-                pool: pool.clone(),
-            });
-            Ok(Some((chunk, (file, remaining - want as u64, pool))))
-        },
-    ))
+/// Streams `range` of `file` (see [`fileio::range_stream`]: exact bytes, never a short body).
+fn file_stream(file: File, range: Range<u64>) -> ByteStream {
+    Box::pin(fileio::range_stream(Arc::new(file), range, READ_CHUNK))
 }
 
 #[async_trait]
@@ -378,8 +303,8 @@ impl BlobStore for FsBlobStore {
 
     async fn open(&self, digest: &Digest, range: Option<Range<u64>>) -> Result<ByteStream> {
         let path = self.blob_path(digest);
-        let (file, len) = blocking(move || {
-            let mut file = match File::open(path) {
+        let (file, range) = blocking(move || {
+            let file = match File::open(path) {
                 Ok(file) => file,
                 Err(e) if is_not_found(&e) => return Err(BlobStoreError::NotFound),
                 Err(e) => return Err(e.into()),
@@ -397,13 +322,10 @@ impl BlobStore for FsBlobStore {
                     (r.start, r.end - r.start)
                 }
             };
-            if start > 0 {
-                file.seek(SeekFrom::Start(start))?;
-            }
-            Ok((file, len))
+            Ok((file, start..start + len))
         })
         .await?;
-        Ok(file_stream(file, len))
+        Ok(file_stream(file, range))
     }
 
     async fn delete(&self, digest: &Digest) -> Result<()> {
@@ -440,8 +362,8 @@ impl BlobStore for FsBlobStore {
                 .open(dir.join(DATA))?;
             // The session row that names this upload is committed right after; the directory
             // must not vanish in a crash while the row survives.
-            sync_dir(&dir)?;
-            sync_dir(&uploads)?;
+            fileio::sync_dir(&dir)?;
+            fileio::sync_dir(&uploads)?;
             Ok(())
         })
         .await
@@ -450,7 +372,6 @@ impl BlobStore for FsBlobStore {
     async fn append_upload(&self, id: &UploadId, offset: u64) -> Result<Box<dyn UploadWriter>> {
         let file = lock_upload(self.upload_data(id)).await?;
         let file = blocking(move || {
-            let mut file = file;
             let actual = file.metadata()?.len();
             if actual < offset {
                 return Err(BlobStoreError::UploadTooShort {
@@ -461,17 +382,14 @@ impl BlobStore for FsBlobStore {
             if actual > offset {
                 file.set_len(offset)?;
             }
-            file.seek(SeekFrom::Start(offset))?;
             Ok(file)
         })
         .await?;
-        Ok(Box::new(FsUploadWriter {
-            file: Some(file),
-            pos: offset,
-            buf: Vec::new(),
-            spare: None,
-            in_flight: None,
-        }))
+        Ok(Box::new(FsUploadWriter(BlockWriter::new(
+            Arc::new(file),
+            offset,
+            WRITE_BLOCK,
+        ))))
     }
 
     async fn read_upload(&self, id: &UploadId, len: u64) -> Result<ByteStream> {
@@ -488,7 +406,7 @@ impl BlobStore for FsBlobStore {
             Ok(file)
         })
         .await?;
-        Ok(file_stream(file, len))
+        Ok(file_stream(file, 0..len))
     }
 
     async fn commit_upload(&self, id: &UploadId, len: u64, digest: &Digest) -> Result<BlobMeta> {
@@ -531,18 +449,9 @@ impl BlobStore for FsBlobStore {
             // hours before this commit.
             file.set_modified(now)?;
             file.sync_all()?;
-            let (Some(prefix_dir), Some(alg_dir)) =
-                (target.parent(), target.parent().and_then(Path::parent))
-            else {
-                return Err(backend("blob path has no parent"));
-            };
-            fs::create_dir_all(prefix_dir)?;
-            fs::rename(&data, &target)?;
             // The rename and any directories just created become durable before we report
-            // success; fsync of an unchanged directory is nearly free.
-            sync_dir(prefix_dir)?;
-            sync_dir(alg_dir)?;
-            sync_dir(&blobs)?;
+            // success.
+            fileio::publish(&data, &target, &blobs)?;
             let meta = file.metadata()?;
             drop(file);
             remove_dir_if_present(&upload_dir)?;
@@ -591,126 +500,19 @@ impl BlobStore for FsBlobStore {
 /// One filesystem block: enough to need a fresh allocation on a full disk.
 const PROBE_BYTES: usize = 4096;
 
-type WriteJob = JoinHandle<io::Result<(File, Vec<u8>)>>;
-
-/// Appends to one upload file, double-buffered: while one ~1 MiB block is written on the
-/// blocking pool, the next one fills from the request body. Every handle it or its blocking
-/// tasks hold shares the upload lock, so the lock outlives a dropped writer's last write.
-struct FsUploadWriter {
-    /// `None` while a block write owns it, or for good after a failure.
-    file: Option<File>,
-    /// File offset of the next block: where the bytes handed to the blocking pool end.
-    pos: u64,
-    buf: Vec<u8>,
-    /// The buffer of the last finished write, reused to avoid a 1 MiB allocation per block.
-    spare: Option<Vec<u8>>,
-    in_flight: Option<WriteJob>,
-}
-
-fn join_error(e: tokio::task::JoinError) -> BlobStoreError {
-    BlobStoreError::Backend(Box::new(e))
-}
-
-/// Starts writing `len` bytes at `offset` back to the disk, without waiting for it.
-///
-/// The kernel would otherwise start write-back only at the `fdatasync` in `finish` (or at its
-/// dirty-memory threshold, which one upload rarely reaches), so that call would wait for the
-/// whole request's bytes to reach the disk after the last one arrived; with each block's
-/// write-back started as soon as it is written, it waits for the tail only. A hint: durability
-/// comes from that `fdatasync` alone, so a failure here is ignored (this call does not consume
-/// write-back errors either: the `fdatasync` reports them).
-///
-/// `sync_file_range(SYNC_FILE_RANGE_WRITE)` is the call meant for this, but no safe wrapper
-/// offers it (nix 0.31, rustix 1.1) and the crate forbids `unsafe`. `posix_fadvise(DONTNEED)`
-/// starts the same write-back (Linux's `generic_fadvise` calls `__filemap_fdatawrite_range`
-/// with `WB_SYNC_NONE`, as `sync_file_range` does), then drops the range's pages that are
-/// already clean: right after writing them, none or few are (they are dirty or under
-/// write-back), so the upload stays in the page cache. PostgreSQL's `pg_flush_data` uses it the
-/// same way where `sync_file_range` is missing.
-#[cfg(target_os = "linux")]
-fn start_writeback(file: &File, offset: u64, len: u64) {
-    use nix::fcntl::{PosixFadviseAdvice, posix_fadvise};
-    use nix::libc::off_t;
-
-    // A zero length would mean "to the end of the file".
-    if len == 0 {
-        return;
-    }
-    if let (Ok(offset), Ok(len)) = (off_t::try_from(offset), off_t::try_from(len)) {
-        let _ = posix_fadvise(file, offset, len, PosixFadviseAdvice::POSIX_FADV_DONTNEED);
-    }
-}
-
-/// Elsewhere the write-back starts when the kernel sees fit; `finish` is correct either way.
-#[cfg(not(target_os = "linux"))]
-fn start_writeback(_file: &File, _offset: u64, _len: u64) {}
-
-impl FsUploadWriter {
-    /// Waits for the block write in flight, if any, and takes the file back.
-    async fn settle(&mut self) -> Result<()> {
-        if let Some(job) = self.in_flight.take() {
-            let (file, mut spare) = job.await.map_err(join_error)??;
-            spare.clear();
-            self.file = Some(file);
-            self.spare = Some(spare);
-        }
-        Ok(())
-    }
-
-    /// Starts writing the buffered block followed by `tail` (a chunk too big to be worth
-    /// copying), then its write-back.
-    async fn submit(&mut self, tail: Bytes) -> Result<()> {
-        self.settle().await?;
-        let mut file = self
-            .file
-            .take()
-            .ok_or_else(|| backend("upload writer failed earlier"))?;
-        let next = self.spare.take().unwrap_or_default();
-        let block = std::mem::replace(&mut self.buf, next);
-        let offset = self.pos;
-        let len = (block.len() + tail.len()) as u64;
-        self.pos += len;
-        self.in_flight = Some(tokio::task::spawn_blocking(move || {
-            file.write_all(&block)?;
-            file.write_all(&tail)?;
-            start_writeback(&file, offset, len);
-            Ok((file, block))
-        }));
-        Ok(())
-    }
-}
+/// Appends to one upload file (see [`BlockWriter`]). The writer's blocking tasks hold their
+/// own handle on the file, so the upload lock outlives a dropped writer's last write.
+struct FsUploadWriter(BlockWriter);
 
 #[async_trait]
 impl UploadWriter for FsUploadWriter {
-    async fn write(&mut self, mut chunk: Bytes) -> Result<()> {
-        while !chunk.is_empty() {
-            if self.buf.is_empty() && chunk.len() >= WRITE_BLOCK {
-                return self.submit(chunk).await;
-            }
-            if self.buf.capacity() < WRITE_BLOCK {
-                self.buf
-                    .reserve_exact(WRITE_BLOCK.saturating_sub(self.buf.len()));
-            }
-            let n = WRITE_BLOCK.saturating_sub(self.buf.len()).min(chunk.len());
-            self.buf.extend_from_slice(&chunk.split_to(n));
-            if self.buf.len() >= WRITE_BLOCK {
-                self.submit(Bytes::new()).await?;
-            }
-        }
-        Ok(())
+    async fn write(&mut self, chunk: Bytes) -> Result<()> {
+        Ok(self.0.write(chunk).await?)
     }
 
-    async fn finish(mut self: Box<Self>) -> Result<()> {
-        if !self.buf.is_empty() {
-            self.submit(Bytes::new()).await?;
-        }
-        self.settle().await?;
-        let file = self
-            .file
-            .take()
-            .ok_or_else(|| backend("upload writer failed earlier"))?;
+    async fn finish(self: Box<Self>) -> Result<()> {
         // Dropping the last handle on the file releases the upload lock.
-        blocking(move || Ok(file.sync_data()?)).await
+        Ok(self.0.finish().await?)
     }
 }
 

@@ -1,7 +1,5 @@
-//! The upstream client against [`fake::Fake`], an in-process registry that can require tokens
-//! and misbehave on demand.
-
-mod fake;
+//! The upstream client against [`Fake`] (`testkit::fake_registry`, shared with the edge's
+//! tests), an in-process registry that can require tokens and misbehave on demand.
 
 use std::io;
 use std::time::{Duration, Instant};
@@ -10,12 +8,14 @@ use axum::http::{Method, StatusCode};
 use bytes::Bytes;
 use futures_util::StreamExt;
 
-use self::fake::{AuthMode, BlobFault, Fake, Knobs, SERVICE, basic};
 use super::client::{content_range, parse_http_date, retry_after};
 use super::*;
 use crate::oci::manifest::{DOCKER_MANIFEST, OCI_MANIFEST, SUPPORTED_MEDIA_TYPES};
 use crate::oci::{Algorithm, Reference, RepoName};
 use crate::storage::ByteStream;
+use crate::testkit::fake_registry::{
+    AuthMode, BlobFault, FakeRegistry as Fake, Knobs, SERVICE, basic,
+};
 
 const NAME: &str = "library/app";
 
@@ -216,7 +216,7 @@ async fn bearer_dance_fetches_one_token_per_scope_and_reuses_it() {
     .await;
     assert!(err.is_none() && !bytes.is_empty());
     assert_eq!(fake.token_requests().len(), 1);
-    assert_eq!(fake.count(StatusCode::UNAUTHORIZED), 1);
+    assert_eq!(fake.answered(StatusCode::UNAUTHORIZED), 1);
 
     // Another repository is another scope: a new token, fetched before the request because
     // the realm is known by now (still a single 401 in total).
@@ -226,7 +226,7 @@ async fn bearer_dance_fetches_one_token_per_scope_and_reuses_it() {
         .unwrap()
         .unwrap();
     assert_eq!(fake.token_requests().len(), 2);
-    assert_eq!(fake.count(StatusCode::UNAUTHORIZED), 1);
+    assert_eq!(fake.answered(StatusCode::UNAUTHORIZED), 1);
     let auths = v2_requests_with_auth(&fake);
     assert!(
         auths[1..]
@@ -305,7 +305,7 @@ async fn short_lived_tokens_are_renewed_before_they_expire() {
         .unwrap();
     assert_eq!(fake.token_requests().len(), 2, "renewed before use");
     assert_eq!(
-        fake.count(StatusCode::UNAUTHORIZED),
+        fake.answered(StatusCode::UNAUTHORIZED),
         1,
         "renewed up front, without a challenge"
     );
@@ -651,7 +651,7 @@ async fn manifests_are_verified_against_the_digest_asked_or_claimed() {
 
     // By digest: the upstream serves other bytes under that digest.
     let claimed = Digest::sha256_of(b"what we asked for");
-    fake.put_manifest_at(NAME, claimed.as_str(), &manifest_body());
+    fake.put_manifest_at(claimed.as_str(), &manifest_body());
     match client.get_manifest(&repo(NAME), &by_digest(&claimed)).await {
         Err(UpstreamError::DigestMismatch { expected, actual }) => {
             assert_eq!(expected, claimed);
@@ -959,7 +959,7 @@ async fn stalled_blob_body_times_out_but_a_slow_steady_one_does_not() {
     assert!(err.is_none(), "{err:?}");
     assert_eq!(bytes, blob);
 
-    fake.knobs().blob_fault = Some(BlobFault::Stall);
+    fake.knobs().blob_fault = Some(BlobFault::StallAfter(blob.len() / 2));
     let started = Instant::now();
     let fetched = client
         .get_blob(&repo(NAME), &digest, None)

@@ -111,54 +111,138 @@ async fn a_tag_moved_on_one_node_is_seen_on_the_other_at_once() {
     expect_error(response, 404, "MANIFEST_UNKNOWN").await;
 }
 
+/// How long pushed content is protected from collection in the GC race tests.
+const GRACE_SECONDS: u64 = 2;
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn garbage_collection_on_one_node_never_undoes_pushes_through_the_other() {
     let Some((_stack, a, b)) = two_nodes(streamed).await else {
         return;
     };
+    // Garbage older than the grace period: blobs no manifest references.
+    let garbage: Vec<Vec<u8>> = (0..6)
+        .map(|i| bytes_for(&format!("garbage-{i}"), 4096))
+        .collect();
+    for blob in &garbage {
+        a.push_blob("team/old", blob).await;
+    }
+    tokio::time::sleep(Duration::from_secs(GRACE_SECONDS + 1)).await;
     let collector = {
         let http = a.http.clone();
-        let url = a.url("/api/v1/admin/gc?grace_period_seconds=0");
+        let url = a.url(&format!(
+            "/api/v1/admin/gc?grace_period_seconds={GRACE_SECONDS}"
+        ));
         tokio::spawn(async move {
             for _ in 0..20 {
                 let status = http.post(&url).send().await.expect("gc").status().as_u16();
-                // 503: the other node (or an earlier round) is collecting right now.
+                // 503: an earlier round (or the other node) is still collecting.
                 assert!(status == 200 || status == 503, "gc answered {status}");
             }
         })
     };
+    // Meanwhile the other node pushes images, some of whose layers are the garbage's bytes:
+    // a re-push of a digest GC is deleting must end with the blob there.
     let mut pushed = Vec::new();
-    for i in 0..6 {
-        let tag = format!("v{i}");
-        pushed.push((
-            tag.clone(),
-            b.push_image("team/app", &tag, &format!("gc-race-{i}"))
-                .await,
+    for (i, layer) in garbage.iter().enumerate().take(3) {
+        let config = bytes_for(&format!("gc-race-config-{i}"), 100);
+        b.push_blob("team/app", &config).await;
+        b.push_blob("team/app", layer).await;
+        let manifest = crate::distribution::manifest_bytes(&crate::distribution::oci_manifest(
+            crate::distribution::descriptor_of("application/vnd.oci.image.config.v1+json", &config),
+            vec![crate::distribution::descriptor_of(
+                "application/vnd.oci.image.layer.v1.tar",
+                layer,
+            )],
         ));
+        let tag = format!("v{i}");
+        b.push_manifest("team/app", &tag, OCI_MANIFEST, &manifest)
+            .await;
+        pushed.push((tag, manifest, layer.clone(), config));
     }
     collector.await.expect("collector");
-    // One more collection after the pushes: the manifests keep everything they reference.
-    let report = a
-        .send(a.post("/api/v1/admin/gc?grace_period_seconds=0"))
-        .await;
-    expect_status(report, 200).await;
-    for (tag, image) in &pushed {
+    // One more collection once the last one has let go of the GC lock.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let report = a
+            .send(a.post(&format!(
+                "/api/v1/admin/gc?grace_period_seconds={GRACE_SECONDS}"
+            )))
+            .await;
+        if report.status() != 503 {
+            expect_status(report, 200).await;
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the GC lock was never free"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    for (tag, manifest, layer, config) in &pushed {
+        assert_eq!(&a.get_manifest("team/app", tag).await.2, manifest, "{tag}");
         assert_eq!(
-            a.get_manifest("team/app", tag).await.2,
-            image.manifest,
+            a.get_blob("team/app", &sha256(layer)).await,
+            (200, layer.clone()),
             "{tag}"
         );
         assert_eq!(
-            a.get_blob("team/app", &image.layer_digest()).await,
-            (200, image.layer.clone()),
-            "{tag}"
-        );
-        assert_eq!(
-            b.get_blob("team/app", &image.config_digest()).await,
-            (200, image.config.clone()),
+            b.get_blob("team/app", &sha256(config)).await,
+            (200, config.clone()),
             "{tag}"
         );
     }
+    // The garbage nobody pushed again is gone from both nodes.
+    for blob in &garbage[3..] {
+        assert_eq!(a.get_blob("team/old", &sha256(blob)).await.0, 404);
+        assert_eq!(b.get_blob("team/app", &sha256(blob)).await.0, 404);
+    }
+}
+
+/// An upload whose `PATCH` is still streaming is not abandoned, however old its session:
+/// collection leaves a session alone while a request holds it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn garbage_collection_leaves_a_session_that_is_being_written() {
+    let Some((_stack, a, b)) = two_nodes(streamed).await else {
+        return;
+    };
+    let location = a.start_upload("team/app").await;
+    let (chunks, body) = tokio::sync::mpsc::channel::<Result<Vec<u8>, std::io::Error>>(4);
+    let patch = {
+        let request = a
+            .patch(&location)
+            .header("content-type", "application/octet-stream")
+            .body(reqwest::Body::wrap_stream(tokio_stream_from(body)));
+        tokio::spawn(request.send())
+    };
+    chunks.send(Ok(vec![1; 1000])).await.expect("first chunk");
+    // The session is older than a zero grace period by now, and its PATCH is in flight.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let gc = b
+        .send(b.post("/api/v1/admin/gc?grace_period_seconds=0"))
+        .await;
+    expect_status(gc, 200).await;
+    chunks.send(Ok(vec![2; 1000])).await.expect("second chunk");
+    drop(chunks);
+    let response = patch.await.expect("task").expect("PATCH");
+    let (headers, _) = expect_status(response, 202).await;
+    assert_eq!(header(&headers, "range"), "0-1999");
+    let mut blob = vec![1; 1000];
+    blob.extend(vec![2; 1000]);
+    let digest = sha256(&blob);
+    let location = header(&headers, "location").to_owned();
+    expect_status(
+        a.send(a.put(&Api::with_digest(&location, &digest))).await,
+        201,
+    )
+    .await;
+    assert_eq!(b.get_blob("team/app", &digest).await, (200, blob));
+}
+
+/// A channel's receiving end as a body stream.
+fn tokio_stream_from<T: Send + 'static>(
+    mut receiver: tokio::sync::mpsc::Receiver<T>,
+) -> impl futures_util::Stream<Item = T> + Send + 'static {
+    futures_util::stream::poll_fn(move |cx| receiver.poll_recv(cx))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -176,12 +260,122 @@ async fn blob_gets_redirect_to_a_presigned_url_that_serves_the_bytes() {
     let fetched = reqwest::get(&presigned).await.expect("presigned GET");
     assert_eq!(fetched.status(), 200);
     assert_eq!(fetched.bytes().await.expect("body").to_vec(), layer);
+    // A range is redirected too, and the object store honours it.
+    let response = a
+        .send(
+            a.get(&format!("/v2/team/app/blobs/{digest}"))
+                .header("range", "bytes=10-19"),
+        )
+        .await;
+    let (headers, _) = expect_status(response, 307).await;
+    let ranged = reqwest::Client::new()
+        .get(header(&headers, "location"))
+        .header("range", "bytes=10-19")
+        .send()
+        .await
+        .expect("presigned ranged GET");
+    assert_eq!(ranged.status(), 206);
+    assert_eq!(ranged.bytes().await.expect("body").to_vec(), layer[10..20]);
+    // An unsatisfiable range is the node's 416, never a redirect.
+    let response = a
+        .send(
+            a.get(&format!("/v2/team/app/blobs/{digest}"))
+                .header("range", format!("bytes={}-", layer.len() + 5)),
+        )
+        .await;
+    assert_eq!(response.status(), 416);
     // HEAD is answered by the node: no bytes to send, so no reason to redirect.
     let response = a
         .send(a.head(&format!("/v2/team/app/blobs/{digest}")))
         .await;
     let (headers, _) = expect_status(response, 200).await;
     assert_eq!(header(&headers, "content-length"), layer.len().to_string());
+}
+
+/// Two `aerugo serve` processes configured only by the original product's variables are one
+/// registry; one dies (kill -9) and the other keeps serving and taking pushes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_serve_processes_on_the_original_variables_are_one_registry() {
+    use crate::support::process::CoreProcess;
+    use crate::support::seed::{SeedImage, Seeder};
+
+    let Some(stack) = Stack::create().await else {
+        return;
+    };
+    let env = vec![
+        ("DATABASE_URL", stack.database_url()),
+        ("REDIS_URL", stack.redis_url.clone()),
+        ("S3_ENDPOINT", stack.s3.endpoint.clone()),
+        ("S3_BUCKET", stack.bucket.clone()),
+        ("S3_ACCESS_KEY", stack.s3.access_key.clone()),
+        ("S3_SECRET_KEY", stack.s3.secret_key.clone()),
+        ("S3_REGION", stack.s3.region.clone()),
+        (
+            "AERUGO__CACHE__REDIS_KEY_PREFIX",
+            stack.redis_prefix.clone(),
+        ),
+    ];
+    let start = || async {
+        let work = tempfile::tempdir().expect("temp dir");
+        let data = work.path().join("data");
+        CoreProcess::start_with_env(work, &data, &env).await
+    };
+    let mut first = start().await;
+    let second = start().await;
+    let image = SeedImage::new("two processes", &[300 << 10, 1000]);
+    Seeder::new(&first.url(""))
+        .push_image("team/app", "1.0", &image)
+        .await;
+    first.kill9();
+    let client = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .expect("client");
+    let manifest = client
+        .get(second.url("/v2/team/app/manifests/1.0"))
+        .header("accept", "application/vnd.oci.image.manifest.v1+json")
+        .send()
+        .await
+        .expect("manifest GET");
+    assert_eq!(manifest.status(), 200, "{}", second.log());
+    assert_eq!(manifest.bytes().await.expect("body"), image.manifest);
+    // Redirects are on by default for S3: the blob comes from the bucket.
+    let blob = client
+        .get(second.url(&format!("/v2/team/app/blobs/{}", image.layer_digest(0))))
+        .send()
+        .await
+        .expect("blob GET");
+    assert_eq!(blob.status(), 307);
+    let location = blob.headers()["location"]
+        .to_str()
+        .expect("location")
+        .to_owned();
+    let bytes = reqwest::get(&location)
+        .await
+        .expect("presigned")
+        .bytes()
+        .await
+        .expect("body");
+    assert_eq!(sha256(&bytes), image.layer_digest(0));
+    Seeder::new(&second.url(""))
+        .push_image(
+            "team/app",
+            "2.0",
+            &SeedImage::new("after the kill", &[1000]),
+        )
+        .await;
+}
+
+/// Waits for `/readyz` to say the node is ready again, without a restart.
+async fn recovers(node: &Api) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while node.send(node.get("/readyz")).await.status() != 200 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the node did not recover"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
 }
 
 /// A node whose database goes through a proxy that the test cuts and restores.
@@ -244,14 +438,7 @@ async fn an_unreachable_database_is_503_and_recovers_without_a_restart() {
     assert_eq!(response.status(), 503);
 
     proxy.restore();
-    let deadline = std::time::Instant::now() + Duration::from_secs(30);
-    while node.send(node.get("/readyz")).await.status() != 200 {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the node did not recover"
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    recovers(&node).await;
     assert_eq!(node.get_manifest("team/app", "1.0").await.2, image.manifest);
     let response = node
         .put_manifest("team/app", "2.0", OCI_MANIFEST, &manifest)
@@ -392,14 +579,7 @@ async fn an_unreachable_object_store_is_503_and_recovers_without_a_restart() {
         .await;
     assert_eq!(response.status(), 503, "a push needs the object store");
     proxy.restore();
-    let deadline = std::time::Instant::now() + Duration::from_secs(30);
-    while node.send(node.get("/readyz")).await.status() != 200 {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the node did not recover"
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    recovers(&node).await;
     assert_eq!(
         node.get_blob("team/app", &image.layer_digest()).await,
         (200, image.layer)

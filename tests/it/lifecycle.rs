@@ -19,7 +19,11 @@ fn sha256(bytes: &[u8]) -> String {
 fn invalid_configuration_is_rejected_with_every_problem_listed() {
     let dir = TempDir::new().unwrap();
     let file = dir.path().join("bad.toml");
-    std::fs::write(&file, "[server]\nlisten_address = \"nowhere\"\nlog_format = \"xml\"\n[storage]\ntype = \"tape\"\n").unwrap();
+    std::fs::write(
+        &file,
+        "[server]\nlisten_address = \"nowhere\"\nlog_format = \"xml\"\n[storage]\ntype = \"s3\"\n",
+    )
+    .unwrap();
     let output = Command::new(AERUGO)
         .args(["serve", "--config"])
         .arg(&file)
@@ -29,7 +33,11 @@ fn invalid_configuration_is_rejected_with_every_problem_listed() {
         .unwrap();
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert_eq!(output.status.code(), Some(2), "{stderr}");
-    for key in ["server.listen_address", "server.log_format", "storage.type"] {
+    for key in [
+        "server.listen_address",
+        "server.log_format",
+        "storage.bucket",
+    ] {
         assert!(stderr.contains(key), "{key} missing from: {stderr}");
     }
     assert!(

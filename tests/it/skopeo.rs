@@ -7,7 +7,9 @@
 //! back would differ from the ones written. With it, skopeo moves every byte untouched, so
 //! each test compares the digests (and manifest bytes) it wrote with the ones it pulls back.
 //!
-//! Each test starts its own server and skips (or fails, with `AERUGO_REQUIRE_TOOLS=1`, as in
+//! Each test starts its own server (on the production stack too under
+//! `AERUGO_TEST_STACK=production`, with presigned blob redirects under
+//! `AERUGO_TEST_S3_REDIRECT=1`; `scripts/test.sh` runs all three) and skips (or fails, with `AERUGO_REQUIRE_TOOLS=1`, as in
 //! `./scripts/test.sh`) when the client is not installed.
 
 use std::path::{Path, PathBuf};
@@ -231,6 +233,25 @@ async fn skopeo_push_and_pull_single_image() {
     // The registry serves the manifest byte for byte as pushed.
     let raw = inspect_raw(&docker_ref(&server, "team/app:1.0")).await;
     assert_eq!(oci_layout::sha256_digest(&raw), image.manifest.digest);
+
+    // Blobs come from the registry, or from the bucket when the run asked for redirects: the
+    // pulls below then prove skopeo follows them.
+    let layer = &image.layers[0].digest;
+    let response = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap()
+        .get(server.url(&format!("/v2/team/app/blobs/{layer}")))
+        .send()
+        .await
+        .expect("GET blob");
+    if server.redirects_blob_gets() {
+        assert_eq!(response.status().as_u16(), 307);
+        let location = response.headers()["location"].to_str().unwrap();
+        assert!(location.contains("X-Amz-Signature="), "{location}");
+    } else {
+        assert_eq!(response.status().as_u16(), 200);
+    }
 
     let back = TempDir::new().unwrap();
     let pulled = pull_image(&docker_ref(&server, "team/app:1.0"), back.path()).await;

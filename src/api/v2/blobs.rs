@@ -19,12 +19,6 @@ pub(super) async fn get(
 ) -> HandlerResult {
     let size = registry.blob_size(name, digest).await?;
     let is_head = request.method == axum::http::Method::HEAD;
-    if !is_head && let Some(url) = registry.blob_redirect(digest).await? {
-        let mut response = StatusCode::TEMPORARY_REDIRECT.into_response();
-        set_header(&mut response, "location", url);
-        set_header(&mut response, "docker-content-digest", digest.as_str());
-        return Ok(response);
-    }
     let (status, range) = match RangeRequest::parse(request.header(header::RANGE), size) {
         RangeRequest::Whole => (StatusCode::OK, None),
         RangeRequest::Part(range) => (StatusCode::PARTIAL_CONTENT, Some(range)),
@@ -41,6 +35,14 @@ pub(super) async fn get(
             return Ok(response);
         }
     };
+    // Bytes flow from the object store when it offers a URL (a `Range` too: the client
+    // resends it there); a `HEAD` has no bytes, so the node answers it.
+    if !is_head && let Some(url) = registry.blob_redirect(digest).await? {
+        let mut response = StatusCode::TEMPORARY_REDIRECT.into_response();
+        set_header(&mut response, "location", url);
+        set_header(&mut response, "docker-content-digest", digest.as_str());
+        return Ok(response);
+    }
     let len = range.as_ref().map_or(size, |r| r.end - r.start);
     let body = if is_head {
         Body::empty()

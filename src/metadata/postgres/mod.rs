@@ -44,7 +44,7 @@ mod schema;
 #[cfg(test)]
 mod tests;
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -54,6 +54,7 @@ use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
 
 use self::errors::{Failed, retrying, to_metadata_error};
 pub use self::schema::SchemaError;
+use super::rows::{ReferrerRow, UploadRow, backend, from_db, limit, parse_digest, to_db};
 use super::{
     GcPlan, ManifestRecord, MetadataError, MetadataStore, NewManifest, Referrer, Result, Timestamp,
     UploadSession,
@@ -276,19 +277,8 @@ impl PgStore {
         let mut tx = self.pool.begin().await?;
         let links = collect_links(&mut tx, cutoff, batch).await?;
         let blobs = collect_blobs(&mut tx, cutoff, batch).await?;
-        let uploads: Vec<String> = sqlx::query_scalar(
-            "DELETE FROM uploads
-             WHERE id IN (SELECT id FROM uploads WHERE updated_at < to_timestamp($1)
-                          LIMIT $2 FOR UPDATE SKIP LOCKED)
-               AND updated_at < to_timestamp($1)
-             RETURNING id",
-        )
-        .bind(cutoff)
-        .bind(batch)
-        .fetch_all(&mut *tx)
-        .await?;
         // Parse before committing: a row we cannot name must not vanish from metadata.
-        let plan = GcPlan::parsed(links, blobs, uploads).map_err(backend)?;
+        let plan = GcPlan::parsed(links, blobs).map_err(backend)?;
         tx.commit().await?;
         Ok(plan)
     }
@@ -309,27 +299,6 @@ fn connect_options(settings: &PgSettings) -> Result<PgConnectOptions> {
         )]);
     }
     Ok(options)
-}
-
-fn backend<E: std::error::Error + Send + Sync + 'static>(e: E) -> MetadataError {
-    MetadataError::Backend(Box::new(e))
-}
-
-fn to_db(n: u64) -> Result<i64> {
-    i64::try_from(n).map_err(backend)
-}
-
-fn from_db(n: i64) -> Result<u64> {
-    u64::try_from(n).map_err(backend)
-}
-
-/// A page size beyond `i64::MAX` means "no limit" anyway.
-fn limit(n: usize) -> i64 {
-    i64::try_from(n).unwrap_or(i64::MAX)
-}
-
-fn parse_digest(s: &str) -> Result<Digest> {
-    s.parse().map_err(backend)
 }
 
 /// A manifest's columns and child rows, computed once for all attempts at the transaction.
@@ -556,38 +525,6 @@ async fn collect_blobs(
     .await
 }
 
-#[derive(sqlx::FromRow)]
-struct ReferrerRow {
-    digest: String,
-    media_type: String,
-    size: i64,
-    artifact_type: Option<String>,
-    annotations: Option<String>,
-}
-
-#[derive(sqlx::FromRow)]
-struct UploadRow {
-    id: String,
-    repo: String,
-    byte_offset: i64,
-    hash_state: Vec<u8>,
-    created_at: i64,
-    updated_at: i64,
-}
-
-impl UploadRow {
-    fn into_session(self) -> Result<UploadSession> {
-        Ok(UploadSession {
-            id: self.id.parse().map_err(backend)?,
-            repo: self.repo.parse().map_err(backend)?,
-            offset: from_db(self.byte_offset)?,
-            hash_state: self.hash_state,
-            created_at: self.created_at,
-            updated_at: self.updated_at,
-        })
-    }
-}
-
 /// An upload row with its times as [`Timestamp`]s.
 const UPLOAD_COLUMNS: &str = "id, repo, byte_offset, hash_state,
     floor(extract(epoch FROM created_at))::bigint AS created_at,
@@ -786,22 +723,7 @@ impl MetadataStore for PgStore {
         .fetch_all(&self.pool)
         .await
         .map_err(to_metadata_error)?;
-        rows.into_iter()
-            .map(|row| {
-                let annotations = row
-                    .annotations
-                    .map(|json| serde_json::from_str::<BTreeMap<String, String>>(&json))
-                    .transpose()
-                    .map_err(backend)?;
-                Ok(Referrer {
-                    digest: parse_digest(&row.digest)?,
-                    media_type: row.media_type,
-                    size: from_db(row.size)?,
-                    artifact_type: row.artifact_type,
-                    annotations,
-                })
-            })
-            .collect()
+        rows.into_iter().map(ReferrerRow::into_referrer).collect()
     }
 
     async fn create_upload(

@@ -29,11 +29,8 @@ async fn get_and_head_a_blob() {
     assert_eq!(header(&headers, "content-length"), "4321");
     assert_eq!(header(&headers, "docker-content-digest"), digest);
 
-    // The file is where the layout says, with the exact bytes.
-    assert_eq!(
-        std::fs::read(api.blob_file(&digest)).expect("blob file"),
-        bytes
-    );
+    // The store holds it under its digest, with the exact bytes.
+    assert_eq!(api.stored_bytes(&digest).await, bytes);
 }
 
 #[tokio::test]

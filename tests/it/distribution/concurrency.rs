@@ -27,12 +27,12 @@ async fn concurrent_monolithic_pushes_of_one_blob() {
         assert_eq!(header(&headers, "docker-content-digest"), digest);
     }
     assert_eq!(
-        api.blob_files(),
-        vec![api.blob_file(&digest)],
+        api.stored_blobs().await,
+        vec![digest.clone()],
         "exactly one stored copy"
     );
-    assert_eq!(std::fs::read(api.blob_file(&digest)).expect("blob"), bytes);
-    api.assert_no_uploads_left();
+    assert!(api.stored_bytes(&digest).await == bytes);
+    api.assert_no_uploads_left().await;
     for repo in ["conc/even", "conc/odd"] {
         let (status, body) = api.get_blob(repo, &digest).await;
         assert_eq!(status, 200);
@@ -112,9 +112,9 @@ async fn concurrent_sessions_finishing_the_same_blob() {
     for response in join_all(puts).await {
         expect_status(response, 201).await;
     }
-    assert_eq!(api.blob_files(), vec![api.blob_file(&digest)]);
-    assert!(std::fs::read(api.blob_file(&digest)).expect("blob") == bytes);
-    api.assert_no_uploads_left();
+    assert_eq!(api.stored_blobs().await, vec![digest.clone()]);
+    assert!(api.stored_bytes(&digest).await == bytes);
+    api.assert_no_uploads_left().await;
 }
 
 #[tokio::test]

@@ -28,6 +28,9 @@ fn report(blobs: u64, uploads: u64, orphan_blobs: u64, orphan_uploads: u64) -> V
         "uploads_deleted": uploads,
         "orphan_blobs_deleted": orphan_blobs,
         "orphan_uploads_deleted": orphan_uploads,
+        // What an object store keeps for uploads beyond their areas; every session here ends
+        // or is collected through its area.
+        "leftovers_deleted": 0,
     })
 }
 
@@ -49,26 +52,22 @@ async fn gc_collects_unreferenced_content_and_keeps_referenced_blobs() {
     let (headers, _) = expect_status(response, 202).await;
     let abandoned = header(&headers, "location").to_owned();
     let abandoned_id = header(&headers, "docker-upload-uuid").to_owned();
-    // Bytes metadata never heard of: a blob file and an upload area left by a crash.
-    let orphan = bytes_for("orphan blob", 300);
-    let orphan_digest = sha256(&orphan);
-    let orphan_path = api.blob_file(&orphan_digest);
-    std::fs::create_dir_all(orphan_path.parent().expect("parent")).expect("mkdir");
-    std::fs::write(&orphan_path, &orphan).expect("orphan blob");
+    // Bytes metadata never heard of: a blob and an upload area left by a crash.
+    let orphan_digest = api.store_orphan_blob(&bytes_for("orphan blob", 300)).await;
     let orphan_upload = api
-        .storage()
-        .join("uploads")
-        .join(uuid::Uuid::new_v4().to_string());
-    std::fs::create_dir_all(&orphan_upload).expect("mkdir");
-    std::fs::write(orphan_upload.join("data"), b"left by a crash").expect("orphan upload");
+        .store_orphan_upload(b"left by a crash")
+        .await
+        .to_string();
+    assert!(api.has_blob(&orphan_digest).await);
+    assert!(api.has_upload(&orphan_upload).await);
 
     wait_for_next_second().await;
     assert_eq!(api.gc().await, report(1, 1, 1, 1));
 
     // Gone: the loose blob, the abandoned session, the orphans.
     assert!(
-        !api.blob_file(&loose_digest).exists(),
-        "unreferenced blob file deleted"
+        !api.has_blob(&loose_digest).await,
+        "unreferenced blob deleted"
     );
     let response = api
         .send(api.get(&format!("/v2/{repo}/blobs/{loose_digest}")))
@@ -80,20 +79,20 @@ async fn gc_collects_unreferenced_content_and_keeps_referenced_blobs() {
         "BLOB_UPLOAD_UNKNOWN",
     )
     .await;
-    assert!(!api.storage().join("uploads").join(&abandoned_id).exists());
-    assert!(!orphan_path.exists(), "orphan blob deleted");
-    assert!(!orphan_upload.exists(), "orphan upload area deleted");
-    api.assert_no_uploads_left();
+    assert!(!api.has_upload(&abandoned_id).await);
+    assert!(!api.has_blob(&orphan_digest).await, "orphan blob deleted");
+    assert!(
+        !api.has_upload(&orphan_upload).await,
+        "orphan upload area deleted"
+    );
+    api.assert_no_uploads_left().await;
 
     // Kept: everything the manifest references, still served.
     for (digest, bytes) in [
         (image.config_digest(), &image.config),
         (image.layer_digest(), &image.layer),
     ] {
-        assert!(
-            api.blob_file(&digest).is_file(),
-            "referenced blob {digest} kept"
-        );
+        assert!(api.has_blob(&digest).await, "referenced blob {digest} kept");
         assert_eq!(api.get_blob(repo, &digest).await, (200, bytes.clone()));
     }
     let (status, _, body) = api.get_manifest(repo, "v1").await;
@@ -115,7 +114,7 @@ async fn gc_collects_unreferenced_content_and_keeps_referenced_blobs() {
     assert_eq!(api.gc().await, report(2, 0, 0, 0));
     for digest in [image.config_digest(), image.layer_digest()] {
         assert!(
-            !api.blob_file(&digest).exists(),
+            !api.has_blob(&digest).await,
             "{digest} deleted after its manifest"
         );
         let response = api
@@ -123,7 +122,7 @@ async fn gc_collects_unreferenced_content_and_keeps_referenced_blobs() {
             .await;
         expect_error(response, 404, "BLOB_UNKNOWN").await;
     }
-    assert!(api.blob_files().is_empty(), "{:?}", api.blob_files());
+    api.assert_no_blobs_stored().await;
 
     // The registry accepts the same content again afterwards.
     api.push_image(repo, "v1", "gc image").await;
@@ -155,7 +154,7 @@ async fn gc_keeps_blobs_still_referenced_by_another_manifest() {
         api.get_blob(repo, &first.layer_digest()).await,
         (200, first.layer.clone())
     );
-    assert!(api.blob_file(&first.config_digest()).is_file());
+    assert!(api.has_blob(&first.config_digest()).await);
 }
 
 #[tokio::test]
@@ -170,16 +169,13 @@ async fn gc_respects_the_grace_period() {
         .await;
     let (headers, _) = expect_status(response, 202).await;
     let location = header(&headers, "location").to_owned();
-    // A fresh orphan file is also left alone: it may be a push about to be linked.
-    let orphan = bytes_for("fresh orphan", 100);
-    let orphan_path = api.blob_file(&sha256(&orphan));
-    std::fs::create_dir_all(orphan_path.parent().expect("parent")).expect("mkdir");
-    std::fs::write(&orphan_path, &orphan).expect("orphan");
+    // A fresh orphan blob is also left alone: it may be a push about to be linked.
+    let orphan = api.store_orphan_blob(&bytes_for("fresh orphan", 100)).await;
 
     wait_for_next_second().await;
     assert_eq!(api.gc().await, report(0, 0, 0, 0));
-    assert!(api.blob_file(&digest).is_file());
-    assert!(orphan_path.is_file());
+    assert!(api.has_blob(&digest).await);
+    assert!(api.has_blob(&orphan).await);
     assert_eq!(api.get_blob(repo, &digest).await, (200, fresh));
     // The session carries on and completes.
     let (headers, _) = expect_status(api.send(api.get(&location)).await, 204).await;

@@ -2,11 +2,15 @@
 //! reqwest (and raw TCP where a well-behaved client cannot send the request: `..` segments,
 //! lying `Content-Length`).
 //!
-//! This file holds the shared vocabulary: [`Api`] (server + client + data-dir inspection),
-//! blob/manifest push helpers, manifest builders and error-body assertions. The submodules
-//! hold the tests, one per area of the API.
+//! This file holds the shared vocabulary: [`Api`] (server + client + a look into the server's
+//! own blob store, filesystem or S3 alike), blob/manifest push helpers, manifest builders and
+//! error-body assertions. The submodules hold the tests, one per area of the API.
+//!
+//! Every test runs on the embedded backends, and again on PostgreSQL + S3 + Redis when
+//! `AERUGO_TEST_STACK=production` is set (`scripts/test.sh` does both).
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use reqwest::header::HeaderMap;
@@ -16,6 +20,8 @@ use sha2::{Digest as _, Sha256, Sha512};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use aerugo::config::Config;
+use aerugo::oci::{Digest as StoreDigest, UploadId};
+use aerugo::storage::BlobStore;
 
 use super::support::TestServer;
 
@@ -61,6 +67,13 @@ pub fn bytes_for(seed: &str, len: usize) -> Vec<u8> {
     }
     out.truncate(len);
     out
+}
+
+/// A digest as the store names it.
+fn parse_digest(digest: &str) -> StoreDigest {
+    digest
+        .parse()
+        .unwrap_or_else(|e| panic!("{digest} is not a digest: {e:?}"))
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -224,6 +237,8 @@ fn check_error_body(headers: &HeaderMap, body: &[u8], code: &str) -> Value {
 pub struct Api {
     pub server: TestServer,
     pub http: reqwest::Client,
+    /// The server's blob store, opened on first inspection.
+    store: tokio::sync::OnceCell<Arc<dyn BlobStore>>,
 }
 
 impl Api {
@@ -249,7 +264,11 @@ impl Api {
             .timeout(Duration::from_secs(60))
             .build()
             .expect("client");
-        Api { server, http }
+        Api {
+            server,
+            http,
+            store: tokio::sync::OnceCell::new(),
+        }
     }
 
     /// Absolute URL for a path, or the URL itself when a `Location` header was absolute.
@@ -293,39 +312,125 @@ impl Api {
         request.send().await.expect("request reaches the registry")
     }
 
-    // ---- data directory ----
+    // ---- what the store holds ----
 
-    /// The blob store root (`<data>/storage`).
-    pub fn storage(&self) -> PathBuf {
-        self.server.data_path().join("storage")
+    /// The blob store the server writes to, opened from the server's own configuration, so
+    /// the same inspection works on the filesystem and on S3.
+    pub async fn store(&self) -> &dyn BlobStore {
+        self.store
+            .get_or_init(|| async {
+                aerugo::app::build_backends(&self.server.config)
+                    .await
+                    .expect("opening the server's backends")
+                    .blobs
+            })
+            .await
+            .as_ref()
     }
 
-    /// Where the filesystem store keeps a blob: `blobs/<alg>/<2 hex>/<hex>`.
-    pub fn blob_file(&self, digest: &str) -> PathBuf {
-        let (alg, hex) = digest.split_once(':').expect("algorithm:hex");
-        self.storage()
-            .join("blobs")
-            .join(alg)
-            .join(&hex[..2])
-            .join(hex)
-    }
-
-    /// Every file under `storage/blobs`.
-    pub fn blob_files(&self) -> Vec<PathBuf> {
-        files_under(&self.storage().join("blobs"))
-    }
-
-    /// Every entry of `storage/uploads`.
-    pub fn upload_entries(&self) -> Vec<PathBuf> {
-        match std::fs::read_dir(self.storage().join("uploads")) {
-            Ok(dir) => dir.map(|e| e.expect("dir entry").path()).collect(),
-            Err(_) => Vec::new(),
+    /// The digest of every committed blob in the store, sorted.
+    pub async fn stored_blobs(&self) -> Vec<String> {
+        let store = self.store().await;
+        let mut out: Vec<StoreDigest> = Vec::new();
+        loop {
+            let page = store
+                .list_blobs(out.last(), 1000)
+                .await
+                .expect("listing blobs");
+            if page.is_empty() {
+                break;
+            }
+            out.extend(page.into_iter().map(|(digest, _)| digest));
         }
+        out.iter().map(ToString::to_string).collect()
     }
 
-    pub fn assert_no_uploads_left(&self) {
-        let left = self.upload_entries();
+    /// The size of a committed blob; `None` when the store does not hold it.
+    pub async fn stored_size(&self, digest: &str) -> Option<u64> {
+        let meta = self.store().await.stat(&parse_digest(digest)).await;
+        meta.expect("stat of a blob").map(|meta| meta.size)
+    }
+
+    pub async fn has_blob(&self, digest: &str) -> bool {
+        self.stored_size(digest).await.is_some()
+    }
+
+    /// The bytes the store holds for a blob (read through the store, not the API).
+    pub async fn stored_bytes(&self, digest: &str) -> Vec<u8> {
+        use futures_util::TryStreamExt as _;
+        let stream = self
+            .store()
+            .await
+            .open(&parse_digest(digest), None)
+            .await
+            .unwrap_or_else(|e| panic!("opening stored blob {digest}: {e}"));
+        let chunks: Vec<bytes::Bytes> = stream.try_collect().await.expect("reading stored blob");
+        chunks.concat()
+    }
+
+    /// The id of every upload area in the store, sorted.
+    pub async fn stored_uploads(&self) -> Vec<String> {
+        let store = self.store().await;
+        let mut out: Vec<UploadId> = Vec::new();
+        loop {
+            let page = store
+                .list_uploads(out.last(), 1000)
+                .await
+                .expect("listing uploads");
+            if page.is_empty() {
+                break;
+            }
+            out.extend(page.into_iter().map(|(id, _)| id));
+        }
+        out.iter().map(ToString::to_string).collect()
+    }
+
+    pub async fn has_upload(&self, id: &str) -> bool {
+        self.stored_uploads()
+            .await
+            .iter()
+            .any(|stored| stored == id)
+    }
+
+    pub async fn assert_no_uploads_left(&self) {
+        let left = self.stored_uploads().await;
         assert!(left.is_empty(), "upload areas left behind: {left:?}");
+    }
+
+    pub async fn assert_no_blobs_stored(&self) {
+        let stored = self.stored_blobs().await;
+        assert!(stored.is_empty(), "blobs stored: {stored:?}");
+    }
+
+    /// Writes an upload area holding `bytes` straight into the store, as a crash would leave
+    /// it: metadata has no session for it. Returns its id.
+    pub async fn store_orphan_upload(&self, bytes: &[u8]) -> UploadId {
+        let store = self.store().await;
+        let id = UploadId::generate();
+        store
+            .create_upload(&id)
+            .await
+            .expect("creating upload area");
+        let mut writer = store.append_upload(&id, 0).await.expect("opening upload");
+        writer
+            .write(bytes::Bytes::copy_from_slice(bytes))
+            .await
+            .expect("writing upload");
+        writer.finish().await.expect("finishing upload");
+        id
+    }
+
+    /// Commits `bytes` as a blob straight into the store, never linked in metadata (a push
+    /// that crashed between publishing the bytes and recording them). Returns its digest.
+    pub async fn store_orphan_blob(&self, bytes: &[u8]) -> String {
+        let digest = sha256(bytes);
+        let id = self.store_orphan_upload(bytes).await;
+        self.store()
+            .await
+            .commit_upload(&id, bytes.len() as u64, &parse_digest(&digest))
+            .await
+            .expect("committing orphan blob");
+        digest
     }
 
     // ---- blobs ----
@@ -471,6 +576,7 @@ impl Api {
             "uploads_deleted",
             "orphan_blobs_deleted",
             "orphan_uploads_deleted",
+            "leftovers_deleted",
         ] {
             assert!(report[field].is_u64(), "gc report lacks {field}: {report}");
         }

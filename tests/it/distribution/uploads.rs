@@ -68,7 +68,7 @@ async fn monolithic_push() {
         .await;
     expect_status(response, 201).await;
     assert_eq!(api.get_blob("up/mono", &other_digest).await, (200, other));
-    api.assert_no_uploads_left();
+    api.assert_no_uploads_left().await;
 }
 
 #[tokio::test]
@@ -78,9 +78,9 @@ async fn pushing_the_same_blob_twice_is_idempotent() {
     let first = api.push_blob("up/twice", &bytes).await;
     let second = api.push_blob("up/twice", &bytes).await;
     assert_eq!(first, second);
-    assert_eq!(api.blob_files(), vec![api.blob_file(&first)]);
+    assert_eq!(api.stored_blobs().await, vec![first.clone()]);
     assert_eq!(api.get_blob("up/twice", &first).await, (200, bytes));
-    api.assert_no_uploads_left();
+    api.assert_no_uploads_left().await;
 }
 
 #[tokio::test]
@@ -101,8 +101,8 @@ async fn session_start_and_status() {
         uuid::Uuid::parse_str(&uuid).is_ok(),
         "upload id {uuid} is a UUID"
     );
-    // The session's bytes live under uploads/<uuid>/.
-    assert!(api.storage().join("uploads").join(&uuid).is_dir());
+    // The session has its byte area in the store, under its id.
+    assert!(api.has_upload(&uuid).await);
 
     let response = api.send(api.get(&location)).await;
     let (headers, body) = expect_status(response, 204).await;
@@ -143,7 +143,7 @@ async fn chunked_upload_with_content_range() {
         .send(api.get(&format!("/v2/up/chunked/blobs/{digest}")))
         .await;
     expect_error(response, 404, "BLOB_UNKNOWN").await;
-    assert!(api.blob_files().is_empty());
+    api.assert_no_blobs_stored().await;
 
     let response = api
         .send(api.put(&Api::with_digest(&location, &digest)))
@@ -158,7 +158,7 @@ async fn chunked_upload_with_content_range() {
     // The session is over.
     let response = api.send(api.get(&location)).await;
     expect_error(response, 404, "BLOB_UPLOAD_UNKNOWN").await;
-    api.assert_no_uploads_left();
+    api.assert_no_uploads_left().await;
 }
 
 #[tokio::test]
@@ -223,12 +223,7 @@ async fn large_chunks_of_uneven_sizes() {
         body == bytes,
         "the blob is the exact concatenation of the chunks"
     );
-    assert_eq!(
-        std::fs::metadata(api.blob_file(&digest))
-            .expect("blob")
-            .len(),
-        6_000_000
-    );
+    assert_eq!(api.stored_size(&digest).await, Some(6_000_000));
 }
 
 #[tokio::test]
@@ -324,7 +319,7 @@ async fn final_chunk_in_put() {
         .await;
     expect_status(response, 201).await;
     assert_eq!(api.get_blob("up/put", &digest).await, (200, bytes));
-    api.assert_no_uploads_left();
+    api.assert_no_uploads_left().await;
 }
 
 #[tokio::test]
@@ -368,14 +363,10 @@ async fn digest_mismatch_commits_nothing_and_ends_the_session() {
         .await;
     expect_error(response, 400, "DIGEST_INVALID").await;
 
-    assert!(
-        api.blob_files().is_empty(),
-        "no blob file: {:?}",
-        api.blob_files()
-    );
-    assert!(!api.blob_file(&claimed).exists());
-    assert!(!api.blob_file(&sha256(&bytes)).exists());
-    api.assert_no_uploads_left();
+    api.assert_no_blobs_stored().await;
+    assert!(!api.has_blob(&claimed).await);
+    assert!(!api.has_blob(&sha256(&bytes)).await);
+    api.assert_no_uploads_left().await;
     for response in [
         api.send(api.get(&location)).await,
         api.send(api.patch(&location).body(b"more".to_vec())).await,
@@ -404,8 +395,8 @@ async fn monolithic_digest_mismatch_commits_nothing() {
         )
         .await;
     expect_error(response, 400, "DIGEST_INVALID").await;
-    assert!(api.blob_files().is_empty(), "{:?}", api.blob_files());
-    api.assert_no_uploads_left();
+    api.assert_no_blobs_stored().await;
+    api.assert_no_uploads_left().await;
     let response = api
         .send(api.get(&format!("/v2/up/monomis/blobs/{claimed}")))
         .await;
@@ -425,8 +416,8 @@ async fn monolithic_digest_mismatch_commits_nothing() {
             .await;
         expect_error(response, 400, "DIGEST_INVALID").await;
     }
-    assert!(api.blob_files().is_empty());
-    api.assert_no_uploads_left();
+    api.assert_no_blobs_stored().await;
+    api.assert_no_uploads_left().await;
 }
 
 #[tokio::test]
@@ -436,21 +427,18 @@ async fn cancel_upload() {
     let location =
         expect_progress(patch(&api, &location, b"partial", None).await, 202, "0-6").await;
     let uuid = upload_id(&location).to_owned();
-    assert!(api.storage().join("uploads").join(&uuid).exists());
+    assert!(api.has_upload(&uuid).await);
     let response = api.send(api.delete(&location)).await;
     let (_, body) = expect_status(response, 204).await;
     assert!(body.is_empty());
-    assert!(
-        !api.storage().join("uploads").join(&uuid).exists(),
-        "cancelled bytes are removed"
-    );
+    assert!(!api.has_upload(&uuid).await, "cancelled bytes are removed");
     for response in [
         api.send(api.get(&location)).await,
         api.send(api.delete(&location)).await,
     ] {
         expect_error(response, 404, "BLOB_UPLOAD_UNKNOWN").await;
     }
-    assert!(api.blob_files().is_empty());
+    api.assert_no_blobs_stored().await;
 }
 
 #[tokio::test]
@@ -477,7 +465,7 @@ async fn unknown_and_malformed_upload_ids_are_404() {
             expect_error(response, 404, "BLOB_UPLOAD_UNKNOWN").await;
         }
     }
-    assert!(api.blob_files().is_empty());
+    api.assert_no_blobs_stored().await;
 }
 
 #[tokio::test]
@@ -581,7 +569,7 @@ async fn content_range_must_match_the_body() {
     // None of that moved the session or published anything.
     let (headers, _) = expect_status(api.send(api.get(&location)).await, 204).await;
     assert_eq!(header(&headers, "range"), "0-4");
-    assert!(api.blob_files().is_empty());
+    api.assert_no_blobs_stored().await;
     let location = expect_progress(
         patch(&api, &location, &bytes[5..], Some((5, 19))).await,
         202,
@@ -635,8 +623,8 @@ async fn content_length_smaller_than_the_body_commits_nothing() {
         .await
         .expect("an answer");
     response.expect_error(400, "DIGEST_INVALID");
-    assert!(api.blob_files().is_empty(), "{:?}", api.blob_files());
-    api.assert_no_uploads_left();
+    api.assert_no_blobs_stored().await;
+    api.assert_no_uploads_left().await;
 
     // Chunk of a session: Content-Range covers 10 bytes, Content-Length says 5.
     let location = api.start_upload("up/liar").await;
@@ -682,7 +670,7 @@ async fn body_shorter_than_content_length_commits_nothing() {
         .send(api.get(&format!("/v2/up/short/blobs/{digest}")))
         .await;
     expect_error(response, 404, "BLOB_UNKNOWN").await;
-    assert!(api.blob_files().is_empty(), "{:?}", api.blob_files());
+    api.assert_no_blobs_stored().await;
 
     // Same on a session chunk: the session does not advance.
     let location = api.start_upload("up/short").await;
@@ -711,7 +699,7 @@ async fn body_shorter_than_content_length_commits_nothing() {
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     }
     assert_eq!(range, "0-0", "the truncated chunk was not counted");
-    assert!(api.blob_files().is_empty());
+    api.assert_no_blobs_stored().await;
 }
 
 #[tokio::test]
@@ -748,8 +736,8 @@ async fn sha512_uploads() {
         api.url(&format!("/v2/up/sha512/blobs/{digest}"))
     );
     assert!(
-        api.blob_file(&digest).is_file(),
-        "stored under blobs/sha512/"
+        api.has_blob(&digest).await,
+        "stored under its sha512 digest"
     );
     let response = api
         .send(api.get(&format!("/v2/up/sha512/blobs/{digest}")))
@@ -777,7 +765,7 @@ async fn sha512_uploads() {
         .send(api.post("/v2/up/sha512/blobs/uploads/?digest-algorithm=md5"))
         .await;
     expect_error(response, 400, "DIGEST_INVALID").await;
-    api.assert_no_uploads_left();
+    api.assert_no_uploads_left().await;
 }
 
 #[tokio::test]
@@ -837,7 +825,7 @@ async fn closing_digest_of_the_other_algorithm_rehashes() {
         .send(api.put(&Api::with_digest(&location, &sha512(b"not these bytes"))))
         .await;
     expect_error(response, 400, "DIGEST_INVALID").await;
-    api.assert_no_uploads_left();
+    api.assert_no_uploads_left().await;
 }
 
 #[tokio::test]
@@ -861,8 +849,8 @@ async fn cross_repository_mount() {
     let (_, body) = expect_status(response, 200).await;
     assert_eq!(body, bytes);
     // No copy was made.
-    assert_eq!(api.blob_files(), vec![api.blob_file(&digest)]);
-    api.assert_no_uploads_left();
+    assert_eq!(api.stored_blobs().await, vec![digest.clone()]);
+    api.assert_no_uploads_left().await;
 
     // Mounting the same blob again is fine.
     let response = api

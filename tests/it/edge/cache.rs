@@ -9,6 +9,7 @@ use super::{
     expect_upstream_error, fetch,
 };
 use crate::distribution::{bytes_for, expect_error, header, sha256};
+use crate::support::fault_upstream::Content as _;
 use crate::support::seed::SeedImage;
 
 /// A 3 MiB cap and six 1 MiB blobs: entries are evicted, the cache stays under its cap on disk

@@ -14,6 +14,7 @@ use tokio::net::TcpStream;
 
 use super::{MANIFEST_ACCEPT, edge_on_fault_upstream_with, eventually};
 use crate::support::edge::{Closed, read_response, read_to_close};
+use crate::support::fault_upstream::Content as _;
 use crate::support::fault_upstream::Fault;
 use crate::support::process::assert_raises_open_file_limit;
 use crate::support::seed::SeedImage;
@@ -31,7 +32,7 @@ async fn connect(addr: SocketAddr) -> TcpStream {
 }
 
 /// A connection from `source` (any 127.0.0.0/8 address is this host) to `addr`.
-async fn connect_from(source: &str, addr: SocketAddr) -> TcpStream {
+pub(super) async fn connect_from(source: &str, addr: SocketAddr) -> TcpStream {
     let socket = tokio::net::TcpSocket::new_v4().expect("socket");
     socket
         .bind(format!("{source}:0").parse().expect("source address"))

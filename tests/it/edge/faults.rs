@@ -14,7 +14,8 @@ use super::{
 };
 use crate::distribution::{OCI_MANIFEST, header, sha256};
 use crate::support::edge::{EdgeProcess, metric_sum};
-use crate::support::fault_upstream::{Fault, FaultUpstream};
+use crate::support::fault_upstream::Content as _;
+use crate::support::fault_upstream::{self, Fault, FaultUpstream};
 use crate::support::oci_layout::{ByteGen, Fill};
 use crate::support::seed::SeedImage;
 
@@ -586,13 +587,11 @@ async fn tags_are_revalidated_with_head_after_their_ttl() {
 async fn follows_blob_redirects_to_object_storage_itself() {
     const SIZE: u64 = 3 << 20;
     let (origin, edge) = edge_on_fault_upstream(|_| {}).await;
-    let store = FaultUpstream::start().await;
+    let store = fault_upstream::start().await;
     let bytes = blob_bytes(3, SIZE);
     let digest = store.add_blob(bytes.clone());
     origin.add_blob(bytes);
-    origin.set_fault(Fault::RedirectBlobs {
-        base: store.base_url(),
-    });
+    origin.set_fault(Fault::RedirectBlobs { base: store.url() });
     let url = edge.url(&format!("/v2/team/app/blobs/{digest}"));
     let cold = fetch(&edge.http, &url, None).await;
     cold.assert_blob(&digest, SIZE);

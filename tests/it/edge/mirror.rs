@@ -6,6 +6,7 @@ use super::{FAULTY, MANIFEST_ACCEPT, edge_on_fault_upstream, expect_manifest, fe
 use crate::distribution::{OCI_MANIFEST, expect_error, header};
 use crate::support::distribution::DistributionRegistry;
 use crate::support::edge::{EdgeProcess, upstream};
+use crate::support::fault_upstream::Content as _;
 use crate::support::seed::{SeedImage, Seeder};
 use crate::support::{TestServer, require_tool};
 
@@ -244,7 +245,7 @@ async fn pushes_to_a_mirrored_namespace_are_unsupported() {
         .expect("POST");
     expect_error(response, 405, "UNSUPPORTED").await;
     let reached: Vec<_> = origin
-        .requests()
+        .request_counts()
         .into_iter()
         .filter(|((method, _), _)| method != "GET" && method != "HEAD")
         .collect();

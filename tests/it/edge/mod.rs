@@ -24,7 +24,7 @@ use reqwest::header::HeaderMap;
 use sha2::{Digest as _, Sha256};
 
 use crate::support::edge::{EdgeProcess, upstream};
-use crate::support::fault_upstream::FaultUpstream;
+use crate::support::fault_upstream::{self, FaultUpstream};
 
 use aerugo::config::MirrorUpstream;
 
@@ -211,8 +211,8 @@ pub async fn edge_on_fault_upstream_with(
     configure: impl FnOnce(&mut MirrorUpstream),
     configure_edge: impl FnOnce(&mut aerugo::config::EdgeConfig),
 ) -> (FaultUpstream, EdgeProcess) {
-    let origin = FaultUpstream::start().await;
-    let mut site = upstream(FAULTY, &origin.base_url());
+    let origin = fault_upstream::start().await;
+    let mut site = upstream(FAULTY, &origin.url());
     site.default = true;
     configure(&mut site);
     let edge = EdgeProcess::start(|e| {

@@ -7,6 +7,7 @@ use tokio::io::AsyncWriteExt;
 use super::{MANIFEST_ACCEPT, edge_on_fault_upstream};
 use crate::distribution::{expect_error, expect_status};
 use crate::support::edge::{parse_responses, raw_exchange, read_to_close};
+use crate::support::fault_upstream::Content as _;
 use crate::support::seed::SeedImage;
 
 fn get(path: &str, close: bool) -> String {

@@ -10,6 +10,7 @@ use bytes::Bytes;
 use sha2::{Digest as _, Sha256};
 
 use super::{edge_on_fault_upstream_with, fetch};
+use crate::support::fault_upstream::Content as _;
 use crate::support::fault_upstream::Fault;
 use crate::support::oci_layout::{ByteGen, Fill};
 

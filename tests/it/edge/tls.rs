@@ -1,18 +1,27 @@
 //! TLS termination with a generated certificate, over HTTP/1.1 and HTTP/2, and the connection
-//! timeouts and caps on the TLS listener.
+//! timeouts and caps on the TLS listener, which count a connection from before its handshake
+//! until its socket is gone, whether the handshake stalls, fails or succeeds.
 
+use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 use aerugo::config::EdgeConfig;
 use reqwest::{Certificate, Version};
 use tokio::io::AsyncWriteExt;
+use tokio::net::TcpStream;
 
+use super::connections::connect_from;
 use super::{MANIFEST_ACCEPT, edge_on_fault_upstream_with, eventually, fetch};
 use crate::distribution::header;
 use crate::support::edge::{Closed, read_response, read_to_close};
+use crate::support::fault_upstream::Content as _;
 use crate::support::fault_upstream::Fault;
 use crate::support::seed::SeedImage;
+
+/// The edge's gauge of the client connections it counts against the caps.
+const CONNECTIONS_OPEN: &str = "aerugo_connections_open";
 
 /// A self-signed certificate for `localhost` and `127.0.0.1`, written to files.
 struct TestCertificate {
@@ -53,6 +62,79 @@ impl TestCertificate {
         let root = Certificate::from_pem(self.pem.as_bytes()).expect("certificate");
         reqwest::Client::builder().tls_certs_only([root])
     }
+
+    /// A client from `source` that trusts only this certificate and opens a connection for
+    /// each request.
+    fn client_from(&self, source: &str) -> reqwest::Client {
+        self.client()
+            .local_address(source.parse::<std::net::IpAddr>().expect("address"))
+            .pool_max_idle_per_host(0)
+            .build()
+            .expect("client")
+    }
+}
+
+/// Whether `GET url` is answered `200`.
+async fn served(client: &reqwest::Client, url: &str) -> bool {
+    client
+        .get(url)
+        .send()
+        .await
+        .is_ok_and(|r| r.status() == 200)
+}
+
+/// The first byte of a TLS handshake record, which a ClientHello starts with.
+const HANDSHAKE_RECORD: u8 = 0x16;
+
+/// A connection from `source` that starts a TLS handshake (one byte) and stalls.
+async fn stalled_handshake(source: &str, addr: SocketAddr) -> TcpStream {
+    let mut stream = connect_from(source, addr).await;
+    stream
+        .write_all(&[HANDSHAKE_RECORD])
+        .await
+        .expect("the first byte of a ClientHello");
+    stream
+}
+
+/// A handshake from `source` by a client that does not trust the edge's certificate (rustls
+/// itself, as reqwest cannot wait for the edge's side); returns once the edge has closed the
+/// connection.
+async fn reject_the_certificate(source: &str, addr: SocketAddr) {
+    let stream = connect_from(source, addr).await.into_std().expect("socket");
+    tokio::task::spawn_blocking(move || {
+        use std::io::Read;
+        let mut stream = stream;
+        stream.set_nonblocking(false).expect("blocking socket");
+        stream
+            .set_read_timeout(Some(Duration::from_secs(10)))
+            .expect("read timeout");
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let config = rustls::ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .expect("protocol versions")
+            .with_root_certificates(rustls::RootCertStore::empty())
+            .with_no_client_auth();
+        let name = "localhost".try_into().expect("server name");
+        let mut tls = rustls::ClientConnection::new(Arc::new(config), name).expect("client");
+        let error = tls
+            .complete_io(&mut stream)
+            .expect_err("a certificate from no trusted root was accepted");
+        assert!(
+            matches!(
+                error.get_ref().and_then(|e| e.downcast_ref::<rustls::Error>()),
+                Some(rustls::Error::InvalidCertificate(_))
+            ),
+            "the handshake failed otherwise: {error}"
+        );
+        // The edge's answer to the client's alert is to close: EOF or a reset.
+        let closed = stream.read_to_end(&mut Vec::new());
+        assert!(
+            !matches!(&closed, Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut)),
+            "the edge kept a connection whose client rejected the certificate"
+        );
+    })
+    .await
+    .expect("the rejecting client");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -139,11 +221,7 @@ async fn the_tls_listener_closes_silent_connections_and_applies_the_caps() {
     let client = "127.0.0.2";
     let mut held = Vec::new();
     for _ in 0..2 {
-        let socket = tokio::net::TcpSocket::new_v4().expect("socket");
-        socket
-            .bind(format!("{client}:0").parse().expect("address"))
-            .expect("bind");
-        let mut stream = socket.connect(edge.addr).await.expect("connect");
+        let mut stream = connect_from(client, edge.addr).await;
         stream
             .write_all(b"GET /healthz HTTP/1.1\r\nhost: edge\r\n\r\n")
             .await
@@ -154,30 +232,108 @@ async fn the_tls_listener_closes_silent_connections_and_applies_the_caps() {
         );
         held.push(stream);
     }
-    let https = certificate
-        .client()
-        .local_address(client.parse::<std::net::IpAddr>().expect("address"))
-        .pool_max_idle_per_host(0)
-        .build()
-        .expect("client");
+    let https = certificate.client_from(client);
     let url = format!("https://{tls}/v2/");
     assert!(
         https.get(&url).send().await.is_err(),
         "a third connection from the client is served over TLS"
     );
     held.pop();
-    let served = eventually(Duration::from_secs(10), || async {
-        https
-            .get(&url)
-            .send()
-            .await
-            .is_ok_and(|r| r.status() == 200)
+    assert!(
+        eventually(Duration::from_secs(10), || served(&https, &url)).await,
+        "no TLS connection admitted after a plain one was closed"
+    );
+}
+
+/// A connection counts against the caps from before its TLS handshake (whose 60 s pingora does
+/// not let be shortened): two handshakes that start and stall fill a per-client cap of 2, the
+/// client's third connection is closed unanswered, and its places come back once the stalled
+/// ones are closed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stalled_tls_handshakes_count_against_the_caps() {
+    let certificate = TestCertificate::generate();
+    let (_origin, edge) = edge_on_fault_upstream_with(
+        |_| {},
+        |e| {
+            certificate.install(e);
+            e.max_connections_per_client = 2;
+        },
+    )
+    .await;
+    let tls = edge.tls_addr.expect("a TLS listener");
+    let client = "127.0.0.3";
+    let open_before = edge.metric(CONNECTIONS_OPEN, &[]).await;
+    let stalled = [
+        stalled_handshake(client, tls).await,
+        stalled_handshake(client, tls).await,
+    ];
+    // The edge admits each connection in a task of its own: wait until both are counted.
+    let counted = eventually(Duration::from_secs(10), || async {
+        edge.metric(CONNECTIONS_OPEN, &[]).await >= open_before + 2.0
     })
     .await;
     assert!(
-        served,
-        "no TLS connection admitted after a plain one was closed"
+        counted,
+        "two stalled TLS handshakes are not counted as open"
     );
+
+    let mut third = connect_from(client, tls).await;
+    let _ = third.write_all(&[HANDSHAKE_RECORD]).await;
+    let (received, closed) = read_to_close(&mut third).await;
+    assert_ne!(
+        closed,
+        Closed::StillOpen,
+        "a third connection from the client is waiting for its handshake"
+    );
+    assert!(received.is_empty(), "{received:?}");
+
+    drop(stalled);
+    let https = certificate.client_from(client);
+    let url = format!("https://{tls}/v2/");
+    assert!(
+        eventually(Duration::from_secs(10), || served(&https, &url)).await,
+        "no TLS request served after the stalled handshakes were closed"
+    );
+}
+
+/// A failed handshake frees its place as the edge drops the connection (pingora does not tell
+/// the application): after three times the per-client cap of each kind — garbage after the
+/// first byte, a client that rejects the certificate —, the client's next request is served
+/// at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failed_tls_handshakes_do_not_keep_their_place() {
+    let certificate = TestCertificate::generate();
+    let (_origin, edge) = edge_on_fault_upstream_with(
+        |_| {},
+        |e| {
+            certificate.install(e);
+            e.max_connections_per_client = 2;
+        },
+    )
+    .await;
+    let tls = edge.tls_addr.expect("a TLS listener");
+    let client = "127.0.0.4";
+    for _ in 0..3 * 2 {
+        let mut garbage = connect_from(client, tls).await;
+        garbage
+            .write_all(b"\x16 is not a ClientHello\r\n\r\n")
+            .await
+            .expect("garbage");
+        let (_, closed) = read_to_close(&mut garbage).await;
+        assert_ne!(
+            closed,
+            Closed::StillOpen,
+            "the edge kept a connection whose handshake is garbage"
+        );
+        reject_the_certificate(client, tls).await;
+    }
+    let response = certificate
+        .client_from(client)
+        .get(format!("https://{tls}/v2/"))
+        .send()
+        .await
+        .expect("a TLS request right after failed handshakes");
+    assert_eq!(response.status(), 200);
 }
 
 /// Over TLS too (HTTP/1.1 and HTTP/2), the header deadline ends with the header: answers

@@ -22,6 +22,9 @@ use tempfile::TempDir;
 pub struct TestServer {
     pub addr: SocketAddr,
     pub data_dir: TempDir,
+    /// The configuration the server was started with: the tests open the server's own
+    /// backends from it to look at what it stored, whichever stack it runs on.
+    pub config: Config,
     _thread: ServerThread,
     /// The production stack the server runs on, if the run asked for one; dropped (and
     /// cleaned up) after the server has stopped.
@@ -104,6 +107,7 @@ impl TestServer {
         }
         configure(&mut config);
         config.validate().expect("test configuration is valid");
+        let started_with = config.clone();
         let std_listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind loopback");
         std_listener.set_nonblocking(true).expect("nonblocking");
         let addr = std_listener.local_addr().expect("local addr");
@@ -125,6 +129,7 @@ impl TestServer {
         let server = TestServer {
             addr,
             data_dir,
+            config: started_with,
             _thread: thread,
             _stack: None,
         };
@@ -157,6 +162,16 @@ impl TestServer {
 
     pub fn data_path(&self) -> &Path {
         self.data_dir.path()
+    }
+
+    /// Where the filesystem blob store keeps its files; `None` on the production stack (S3).
+    pub fn storage_dir(&self) -> Option<std::path::PathBuf> {
+        self.config.storage_root()
+    }
+
+    /// Whether blob `GET`s answer with a redirect to a presigned S3 URL.
+    pub fn redirects_blob_gets(&self) -> bool {
+        matches!(&self.config.storage, aerugo::config::StorageConfig::S3(s3) if s3.redirect)
     }
 }
 

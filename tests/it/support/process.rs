@@ -172,17 +172,26 @@ impl CoreProcess {
 
     /// A core on `data_dir`, which outlives the process (restart tests); `work` holds the log.
     pub async fn start_on(work: TempDir, data_dir: &Path) -> CoreProcess {
+        Self::start_with_env(work, data_dir, &[]).await
+    }
+
+    /// A core whose environment also holds `env` (e.g. the production backends' variables).
+    pub async fn start_with_env(
+        work: TempDir,
+        data_dir: &Path,
+        env: &[(&str, String)],
+    ) -> CoreProcess {
         let addr = free_addr();
         let log = work.path().join(format!("core-{}.log", addr.port()));
-        let mut child = spawn_logged(
-            Command::new(AERUGO)
-                .arg("serve")
-                .arg("--listen")
-                .arg(addr.to_string())
-                .arg("--data-dir")
-                .arg(data_dir),
-            &log,
-        );
+        let mut command = Command::new(AERUGO);
+        command
+            .arg("serve")
+            .arg("--listen")
+            .arg(addr.to_string())
+            .arg("--data-dir")
+            .arg(data_dir)
+            .envs(env.iter().map(|(name, value)| (*name, value)));
+        let mut child = spawn_logged(&mut command, &log);
         let url = format!("http://{addr}/v2/");
         wait_until_ready(&http_client(), &url, &mut child, &log, "aerugo serve").await;
         CoreProcess {
