@@ -119,8 +119,15 @@ impl S3BlobStore {
             loader = loader.endpoint_url(endpoint);
         }
         let shared = loader.load().await;
+        // Blob bytes are content-addressed: clients and the edge verify the digest of every
+        // blob they read, so asking the store to checksum each read (and checking that CRC
+        // again here) would only cost CPU on both sides. Uploads keep the SDK's checksums:
+        // those catch corruption between the node's hash and the store.
         let config = aws_sdk_s3::config::Builder::from(&shared)
             .force_path_style(settings.path_style)
+            .response_checksum_validation(
+                aws_sdk_s3::config::ResponseChecksumValidation::WhenRequired,
+            )
             .build();
         // Server-side copies answer only when done: silence is normal there, so the SDK's
         // stalled-stream protection (which would fail them) is off and the attempt timeout
