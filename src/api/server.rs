@@ -170,8 +170,19 @@ async fn serve_connection(
         });
         request.extensions_mut().insert(ConnectInfo(peer));
         let router = router.clone();
+        let http1 = request.version() < http::Version::HTTP_2;
+        let unread_body = Arc::clone(&unread_body);
         async move {
-            let response = router.oneshot(request).await?;
+            let mut response = router.oneshot(request).await?;
+            // hyper will not read on past a body the handler left unread: it closes the
+            // connection after this answer, so the answer says so, and a client does not
+            // send its next request down a connection that is going away.
+            if http1 && unread_body.load(Ordering::Relaxed) {
+                response.headers_mut().insert(
+                    http::header::CONNECTION,
+                    http::HeaderValue::from_static("close"),
+                );
+            }
             Ok::<_, std::convert::Infallible>(response.map(|body| ResponseBody {
                 body,
                 _in_flight: in_flight,

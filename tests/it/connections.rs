@@ -100,6 +100,16 @@ async fn an_out_of_order_chunk_gets_its_416_even_while_the_client_keeps_writing(
             Some("0-0"),
             "the 416 tells the client where to resume"
         );
+        // The body was refused unread, so the connection ends after this answer: it says so,
+        // and a client pooling connections does not send its next request down it.
+        assert_eq!(
+            response
+                .headers
+                .get("connection")
+                .map(|v| v.to_str().unwrap()),
+            Some("close"),
+            "a refused body closes the connection, and the answer says so"
+        );
     }
 }
 
