@@ -259,6 +259,47 @@ fn reset(stream: tokio::net::TcpStream) {
     let _ = stream.set_zero_linger();
 }
 
+/// A server future running on its own runtime thread, so a test may block without starving
+/// it. When dropped, its stop signal fires and the thread is joined.
+pub struct ServerThread {
+    shutdown: Option<tokio::sync::oneshot::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl ServerThread {
+    /// Runs `serve(stop)` on a fresh two-worker runtime; `stop` resolves when this is dropped.
+    pub fn spawn<F, Fut>(serve: F) -> ServerThread
+    where
+        F: FnOnce(tokio::sync::oneshot::Receiver<()>) -> Fut + Send + 'static,
+        Fut: Future<Output = ()>,
+    {
+        let (shutdown, stop) = tokio::sync::oneshot::channel::<()>();
+        let thread = std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .enable_all()
+                .build()
+                .expect("runtime");
+            runtime.block_on(serve(stop));
+        });
+        ServerThread {
+            shutdown: Some(shutdown),
+            thread: Some(thread),
+        }
+    }
+}
+
+impl Drop for ServerThread {
+    fn drop(&mut self) {
+        if let Some(shutdown) = self.shutdown.take() {
+            let _ = shutdown.send(());
+        }
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -205,8 +205,7 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 /// A running fake registry; stops when dropped.
 pub struct FakeRegistry {
     shared: Arc<Shared>,
-    stop: Option<tokio::sync::oneshot::Sender<()>>,
-    thread: Option<std::thread::JoinHandle<()>>,
+    _thread: super::ServerThread,
 }
 
 impl FakeRegistry {
@@ -221,33 +220,24 @@ impl FakeRegistry {
             tokens: Mutex::default(),
             log: Mutex::default(),
         });
-        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         let state = Arc::clone(&shared);
-        let thread = std::thread::spawn(move || {
-            let runtime = tokio::runtime::Builder::new_multi_thread()
-                .worker_threads(2)
-                .enable_all()
-                .build()
-                .expect("runtime");
-            runtime.block_on(async move {
-                let listener = DownableListener {
-                    addr,
-                    inner: Some(TcpListener::from_std(std_listener).expect("listener")),
-                    knobs: state.knobs.subscribe(),
-                };
-                let app = axum::Router::new().fallback(handle).with_state(state);
-                // No graceful shutdown: dropping the runtime drops every connection, however
-                // busy (a test may end with a client still attached).
-                tokio::select! {
-                    _ = axum::serve(listener, app).into_future() => {}
-                    _ = stopped => {}
-                }
-            });
+        let thread = super::ServerThread::spawn(move |stopped| async move {
+            let listener = DownableListener {
+                addr,
+                inner: Some(TcpListener::from_std(std_listener).expect("listener")),
+                knobs: state.knobs.subscribe(),
+            };
+            let app = axum::Router::new().fallback(handle).with_state(state);
+            // No graceful shutdown: dropping the runtime drops every connection, however
+            // busy (a test may end with a client still attached).
+            tokio::select! {
+                _ = axum::serve(listener, app).into_future() => {}
+                _ = stopped => {}
+            }
         });
         FakeRegistry {
             shared,
-            stop: Some(stop),
-            thread: Some(thread),
+            _thread: thread,
         }
     }
 
@@ -417,17 +407,6 @@ impl FakeRegistry {
             .collect();
         all.sort();
         all
-    }
-}
-
-impl Drop for FakeRegistry {
-    fn drop(&mut self) {
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
-        }
-        if let Some(thread) = self.thread.take() {
-            let _ = thread.join();
-        }
     }
 }
 

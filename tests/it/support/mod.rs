@@ -15,6 +15,7 @@ use std::net::SocketAddr;
 use std::path::Path;
 
 use aerugo::config::Config;
+pub use aerugo::testkit::ServerThread;
 use tempfile::TempDir;
 
 /// A running registry. Runs on its own runtime thread, so tests may block (run skopeo,
@@ -29,47 +30,6 @@ pub struct TestServer {
     /// The production stack the server runs on, if the run asked for one; dropped (and
     /// cleaned up) after the server has stopped.
     _stack: Option<stack::Stack>,
-}
-
-/// A server future running on its own runtime thread, so a test may block without starving
-/// it. When dropped, its stop signal fires and the thread is joined.
-pub struct ServerThread {
-    shutdown: Option<tokio::sync::oneshot::Sender<()>>,
-    thread: Option<std::thread::JoinHandle<()>>,
-}
-
-impl ServerThread {
-    /// Runs `serve(stop)` on a fresh two-worker runtime; `stop` resolves when this is dropped.
-    pub fn spawn<F, Fut>(serve: F) -> ServerThread
-    where
-        F: FnOnce(tokio::sync::oneshot::Receiver<()>) -> Fut + Send + 'static,
-        Fut: Future<Output = ()>,
-    {
-        let (shutdown, stop) = tokio::sync::oneshot::channel::<()>();
-        let thread = std::thread::spawn(move || {
-            let runtime = tokio::runtime::Builder::new_multi_thread()
-                .worker_threads(2)
-                .enable_all()
-                .build()
-                .expect("runtime");
-            runtime.block_on(serve(stop));
-        });
-        ServerThread {
-            shutdown: Some(shutdown),
-            thread: Some(thread),
-        }
-    }
-}
-
-impl Drop for ServerThread {
-    fn drop(&mut self) {
-        if let Some(shutdown) = self.shutdown.take() {
-            let _ = shutdown.send(());
-        }
-        if let Some(thread) = self.thread.take() {
-            let _ = thread.join();
-        }
-    }
 }
 
 impl TestServer {
