@@ -7,7 +7,9 @@ use std::time::Duration;
 
 use anyhow::Context;
 
+use crate::accounts::{AccountName, AccountStore, NewUser};
 use crate::api::origin::TrustedProxies;
+use crate::auth::{Auth, AuthSettings, KeyRing, SigningKey, TokenParties, password};
 use crate::api::{self, AppState, ConnectionPolicy};
 use crate::cache::Cache;
 use crate::cache::memory::MemoryCache;
@@ -26,27 +28,125 @@ use crate::storage::timed::TimedBlobStore;
 
 /// Opens the configured backends and builds the registry on them.
 pub async fn build_registry(config: &Config) -> anyhow::Result<Arc<Registry>> {
+    Ok(registry_on(config, open_stores(config).await?.backends))
+}
+
+fn registry_on(config: &Config, backends: Backends) -> Arc<Registry> {
     let settings = Settings {
         max_manifest_bytes: config.registry.max_manifest_bytes,
         cache_ttl: Duration::from_secs(config.cache.tag_ttl_seconds),
     };
-    Ok(Arc::new(Registry::new(
-        build_backends(config).await?,
-        settings,
-    )))
+    Arc::new(Registry::new(backends, settings))
 }
 
-/// The four seams as the configuration names them: the one place a backend is chosen.
-pub async fn build_backends(config: &Config) -> anyhow::Result<Backends> {
+/// Every seam a core node uses: the registry's four and the account store beside them.
+pub struct Stores {
+    pub backends: Backends,
+    /// The same database as `backends.meta`.
+    pub accounts: Arc<dyn AccountStore>,
+}
+
+/// The seams as the configuration names them: the one place a backend is chosen.
+pub async fn open_stores(config: &Config) -> anyhow::Result<Stores> {
     let blobs = open_blob_store(config).await?;
-    let (meta, coordinator) = open_metadata(config).await?;
+    let (meta, accounts, coordinator) = open_metadata(config).await?;
     let cache = open_cache(&config.cache).await?;
-    Ok(Backends {
-        blobs: Arc::new(TimedBlobStore::new(blobs)),
-        meta,
-        cache,
-        coordinator,
+    Ok(Stores {
+        backends: Backends {
+            blobs: Arc::new(TimedBlobStore::new(blobs)),
+            meta,
+            cache,
+            coordinator,
+        },
+        accounts,
     })
+}
+
+/// The registry's four seams alone.
+pub async fn build_backends(config: &Config) -> anyhow::Result<Backends> {
+    Ok(open_stores(config).await?.backends)
+}
+
+/// The token service and policy over the account store, with the signing keys from
+/// `auth.signing_key_file` or from the store (generated on first start), and the bootstrap
+/// admin created when configured and absent.
+pub async fn build_auth(
+    config: &Config,
+    accounts: Arc<dyn AccountStore>,
+    cache: Arc<dyn Cache>,
+) -> anyhow::Result<Arc<Auth>> {
+    let keys = match &config.auth.signing_key_file {
+        Some(path) => {
+            let pem = std::fs::read_to_string(path)
+                .with_context(|| format!("reading auth.signing_key_file {}", path.display()))?;
+            KeyRing::single(
+                SigningKey::from_pem(&pem)
+                    .with_context(|| format!("auth.signing_key_file {}", path.display()))?,
+            )
+        }
+        None => Auth::load_keys(accounts.as_ref())
+            .await
+            .context("loading the token-signing keys")?,
+    };
+    if let (Some(name), Some(password)) = (
+        &config.auth.bootstrap_admin,
+        &config.auth.bootstrap_admin_password,
+    ) {
+        bootstrap_admin(accounts.as_ref(), name, password).await?;
+    }
+    let settings = AuthSettings {
+        parties: TokenParties {
+            issuer: config.auth.issuer.clone(),
+            service: config.auth.service.clone(),
+        },
+        token_lifetime_seconds: config.auth.token_lifetime_seconds,
+        refresh_lifetime_seconds: config.auth.refresh_lifetime_seconds,
+        max_failed_logins: config.auth.max_failed_logins,
+        lockout_window: Duration::from_secs(config.auth.lockout_seconds),
+        logins_per_client_per_minute: config.auth.logins_per_client_per_minute,
+    };
+    Ok(Arc::new(Auth::new(accounts, cache, keys, settings)))
+}
+
+async fn bootstrap_admin(
+    accounts: &dyn AccountStore,
+    name: &str,
+    password: &str,
+) -> anyhow::Result<()> {
+    let name: AccountName = name
+        .parse()
+        .with_context(|| format!("auth.bootstrap_admin {name:?}"))?;
+    if accounts.user(&name).await?.is_some() {
+        return Ok(());
+    }
+    create_user(accounts, &name, password, true).await?;
+    tracing::info!(user = %name, "created the bootstrap admin");
+    Ok(())
+}
+
+/// `admin create-user` and the bootstrap admin: hashes the password (off the async threads)
+/// and stores the user.
+pub async fn create_user(
+    accounts: &dyn AccountStore,
+    name: &AccountName,
+    password: &str,
+    admin: bool,
+) -> anyhow::Result<()> {
+    let password = password.to_owned();
+    let hash = tokio::task::spawn_blocking(move || password::hash(&password)).await??;
+    accounts
+        .create_user(&NewUser {
+            name: name.clone(),
+            password_hash: Some(hash),
+            admin,
+        })
+        .await?;
+    Ok(())
+}
+
+/// The account store alone (for `admin create-user`): the same database `serve` uses.
+pub async fn open_accounts(config: &Config) -> anyhow::Result<Arc<dyn AccountStore>> {
+    Ok(open_metadata(config).await?.1)
 }
 
 async fn open_blob_store(config: &Config) -> anyhow::Result<Arc<dyn BlobStore>> {
@@ -63,11 +163,10 @@ async fn open_blob_store(config: &Config) -> anyhow::Result<Arc<dyn BlobStore>> 
     }
 }
 
-/// The metadata store and the coordinator that matches it: in-process locks serve a node
-/// alone on its SQLite file; nodes sharing PostgreSQL lock through it.
-async fn open_metadata(
-    config: &Config,
-) -> anyhow::Result<(Arc<dyn MetadataStore>, Arc<dyn Coordinator>)> {
+/// The metadata store, the account store (the same database) and the coordinator that
+/// matches them: in-process locks serve a node alone on its SQLite file; nodes sharing
+/// PostgreSQL lock through it.
+async fn open_metadata(config: &Config) -> anyhow::Result<SqlStores> {
     match config
         .database
         .backend(&config.server.data_dir)
@@ -77,7 +176,12 @@ async fn open_metadata(
             let store = SqliteStore::open(&path, config.database.max_connections)
                 .await
                 .with_context(|| format!("opening metadata database {}", path.display()))?;
-            Ok((Arc::new(store), Arc::new(LocalCoordinator::default())))
+            let store = Arc::new(store);
+            Ok((
+                store.clone(),
+                store,
+                Arc::new(LocalCoordinator::default()),
+            ))
         }
         DatabaseBackend::Postgres(url) => open_postgres(&config.database, &url).await,
     }
@@ -243,18 +347,23 @@ async fn open_s3(_config: &S3StorageConfig) -> anyhow::Result<Arc<dyn BlobStore>
     anyhow::bail!("storage.type = \"s3\" needs a build with the `s3` cargo feature")
 }
 
+/// One database's two seams and the coordinator beside them.
+type SqlStores = (
+    Arc<dyn MetadataStore>,
+    Arc<dyn AccountStore>,
+    Arc<dyn Coordinator>,
+);
+
 #[cfg(feature = "postgres")]
-async fn open_postgres(
-    config: &DatabaseConfig,
-    url: &str,
-) -> anyhow::Result<(Arc<dyn MetadataStore>, Arc<dyn Coordinator>)> {
+async fn open_postgres(config: &DatabaseConfig, url: &str) -> anyhow::Result<SqlStores> {
     use crate::coordination::postgres::PgCoordinator;
     let store = open_postgres_store(config, url, config.migrate).await?;
     let acquire_timeout = Duration::from_secs(config.acquire_timeout_seconds);
     let locks = PgCoordinator::connect(url, config.lock_connections, acquire_timeout)
         .await
         .context("opening the PostgreSQL lock sessions")?;
-    Ok((Arc::new(store), Arc::new(locks)))
+    let store = Arc::new(store);
+    Ok((store.clone(), store, Arc::new(locks)))
 }
 
 #[cfg(feature = "postgres")]
@@ -278,10 +387,7 @@ async fn open_postgres_store(
 }
 
 #[cfg(not(feature = "postgres"))]
-async fn open_postgres(
-    _config: &DatabaseConfig,
-    _url: &str,
-) -> anyhow::Result<(Arc<dyn MetadataStore>, Arc<dyn Coordinator>)> {
+async fn open_postgres(_config: &DatabaseConfig, _url: &str) -> anyhow::Result<SqlStores> {
     anyhow::bail!("a postgres:// database.url needs a build with the `postgres` cargo feature")
 }
 
@@ -338,6 +444,7 @@ pub struct DataDirLock {
 }
 
 const LOCK_FILE: &str = "aerugo.lock";
+const ADMIN_TOKEN_FILE: &str = "admin.token";
 
 impl DataDirLock {
     /// `Ok(None)` when another process holds the lock.
@@ -367,6 +474,32 @@ impl DataDirLock {
         Ok(())
     }
 
+    /// Writes a fresh local admin token into the data directory, readable by its owner only:
+    /// `aerugo admin gc` on the same host reads it to ask the running server, since whoever
+    /// can read the data directory could change everything in it anyway.
+    pub fn issue_admin_token(&self, data_dir: &Path) -> anyhow::Result<String> {
+        use std::io::Write;
+        use std::os::unix::fs::OpenOptionsExt;
+        let token = crate::auth::secret::random_token();
+        let path = data_dir.join(ADMIN_TOKEN_FILE);
+        let mut file = File::options()
+            .create(true)
+            .truncate(true)
+            .write(true)
+            .mode(0o600)
+            .open(&path)
+            .with_context(|| format!("writing {}", path.display()))?;
+        file.write_all(token.as_bytes())?;
+        Ok(token)
+    }
+
+    /// The local admin token of the server that holds the data directory's lock.
+    pub fn admin_token(data_dir: &Path) -> Option<String> {
+        std::fs::read_to_string(data_dir.join(ADMIN_TOKEN_FILE))
+            .ok()
+            .map(|t| t.trim().to_owned())
+    }
+
     /// The address recorded by the server that holds the data directory's lock.
     pub fn holder_address(data_dir: &Path) -> Option<std::net::SocketAddr> {
         std::fs::read_to_string(data_dir.join(LOCK_FILE))
@@ -390,7 +523,17 @@ pub async fn run_server(
         )
     })?;
     lock.record_address(listener.local_addr()?)?;
-    let registry = build_registry(&config).await?;
+    let local_admin_token = lock.issue_admin_token(&config.server.data_dir)?;
+    let stores = open_stores(&config).await?;
+    let auth = build_auth(&config, stores.accounts.clone(), stores.backends.cache.clone()).await?;
+    if !auth.enforced().await? {
+        tracing::warn!(
+            "NO USERS: this registry is OPEN — anyone who can reach it may push, pull and \
+             delete. Create an admin (`aerugo admin create-user NAME --admin --password-stdin`) \
+             to require sign-in for every request."
+        );
+    }
+    let registry = registry_on(&config, stores.backends);
     match registry.reconcile_uploads().await {
         Ok(0) => {}
         Ok(ended) => tracing::info!(ended, "ended upload sessions whose bytes were lost"),
@@ -405,6 +548,9 @@ pub async fn run_server(
         max_page_size: config.registry.max_page_size,
         gc_grace,
         trusted_proxies,
+        auth,
+        token_realm: config.auth.realm.clone(),
+        local_admin_token,
     };
     tracing::info!(address = %listener.local_addr()?, "aerugo registry listening");
     let grace = Duration::from_secs(config.server.shutdown_grace_seconds);

@@ -87,6 +87,18 @@ pub enum AdminCommand {
     },
     /// Create or upgrade the metadata schema.
     Migrate,
+    /// Create a user in the database `serve` uses (the same data directory or DATABASE_URL;
+    /// a running server sees it at once). The first user closes an open registry.
+    CreateUser {
+        name: String,
+        /// Make the user a registry admin.
+        #[arg(long)]
+        admin: bool,
+        /// Read the password from standard input (its first line), never from the command
+        /// line, where other users and shell history would see it.
+        #[arg(long, required = true)]
+        password_stdin: bool,
+    },
 }
 
 impl Cli {
@@ -169,6 +181,10 @@ pub async fn run(cli: Cli, config: Config) -> anyhow::Result<()> {
             ..
         } => check_config(&config).await,
         Command::Admin {
+            command: AdminCommand::CreateUser { name, admin, .. },
+            ..
+        } => create_user(&config, &name, admin).await,
+        Command::Admin {
             command: AdminCommand::Migrate,
             ..
         } => {
@@ -176,6 +192,24 @@ pub async fn run(cli: Cli, config: Config) -> anyhow::Result<()> {
             print_out("metadata schema is up to date")
         }
     }
+}
+
+async fn create_user(config: &Config, name: &str, admin: bool) -> anyhow::Result<()> {
+    let name: crate::accounts::AccountName = name
+        .parse()
+        .with_context(|| format!("user name {name:?}"))?;
+    let mut password = String::new();
+    std::io::stdin()
+        .read_line(&mut password)
+        .context("reading the password from standard input")?;
+    let password = password.trim_end_matches(['\r', '\n']);
+    crate::auth::password::check_new(password)?;
+    let accounts = app::open_accounts(config).await?;
+    app::create_user(accounts.as_ref(), &name, password, admin).await?;
+    print_out(&format!(
+        "created {}user {name}",
+        if admin { "admin " } else { "" }
+    ))
 }
 
 async fn gc(config: &Config, grace: Duration) -> anyhow::Result<()> {
@@ -194,8 +228,11 @@ async fn gc(config: &Config, grace: Duration) -> anyhow::Result<()> {
                 reachable(addr),
                 grace.as_secs()
             );
-            let response = reqwest::Client::new()
-                .post(&url)
+            let mut request = reqwest::Client::new().post(&url);
+            if let Some(token) = DataDirLock::admin_token(&config.server.data_dir) {
+                request = request.header(crate::api::LOCAL_ADMIN_HEADER, token);
+            }
+            let response = request
                 .send()
                 .await
                 .with_context(|| {

@@ -22,6 +22,7 @@ pub struct Config {
     pub cache: CacheConfig,
     pub registry: RegistryConfig,
     pub gc: GcConfig,
+    pub auth: AuthConfig,
     pub edge: EdgeConfig,
 }
 
@@ -710,6 +711,78 @@ impl Default for GcConfig {
     }
 }
 
+/// `[auth]`: the token service and the rules of sign-in (docs/auth.md).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AuthConfig {
+    /// The token audience, the challenge's `service`.
+    pub service: String,
+    /// The tokens' `iss`.
+    pub issuer: String,
+    /// The absolute URL of the token endpoint challenges name. Unset: `/auth/token` on the
+    /// origin the client used (the request's `Host`, or a trusted proxy's `X-Forwarded-*`).
+    pub realm: Option<String>,
+    /// Lifetime of access tokens (60 to 3600 s).
+    pub token_lifetime_seconds: i64,
+    /// Lifetime of refresh tokens (`docker login`'s identity token).
+    pub refresh_lifetime_seconds: i64,
+    /// An Ed25519 private key (PKCS#8 PEM) to sign tokens with. Unset: a key generated on
+    /// first start and kept in the database, shared by every node.
+    pub signing_key_file: Option<PathBuf>,
+    /// Failed sign-ins to one account before it is locked for `lockout_seconds`.
+    pub max_failed_logins: u64,
+    pub lockout_seconds: u64,
+    /// Sign-in attempts one client address may make per minute.
+    pub logins_per_client_per_minute: u64,
+    /// Created as a registry admin at start-up when absent, with `bootstrap_admin_password`
+    /// (env `AERUGO__AUTH__BOOTSTRAP_ADMIN_PASSWORD`).
+    pub bootstrap_admin: Option<String>,
+    pub bootstrap_admin_password: Option<String>,
+}
+
+impl Default for AuthConfig {
+    fn default() -> Self {
+        AuthConfig {
+            service: "aerugo".into(),
+            issuer: "aerugo".into(),
+            realm: None,
+            token_lifetime_seconds: 300,
+            refresh_lifetime_seconds: 14 * 24 * 3600,
+            signing_key_file: None,
+            max_failed_logins: 10,
+            lockout_seconds: 900,
+            logins_per_client_per_minute: 120,
+            bootstrap_admin: None,
+            bootstrap_admin_password: None,
+        }
+    }
+}
+
+impl AuthConfig {
+    fn problems(&self) -> Vec<String> {
+        let mut problems = Vec::new();
+        if !(60..=3600).contains(&self.token_lifetime_seconds) {
+            problems.push("auth.token_lifetime_seconds must be between 60 and 3600".into());
+        }
+        if self.refresh_lifetime_seconds < 60 {
+            problems.push("auth.refresh_lifetime_seconds must be at least 60".into());
+        }
+        if self.max_failed_logins == 0 || self.lockout_seconds == 0 {
+            problems.push("auth.max_failed_logins and auth.lockout_seconds must be at least 1".into());
+        }
+        if self.service.is_empty() || self.service.contains('"') {
+            problems.push("auth.service must be non-empty and hold no quote".into());
+        }
+        if self.realm.as_deref().is_some_and(|r| !(r.starts_with("http://") || r.starts_with("https://")) || r.contains('"')) {
+            problems.push("auth.realm must be an absolute http(s) URL".into());
+        }
+        if self.bootstrap_admin.is_some() != self.bootstrap_admin_password.is_some() {
+            problems.push("auth.bootstrap_admin and auth.bootstrap_admin_password go together".into());
+        }
+        problems
+    }
+}
+
 /// Overrides from the command line; `None` leaves the configured value.
 #[derive(Debug, Clone, Default)]
 pub struct Overrides {
@@ -869,6 +942,7 @@ impl Config {
             ));
         }
         problems.extend(self.server.problems());
+        problems.extend(self.auth.problems());
         if let StorageConfig::S3(s3) = &self.storage {
             problems.extend(s3.problems());
         }
@@ -925,6 +999,9 @@ impl Config {
             && s3.secret_key.is_some()
         {
             s3.secret_key = Some(HIDDEN.into());
+        }
+        if config.auth.bootstrap_admin_password.is_some() {
+            config.auth.bootstrap_admin_password = Some(HIDDEN.into());
         }
         config.database.url = config.database.url.as_deref().map(redact_url);
         config.cache.redis_url = config.cache.redis_url.as_deref().map(redact_url);

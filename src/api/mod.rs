@@ -1,8 +1,10 @@
 //! The HTTP adapter of the registry core (axum): routes requests to `registry` services and
 //! turns their results into responses. Owns no registry rules and touches no storage itself.
 //!
-//! Routes: `/v2/…` (distribution API, one catch-all dispatched by `oci::path`), `/healthz`,
-//! `/readyz`, `/metrics`, and `/api/v1/admin/gc` (loopback only until auth lands).
+//! Routes: `/v2/…` (distribution API, one catch-all dispatched by `oci::path`, every request
+//! checked by the `auth` gate first), the token service (`/auth/token`, `/auth/jwks`,
+//! `/api/v1/auth/…`), `/healthz`, `/readyz`, `/metrics`, and `/api/v1/admin/gc` (an admin's,
+//! or loopback's while the registry has no users).
 //! `server` is the listener that serves them (connection timeouts, caps, graceful close).
 
 use std::net::SocketAddr;
@@ -17,9 +19,11 @@ use axum::routing::{any, get, post};
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 use tower_http::trace::TraceLayer;
 
+use crate::auth::{Auth, Credentials};
 use crate::registry::{Registry, RegistryError};
 use crate::telemetry::metrics;
 
+pub mod auth;
 pub mod error;
 pub mod origin;
 pub mod server;
@@ -37,7 +41,16 @@ pub struct AppState {
     pub gc_grace: Duration,
     /// Peers whose `X-Forwarded-*` headers shape absolute `Location` URLs.
     pub trusted_proxies: origin::TrustedProxies,
+    pub auth: Arc<Auth>,
+    /// The token endpoint challenges name; `None`: `/auth/token` on the request's origin.
+    pub token_realm: Option<String>,
+    /// The secret `aerugo admin` commands on this host send in [`LOCAL_ADMIN_HEADER`] (the
+    /// server writes it into its data directory).
+    pub local_admin_token: String,
 }
+
+/// The header carrying the local admin token.
+pub const LOCAL_ADMIN_HEADER: &str = "x-aerugo-admin-token";
 
 const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
@@ -51,6 +64,10 @@ pub fn router(state: AppState) -> Router {
         .route("/readyz", get(ready))
         .route("/metrics", get(|| async { metrics().render() }))
         .route("/api/v1/admin/gc", post(admin_gc))
+        .route(auth::TOKEN_PATH, get(auth::token_get).post(auth::token_post))
+        .route("/auth/jwks", get(auth::jwks))
+        .route("/api/v1/auth/token", post(auth::token_post))
+        .route("/api/v1/auth/logout", post(auth::logout))
         .with_state(state)
         .layer(
             tower::ServiceBuilder::new()
@@ -58,6 +75,49 @@ pub fn router(state: AppState) -> Router {
                 .layer(TraceLayer::new_for_http())
                 .layer(PropagateRequestIdLayer::new(REQUEST_ID)),
         )
+}
+
+/// Admin endpoints: a registry admin's once users exist; before that, the registry's own
+/// host's (the zero-configuration quick start has no one to sign in as).
+async fn require_admin(
+    state: &AppState,
+    headers: &axum::http::HeaderMap,
+    peer: SocketAddr,
+) -> Result<(), Response> {
+    let refuse = |e: error::AccessError| e.into_response();
+    if let Some(token) = headers.get(LOCAL_ADMIN_HEADER).and_then(|v| v.to_str().ok())
+        && crate::auth::secret::same(token, &state.local_admin_token)
+    {
+        return Ok(());
+    }
+    if !state.auth.enforced().await.map_err(|e| refuse(e.into()))? {
+        return if peer.ip().is_loopback() {
+            Ok(())
+        } else {
+            Err(error::ManageError(RegistryError::Unsupported(
+                "without users, admin endpoints answer only the registry's own host".into(),
+            ))
+            .into_response())
+        };
+    }
+    let credentials = auth::credentials(headers).map_err(refuse)?;
+    if credentials == Credentials::None {
+        return Err(refuse(error::AccessError::Unauthorized {
+            challenge: "Basic realm=\"aerugo\"".into(),
+        }));
+    }
+    let identity = state
+        .auth
+        .identify(&credentials, Some(peer.ip()))
+        .await
+        .map_err(|e| refuse(e.into()))?;
+    // A bearer token stands for its subject here: the management API's rights are the
+    // account's (re-read from the store), not the token's repository scopes.
+    if identity.principal.is_admin() {
+        Ok(())
+    } else {
+        Err(refuse(error::AccessError::Denied))
+    }
 }
 
 async fn ready(State(state): State<AppState>) -> Response {
@@ -84,13 +144,11 @@ struct GcParams {
 async fn admin_gc(
     State(state): State<AppState>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: axum::http::HeaderMap,
     axum::extract::Query(params): axum::extract::Query<GcParams>,
 ) -> Response {
-    if !peer.ip().is_loopback() {
-        return error::ManageError(RegistryError::Unsupported(
-            "garbage collection can only be triggered from the registry's own host".into(),
-        ))
-        .into_response();
+    if let Err(refused) = require_admin(&state, &headers, peer).await {
+        return refused.into_response();
     }
     let grace = params
         .grace_period_seconds

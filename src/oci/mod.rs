@@ -11,6 +11,7 @@ pub mod manifest;
 pub mod name;
 pub mod path;
 pub mod range;
+pub mod scope;
 
 pub use digest::{Algorithm, Digest, DigestError, Hasher};
 pub use error::{ErrorCode, ErrorEnvelope};

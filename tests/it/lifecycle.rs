@@ -171,6 +171,70 @@ async fn admin_gc_runs_through_the_live_server_and_offline() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn create_user_closes_a_running_registry_and_admin_gc_still_works() {
+    use std::io::Write;
+    let work = TempDir::new().unwrap();
+    let data = work.path().join("data");
+    let core = CoreProcess::start_on(TempDir::new().unwrap(), &data).await;
+    let client = http_client();
+    assert_eq!(client.get(core.url("/v2/")).send().await.unwrap().status(), 200);
+    assert!(core.log().contains("NO USERS"), "the open registry says so: {}", core.log());
+
+    let create = |password: &str| {
+        let mut child = Command::new(AERUGO)
+            .args(["admin", "create-user", "root", "--admin", "--password-stdin", "--data-dir"])
+            .arg(&data)
+            .env("AERUGO__SERVER__LOG_LEVEL", "warn")
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        writeln!(child.stdin.take().unwrap(), "{password}").unwrap();
+        child.wait_with_output().unwrap()
+    };
+    let short = create("short");
+    assert!(!short.status.success(), "a too-short password is refused");
+    let created = create("root-password-1");
+    assert!(
+        created.status.success(),
+        "{}",
+        String::from_utf8_lossy(&created.stderr)
+    );
+    let again = create("root-password-1");
+    assert!(!again.status.success(), "the name is taken");
+
+    // The running server sees the first user within its one-second recheck.
+    let mut closed = false;
+    for _ in 0..40 {
+        if client.get(core.url("/v2/")).send().await.unwrap().status() == 401 {
+            closed = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(closed, "the registry stayed open after its first user");
+    let signed_in = client
+        .get(core.url("/v2/"))
+        .basic_auth("root", Some("root-password-1"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(signed_in.status(), 200);
+
+    // Admin endpoints: refused without credentials, open to the local admin command.
+    let anonymous_gc = client.post(core.url("/api/v1/admin/gc")).send().await.unwrap();
+    assert_eq!(anonymous_gc.status(), 401);
+    let gc = Command::new(AERUGO)
+        .args(["admin", "gc", "--grace-period", "3600", "--data-dir"])
+        .arg(&data)
+        .env("AERUGO__SERVER__LOG_LEVEL", "warn")
+        .output()
+        .unwrap();
+    assert!(gc.status.success(), "{}", String::from_utf8_lossy(&gc.stderr));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn periodic_gc_collects_unreferenced_blobs_while_serving() {
     let server = super::support::TestServer::start_with(|config| {
         config.gc.interval_seconds = 1;

@@ -1,5 +1,6 @@
 //! Integration tests: one test binary (faster to link than one per file).
 
+mod auth;
 mod check_backends;
 mod cluster;
 mod connections;

@@ -6,6 +6,8 @@ use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 
 use super::{HandlerResult, Request, set_header};
+use crate::api::error::{AccessError, ApiError};
+use crate::oci::scope::Action;
 use crate::api::AppState;
 use crate::oci::manifest::OCI_INDEX;
 use crate::oci::{Digest, RepoName};
@@ -44,12 +46,60 @@ pub(super) async fn catalog(state: &AppState, request: &Request) -> HandlerResul
     let repositories = if n == 0 {
         Vec::new()
     } else {
-        state.registry.catalog(last.as_deref(), n).await?
+        match visible_page(state, request, last, n).await {
+            Ok(page) => page,
+            Err(refused) => return Ok(refused),
+        }
     };
     let mut response =
         axum::Json(serde_json::json!({ "repositories": repositories })).into_response();
     link_next(&mut response, "/v2/_catalog", n, &repositories);
     Ok(response)
+}
+
+/// Up to `n` repositories after `last` that the caller may pull: the store's pages, filtered
+/// by the policy, until the page is full or the store has no more.
+async fn visible_page(
+    state: &AppState,
+    request: &Request,
+    mut last: Option<String>,
+    n: usize,
+) -> Result<Vec<String>, Response> {
+    let catalog = |last: Option<String>| async move {
+        state
+            .registry
+            .catalog(last.as_deref(), n)
+            .await
+            .map_err(|e| ApiError(e).into_response())
+    };
+    let Some(identity) = &request.admission.identity else {
+        return catalog(last).await;
+    };
+    let mut visible = Vec::new();
+    loop {
+        let page = catalog(last.take()).await?;
+        let exhausted = page.len() < n;
+        last = page.last().cloned();
+        for name in page {
+            let Ok(repo) = name.parse::<RepoName>() else {
+                continue;
+            };
+            let allowed = state
+                .auth
+                .allowed(&identity.principal, &repo)
+                .await
+                .map_err(|e| AccessError::from(e).into_response())?;
+            if allowed.contains(&Action::Pull) {
+                visible.push(name);
+                if visible.len() == n {
+                    return Ok(visible);
+                }
+            }
+        }
+        if exhausted {
+            return Ok(visible);
+        }
+    }
 }
 
 /// With `n`, one page and a `Link` to the next. Without it, the whole list: the spec's

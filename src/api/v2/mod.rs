@@ -11,10 +11,12 @@ use axum::response::{IntoResponse, Response};
 use futures_util::TryStreamExt;
 
 use super::AppState;
-use super::error::ApiError;
+use super::auth::{Admission, ChallengeContext, TOKEN_PATH, admit};
+use super::error::{AccessError, ApiError};
 use super::origin::{self, TrustedProxies};
-use crate::oci::V2Route;
+use crate::auth;
 use crate::oci::path;
+use crate::oci::{RepoName, V2Route};
 use crate::registry::{BodyStream, RegistryError};
 use crate::telemetry::metrics;
 
@@ -32,6 +34,8 @@ pub(super) struct Request {
     /// The client's address (the proxy's, behind one).
     pub peer: Option<IpAddr>,
     pub trusted_proxies: TrustedProxies,
+    /// Who is asking and what the gate allowed beyond the route's own requirement.
+    pub admission: Admission,
 }
 
 impl Request {
@@ -95,17 +99,24 @@ pub(super) async fn dispatch(
     let method_label = parts.method.as_str().to_owned();
     let is_head = parts.method == Method::HEAD;
     let is_read = is_head || parts.method == Method::GET;
-    let request = Request {
+    let mut request = Request {
         method: parts.method,
         uri: parts.uri,
         headers: parts.headers,
         peer,
         trusted_proxies: state.trusted_proxies.clone(),
+        admission: Admission::default(),
     };
     let mut response = match route {
-        Ok(route) => handle(&state, route, request, body)
-            .await
-            .unwrap_or_else(IntoResponse::into_response),
+        Ok(route) => match admit_request(&state, &route, &request).await {
+            Ok(admission) => {
+                request.admission = admission;
+                handle(&state, route, request, body)
+                    .await
+                    .unwrap_or_else(IntoResponse::into_response)
+            }
+            Err(refused) => refused.into_response(),
+        },
         Err(path::RouteError::NotFound) => not_found(),
         Err(e) => ApiError(RegistryError::from_route(e, is_read)).into_response(),
     };
@@ -124,6 +135,30 @@ pub(super) async fn dispatch(
         .with_label_values(&[route_label, &method_label])
         .observe(started.elapsed().as_secs_f64());
     response
+}
+
+/// The gate every `/v2/` request passes before its handler: the route's requirement from
+/// `auth::access`, checked against the caller.
+async fn admit_request(
+    state: &AppState,
+    route: &V2Route,
+    request: &Request,
+) -> Result<Admission, AccessError> {
+    let mount_from = match route {
+        V2Route::UploadStart { .. } if request.query_param("mount").is_some() => request
+            .query_param("from")
+            .and_then(|from| from.parse::<RepoName>().ok()),
+        _ => None,
+    };
+    let requirement = auth::required(&request.method, route, mount_from);
+    let challenge = || ChallengeContext {
+        realm: state
+            .token_realm
+            .clone()
+            .unwrap_or_else(|| request.location(TOKEN_PATH)),
+        service: state.auth.settings().parties.service.clone(),
+    };
+    admit(state, &request.headers, request.peer, challenge, &requirement).await
 }
 
 async fn handle(state: &AppState, route: V2Route, request: Request, body: Body) -> HandlerResult {

@@ -79,6 +79,7 @@ pub(super) async fn start(
             .transpose()
             .map_err(RegistryError::from)?;
         if let Some(from) = from
+            && request.admission.may_mount
             && registry.mount_blob(name, &from, &digest).await?
         {
             return Ok(blob_created(&request, name, &digest));

@@ -100,8 +100,9 @@ impl TestServer {
     async fn wait_ready(&self) {
         let client = reqwest::Client::new();
         for _ in 0..200 {
+            // 401: the registry has users and asks for credentials; it is up all the same.
             if let Ok(r) = client.get(self.url("/v2/")).send().await
-                && r.status() == 200
+                && (r.status() == 200 || r.status() == 401)
             {
                 return;
             }

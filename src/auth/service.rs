@@ -1,0 +1,621 @@
+//! `Auth`: the one object the HTTP layer asks who a caller is and what it may do. It checks
+//! credentials (passwords, robot secrets, access and refresh tokens), evaluates the policy
+//! over the account store, issues tokens, and throttles guessing.
+//!
+//! Decisions are cached through the `Cache` seam under an *epoch*: a random value every
+//! account or policy change replaces, so a change made on one node stops every node's cached
+//! decisions within [`EPOCH_REFRESH`] without anyone enumerating keys. With Redis the cache
+//! and the epoch are the cluster's; a cache that fails only costs the store more reads.
+
+use std::net::IpAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use jsonwebtoken::jwk::JwkSet;
+
+use super::keys::{KeyError, KeyRing, SigningKey};
+use super::policy::{self, Facts, Principal};
+use super::secret::{self, SplitToken};
+use super::token::{self, Claims, TokenError, TokenParties};
+use super::password;
+use crate::accounts::{AccountError, AccountName, AccountStore, NewSession, Timestamp};
+use crate::cache::Cache;
+use crate::oci::RepoName;
+use crate::oci::scope::{AccessEntry, Action, Actions, ResourceScope};
+
+/// How long a node trusts its copy of the epoch: the bound on how late another node's
+/// change (a revoked robot, a removed grant) takes effect here.
+pub const EPOCH_REFRESH: Duration = Duration::from_secs(1);
+
+/// How long a decision stays cached when nothing changes.
+const DECISION_TTL: Duration = Duration::from_secs(300);
+
+/// How often a registry with no users checks again whether one was created.
+const OPEN_RECHECK: Duration = Duration::from_secs(1);
+
+const EPOCH_KEY: &str = "auth:epoch";
+
+#[derive(Debug, Clone)]
+pub struct AuthSettings {
+    pub parties: TokenParties,
+    /// Lifetime of access tokens (at least 60 s, as the token spec asks).
+    pub token_lifetime_seconds: i64,
+    /// Lifetime of refresh tokens (`docker login`'s identity token).
+    pub refresh_lifetime_seconds: i64,
+    /// Failed sign-ins to one account within `lockout_window` before it is locked for the
+    /// rest of the window.
+    pub max_failed_logins: u64,
+    pub lockout_window: Duration,
+    /// Sign-in attempts (successful or not) one client address may make per minute.
+    pub logins_per_client_per_minute: u64,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum AuthError {
+    /// Wrong user, wrong password, disabled user, revoked or expired robot: one error for
+    /// all, so that the answer never tells which.
+    #[error("invalid credentials")]
+    InvalidCredentials,
+    #[error("invalid or expired token")]
+    InvalidToken,
+    #[error("too many sign-in attempts; retry in {} s", retry_after.as_secs())]
+    TooManyAttempts { retry_after: Duration },
+    #[error(transparent)]
+    Store(#[from] AccountError),
+    #[error("token signing: {0}")]
+    Key(#[from] KeyError),
+    #[error("token signing: {0}")]
+    Signing(TokenError),
+    #[error("password hashing task failed: {0}")]
+    Task(#[from] tokio::task::JoinError),
+}
+
+/// What a request presented.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Credentials {
+    None,
+    Basic { user: String, password: String },
+    Bearer(String),
+}
+
+/// A caller whose credentials were checked.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Identity {
+    pub principal: Principal,
+    /// For a bearer token: what it grants. The caller gets the intersection of this and what
+    /// the policy allows now (so revocations apply to tokens already issued).
+    pub token_access: Option<Vec<AccessEntry>>,
+}
+
+/// Whether an identity may take a set of actions.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verdict {
+    Granted,
+    /// The policy allows it but the token presented does not carry it: the client should
+    /// ask the token service again (a `401` with the scope in the challenge).
+    NeedsToken,
+    Denied,
+}
+
+/// An access token and what it grants.
+#[derive(Debug, Clone)]
+pub struct IssuedToken {
+    pub token: String,
+    pub granted: Vec<ResourceScope>,
+    pub issued_at: Timestamp,
+    pub expires_in: i64,
+}
+
+pub struct Auth {
+    store: Arc<dyn AccountStore>,
+    cache: Arc<dyn Cache>,
+    keys: RwLock<Arc<KeyRing>>,
+    settings: AuthSettings,
+    /// Once a user exists the registry stays closed for this process's life.
+    closed: AtomicBool,
+    open_checked: Mutex<Option<Instant>>,
+    epoch: Mutex<Option<(String, Instant)>>,
+    /// Mixed into remembered-credential keys, so what the (possibly shared) cache holds
+    /// cannot be brute-forced back into passwords without this process's memory.
+    pepper: String,
+}
+
+impl Auth {
+    pub fn new(
+        store: Arc<dyn AccountStore>,
+        cache: Arc<dyn Cache>,
+        keys: KeyRing,
+        settings: AuthSettings,
+    ) -> Auth {
+        Auth {
+            store,
+            cache,
+            keys: RwLock::new(Arc::new(keys)),
+            settings,
+            closed: AtomicBool::new(false),
+            open_checked: Mutex::new(None),
+            epoch: Mutex::new(None),
+            pepper: secret::random_token(),
+        }
+    }
+
+    pub fn settings(&self) -> &AuthSettings {
+        &self.settings
+    }
+
+    pub fn store(&self) -> &Arc<dyn AccountStore> {
+        &self.store
+    }
+
+    fn ring(&self) -> Arc<KeyRing> {
+        self.keys.read().map_or_else(|p| p.into_inner().clone(), |k| k.clone())
+    }
+
+    /// Replaces the key ring (after a rotation).
+    pub fn set_keys(&self, ring: KeyRing) {
+        let mut keys = self.keys.write().unwrap_or_else(|p| p.into_inner());
+        *keys = Arc::new(ring);
+    }
+
+    pub fn jwks(&self) -> JwkSet {
+        self.ring().jwks()
+    }
+
+    /// Whether requests must be authorized: as soon as one user exists.
+    pub async fn enforced(&self) -> Result<bool, AuthError> {
+        if self.closed.load(Ordering::Relaxed) {
+            return Ok(true);
+        }
+        {
+            let checked = self.open_checked.lock().unwrap_or_else(|p| p.into_inner());
+            if checked.is_some_and(|at| at.elapsed() < OPEN_RECHECK) {
+                return Ok(false);
+            }
+        }
+        let closed = self.store.has_users().await?;
+        if closed {
+            self.closed.store(true, Ordering::Relaxed);
+        }
+        *self.open_checked.lock().unwrap_or_else(|p| p.into_inner()) = Some(Instant::now());
+        Ok(closed)
+    }
+
+    // ---- identities ----
+
+    /// Checks `credentials`. No credentials is the anonymous identity.
+    pub async fn identify(
+        &self,
+        credentials: &Credentials,
+        client: Option<IpAddr>,
+    ) -> Result<Identity, AuthError> {
+        match credentials {
+            Credentials::None => Ok(Identity {
+                principal: Principal::Anonymous,
+                token_access: None,
+            }),
+            Credentials::Basic { user, password } => Ok(Identity {
+                principal: self.sign_in(user, password, client).await?,
+                token_access: None,
+            }),
+            Credentials::Bearer(token) => {
+                let claims = self.verify_token(token)?;
+                let principal = self
+                    .resolve(&claims.sub)
+                    .await?
+                    .ok_or(AuthError::InvalidToken)?;
+                Ok(Identity {
+                    principal,
+                    token_access: Some(claims.access),
+                })
+            }
+        }
+    }
+
+    fn verify_token(&self, token: &str) -> Result<Claims, AuthError> {
+        token::verify(&self.ring(), &self.settings.parties, token).map_err(|e| {
+            tracing::debug!(error = %e, "bearer token refused");
+            AuthError::InvalidToken
+        })
+    }
+
+    /// Checks a user's password or a robot's secret (`<namespace>+<robot>`), throttled per
+    /// client and per account. Verified credentials are remembered under the epoch, so
+    /// clients sending basic credentials on every request do not pay argon2 every time.
+    pub async fn sign_in(
+        &self,
+        user: &str,
+        password: &str,
+        client: Option<IpAddr>,
+    ) -> Result<Principal, AuthError> {
+        let epoch = self.epoch().await;
+        let remembered = epoch
+            .as_ref()
+            .map(|e| format!("auth:cred:{e}:{}", self.credential_digest(user, password)));
+        if let Some(key) = &remembered
+            && let Some(subject) = self.cache.get(key).await
+            && subject.as_ref() == user.as_bytes()
+            && let Some(principal) = self.resolve(user).await?
+        {
+            return Ok(principal);
+        }
+        self.throttle(user, client).await?;
+        let principal = match user.split_once('+') {
+            Some((namespace, robot)) => self.check_robot(namespace, robot, password).await?,
+            None => self.check_password(user, password).await?,
+        };
+        let Some(principal) = principal else {
+            self.count_failure(user).await;
+            return Err(AuthError::InvalidCredentials);
+        };
+        self.cache.delete(&failures_key(user)).await;
+        if let Some(key) = &remembered {
+            self.cache
+                .set(key, Bytes::from(user.to_owned()), DECISION_TTL)
+                .await;
+        }
+        Ok(principal)
+    }
+
+    async fn check_password(
+        &self,
+        user: &str,
+        password: &str,
+    ) -> Result<Option<Principal>, AuthError> {
+        let stored = match user.parse::<AccountName>() {
+            Ok(name) => self.store.user(&name).await?,
+            Err(_) => None,
+        };
+        let hash = stored.as_ref().and_then(|s| s.password_hash.clone());
+        let password = password.to_owned();
+        // Always hash, even for an unknown user: the answer takes the same time.
+        let verified =
+            tokio::task::spawn_blocking(move || password::verify(&password, hash.as_deref()))
+                .await?;
+        Ok(stored
+            .filter(|s| verified && !s.user.disabled)
+            .map(|s| Principal::User {
+                name: s.user.name,
+                admin: s.user.admin,
+            }))
+    }
+
+    async fn check_robot(
+        &self,
+        namespace: &str,
+        robot: &str,
+        secret_text: &str,
+    ) -> Result<Option<Principal>, AuthError> {
+        let (Ok(namespace), Ok(robot)) = (namespace.parse(), robot.parse()) else {
+            return Ok(None);
+        };
+        let Some(stored) = self.store.robot(&namespace, &robot).await? else {
+            return Ok(None);
+        };
+        let now = self.store.now().await?;
+        let valid = secret::matches(secret_text, &stored.secret_hash) && stored.robot.is_active(now);
+        Ok(valid.then(|| Principal::Robot {
+            namespace: stored.robot.namespace,
+            name: stored.robot.name,
+            scopes: stored.robot.scopes,
+        }))
+    }
+
+    /// The principal a token subject names, if it may still act: the user exists and is not
+    /// disabled, the robot is not revoked or expired. Cached under the epoch.
+    pub async fn resolve(&self, subject: &str) -> Result<Option<Principal>, AuthError> {
+        if subject.is_empty() {
+            return Ok(Some(Principal::Anonymous));
+        }
+        let key = self.epoch().await.map(|e| format!("auth:who:{e}:{subject}"));
+        if let Some(key) = &key
+            && let Some(cached) = self.cache.get(key).await
+            && let Ok(principal) = serde_json::from_slice::<Option<Principal>>(&cached)
+        {
+            return Ok(principal);
+        }
+        let principal = self.resolve_uncached(subject).await?;
+        if let (Some(key), Ok(value)) = (&key, serde_json::to_vec(&principal)) {
+            self.cache.set(key, value.into(), DECISION_TTL).await;
+        }
+        Ok(principal)
+    }
+
+    async fn resolve_uncached(&self, subject: &str) -> Result<Option<Principal>, AuthError> {
+        if let Some((namespace, robot)) = subject.split_once('+') {
+            let (Ok(namespace), Ok(robot)) = (namespace.parse(), robot.parse()) else {
+                return Ok(None);
+            };
+            let Some(stored) = self.store.robot(&namespace, &robot).await? else {
+                return Ok(None);
+            };
+            let now = self.store.now().await?;
+            return Ok(stored.robot.is_active(now).then(|| Principal::Robot {
+                namespace: stored.robot.namespace,
+                name: stored.robot.name,
+                scopes: stored.robot.scopes,
+            }));
+        }
+        let Ok(name) = subject.parse::<AccountName>() else {
+            return Ok(None);
+        };
+        Ok(self
+            .store
+            .user(&name)
+            .await?
+            .filter(|s| !s.user.disabled)
+            .map(|s| Principal::User {
+                name: s.user.name,
+                admin: s.user.admin,
+            }))
+    }
+
+    /// What remembered credentials are keyed by: never the password itself.
+    fn credential_digest(&self, user: &str, password: &str) -> String {
+        secret::digest(&format!("{}\0{user}\0{password}", self.pepper))
+    }
+
+    // ---- throttling ----
+
+    async fn throttle(&self, user: &str, client: Option<IpAddr>) -> Result<(), AuthError> {
+        if let Some(client) = client {
+            let attempts = self
+                .cache
+                .increment(&format!("auth:rate:{client}"), Duration::from_secs(60))
+                .await
+                .unwrap_or(0);
+            if attempts > self.settings.logins_per_client_per_minute {
+                return Err(AuthError::TooManyAttempts {
+                    retry_after: Duration::from_secs(60),
+                });
+            }
+        }
+        let failures = self.cache.get(&failures_key(user)).await;
+        let failures = failures
+            .and_then(|v| std::str::from_utf8(&v).ok()?.parse::<u64>().ok())
+            .unwrap_or(0);
+        if failures >= self.settings.max_failed_logins {
+            return Err(AuthError::TooManyAttempts {
+                retry_after: self.settings.lockout_window,
+            });
+        }
+        Ok(())
+    }
+
+    /// Counts a failure against the account name, whether or not it exists, so that a
+    /// lockout does not reveal which names do.
+    async fn count_failure(&self, user: &str) {
+        self.cache
+            .increment(&failures_key(user), self.settings.lockout_window)
+            .await;
+    }
+
+    // ---- decisions ----
+
+    /// Every action `principal` may take on `repo` now.
+    pub async fn allowed(&self, principal: &Principal, repo: &RepoName) -> Result<Actions, AuthError> {
+        if principal.is_admin() {
+            return Ok(Actions::from(Action::ALL));
+        }
+        let key = self
+            .epoch()
+            .await
+            .map(|e| format!("auth:may:{e}:{}:{repo}", principal.subject()));
+        if let Some(key) = &key
+            && let Some(cached) = self.cache.get(key).await
+            && let Ok(actions) = serde_json::from_slice::<Actions>(&cached)
+        {
+            return Ok(actions);
+        }
+        let facts = self.facts(principal, repo).await?;
+        let actions = policy::allowed(principal, repo, &facts);
+        if let (Some(key), Ok(value)) = (&key, serde_json::to_vec(&actions)) {
+            self.cache.set(key, value.into(), DECISION_TTL).await;
+        }
+        Ok(actions)
+    }
+
+    async fn facts(&self, principal: &Principal, repo: &RepoName) -> Result<Facts, AuthError> {
+        let namespace = match policy::namespace_of(repo).parse::<AccountName>() {
+            Ok(name) => self.store.namespace(&name).await?,
+            Err(_) => None,
+        };
+        let settings = self.store.repository_settings(repo).await?;
+        let (memberships, teams) = match principal.user_name() {
+            Some(user) => (
+                self.store.memberships(user).await?,
+                self.store.teams_of(user).await?,
+            ),
+            None => (Vec::new(), Vec::new()),
+        };
+        Ok(Facts {
+            namespace,
+            settings,
+            memberships,
+            teams,
+        })
+    }
+
+    /// Whether `identity` may take every action of `scope` (a repository scope).
+    pub async fn permits(&self, identity: &Identity, scope: &ResourceScope) -> Result<Verdict, AuthError> {
+        let Ok(repo) = scope.name.parse::<RepoName>() else {
+            return Ok(Verdict::Denied);
+        };
+        let allowed = self.allowed(&identity.principal, &repo).await?;
+        if !scope.actions.is_subset(&allowed) {
+            return Ok(Verdict::Denied);
+        }
+        match &identity.token_access {
+            Some(access)
+                if !scope
+                    .actions
+                    .iter()
+                    .all(|a| access.iter().any(|e| e.grants(&scope.name, *a))) =>
+            {
+                Ok(Verdict::NeedsToken)
+            }
+            _ => Ok(Verdict::Granted),
+        }
+    }
+
+    // ---- tokens ----
+
+    /// A token granting, of each requested repository scope, the actions `principal` may
+    /// take (the token spec's intersection; asking for more is not an error).
+    pub async fn issue(
+        &self,
+        principal: &Principal,
+        requested: &[ResourceScope],
+    ) -> Result<IssuedToken, AuthError> {
+        let mut granted = Vec::new();
+        for scope in requested.iter().filter(|s| s.is_repository()) {
+            let Ok(repo) = scope.name.parse::<RepoName>() else {
+                continue;
+            };
+            let allowed = self.allowed(principal, &repo).await?;
+            let actions: Actions = scope.actions.intersection(&allowed).copied().collect();
+            if !actions.is_empty() {
+                granted.push(ResourceScope::repository(repo.as_str(), actions));
+            }
+        }
+        let now = self.store.now().await?;
+        let lifetime = self.settings.token_lifetime_seconds.max(60);
+        let access = granted.iter().map(AccessEntry::from).collect();
+        let token = token::issue(
+            &self.ring(),
+            &self.settings.parties,
+            &principal.subject(),
+            access,
+            now,
+            lifetime,
+        )
+        .map_err(AuthError::Signing)?;
+        Ok(IssuedToken {
+            token,
+            granted,
+            issued_at: now,
+            expires_in: lifetime,
+        })
+    }
+
+    /// A refresh token for a signed-in user (robots sign in with their secret every time).
+    pub async fn start_session(&self, principal: &Principal) -> Result<Option<String>, AuthError> {
+        let Some(user) = principal.user_name() else {
+            return Ok(None);
+        };
+        let token = SplitToken::generate();
+        let now = self.store.now().await?;
+        self.store
+            .create_session(&NewSession {
+                id: token.id.clone(),
+                user: user.clone(),
+                secret_hash: secret::digest(&token.secret),
+                service: self.settings.parties.service.clone(),
+                expires_at: now + self.settings.refresh_lifetime_seconds,
+            })
+            .await?;
+        Ok(Some(token.to_token()))
+    }
+
+    /// The user a refresh token stands for, if it is valid, unrevoked and unexpired.
+    pub async fn refresh(&self, refresh_token: &str) -> Result<Principal, AuthError> {
+        let token = SplitToken::parse(refresh_token).ok_or(AuthError::InvalidToken)?;
+        let session = self
+            .store
+            .session(&token.id)
+            .await?
+            .ok_or(AuthError::InvalidToken)?;
+        let now = self.store.now().await?;
+        let valid = secret::matches(&token.secret, &session.secret_hash)
+            && session.revoked_at.is_none()
+            && now < session.expires_at
+            && session.service == self.settings.parties.service;
+        if !valid {
+            return Err(AuthError::InvalidToken);
+        }
+        self.resolve(session.user.as_str())
+            .await?
+            .ok_or(AuthError::InvalidToken)
+    }
+
+    /// Revokes a refresh token (logout). Unknown tokens are ignored.
+    pub async fn end_session(&self, refresh_token: &str) -> Result<(), AuthError> {
+        if let Some(token) = SplitToken::parse(refresh_token)
+            && let Some(session) = self.store.session(&token.id).await?
+            && secret::matches(&token.secret, &session.secret_hash)
+        {
+            self.store.revoke_session(&token.id).await?;
+        }
+        Ok(())
+    }
+
+    // ---- the epoch ----
+
+    /// The current epoch, `None` when the cache cannot hold one (then nothing is cached).
+    async fn epoch(&self) -> Option<String> {
+        {
+            let local = self.epoch.lock().unwrap_or_else(|p| p.into_inner());
+            if let Some((epoch, at)) = local.as_ref()
+                && at.elapsed() < EPOCH_REFRESH
+            {
+                return Some(epoch.clone());
+            }
+        }
+        let epoch = match self.cache.get(EPOCH_KEY).await {
+            Some(value) => String::from_utf8(value.to_vec()).ok()?,
+            None => {
+                let fresh = secret::random_token();
+                match self
+                    .cache
+                    .set_if_absent(EPOCH_KEY, Bytes::from(fresh.clone()), EPOCH_LIFETIME)
+                    .await?
+                {
+                    true => fresh,
+                    false => String::from_utf8(self.cache.get(EPOCH_KEY).await?.to_vec()).ok()?,
+                }
+            }
+        };
+        *self.epoch.lock().unwrap_or_else(|p| p.into_inner()) =
+            Some((epoch.clone(), Instant::now()));
+        Some(epoch)
+    }
+
+    /// Starts a new epoch: every cached decision and remembered credential is forgotten.
+    /// Called after every change to accounts, memberships, grants or robots.
+    pub async fn changed(&self) {
+        let fresh = secret::random_token();
+        self.cache
+            .set(EPOCH_KEY, Bytes::from(fresh.clone()), EPOCH_LIFETIME)
+            .await;
+        *self.epoch.lock().unwrap_or_else(|p| p.into_inner()) = Some((fresh, Instant::now()));
+    }
+
+    /// A registry that had no users and got one (from `admin create-user` on another
+    /// process) is closed at once by the next check; this makes the check now.
+    pub async fn recheck_open(&self) {
+        *self.open_checked.lock().unwrap_or_else(|p| p.into_inner()) = None;
+    }
+
+    /// Generates the signing key on first start and loads the ring from the store.
+    pub async fn load_keys(store: &dyn AccountStore) -> Result<KeyRing, AuthError> {
+        let keys = store.signing_keys().await?;
+        if keys.iter().all(|k| k.retired_at.is_some()) {
+            let now = store.now().await?;
+            store
+                .add_signing_key(&SigningKey::generate().to_stored(now), true)
+                .await?;
+            return Ok(KeyRing::from_stored(&store.signing_keys().await?)?);
+        }
+        Ok(KeyRing::from_stored(&keys)?)
+    }
+}
+
+/// An epoch lives long; when it expires (or Redis restarts empty) a fresh random one starts,
+/// which is as good as a change.
+const EPOCH_LIFETIME: Duration = Duration::from_secs(7 * 24 * 3600);
+
+fn failures_key(user: &str) -> String {
+    format!("auth:fail:{}", secret::digest(user))
+}
+
