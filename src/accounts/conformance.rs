@@ -1363,6 +1363,12 @@ pub(crate) async fn concurrent_deletion_and_demotion_keep_an_owner(store: Arc<dy
 
 pub(crate) async fn concurrent_first_keys_store_one(store: Arc<dyn AccountStore>) {
     let t0 = now(&*store).await;
+    // Connections opened beforehand, so the writers below do not queue behind their set-up.
+    at_once(8, |_| {
+        let store = store.clone();
+        async move { store.signing_keys().await }
+    })
+    .await;
     let results = at_once(8, |i| {
         let store = store.clone();
         async move {
