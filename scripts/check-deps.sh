@@ -3,6 +3,7 @@
 # the crate's modules (`crate::<module>` paths in a module's files). Run by scripts/test.sh.
 #
 #   oci  ←  storage, metadata, cache, coordination  ←  registry  ←  api  ←  app, cli
+#   oci  ←  accounts  ←  metadata (the SQL stores implement the AccountStore seam too)
 #   oci  ←  upstream  ←  edge  ←  cli
 #
 # telemetry, locks, limits and fileio are leaves anyone may use. config holds the settings types and
@@ -28,14 +29,16 @@ forbid() {
     fi
 }
 
-all_components=(storage metadata cache coordination registry api upstream edge app cli config telemetry locks limits fileio)
+all_components=(accounts storage metadata cache coordination registry api upstream edge app cli config telemetry locks limits fileio)
 forbid oci -- "${all_components[@]}"
 # The positioned file I/O that storage and the edge share uses nothing of the crate.
-forbid fileio.rs -- storage metadata cache coordination registry api upstream edge app cli config telemetry locks limits
-forbid storage -- metadata cache coordination registry api upstream edge app cli config
+forbid fileio.rs -- accounts storage metadata cache coordination registry api upstream edge app cli config telemetry locks limits
+# The account seam knows only the protocol vocabulary (token scopes, repository names).
+forbid accounts -- storage metadata cache coordination registry api upstream edge app cli config telemetry locks limits fileio
+forbid storage -- accounts metadata cache coordination registry api upstream edge app cli config
 forbid metadata -- storage cache coordination registry api upstream edge app cli config
-forbid cache -- storage metadata coordination registry api upstream edge app cli config
-forbid coordination -- storage metadata cache registry api upstream edge app cli config
+forbid cache -- accounts storage metadata coordination registry api upstream edge app cli config
+forbid coordination -- accounts storage metadata cache registry api upstream edge app cli config
 forbid registry -- api upstream edge app cli config
 forbid api -- storage metadata cache coordination upstream edge app cli config
 # The upstream client streams blob bodies as `storage::ByteStream`, the crate's one byte

@@ -3,7 +3,10 @@
 //!
 //! # Layout
 //!
-//! - [`oci`]: protocol vocabulary (names, digests, routes, manifests, error codes). Pure.
+//! - [`oci`]: protocol vocabulary (names, digests, routes, manifests, error codes, token
+//!   scopes). Pure.
+//! - [`accounts`]: the `AccountStore` seam — users, organisations, teams, robots, grants,
+//!   sessions, signing keys, audit (implemented by the SQL stores of `metadata`).
 //! - [`storage`]: the `BlobStore` seam — content-addressed bytes (`fs`).
 //! - [`metadata`]: the `MetadataStore` seam — repositories, manifests, tags, uploads (`sqlite`).
 //! - [`cache`]: the `Cache` seam — a lossy accelerator (`memory`).
@@ -13,7 +16,8 @@
 //! - [`fileio`]: positioned file I/O for blob bodies (pooled reads, double-buffered writes,
 //!   durable rename), shared by `storage::fs` and the edge's disk cache. A leaf.
 //!
-//! Dependency rule: `oci` ← `storage`/`metadata`/`cache`/`coordination` ← `registry` ← `api`.
+//! Dependency rule: `oci` ← `accounts` ← `metadata`; `oci` ← `storage`/`metadata`/`cache`/
+//! `coordination` ← `registry` ← `api`.
 //! `registry` never names axum; `api` never touches SQL or files.
 
 #![forbid(unsafe_code)]

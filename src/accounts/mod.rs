@@ -203,6 +203,27 @@ pub enum NamespaceKind {
     Organization,
 }
 
+impl NamespaceKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            NamespaceKind::User => "user",
+            NamespaceKind::Organization => "organization",
+        }
+    }
+}
+
+impl FromStr for NamespaceKind {
+    type Err = UnknownValue;
+
+    fn from_str(s: &str) -> Result<Self, UnknownValue> {
+        match s {
+            "user" => Ok(NamespaceKind::User),
+            "organization" => Ok(NamespaceKind::Organization),
+            _ => Err(UnknownValue(s.to_owned())),
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Namespace {
     pub name: AccountName,
@@ -293,9 +314,13 @@ impl FromStr for Permission {
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "lowercase")]
 pub enum Grantee {
-    User { name: AccountName },
+    User {
+        name: AccountName,
+    },
     /// A team of the repository's organisation.
-    Team { team: AccountName },
+    Team {
+        team: AccountName,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -482,7 +507,9 @@ pub struct AuditQuery {
     /// Records whose target starts with this.
     pub target_prefix: Option<String>,
     pub outcome: Option<Outcome>,
+    /// Records at or after this time.
     pub since: Option<Timestamp>,
+    /// Records at or before this time.
     pub until: Option<Timestamp>,
     /// Only records with a smaller id (the cursor of the previous page).
     pub before: Option<i64>,
@@ -529,7 +556,7 @@ pub enum AccountError {
     #[error("{entity} {name:?} already exists")]
     AlreadyExists { entity: Entity, name: String },
     /// The change would break a rule the store keeps (the last owner of an organisation, a
-    /// team member outside the organisation, a grant to a team of another organisation).
+    /// team member outside the organisation).
     #[error("{0}")]
     Refused(String),
     #[error("account store unavailable: {0}")]
@@ -558,6 +585,8 @@ impl AccountError {
 
 pub type Result<T, E = AccountError> = std::result::Result<T, E>;
 
+/// A method that changes or deletes a named record fails with `NotFound` when the record (or
+/// what it belongs to) is absent; a listing under an unknown parent is empty.
 #[async_trait]
 pub trait AccountStore: Send + Sync + 'static {
     /// Whether any user exists: a registry without one is open to everyone.
@@ -601,7 +630,8 @@ pub trait AccountStore: Send + Sync + 'static {
     /// without an owner; `NotFound` for an unknown organisation or user.
     async fn set_member(&self, org: &AccountName, user: &AccountName, role: OrgRole) -> Result<()>;
 
-    /// Removes a member from the organisation and its teams. `Refused` for the last owner.
+    /// Removes a member from the organisation and its teams. `Refused` for the last owner;
+    /// `NotFound` when the user is not a member.
     async fn remove_member(&self, org: &AccountName, user: &AccountName) -> Result<()>;
 
     /// Up to `limit` members in name order after `after`.
@@ -678,8 +708,11 @@ pub trait AccountStore: Send + Sync + 'static {
     /// unknown namespace.
     async fn create_robot(&self, robot: &NewRobot) -> Result<Robot>;
 
-    async fn robot(&self, namespace: &AccountName, name: &AccountName)
-    -> Result<Option<StoredRobot>>;
+    async fn robot(
+        &self,
+        namespace: &AccountName,
+        name: &AccountName,
+    ) -> Result<Option<StoredRobot>>;
 
     async fn robots(&self, namespace: &AccountName) -> Result<Vec<Robot>>;
 
@@ -714,7 +747,8 @@ pub trait AccountStore: Send + Sync + 'static {
         only_if_none_active: bool,
     ) -> Result<bool>;
 
-    /// Marks every active key but `keep` retired at the store's clock.
+    /// Marks every active key but `keep` retired at the store's clock. `NotFound` when `keep`
+    /// is not an active key (retiring the others would leave none to sign with).
     async fn retire_signing_keys_except(&self, keep: &str) -> Result<()>;
 
     /// Deletes keys retired before `before`.

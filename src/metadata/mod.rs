@@ -14,6 +14,7 @@ use bytes::Bytes;
 use crate::oci::manifest::ManifestInfo;
 use crate::oci::{Digest, Reference, RepoName, Tag, UploadId};
 
+mod account_rows;
 #[cfg(feature = "postgres")]
 pub mod postgres;
 mod rows;

@@ -26,6 +26,8 @@ use super::{
 use crate::oci::manifest::Descriptor;
 use crate::oci::{Digest, Reference, RepoName, Tag, UploadId};
 
+mod accounts;
+
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("migrations/sqlite");
 
 /// Long enough to ride out another process's checkpoint, short enough to surface a wedged lock.

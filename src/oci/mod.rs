@@ -1,5 +1,5 @@
-//! The OCI distribution vocabulary: names, digests, routes, byte ranges, manifests and error
-//! codes.
+//! The OCI distribution vocabulary: names, digests, routes, byte ranges, manifests, error
+//! codes and token scopes.
 //!
 //! Pure and free of IO: nothing here touches the network, the disk, axum or pingora, so the
 //! registry core and the edge parse requests with the same code. Every other module may depend
@@ -18,3 +18,4 @@ pub use error::{ErrorCode, ErrorEnvelope};
 pub use name::{NameError, Reference, RepoName, Tag, UploadId};
 pub use path::{RouteError, V2Route};
 pub use range::{ChunkRange, ContentRangeError, RangeRequest};
+pub use scope::{Action, Actions, ResourceScope, ScopeError};

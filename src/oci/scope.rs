@@ -148,7 +148,11 @@ impl From<&ResourceScope> for AccessEntry {
         AccessEntry {
             kind: scope.kind.clone(),
             name: scope.name.clone(),
-            actions: scope.actions.iter().map(|a| a.as_str().to_owned()).collect(),
+            actions: scope
+                .actions
+                .iter()
+                .map(|a| a.as_str().to_owned())
+                .collect(),
         }
     }
 }
@@ -200,7 +204,13 @@ mod tests {
 
     #[test]
     fn malformed_scopes_are_errors() {
-        for text in ["repository", "repository:a", ":a:pull", "repo sitory:a:pull", "x::pull"] {
+        for text in [
+            "repository",
+            "repository:a",
+            ":a:pull",
+            "repo sitory:a:pull",
+            "x::pull",
+        ] {
             assert!(ResourceScope::parse(text).is_err(), "{text}");
         }
     }

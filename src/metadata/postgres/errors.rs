@@ -4,6 +4,7 @@
 use std::future::Future;
 use std::time::Duration;
 
+use crate::accounts::AccountError;
 use crate::metadata::{MetadataError, Result};
 
 /// Retries after the first attempt of a transaction PostgreSQL aborted for a concurrent one.
@@ -12,17 +13,18 @@ pub(super) const MAX_RETRIES: u32 = 3;
 /// The first pause before a retry; doubled for each further one.
 const FIRST_BACKOFF: Duration = Duration::from_millis(10);
 
-/// Why one attempt at a store operation failed.
+/// Why one attempt at a store operation failed; `E` is the seam's error (`MetadataError`,
+/// `AccountError`).
 #[derive(Debug)]
-pub(super) enum Failed {
+pub(super) enum Failed<E = MetadataError> {
     /// The database refused or failed a statement.
     Sql(sqlx::Error),
-    /// The store itself refused (a missing reference, a row it cannot read).
-    Store(MetadataError),
+    /// The store itself refused (a missing reference, a row it cannot read, a rule).
+    Store(E),
 }
 
-impl From<sqlx::Error> for Failed {
-    fn from(e: sqlx::Error) -> Failed {
+impl<E> From<sqlx::Error> for Failed<E> {
+    fn from(e: sqlx::Error) -> Failed<E> {
         Failed::Sql(e)
     }
 }
@@ -30,6 +32,18 @@ impl From<sqlx::Error> for Failed {
 impl From<MetadataError> for Failed {
     fn from(e: MetadataError) -> Failed {
         Failed::Store(e)
+    }
+}
+
+impl From<AccountError> for Failed<AccountError> {
+    fn from(e: AccountError) -> Failed<AccountError> {
+        Failed::Store(e)
+    }
+}
+
+impl From<MetadataError> for Failed<AccountError> {
+    fn from(e: MetadataError) -> Failed<AccountError> {
+        Failed::Store(e.into())
     }
 }
 
@@ -85,10 +99,11 @@ pub(super) fn to_metadata_error(e: sqlx::Error) -> MetadataError {
 
 /// Runs `attempt` (one whole transaction) until it succeeds, fails for another reason than a
 /// concurrency abort, or has been retried [`MAX_RETRIES`] times.
-pub(super) async fn retrying<T, F, Fut>(mut attempt: F) -> Result<T>
+pub(super) async fn retrying<T, E, F, Fut>(mut attempt: F) -> Result<T, E>
 where
+    E: From<MetadataError>,
     F: FnMut() -> Fut,
-    Fut: Future<Output = Result<T, Failed>>,
+    Fut: Future<Output = Result<T, Failed<E>>>,
 {
     let mut retries = 0;
     loop {
@@ -100,7 +115,7 @@ where
                 retries += 1;
                 tracing::debug!(error = %e, retries, "retrying a metadata transaction");
             }
-            Err(Failed::Sql(e)) => return Err(to_metadata_error(e)),
+            Err(Failed::Sql(e)) => return Err(to_metadata_error(e).into()),
             Err(Failed::Store(e)) => return Err(e),
         }
     }

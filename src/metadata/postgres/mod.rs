@@ -39,6 +39,7 @@
 //! [`MetadataStore::now`] reads the same clock, so garbage-collection cutoffs computed on any
 //! node compare against times written by every node.
 
+mod accounts;
 mod errors;
 mod schema;
 #[cfg(test)]

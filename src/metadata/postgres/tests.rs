@@ -101,6 +101,18 @@ mod conformance {
     crate::metadata::conformance::metadata_conformance!(super::fresh_store);
 }
 
+/// The same store as the account seam (`AccountStore::now` would clash with
+/// `MetadataStore::now` if both traits were in scope here).
+async fn fresh_account_store() -> Option<(Arc<dyn crate::accounts::AccountStore>, TestSchema)> {
+    let schema = TestSchema::create().await?;
+    let store = schema.store().await;
+    Some((Arc::new(store), schema))
+}
+
+mod account_conformance {
+    crate::accounts::conformance::account_conformance!(super::fresh_account_store);
+}
+
 /// Two nodes on one database.
 async fn two_nodes() -> Option<(PgStore, PgStore, TestSchema)> {
     let schema = TestSchema::create().await?;
