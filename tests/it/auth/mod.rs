@@ -100,12 +100,22 @@ impl Tenants {
     ) -> reqwest::Response {
         let mut query = vec![("service", "aerugo")];
         query.extend(scopes.iter().map(|s| ("scope", *s)));
-        let mut request = http().get(self.url("/auth/token")).query(&query);
+        let url = reqwest::Url::parse_with_params(&self.url("/auth/token"), &query).unwrap();
+        let mut request = http().get(url);
         if let Some((user, password)) = user {
             request = request.basic_auth(user, Some(password));
         }
         request.send().await.unwrap()
     }
+}
+
+/// An `application/x-www-form-urlencoded` body.
+pub fn form_body(fields: &[(&str, &str)]) -> String {
+    let mut form = form_urlencoded::Serializer::new(String::new());
+    for (key, value) in fields {
+        form.append_pair(key, value);
+    }
+    form.finish()
 }
 
 pub fn http() -> reqwest::Client {
@@ -497,7 +507,8 @@ async fn docker_login_flow_password_and_refresh_grants() {
     ];
     let body: Value = http()
         .post(t.url("/auth/token"))
-        .form(&form)
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(form_body(&form))
         .send()
         .await
         .unwrap()
@@ -508,13 +519,14 @@ async fn docker_login_flow_password_and_refresh_grants() {
     assert!(body["access_token"].is_string());
     let refreshed = http()
         .post(t.url("/auth/token"))
-        .form(&[
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(form_body(&[
             ("grant_type", "refresh_token"),
             ("refresh_token", &refresh),
             ("service", "aerugo"),
             ("client_id", "docker"),
             ("scope", "repository:acme/app:pull,push"),
-        ])
+        ]))
         .send()
         .await
         .unwrap();
@@ -532,11 +544,12 @@ async fn docker_login_flow_password_and_refresh_grants() {
     assert_eq!(logout.status(), StatusCode::NO_CONTENT);
     let again = http()
         .post(t.url("/auth/token"))
-        .form(&[
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(form_body(&[
             ("grant_type", "refresh_token"),
             ("refresh_token", refresh.as_str()),
             ("service", "aerugo"),
-        ])
+        ]))
         .send()
         .await
         .unwrap();
@@ -545,7 +558,8 @@ async fn docker_login_flow_password_and_refresh_grants() {
     for (user, password) in [("alice", "wrong"), ("nobody", PASSWORD)] {
         let response = http()
             .post(t.url("/auth/token"))
-            .form(&[("grant_type", "password"), ("username", user), ("password", password)])
+            .header("content-type", "application/x-www-form-urlencoded")
+        .body(form_body(&[("grant_type", "password"), ("username", user), ("password", password)]))
             .send()
             .await
             .unwrap();
