@@ -110,6 +110,14 @@ async fn team(store: &dyn AccountStore, org: &str, team: &str, members: &[&str])
     }
 }
 
+/// acme, owned by alice, with bob a member in its team devs.
+async fn acme_with_bob_in_devs(store: &dyn AccountStore) {
+    org(store, "acme", "alice").await;
+    user(store, "bob").await;
+    set_member(store, "acme", "bob", OrgRole::Member).await;
+    team(store, "acme", "devs", &["bob"]).await;
+}
+
 async fn members(store: &dyn AccountStore, org: &str) -> Vec<Member> {
     store
         .members(&name(org), None, 1000)
@@ -450,10 +458,7 @@ pub(crate) async fn deleting_a_user_refuses_for_a_last_owner_and_takes_what_it_h
     store: Arc<dyn AccountStore>,
 ) {
     let store = &*store;
-    org(store, "acme", "alice").await;
-    user(store, "bob").await;
-    set_member(store, "acme", "bob", OrgRole::Member).await;
-    team(store, "acme", "devs", &["bob"]).await;
+    acme_with_bob_in_devs(store).await;
     let app = repo("acme/app");
     let bobs_grant = grant_to_user("bob", Permission::Write);
     let devs_grant = grant_to_team("devs", Permission::Read);
@@ -511,10 +516,7 @@ pub(crate) async fn deleting_an_org_takes_its_members_teams_robots_and_team_gran
     store: Arc<dyn AccountStore>,
 ) {
     let store = &*store;
-    org(store, "acme", "alice").await;
-    user(store, "bob").await;
-    set_member(store, "acme", "bob", OrgRole::Member).await;
-    team(store, "acme", "devs", &["bob"]).await;
+    acme_with_bob_in_devs(store).await;
     store
         .create_robot(&robot("acme", "ci"))
         .await
@@ -846,42 +848,33 @@ fn robot(namespace: &str, robot: &str) -> NewRobot {
 pub(crate) async fn robots_are_created_listed_revoked_and_deleted(store: Arc<dyn AccountStore>) {
     let store = &*store;
     org(store, "acme", "alice").await;
+    let (acme, ci) = (name("acme"), name("ci"));
+    let acmes = |robot: &'static str| async move {
+        let stored = store.robot(&name("acme"), &name(robot)).await;
+        stored.expect("robot")
+    };
     let t0 = now(store).await;
-    let ci = NewRobot {
+    let new_ci = NewRobot {
         expires_at: Some(t0 + 3600),
         ..robot("acme", "ci")
     };
-    let created = store.create_robot(&ci).await.expect("create_robot");
+    let created = store.create_robot(&new_ci).await.expect("create_robot");
     let window = (t0, now(store).await);
     assert_eq!(created.login(), "acme+ci");
-    assert_eq!(created.scopes, ci.scopes);
-    assert_eq!(created.expires_at, ci.expires_at);
+    assert_eq!(created.scopes, new_ci.scopes);
+    assert_eq!(created.expires_at, new_ci.expires_at);
     assert_eq!(created.revoked_at, None);
     assert_between(created.created_at, window);
 
-    let stored = store
-        .robot(&name("acme"), &name("ci"))
-        .await
-        .expect("robot")
-        .expect("acme+ci");
+    let stored = acmes("ci").await.expect("acme+ci");
     assert_eq!(stored.robot, created);
     assert_eq!(stored.secret_hash, "sha256-of-acme+ci");
-    assert_eq!(
-        store
-            .robot(&name("acme"), &name("cd"))
-            .await
-            .expect("robot"),
-        None
-    );
+    assert_eq!(acmes("cd").await, None);
 
-    assert_already_exists(
-        store.create_robot(&robot("acme", "ci")).await,
-        Entity::Robot,
-    );
-    assert_not_found(
-        store.create_robot(&robot("nowhere", "ci")).await,
-        Entity::Namespace,
-    );
+    let again = store.create_robot(&robot("acme", "ci")).await;
+    assert_already_exists(again, Entity::Robot);
+    let nowhere = store.create_robot(&robot("nowhere", "ci")).await;
+    assert_not_found(nowhere, Entity::Namespace);
     let no_scopes = NewRobot {
         scopes: Vec::new(),
         ..robot("alice", "ci")
@@ -891,56 +884,31 @@ pub(crate) async fn robots_are_created_listed_revoked_and_deleted(store: Arc<dyn
         .await
         .expect("a user's robot");
     assert_eq!(alices.scopes, []);
-    store
-        .create_robot(&robot("acme", "build"))
-        .await
-        .expect("create_robot");
-    let listed = store.robots(&name("acme")).await.expect("robots");
-    let logins: Vec<_> = listed.iter().map(|r| r.login()).collect();
-    assert_eq!(logins, ["acme+build", "acme+ci"]);
-    assert_eq!(
-        store.robots(&name("alice")).await.expect("robots"),
-        [alices]
-    );
+    let build = store.create_robot(&robot("acme", "build")).await;
+    build.expect("create_robot");
+    let logins = |robots: Vec<super::Robot>| robots.iter().map(|r| r.login()).collect::<Vec<_>>();
+    let listed = store.robots(&acme).await.expect("robots");
+    assert_eq!(logins(listed), ["acme+build", "acme+ci"]);
+    let listed = store.robots(&name("alice")).await.expect("robots");
+    assert_eq!(listed, [alices]);
 
-    store
-        .revoke_robot(&name("acme"), &name("ci"))
-        .await
-        .expect("revoke_robot");
-    let revoked = store
-        .robot(&name("acme"), &name("ci"))
-        .await
-        .expect("robot");
-    let revoked = revoked.expect("a revoked robot stays").robot;
+    store.revoke_robot(&acme, &ci).await.expect("revoke_robot");
+    let revoked = acmes("ci").await.expect("a revoked robot stays").robot;
     let revoked_at = revoked.revoked_at.expect("revoked");
     assert_between(revoked_at, (t0, now(store).await));
     assert!(!revoked.is_active(revoked_at));
     store
-        .revoke_robot(&name("acme"), &name("ci"))
+        .revoke_robot(&acme, &ci)
         .await
         .expect("revoking again");
-    let listed = store.robots(&name("acme")).await.expect("robots");
-    assert_eq!(listed.len(), 2);
-    assert_not_found(
-        store.revoke_robot(&name("acme"), &name("cd")).await,
-        Entity::Robot,
-    );
+    let listed = store.robots(&acme).await.expect("robots");
+    assert_eq!(logins(listed), ["acme+build", "acme+ci"]);
+    let unknown = store.revoke_robot(&acme, &name("cd")).await;
+    assert_not_found(unknown, Entity::Robot);
 
-    store
-        .delete_robot(&name("acme"), &name("ci"))
-        .await
-        .expect("delete_robot");
-    assert_eq!(
-        store
-            .robot(&name("acme"), &name("ci"))
-            .await
-            .expect("robot"),
-        None
-    );
-    assert_not_found(
-        store.delete_robot(&name("acme"), &name("ci")).await,
-        Entity::Robot,
-    );
+    store.delete_robot(&acme, &ci).await.expect("delete_robot");
+    assert_eq!(acmes("ci").await, None);
+    assert_not_found(store.delete_robot(&acme, &ci).await, Entity::Robot);
 }
 
 fn session(id: &str, user: &str) -> NewSession {

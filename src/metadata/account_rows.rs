@@ -29,8 +29,9 @@ impl From<MetadataError> for AccountError {
     }
 }
 
-/// A stored value this build cannot read: the row stays, the call fails.
-fn unreadable<E: std::error::Error + Send + Sync + 'static>(e: E) -> AccountError {
+/// A value the database cannot hold, or a stored one this build cannot read: the call fails
+/// (and the row stays).
+fn invalid<E: std::error::Error + Send + Sync + 'static>(e: E) -> AccountError {
     AccountError::Backend(Box::new(e))
 }
 
@@ -39,16 +40,16 @@ where
     T: FromStr,
     T::Err: std::error::Error + Send + Sync + 'static,
 {
-    s.parse().map_err(unreadable)
+    s.parse().map_err(invalid)
 }
 
 pub(super) fn scopes_json(scopes: &[RobotScope]) -> Result<String> {
-    serde_json::to_string(scopes).map_err(unreadable)
+    serde_json::to_string(scopes).map_err(invalid)
 }
 
 pub(super) fn quota_to_db(quota_bytes: Option<u64>) -> Result<Option<i64>> {
     quota_bytes
-        .map(|q| i64::try_from(q).map_err(unreadable))
+        .map(|q| i64::try_from(q).map_err(invalid))
         .transpose()
 }
 
@@ -60,8 +61,8 @@ pub(super) fn namespace_of(repo: &RepoName) -> &str {
 /// A repository's grants as rows to store: one per grantee, users and teams apart, each in
 /// name order. A grantee listed twice keeps the higher level (it includes the lower).
 pub(super) struct GrantRows<'a> {
-    pub users: Vec<(&'a str, &'static str)>,
-    pub teams: Vec<(&'a str, &'static str)>,
+    pub(super) users: Vec<(&'a str, &'static str)>,
+    pub(super) teams: Vec<(&'a str, &'static str)>,
 }
 
 impl<'a> GrantRows<'a> {
@@ -205,7 +206,7 @@ pub(super) fn read_namespace(
         name: parse(&name)?,
         kind: parse(&kind)?,
         quota_bytes: quota_bytes
-            .map(|q| u64::try_from(q).map_err(unreadable))
+            .map(|q| u64::try_from(q).map_err(invalid))
             .transpose()?,
     })
 }
@@ -227,7 +228,7 @@ pub(super) fn read_settings(rows: Vec<SettingsRow>) -> Result<RepositorySettings
             let grantee = match kind.as_str() {
                 "user" => Grantee::User { name },
                 "team" => Grantee::Team { team: name },
-                _ => return Err(unreadable(UnknownValue(kind))),
+                _ => return Err(invalid(UnknownValue(kind))),
             };
             Ok(Grant {
                 grantee,
@@ -257,7 +258,7 @@ impl RobotRow {
             robot: Robot {
                 namespace: parse(&self.namespace)?,
                 name: parse(&self.name)?,
-                scopes: serde_json::from_str(&self.scopes).map_err(unreadable)?,
+                scopes: serde_json::from_str(&self.scopes).map_err(invalid)?,
                 created_at: self.created_at,
                 expires_at: self.expires_at,
                 revoked_at: self.revoked_at,

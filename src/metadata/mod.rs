@@ -1,10 +1,11 @@
 //! The `MetadataStore` seam: the registry's source of truth for repositories, blob links,
 //! manifests, tags, referrers and upload sessions.
 //!
-//! Depends only on `oci`. Each method is one transaction inside the implementation (a manifest,
-//! its tags and its references are committed together), so callers never see half a change.
-//! `sqlite` is the embedded default; `postgres` slots in behind the same trait and runs the
-//! same conformance suite.
+//! Depends only on `oci`, and on `accounts`, whose seam the same stores implement on the same
+//! database (`sqlite/accounts.rs`, `postgres/accounts.rs`). Each method is one transaction
+//! inside the implementation (a manifest, its tags and its references are committed together),
+//! so callers never see half a change. `sqlite` is the embedded default; `postgres` slots in
+//! behind the same trait and runs the same conformance suite.
 
 use std::collections::BTreeMap;
 

@@ -4,7 +4,8 @@
 //! Owns the schema (`migrations/sqlite`) and every SQL statement run against it. Writes go
 //! through a single-connection pool, so they queue inside the process instead of failing with
 //! `SQLITE_BUSY`; reads use their own pool and, thanks to WAL, never wait for a writer. Each
-//! trait method is one statement or one `BEGIN IMMEDIATE` transaction.
+//! trait method is one statement or one `BEGIN IMMEDIATE` transaction. The same store is the
+//! embedded `AccountStore` (`accounts.rs`).
 
 use std::collections::HashSet;
 use std::path::Path;

@@ -70,6 +70,9 @@ const SETTINGS: &str = "
                FROM repository_team_grants) g ON g.repo = s.repo
     WHERE s.repo = $1";
 
+/// A user, locked against deletion until the transaction ends.
+const USER_KEY_SHARE: &str = "SELECT 1 FROM users WHERE name = $1 FOR KEY SHARE";
+
 /// An organisation the user is the only owner of.
 const SOLE_OWNED_ORG: &str = "
     SELECT m.org FROM org_members m
@@ -90,6 +93,20 @@ async fn locked(conn: &mut PgConnection, sql: &'static str, keys: &[&str]) -> At
         query = query.bind(*key);
     }
     Ok(query.fetch_optional(conn).await?.is_some())
+}
+
+/// Fails with `missing` unless `sql` finds (and locks) its row (see [`locked`]).
+async fn require(
+    conn: &mut PgConnection,
+    sql: &'static str,
+    keys: &[&str],
+    missing: AccountError,
+) -> Attempt<()> {
+    if locked(conn, sql, keys).await? {
+        Ok(())
+    } else {
+        Err(missing.into())
+    }
 }
 
 /// Takes `name` for a new user or organisation; `false` when a user or organisation has it
@@ -126,10 +143,8 @@ async fn ensure_owner(conn: &mut PgConnection, org: &AccountName) -> Attempt<()>
 /// Locks the organisation's row for a membership change; `NotFound` when there is none.
 async fn lock_org(conn: &mut PgConnection, org: &AccountName) -> Attempt<()> {
     let sql = "SELECT 1 FROM organizations WHERE name = $1 FOR UPDATE";
-    if !locked(conn, sql, &[org.as_str()]).await? {
-        return Err(AccountError::not_found(Entity::Organization, org).into());
-    }
-    Ok(())
+    let missing = AccountError::not_found(Entity::Organization, org);
+    require(conn, sql, &[org.as_str()], missing).await
 }
 
 fn bind_time(sql: &mut QueryBuilder<Postgres>, at: Timestamp) {
@@ -137,6 +152,23 @@ fn bind_time(sql: &mut QueryBuilder<Postgres>, at: Timestamp) {
 }
 
 impl PgStore {
+    /// Runs one statement binding `keys` in order; `NotFound` (`entity` `name`) when it
+    /// changed no row.
+    async fn change_one(
+        &self,
+        sql: &'static str,
+        keys: &[&str],
+        entity: Entity,
+        name: impl std::fmt::Display,
+    ) -> Result<()> {
+        let mut query = sqlx::query(sql);
+        for key in keys {
+            query = query.bind(*key);
+        }
+        let done = query.execute(&self.pool).await.map_err(failed)?;
+        found(done.rows_affected(), entity, name)
+    }
+
     async fn create_user_once(&self, user: &NewUser) -> Attempt<User> {
         let mut tx = self.pool.begin().await?;
         if !claim_namespace(&mut tx, &user.name, NamespaceKind::User).await? {
@@ -158,9 +190,13 @@ impl PgStore {
     async fn delete_user_once(&self, name: &AccountName) -> Attempt<()> {
         let mut tx = self.pool.begin().await?;
         let user_sql = "SELECT 1 FROM users WHERE name = $1 FOR UPDATE";
-        if !locked(&mut tx, user_sql, &[name.as_str()]).await? {
-            return Err(AccountError::not_found(Entity::User, name).into());
-        }
+        require(
+            &mut tx,
+            user_sql,
+            &[name.as_str()],
+            AccountError::not_found(Entity::User, name),
+        )
+        .await?;
         sqlx::query(
             "SELECT 1 FROM organizations o JOIN org_members m ON m.org = o.name
              WHERE m.user_name = $1 AND m.role = 'owner'
@@ -191,10 +227,13 @@ impl PgStore {
         owner: &AccountName,
     ) -> Attempt<Organization> {
         let mut tx = self.pool.begin().await?;
-        let user_sql = "SELECT 1 FROM users WHERE name = $1 FOR KEY SHARE";
-        if !locked(&mut tx, user_sql, &[owner.as_str()]).await? {
-            return Err(AccountError::not_found(Entity::User, owner).into());
-        }
+        require(
+            &mut tx,
+            USER_KEY_SHARE,
+            &[owner.as_str()],
+            AccountError::not_found(Entity::User, owner),
+        )
+        .await?;
         if !claim_namespace(&mut tx, name, NamespaceKind::Organization).await? {
             return Err(AccountError::already_exists(Entity::Organization, name).into());
         }
@@ -221,10 +260,13 @@ impl PgStore {
     ) -> Attempt<()> {
         let mut tx = self.pool.begin().await?;
         lock_org(&mut tx, org).await?;
-        let user_sql = "SELECT 1 FROM users WHERE name = $1 FOR KEY SHARE";
-        if !locked(&mut tx, user_sql, &[user.as_str()]).await? {
-            return Err(AccountError::not_found(Entity::User, user).into());
-        }
+        require(
+            &mut tx,
+            USER_KEY_SHARE,
+            &[user.as_str()],
+            AccountError::not_found(Entity::User, user),
+        )
+        .await?;
         sqlx::query(
             "INSERT INTO org_members (org, user_name, role) VALUES ($1, $2, $3)
              ON CONFLICT (org, user_name) DO UPDATE SET role = excluded.role",
@@ -262,9 +304,13 @@ impl PgStore {
     ) -> Attempt<()> {
         let mut tx = self.pool.begin().await?;
         let org_sql = "SELECT 1 FROM organizations WHERE name = $1 FOR KEY SHARE";
-        if !locked(&mut tx, org_sql, &[org.as_str()]).await? {
-            return Err(AccountError::not_found(Entity::Organization, org).into());
-        }
+        require(
+            &mut tx,
+            org_sql,
+            &[org.as_str()],
+            AccountError::not_found(Entity::Organization, org),
+        )
+        .await?;
         let done = sqlx::query(
             "INSERT INTO teams (org, name, description) VALUES ($1, $2, $3)
              ON CONFLICT (org, name) DO NOTHING",
@@ -290,15 +336,12 @@ impl PgStore {
     ) -> Attempt<()> {
         let mut tx = self.pool.begin().await?;
         let team_sql = "SELECT 1 FROM teams WHERE org = $1 AND name = $2 FOR KEY SHARE";
-        if !locked(&mut tx, team_sql, &[org.as_str(), team.as_str()]).await? {
-            let key = team_key(org.as_str(), team.as_str());
-            return Err(AccountError::not_found(Entity::Team, key).into());
-        }
+        let no_team = AccountError::not_found(Entity::Team, team_key(org.as_str(), team.as_str()));
+        require(&mut tx, team_sql, &[org.as_str(), team.as_str()], no_team).await?;
         let member_sql =
             "SELECT 1 FROM org_members WHERE org = $1 AND user_name = $2 FOR KEY SHARE";
-        if !locked(&mut tx, member_sql, &[org.as_str(), user.as_str()]).await? {
-            return Err(not_a_member(org, user).into());
-        }
+        let member_keys = [org.as_str(), user.as_str()];
+        require(&mut tx, member_sql, &member_keys, not_a_member(org, user)).await?;
         sqlx::query(
             "INSERT INTO team_members (org, team, user_name) VALUES ($1, $2, $3)
              ON CONFLICT DO NOTHING",
@@ -379,9 +422,13 @@ impl PgStore {
     async fn create_robot_once(&self, robot: &NewRobot, scopes: &str) -> Attempt<Robot> {
         let mut tx = self.pool.begin().await?;
         let namespace_sql = "SELECT 1 FROM namespaces WHERE name = $1 FOR KEY SHARE";
-        if !locked(&mut tx, namespace_sql, &[robot.namespace.as_str()]).await? {
-            return Err(AccountError::not_found(Entity::Namespace, &robot.namespace).into());
-        }
+        require(
+            &mut tx,
+            namespace_sql,
+            &[robot.namespace.as_str()],
+            AccountError::not_found(Entity::Namespace, &robot.namespace),
+        )
+        .await?;
         let row: Option<RobotRow> = sqlx::query_as(AssertSqlSafe(format!(
             "INSERT INTO robots (namespace, name, secret_hash, scopes, expires_at)
              VALUES ($1, $2, $3, $4::jsonb, to_timestamp($5))
@@ -405,10 +452,13 @@ impl PgStore {
 
     async fn create_session_once(&self, session: &NewSession) -> Attempt<Session> {
         let mut tx = self.pool.begin().await?;
-        let user_sql = "SELECT 1 FROM users WHERE name = $1 FOR KEY SHARE";
-        if !locked(&mut tx, user_sql, &[session.user.as_str()]).await? {
-            return Err(AccountError::not_found(Entity::User, &session.user).into());
-        }
+        require(
+            &mut tx,
+            USER_KEY_SHARE,
+            &[session.user.as_str()],
+            AccountError::not_found(Entity::User, &session.user),
+        )
+        .await?;
         let row: Option<SessionRow> = sqlx::query_as(AssertSqlSafe(format!(
             "INSERT INTO sessions (id, user_name, secret_hash, service, expires_at)
              VALUES ($1, $2, $3, $4, to_timestamp($5))
@@ -467,9 +517,13 @@ impl PgStore {
         let mut tx = self.pool.begin().await?;
         let keep_sql =
             "SELECT 1 FROM signing_keys WHERE kid = $1 AND retired_at IS NULL FOR UPDATE";
-        if !locked(&mut tx, keep_sql, &[keep]).await? {
-            return Err(AccountError::not_found(Entity::SigningKey, keep).into());
-        }
+        require(
+            &mut tx,
+            keep_sql,
+            &[keep],
+            AccountError::not_found(Entity::SigningKey, keep),
+        )
+        .await?;
         sqlx::query(
             "UPDATE signing_keys SET retired_at = now() WHERE retired_at IS NULL AND kid <> $1",
         )
@@ -572,12 +626,10 @@ impl AccountStore for PgStore {
     }
 
     async fn delete_org(&self, name: &AccountName) -> Result<()> {
-        let done = sqlx::query("DELETE FROM namespaces WHERE name = $1 AND kind = 'organization'")
-            .bind(name.as_str())
-            .execute(&self.pool)
+        let sql = "DELETE FROM namespaces WHERE name = $1 AND kind = 'organization'";
+        let keys = [name.as_str()];
+        self.change_one(sql, &keys, Entity::Organization, name)
             .await
-            .map_err(failed)?;
-        found(done.rows_affected(), Entity::Organization, name)
     }
 
     async fn set_member(&self, org: &AccountName, user: &AccountName, role: OrgRole) -> Result<()> {
@@ -643,14 +695,10 @@ impl AccountStore for PgStore {
 
     async fn delete_team(&self, org: &AccountName, team: &AccountName) -> Result<()> {
         // Its memberships and the grants to it go with it (ON DELETE CASCADE).
-        let done = sqlx::query("DELETE FROM teams WHERE org = $1 AND name = $2")
-            .bind(org.as_str())
-            .bind(team.as_str())
-            .execute(&self.pool)
-            .await
-            .map_err(failed)?;
+        let sql = "DELETE FROM teams WHERE org = $1 AND name = $2";
         let key = team_key(org.as_str(), team.as_str());
-        found(done.rows_affected(), Entity::Team, key)
+        self.change_one(sql, &[org.as_str(), team.as_str()], Entity::Team, key)
+            .await
     }
 
     async fn add_team_member(
@@ -668,16 +716,10 @@ impl AccountStore for PgStore {
         team: &AccountName,
         user: &AccountName,
     ) -> Result<()> {
-        let done =
-            sqlx::query("DELETE FROM team_members WHERE org = $1 AND team = $2 AND user_name = $3")
-                .bind(org.as_str())
-                .bind(team.as_str())
-                .bind(user.as_str())
-                .execute(&self.pool)
-                .await
-                .map_err(failed)?;
+        let sql = "DELETE FROM team_members WHERE org = $1 AND team = $2 AND user_name = $3";
+        let keys = [org.as_str(), team.as_str(), user.as_str()];
         let key = team_member_key(org, team, user);
-        found(done.rows_affected(), Entity::TeamMember, key)
+        self.change_one(sql, &keys, Entity::TeamMember, key).await
     }
 
     async fn team_members(
@@ -798,34 +840,18 @@ impl AccountStore for PgStore {
 
     async fn revoke_robot(&self, namespace: &AccountName, name: &AccountName) -> Result<()> {
         // The first revocation's time stays.
-        let done = sqlx::query(
-            "UPDATE robots SET revoked_at = coalesce(revoked_at, now())
-             WHERE namespace = $1 AND name = $2",
-        )
-        .bind(namespace.as_str())
-        .bind(name.as_str())
-        .execute(&self.pool)
-        .await
-        .map_err(failed)?;
-        found(
-            done.rows_affected(),
-            Entity::Robot,
-            robot_key(namespace, name),
-        )
+        let sql = "UPDATE robots SET revoked_at = coalesce(revoked_at, now())
+                   WHERE namespace = $1 AND name = $2";
+        let keys = [namespace.as_str(), name.as_str()];
+        let key = robot_key(namespace, name);
+        self.change_one(sql, &keys, Entity::Robot, key).await
     }
 
     async fn delete_robot(&self, namespace: &AccountName, name: &AccountName) -> Result<()> {
-        let done = sqlx::query("DELETE FROM robots WHERE namespace = $1 AND name = $2")
-            .bind(namespace.as_str())
-            .bind(name.as_str())
-            .execute(&self.pool)
-            .await
-            .map_err(failed)?;
-        found(
-            done.rows_affected(),
-            Entity::Robot,
-            robot_key(namespace, name),
-        )
+        let sql = "DELETE FROM robots WHERE namespace = $1 AND name = $2";
+        let keys = [namespace.as_str(), name.as_str()];
+        let key = robot_key(namespace, name);
+        self.change_one(sql, &keys, Entity::Robot, key).await
     }
 
     async fn create_session(&self, session: &NewSession) -> Result<Session> {

@@ -2,7 +2,8 @@
 //!
 //! # Schema
 //! `migrations/postgres` mirrors the SQLite schema table for table (repositories, blobs,
-//! repo_blobs, manifests, manifest_refs, tags, uploads, readiness), with `timestamptz` times
+//! repo_blobs, manifests, manifest_refs, tags, uploads, readiness, and the `AccountStore`'s
+//! tables: `accounts.rs`), with `timestamptz` times
 //! and the "C" collation on every name, so pagination is in byte order whatever the database's
 //! locale. [`PgStore::connect`] refuses a schema with migrations this build does not know (a
 //! newer node migrated it: [`SchemaError::Newer`]) and, unless it applies them itself

@@ -45,6 +45,10 @@ const SETTINGS: &str = "
                FROM repository_team_grants) g ON g.repo = s.repo
     WHERE s.repo = ?1";
 
+const USER_EXISTS: &str = "SELECT 1 FROM users WHERE name = ?1";
+const ORG_EXISTS: &str = "SELECT 1 FROM organizations WHERE name = ?1";
+const TEAM_EXISTS: &str = "SELECT 1 FROM teams WHERE org = ?1 AND name = ?2";
+
 /// An organisation the user is the only owner of.
 const SOLE_OWNED_ORG: &str = "
     SELECT m.org FROM org_members m
@@ -65,6 +69,20 @@ async fn exists(conn: &mut SqliteConnection, sql: &'static str, keys: &[&str]) -
     }
     let row = query.fetch_optional(conn).await.map_err(failed)?;
     Ok(row.is_some())
+}
+
+/// Fails with `missing` unless `sql` finds its row (see [`exists`]).
+async fn require(
+    conn: &mut SqliteConnection,
+    sql: &'static str,
+    keys: &[&str],
+    missing: AccountError,
+) -> Result<()> {
+    if exists(conn, sql, keys).await? {
+        Ok(())
+    } else {
+        Err(missing)
+    }
 }
 
 /// Takes `name` for a new user or organisation; `false` when a user or organisation has it.
@@ -100,6 +118,25 @@ async fn ensure_owner(conn: &mut SqliteConnection, org: &AccountName) -> Result<
 
 fn bind_time(sql: &mut QueryBuilder<Sqlite>, at: Timestamp) {
     sql.push_bind(at);
+}
+
+impl SqliteStore {
+    /// Runs one statement binding `keys` in order; `NotFound` (`entity` `name`) when it
+    /// changed no row.
+    async fn change_one(
+        &self,
+        sql: &'static str,
+        keys: &[&str],
+        entity: Entity,
+        name: impl std::fmt::Display,
+    ) -> Result<()> {
+        let mut query = sqlx::query(sql);
+        for key in keys {
+            query = query.bind(*key);
+        }
+        let done = query.execute(&self.write).await.map_err(failed)?;
+        found(done.rows_affected(), entity, name)
+    }
 }
 
 #[async_trait]
@@ -201,15 +238,13 @@ impl AccountStore for SqliteStore {
     async fn create_org(&self, name: &AccountName, owner: &AccountName) -> Result<Organization> {
         let at = now();
         let mut tx = self.begin().await?;
-        if !exists(
+        require(
             &mut tx,
-            "SELECT 1 FROM users WHERE name = ?1",
+            USER_EXISTS,
             &[owner.as_str()],
+            AccountError::not_found(Entity::User, owner),
         )
-        .await?
-        {
-            return Err(AccountError::not_found(Entity::User, owner));
-        }
+        .await?;
         if !claim_namespace(&mut tx, name, NamespaceKind::Organization).await? {
             return Err(AccountError::already_exists(Entity::Organization, name));
         }
@@ -259,34 +294,28 @@ impl AccountStore for SqliteStore {
     }
 
     async fn delete_org(&self, name: &AccountName) -> Result<()> {
-        let done = sqlx::query("DELETE FROM namespaces WHERE name = ?1 AND kind = 'organization'")
-            .bind(name.as_str())
-            .execute(&self.write)
+        let sql = "DELETE FROM namespaces WHERE name = ?1 AND kind = 'organization'";
+        let keys = [name.as_str()];
+        self.change_one(sql, &keys, Entity::Organization, name)
             .await
-            .map_err(failed)?;
-        found(done.rows_affected(), Entity::Organization, name)
     }
 
     async fn set_member(&self, org: &AccountName, user: &AccountName, role: OrgRole) -> Result<()> {
         let mut tx = self.begin().await?;
-        if !exists(
+        require(
             &mut tx,
-            "SELECT 1 FROM organizations WHERE name = ?1",
+            ORG_EXISTS,
             &[org.as_str()],
+            AccountError::not_found(Entity::Organization, org),
         )
-        .await?
-        {
-            return Err(AccountError::not_found(Entity::Organization, org));
-        }
-        if !exists(
+        .await?;
+        require(
             &mut tx,
-            "SELECT 1 FROM users WHERE name = ?1",
+            USER_EXISTS,
             &[user.as_str()],
+            AccountError::not_found(Entity::User, user),
         )
-        .await?
-        {
-            return Err(AccountError::not_found(Entity::User, user));
-        }
+        .await?;
         sqlx::query(
             "INSERT INTO org_members (org, user_name, role) VALUES (?1, ?2, ?3)
              ON CONFLICT (org, user_name) DO UPDATE SET role = excluded.role",
@@ -303,15 +332,13 @@ impl AccountStore for SqliteStore {
 
     async fn remove_member(&self, org: &AccountName, user: &AccountName) -> Result<()> {
         let mut tx = self.begin().await?;
-        if !exists(
+        require(
             &mut tx,
-            "SELECT 1 FROM organizations WHERE name = ?1",
+            ORG_EXISTS,
             &[org.as_str()],
+            AccountError::not_found(Entity::Organization, org),
         )
-        .await?
-        {
-            return Err(AccountError::not_found(Entity::Organization, org));
-        }
+        .await?;
         // Its team memberships go with it (ON DELETE CASCADE).
         let done = sqlx::query("DELETE FROM org_members WHERE org = ?1 AND user_name = ?2")
             .bind(org.as_str())
@@ -360,15 +387,13 @@ impl AccountStore for SqliteStore {
         description: &str,
     ) -> Result<Team> {
         let mut tx = self.begin().await?;
-        if !exists(
+        require(
             &mut tx,
-            "SELECT 1 FROM organizations WHERE name = ?1",
+            ORG_EXISTS,
             &[org.as_str()],
+            AccountError::not_found(Entity::Organization, org),
         )
-        .await?
-        {
-            return Err(AccountError::not_found(Entity::Organization, org));
-        }
+        .await?;
         let done = sqlx::query(
             "INSERT INTO teams (org, name, description) VALUES (?1, ?2, ?3)
              ON CONFLICT (org, name) DO NOTHING",
@@ -405,17 +430,10 @@ impl AccountStore for SqliteStore {
 
     async fn delete_team(&self, org: &AccountName, team: &AccountName) -> Result<()> {
         // Its memberships and the grants to it go with it (ON DELETE CASCADE).
-        let done = sqlx::query("DELETE FROM teams WHERE org = ?1 AND name = ?2")
-            .bind(org.as_str())
-            .bind(team.as_str())
-            .execute(&self.write)
+        let sql = "DELETE FROM teams WHERE org = ?1 AND name = ?2";
+        let key = team_key(org.as_str(), team.as_str());
+        self.change_one(sql, &[org.as_str(), team.as_str()], Entity::Team, key)
             .await
-            .map_err(failed)?;
-        found(
-            done.rows_affected(),
-            Entity::Team,
-            team_key(org.as_str(), team.as_str()),
-        )
     }
 
     async fn add_team_member(
@@ -425,24 +443,17 @@ impl AccountStore for SqliteStore {
         user: &AccountName,
     ) -> Result<()> {
         let mut tx = self.begin().await?;
-        let team_keys = [org.as_str(), team.as_str()];
-        if !exists(
+        let no_team = AccountError::not_found(Entity::Team, team_key(org.as_str(), team.as_str()));
+        require(
             &mut tx,
-            "SELECT 1 FROM teams WHERE org = ?1 AND name = ?2",
-            &team_keys,
+            TEAM_EXISTS,
+            &[org.as_str(), team.as_str()],
+            no_team,
         )
-        .await?
-        {
-            return Err(AccountError::not_found(
-                Entity::Team,
-                team_key(org.as_str(), team.as_str()),
-            ));
-        }
-        let member_keys = [org.as_str(), user.as_str()];
+        .await?;
         let member_sql = "SELECT 1 FROM org_members WHERE org = ?1 AND user_name = ?2";
-        if !exists(&mut tx, member_sql, &member_keys).await? {
-            return Err(not_a_member(org, user));
-        }
+        let member_keys = [org.as_str(), user.as_str()];
+        require(&mut tx, member_sql, &member_keys, not_a_member(org, user)).await?;
         sqlx::query(
             "INSERT INTO team_members (org, team, user_name) VALUES (?1, ?2, ?3)
              ON CONFLICT DO NOTHING",
@@ -462,16 +473,10 @@ impl AccountStore for SqliteStore {
         team: &AccountName,
         user: &AccountName,
     ) -> Result<()> {
-        let done =
-            sqlx::query("DELETE FROM team_members WHERE org = ?1 AND team = ?2 AND user_name = ?3")
-                .bind(org.as_str())
-                .bind(team.as_str())
-                .bind(user.as_str())
-                .execute(&self.write)
-                .await
-                .map_err(failed)?;
+        let sql = "DELETE FROM team_members WHERE org = ?1 AND team = ?2 AND user_name = ?3";
+        let keys = [org.as_str(), team.as_str(), user.as_str()];
         let key = team_member_key(org, team, user);
-        found(done.rows_affected(), Entity::TeamMember, key)
+        self.change_one(sql, &keys, Entity::TeamMember, key).await
     }
 
     async fn team_members(
@@ -548,15 +553,22 @@ impl AccountStore for SqliteStore {
         let org = namespace_of(repo);
         let mut tx = self.begin().await?;
         for (user, _) in &rows.users {
-            if !exists(&mut tx, "SELECT 1 FROM users WHERE name = ?1", &[*user]).await? {
-                return Err(AccountError::not_found(Entity::User, user));
-            }
+            require(
+                &mut tx,
+                USER_EXISTS,
+                &[*user],
+                AccountError::not_found(Entity::User, user),
+            )
+            .await?;
         }
         for (team, _) in &rows.teams {
-            let team_sql = "SELECT 1 FROM teams WHERE org = ?1 AND name = ?2";
-            if !exists(&mut tx, team_sql, &[org, *team]).await? {
-                return Err(AccountError::not_found(Entity::Team, team_key(org, team)));
-            }
+            require(
+                &mut tx,
+                TEAM_EXISTS,
+                &[org, *team],
+                AccountError::not_found(Entity::Team, team_key(org, team)),
+            )
+            .await?;
         }
         sqlx::query(
             "INSERT INTO repository_settings (repo, visibility) VALUES (?1, ?2)
@@ -619,9 +631,13 @@ impl AccountStore for SqliteStore {
         let at = now();
         let mut tx = self.begin().await?;
         let namespace_sql = "SELECT 1 FROM namespaces WHERE name = ?1";
-        if !exists(&mut tx, namespace_sql, &[robot.namespace.as_str()]).await? {
-            return Err(AccountError::not_found(Entity::Namespace, &robot.namespace));
-        }
+        require(
+            &mut tx,
+            namespace_sql,
+            &[robot.namespace.as_str()],
+            AccountError::not_found(Entity::Namespace, &robot.namespace),
+        )
+        .await?;
         let done = sqlx::query(
             "INSERT INTO robots (namespace, name, secret_hash, scopes, created_at, expires_at)
              VALUES (?1, ?2, ?3, ?4, ?5, ?6)
@@ -700,26 +716,22 @@ impl AccountStore for SqliteStore {
     }
 
     async fn delete_robot(&self, namespace: &AccountName, name: &AccountName) -> Result<()> {
-        let done = sqlx::query("DELETE FROM robots WHERE namespace = ?1 AND name = ?2")
-            .bind(namespace.as_str())
-            .bind(name.as_str())
-            .execute(&self.write)
-            .await
-            .map_err(failed)?;
-        found(
-            done.rows_affected(),
-            Entity::Robot,
-            robot_key(namespace, name),
-        )
+        let sql = "DELETE FROM robots WHERE namespace = ?1 AND name = ?2";
+        let keys = [namespace.as_str(), name.as_str()];
+        let key = robot_key(namespace, name);
+        self.change_one(sql, &keys, Entity::Robot, key).await
     }
 
     async fn create_session(&self, session: &NewSession) -> Result<Session> {
         let at = now();
         let mut tx = self.begin().await?;
-        let user_sql = "SELECT 1 FROM users WHERE name = ?1";
-        if !exists(&mut tx, user_sql, &[session.user.as_str()]).await? {
-            return Err(AccountError::not_found(Entity::User, &session.user));
-        }
+        require(
+            &mut tx,
+            USER_EXISTS,
+            &[session.user.as_str()],
+            AccountError::not_found(Entity::User, &session.user),
+        )
+        .await?;
         let done = sqlx::query(
             "INSERT INTO sessions (id, user_name, secret_hash, service, created_at, expires_at)
              VALUES (?1, ?2, ?3, ?4, ?5, ?6)
@@ -825,9 +837,13 @@ impl AccountStore for SqliteStore {
     async fn retire_signing_keys_except(&self, keep: &str) -> Result<()> {
         let mut tx = self.begin().await?;
         let keep_sql = "SELECT 1 FROM signing_keys WHERE kid = ?1 AND retired_at IS NULL";
-        if !exists(&mut tx, keep_sql, &[keep]).await? {
-            return Err(AccountError::not_found(Entity::SigningKey, keep));
-        }
+        require(
+            &mut tx,
+            keep_sql,
+            &[keep],
+            AccountError::not_found(Entity::SigningKey, keep),
+        )
+        .await?;
         sqlx::query(
             "UPDATE signing_keys SET retired_at = ?2 WHERE retired_at IS NULL AND kid <> ?1",
         )
