@@ -62,6 +62,16 @@ pub struct EdgeConfig {
     pub max_connections: usize,
     /// Connections one client address (IPv6: one /64 network) may hold open at once.
     pub max_connections_per_client: usize,
+    /// Seconds a confirmation from the origin (this repository of this origin shows this digest
+    /// to this caller) lets the edge serve the cached bytes without asking again; 0 asks on
+    /// every read.
+    pub confirm_ttl_seconds: u64,
+    /// Seconds a confirmation still lets cached bytes be served while the origin cannot be
+    /// asked (down, timing out, 5xx): stale-if-error for the right to read.
+    pub confirm_stale_seconds: u64,
+    /// Confirmations kept in memory; the least used are dropped beyond it (each costs the
+    /// origin one question more, or a refusal while it is down).
+    pub confirm_max_entries: u64,
     /// Upstream registries mirrored by this edge (`[[edge.upstreams]]`).
     pub upstreams: Vec<MirrorUpstream>,
     /// Gateway mode: core nodes this edge routes `/v2/`, `/auth/` and `/api/` to.
@@ -85,6 +95,9 @@ impl Default for EdgeConfig {
             keepalive_idle_timeout_seconds: 60,
             max_connections: 16_384,
             max_connections_per_client: 1024,
+            confirm_ttl_seconds: 30,
+            confirm_stale_seconds: 3600,
+            confirm_max_entries: 100_000,
             upstreams: Vec::new(),
             gateway: GatewayConfig::default(),
         }
@@ -235,10 +248,16 @@ impl EdgeConfig {
                 "max_connections_per_client",
                 self.max_connections_per_client as u64,
             ),
+            ("confirm_max_entries", self.confirm_max_entries),
         ] {
             if value == 0 {
                 problems.push(format!("edge.{key} must be at least 1"));
             }
+        }
+        if self.confirm_stale_seconds < self.confirm_ttl_seconds {
+            problems.push(
+                "edge.confirm_stale_seconds must be at least edge.confirm_ttl_seconds".into(),
+            );
         }
         let socket = self.upgrade_socket_path();
         if socket.as_os_str().len() > MAX_UNIX_SOCKET_PATH {
@@ -1128,17 +1147,34 @@ mod tests {
         edge.keepalive_idle_timeout_seconds = 0;
         edge.max_connections = 0;
         edge.max_connections_per_client = 0;
+        edge.confirm_max_entries = 0;
         let problems = edge.problems();
         for key in [
             "header_read_timeout_seconds",
             "keepalive_idle_timeout_seconds",
             "max_connections",
             "max_connections_per_client",
+            "confirm_max_entries",
         ] {
             let expected = format!("edge.{key} must be at least 1");
             assert!(problems.contains(&expected), "{expected}: {problems:?}");
         }
-        assert_eq!(problems.len(), 4, "{problems:?}");
+        assert_eq!(problems.len(), 5, "{problems:?}");
+    }
+
+    #[test]
+    fn edge_confirmations_stay_usable_while_stale_at_least_as_long_as_fresh() {
+        let mut edge = EdgeConfig::default();
+        edge.gateway.cores = vec!["core:5000".into()];
+        edge.confirm_ttl_seconds = 0;
+        edge.confirm_stale_seconds = 0;
+        assert!(edge.problems().is_empty(), "{:?}", edge.problems());
+        edge.confirm_ttl_seconds = 60;
+        edge.confirm_stale_seconds = 59;
+        assert_eq!(
+            edge.problems(),
+            ["edge.confirm_stale_seconds must be at least edge.confirm_ttl_seconds"]
+        );
     }
 
     #[test]

@@ -54,6 +54,10 @@ pub struct EdgeMetrics {
     pub disk_usage_bytes: IntGauge,
     /// Responses served stale because the origin failed.
     pub stale_serves: IntCounter,
+    /// Reads of cached content by how the right to serve it was settled: `hit` (a fresh
+    /// confirmation), `miss` (the origin was asked and confirmed), `refused`, `stale` (the
+    /// origin could not be asked; an older confirmation served), `unavailable`.
+    pub confirmations: IntCounterVec,
 }
 
 fn edge_metrics(r: &Registry) -> Result<EdgeMetrics, prometheus::Error> {
@@ -108,6 +112,11 @@ fn edge_metrics(r: &Registry) -> Result<EdgeMetrics, prometheus::Error> {
         stale_serves: counter(
             "edge_stale_serves_total",
             "Responses served stale because the origin failed",
+        )?,
+        confirmations: counter_vec(
+            "edge_confirmations_total",
+            "Cached reads by how the origin's confirmation was settled",
+            &["outcome"],
         )?,
     })
 }

@@ -39,6 +39,15 @@ enum Entry {
     Manifest(Digest),
 }
 
+/// A tag as the cache last validated it with its upstream.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TagRecord {
+    pub upstream: String,
+    pub repo: RepoName,
+    pub digest: Digest,
+    pub validated: SystemTime,
+}
+
 struct Index {
     lru: LruCache<Entry, u64>,
     bytes: u64,
@@ -210,6 +219,38 @@ impl DiskCache {
         fs::rename(&temp, &path)
     }
 
+    /// Every tag validated at or after `since`, with what it pointed at. Blocking: walks
+    /// `tags/` (start-up).
+    pub fn tags_validated_since(&self, since: SystemTime) -> Vec<TagRecord> {
+        let mut records = Vec::new();
+        let Ok(upstreams) = fs::read_dir(self.root.join("tags")) else {
+            return records;
+        };
+        for upstream in upstreams.flatten() {
+            let Some(name) = upstream.file_name().to_str().map(str::to_owned) else {
+                continue;
+            };
+            walk_tag_dirs(&upstream.path(), "", &mut |repo, tags_dir| {
+                for file in fs::read_dir(tags_dir).into_iter().flatten().flatten() {
+                    let validated = file.metadata().and_then(|m| m.modified());
+                    let digest = fs::read_to_string(file.path()).ok();
+                    if let (Ok(validated), Some(Ok(digest))) =
+                        (validated, digest.map(|d| d.trim().parse::<Digest>()))
+                        && validated >= since
+                    {
+                        records.push(TagRecord {
+                            upstream: name.clone(),
+                            repo: repo.clone(),
+                            digest,
+                            validated,
+                        });
+                    }
+                }
+            });
+        }
+        records
+    }
+
     /// Bytes currently cached.
     pub fn usage(&self) -> u64 {
         self.lock().bytes
@@ -299,6 +340,28 @@ fn process_alive(pid: u32) -> bool {
     Path::new("/proc").join(pid.to_string()).exists()
 }
 
+/// Finds every `<repo>/_tags` directory under `dir` (one upstream's `tags/<upstream>/`);
+/// `prefix` is the repository path walked so far.
+fn walk_tag_dirs(dir: &Path, prefix: &str, found: &mut dyn FnMut(&RepoName, &Path)) {
+    for entry in fs::read_dir(dir).into_iter().flatten().flatten() {
+        if !entry.file_type().is_ok_and(|t| t.is_dir()) {
+            continue;
+        }
+        let Some(name) = entry.file_name().to_str().map(str::to_owned) else {
+            continue;
+        };
+        if name == "_tags" {
+            if let Ok(repo) = prefix.parse::<RepoName>() {
+                found(&repo, &entry.path());
+            }
+        } else if prefix.is_empty() {
+            walk_tag_dirs(&entry.path(), &name, found);
+        } else {
+            walk_tag_dirs(&entry.path(), &format!("{prefix}/{name}"), found);
+        }
+    }
+}
+
 /// Walks `<kind>/<alg>/<xx>/<hex>` and reports every valid entry.
 fn scan(dir: &Path, found: &mut dyn FnMut(Digest, u64, SystemTime)) -> io::Result<()> {
     for alg in fs::read_dir(dir)?.flatten() {
@@ -380,6 +443,37 @@ mod tests {
         assert!(cache.tag("hub", &repo, &tag).is_none());
         cache.put_tag("hub", &repo, &tag, &digest).unwrap();
         assert_eq!(cache.tag("hub", &repo, &tag).unwrap().0, digest);
+    }
+
+    #[test]
+    fn tags_validated_since_a_time_are_listed_with_their_repository() {
+        let dir = tempfile::tempdir().unwrap();
+        let cache = DiskCache::open(dir.path(), 1 << 20).unwrap();
+        let digest = Digest::sha256_of(b"manifest");
+        let before = SystemTime::now() - std::time::Duration::from_secs(1);
+        for (upstream, repo, tag) in [
+            ("hub", "library/alpine", "3"),
+            ("hub", "library/alpine/sub", "latest"),
+            ("ghcr", "team", "1.0"),
+        ] {
+            let (repo, tag) = (repo.parse().unwrap(), tag.parse().unwrap());
+            cache.put_tag(upstream, &repo, &tag, &digest).unwrap();
+        }
+        let mut listed: Vec<_> = cache
+            .tags_validated_since(before)
+            .into_iter()
+            .map(|r| (r.upstream, r.repo.to_string(), r.digest))
+            .collect();
+        listed.sort();
+        let expected = [
+            ("ghcr", "team"),
+            ("hub", "library/alpine"),
+            ("hub", "library/alpine/sub"),
+        ]
+        .map(|(u, r)| (u.to_owned(), r.to_owned(), digest.clone()));
+        assert_eq!(listed, expected);
+        let later = SystemTime::now() + std::time::Duration::from_secs(60);
+        assert!(cache.tags_validated_since(later).is_empty());
     }
 
     #[test]

@@ -3,6 +3,10 @@
 //! their TTL, coalescing blob misses into one origin fetch, and serving stale content when the
 //! origin fails. Independent of pingora: it takes an [`EdgeRequest`] and returns an
 //! [`EdgeResponse`], which `proxy.rs` writes to the client.
+//!
+//! Cached content by digest goes out only under a [`ConfirmKey`] the origin confirmed
+//! (`confirm.rs`): a mirror's upstream for (upstream, repository), a gateway's core for
+//! (repository, client).
 
 use std::ops::Range;
 use std::pin::Pin;
@@ -15,15 +19,18 @@ use http::Method;
 use wildmatch::WildMatch;
 
 use super::cache::DiskCache;
+use super::confirm::{
+    Caller, ClientCredentials, ConfirmKey, Confirmations, Outcome, Standing, age_of,
+};
 use super::fill::{FillError, Fills};
 use crate::config::MirrorUpstream;
 use crate::locks::KeyedLocks;
-use crate::oci::manifest::accepts;
+use crate::oci::manifest::{self, accepts};
 use crate::oci::path;
 use crate::oci::range::{RangeRequest, content_range, unsatisfied_content_range};
 use crate::oci::{Digest, ErrorCode, ErrorEnvelope, Reference, RepoName, Tag, V2Route};
 use crate::telemetry::metrics;
-use crate::upstream::{FetchedBlob, UpstreamClient, UpstreamError};
+use crate::upstream::{ClientAnswer, FetchedBlob, UpstreamClient, UpstreamError};
 
 /// What the mirror needs from a request.
 #[derive(Debug, Clone)]
@@ -34,6 +41,8 @@ pub struct EdgeRequest {
     /// `Accept` header values.
     pub accept: Vec<String>,
     pub range: Option<String>,
+    /// What a gateway passes to a core when it asks on the client's behalf.
+    pub credentials: ClientCredentials,
 }
 
 pub type BodyStream = Pin<Box<dyn Stream<Item = std::io::Result<Bytes>> + Send>>;
@@ -88,6 +97,8 @@ impl EdgeResponse {
 
 struct Site {
     name: String,
+    /// `name`, as the origin of this upstream's confirmations.
+    origin: Arc<str>,
     aliases: Vec<String>,
     client: UpstreamClient,
     tag_ttl: Duration,
@@ -112,21 +123,100 @@ impl Site {
 /// content, which it does not keep.
 const MANIFESTS_AND_BLOBS_ONLY: &str = "the mirror serves manifests and blobs only";
 
+/// The origin name of a gateway's confirmations: all its cores serve one registry.
+const CORES: &str = "cores";
+
+/// Where a read goes that the cache cannot settle alone, and whose word lets cached content
+/// out.
+#[derive(Clone, Copy)]
+enum Origin<'a> {
+    /// Mirror mode: the upstream, asked with the edge's own credentials, for every client
+    /// alike.
+    Upstream(&'a Site),
+    /// Gateway mode: the core the balancer chose (none when no core is healthy), asked with
+    /// the client's credentials, for that client only.
+    Core {
+        site: Option<&'a Site>,
+        credentials: &'a ClientCredentials,
+        caller: Caller,
+    },
+}
+
+impl Origin<'_> {
+    fn site(&self) -> Option<&Site> {
+        match self {
+            Origin::Upstream(site) => Some(site),
+            Origin::Core { site, .. } => *site,
+        }
+    }
+
+    fn key(&self, repo: &RepoName, digest: &Digest) -> ConfirmKey {
+        let (origin, caller) = match self {
+            Origin::Upstream(site) => (Arc::clone(&site.origin), Caller::ANONYMOUS),
+            Origin::Core { caller, .. } => (Arc::from(CORES), *caller),
+        };
+        ConfirmKey {
+            origin,
+            repo: repo.clone(),
+            digest: digest.clone(),
+            caller,
+        }
+    }
+
+    /// Whether the origin answering a fill's own fetch confirms the read: a mirror's upstream
+    /// sees the edge for every client alike; a core would judge the edge, not the client.
+    fn fill_confirms(&self) -> bool {
+        matches!(self, Origin::Upstream(_))
+    }
+}
+
+/// What a confirmation is asked about: the origin's `HEAD` differs.
+#[derive(Debug, Clone, Copy)]
+enum Kind {
+    Blob,
+    Manifest,
+}
+
+/// What the origin said when asked to confirm.
+enum Verdict {
+    Confirmed,
+    /// Not there, or not for this caller: the answer to send instead of the bytes.
+    Refused(EdgeResponse),
+    /// The origin could not be asked; the answer to send when no confirmation is recent enough.
+    Unreachable(EdgeResponse),
+}
+
+/// A manifest as served, with the confirmation it was served on.
+struct FoundManifest {
+    digest: Digest,
+    media_type: String,
+    body: Bytes,
+    /// Served stale because the upstream failed to revalidate its tag.
+    stale: bool,
+    /// When the upstream last vouched for it in this repository.
+    confirmed: SystemTime,
+}
+
 /// The mirror over every configured upstream.
 pub struct Mirror {
     sites: Vec<Site>,
     default_site: Option<usize>,
     cache: Arc<DiskCache>,
     fills: Arc<Fills>,
+    confirmations: Arc<Confirmations>,
     /// Single-flight for manifest lookups: concurrent cold pulls of one tag send one
     /// revalidation and one fetch upstream; the others then find the cache filled.
     manifest_locks: KeyedLocks<String>,
 }
 
 impl Mirror {
+    /// The mirror of `upstreams` (a gateway's: one per core). Confirmations that the tag records
+    /// in `cache` still vouch for are recalled, so a restarted edge serves what it served
+    /// before without asking an upstream that may be down.
     pub fn new(
         upstreams: &[MirrorUpstream],
         cache: Arc<DiskCache>,
+        confirmations: Confirmations,
     ) -> Result<Mirror, UpstreamError> {
         let mut sites = Vec::new();
         for u in upstreams {
@@ -140,6 +230,7 @@ impl Mirror {
             }
             sites.push(Site {
                 name: u.client.name.clone(),
+                origin: u.client.name.as_str().into(),
                 aliases,
                 client: UpstreamClient::new(&u.client)?,
                 tag_ttl: Duration::from_secs(u.tag_ttl_seconds),
@@ -152,13 +243,16 @@ impl Mirror {
             .iter()
             .position(|u| u.default)
             .or(if sites.len() == 1 { Some(0) } else { None });
-        Ok(Mirror {
+        let mirror = Mirror {
             sites,
             default_site,
             cache,
             fills: Arc::new(Fills::default()),
+            confirmations: Arc::new(confirmations),
             manifest_locks: KeyedLocks::default(),
-        })
+        };
+        mirror.recall_confirmations();
+        Ok(mirror)
     }
 
     pub fn cache(&self) -> &Arc<DiskCache> {
@@ -177,19 +271,25 @@ impl Mirror {
         }
     }
 
-    /// Answers a request from the named upstream (gateway mode: the core the balancer chose).
-    pub async fn handle_at(&self, upstream: &str, request: &EdgeRequest) -> EdgeResponse {
-        let route = match self.route(request) {
-            Ok(route) => route,
+    /// Gateway mode: a blob read, from the cache or fetched from `core` (the core the balancer
+    /// chose, `None` when no core is healthy), once the core showed the blob in that
+    /// repository to this client.
+    pub async fn handle_for_client(
+        &self,
+        core: Option<&str>,
+        request: &EdgeRequest,
+    ) -> EdgeResponse {
+        let (name, digest) = match self.route(request) {
+            Ok(V2Route::Blob { name, digest }) => (name, digest),
+            Ok(_) => return EdgeResponse::error(ErrorCode::Unsupported, MANIFESTS_AND_BLOBS_ONLY),
             Err(response) => return response,
         };
-        match self.sites.iter().find(|s| s.name == upstream) {
-            Some(site) => self.serve(site, route, request).await,
-            None => EdgeResponse::error(
-                ErrorCode::Unavailable,
-                format!("no upstream named {upstream}"),
-            ),
-        }
+        let origin = Origin::Core {
+            site: core.and_then(|core| self.sites.iter().find(|s| s.name == core)),
+            credentials: &request.credentials,
+            caller: request.credentials.caller(),
+        };
+        self.blob(origin, &name, &digest, request).await
     }
 
     /// Parses the path and refuses what a read-only mirror cannot do.
@@ -229,7 +329,7 @@ impl Mirror {
                 self.manifest(site, &name, &reference, request, head).await
             }
             V2Route::Blob { name, digest } => {
-                self.blob(site, &name, &digest, request.range.as_deref(), head)
+                self.blob(Origin::Upstream(site), &name, &digest, request)
                     .await
             }
             _ => EdgeResponse::error(ErrorCode::Unsupported, MANIFESTS_AND_BLOBS_ONLY),
@@ -302,87 +402,166 @@ impl Mirror {
         head: bool,
     ) -> EdgeResponse {
         let result = match reference {
-            Reference::Digest(digest) => self
-                .manifest_by_digest(site, repo, digest)
-                .await
-                .map(|(m, b)| (digest.clone(), m, b, false)),
+            Reference::Digest(digest) => self.manifest_by_digest(site, repo, digest).await,
             Reference::Tag(tag) => self.manifest_by_tag(site, repo, tag).await,
         };
-        let (digest, media_type, body, stale) = match result {
+        let found = match result {
             Ok(found) => found,
             Err(response) => return response,
         };
         if matches!(reference, Reference::Tag(_))
-            && !accepts(request.accept.iter().map(String::as_str), &media_type)
+            && !accepts(request.accept.iter().map(String::as_str), &found.media_type)
         {
             return EdgeResponse::error(
                 ErrorCode::ManifestUnknown,
-                format!("the tag points at a {media_type} manifest, which Accept does not allow"),
+                format!(
+                    "the tag points at a {} manifest, which Accept does not allow",
+                    found.media_type
+                ),
             );
         }
+        self.confirm_manifest(site, repo, &found);
         let mut response = EdgeResponse::new(200)
-            .header("content-type", media_type)
-            .header("content-length", body.len().to_string())
-            .header("docker-content-digest", digest.to_string())
-            .header("etag", format!("\"{digest}\""));
-        if stale {
+            .header("content-type", found.media_type)
+            .header("content-length", found.body.len().to_string())
+            .header("docker-content-digest", found.digest.to_string())
+            .header("etag", format!("\"{}\"", found.digest));
+        if found.stale {
             metrics().edge.stale_serves.inc();
             response = response
                 .header("warning", "110 - \"Response is Stale\"")
                 .header("x-aerugo-cache", "STALE");
         }
         if !head {
-            response.body = EdgeBody::Full(body);
+            response.body = EdgeBody::Full(found.body);
         }
         response
     }
 
+    /// A manifest the upstream vouched for in `repo` vouches, as of then, for what it
+    /// references there: the registry accepted it only with those blobs and child manifests in
+    /// the repository. Returns the child manifests (of an index).
+    fn confirm_manifest(&self, site: &Site, repo: &RepoName, found: &FoundManifest) -> Vec<Digest> {
+        let origin = Origin::Upstream(site);
+        self.confirmations
+            .record(origin.key(repo, &found.digest), found.confirmed);
+        let Ok(info) = manifest::parse(Some(&found.media_type), &found.body) else {
+            return Vec::new();
+        };
+        for referenced in info.blobs.iter().chain(&info.children) {
+            self.confirmations
+                .record(origin.key(repo, &referenced.digest), found.confirmed);
+        }
+        info.children
+            .into_iter()
+            .map(|child| child.digest)
+            .collect()
+    }
+
+    /// Re-derives the confirmations of a restarted edge from the tags it cached: each tag
+    /// validated within the stale window vouches, as of its validation, for its manifest, what
+    /// that references, and what the cached child manifests of an index reference. Blocking
+    /// (start-up).
+    fn recall_confirmations(&self) {
+        let Some(since) = SystemTime::now().checked_sub(self.confirmations.stale_for()) else {
+            return;
+        };
+        for record in self.cache.tags_validated_since(since) {
+            let Some(site) = self.sites.iter().find(|s| s.name == record.upstream) else {
+                continue;
+            };
+            let mut pending = vec![record.digest];
+            // The tag's manifest, then (for an index) its children: two levels.
+            for _ in 0..2 {
+                let mut children = Vec::new();
+                for digest in pending {
+                    if let Some((media_type, body)) = self.cache.manifest(&digest) {
+                        let found = FoundManifest {
+                            digest,
+                            media_type,
+                            body,
+                            stale: false,
+                            confirmed: record.validated,
+                        };
+                        children.extend(self.confirm_manifest(site, &record.repo, &found));
+                    }
+                }
+                pending = children;
+            }
+        }
+    }
+
+    /// A manifest by digest: from the disk once the upstream vouches for it in `repo`, or one
+    /// fetch.
     async fn manifest_by_digest(
         &self,
         site: &Site,
         repo: &RepoName,
         digest: &Digest,
-    ) -> Result<(String, Bytes), EdgeResponse> {
-        if let Some(found) = self.cached_manifest(digest).await {
-            metrics()
-                .edge
-                .cache_hits
-                .with_label_values(&["manifest"])
-                .inc();
-            return Ok(found);
+    ) -> Result<FoundManifest, EdgeResponse> {
+        if let Some(found) = self.admitted_manifest(site, repo, digest).await {
+            if found.is_ok() {
+                metrics()
+                    .edge
+                    .cache_hits
+                    .with_label_values(&["manifest"])
+                    .inc();
+            }
+            return found;
         }
         let _flight = self
             .manifest_locks
             .lock(&format!("{}/{repo}@{digest}", site.name))
             .await;
-        if let Some(found) = self.cached_manifest(digest).await {
-            return Ok(found);
+        if let Some(found) = self.admitted_manifest(site, repo, digest).await {
+            return found;
         }
         metrics()
             .edge
             .cache_misses
             .with_label_values(&["manifest"])
             .inc();
-        let fetched = self
-            .fetch_manifest(site, repo, &Reference::Digest(digest.clone()))
-            .await?;
-        Ok((fetched.1, fetched.2))
+        self.fetch_manifest(site, repo, &Reference::Digest(digest.clone()))
+            .await
     }
 
-    /// The tag's manifest when the tag was validated within its TTL.
-    async fn fresh_tag(
+    /// The cached manifest `digest`, if there is one, once admitted for (upstream, `repo`).
+    async fn admitted_manifest(
         &self,
         site: &Site,
         repo: &RepoName,
-        tag: &Tag,
-    ) -> Option<(Digest, String, Bytes, bool)> {
+        digest: &Digest,
+    ) -> Option<Result<FoundManifest, EdgeResponse>> {
+        let (media_type, body) = self.cached_manifest(digest).await?;
+        let origin = Origin::Upstream(site);
+        let admitted = self
+            .admit(origin, &origin.key(repo, digest), Kind::Manifest)
+            .await;
+        Some(admitted.map(|confirmed| FoundManifest {
+            digest: digest.clone(),
+            media_type,
+            body,
+            stale: false,
+            confirmed,
+        }))
+    }
+
+    /// The tag's manifest when the tag was validated within its TTL. The tag is trusted that
+    /// long, so its manifest counts as vouched for now.
+    async fn fresh_tag(&self, site: &Site, repo: &RepoName, tag: &Tag) -> Option<FoundManifest> {
         let (digest, validated) = self.cached_tag(site, repo, tag).await?;
         if age_of(validated) >= site.tag_ttl {
             return None;
         }
         let (media_type, body) = self.cached_manifest(&digest).await?;
         metrics().edge.cache_hits.with_label_values(&["tag"]).inc();
-        Some((digest, media_type, body, false))
+        Some(FoundManifest {
+            digest,
+            media_type,
+            body,
+            stale: false,
+            confirmed: SystemTime::now(),
+        })
     }
 
     /// A tag: trusted within its TTL, revalidated with a `HEAD` after it, re-fetched only when
@@ -392,7 +571,7 @@ impl Mirror {
         site: &Site,
         repo: &RepoName,
         tag: &Tag,
-    ) -> Result<(Digest, String, Bytes, bool), EdgeResponse> {
+    ) -> Result<FoundManifest, EdgeResponse> {
         if let Some(hit) = self.fresh_tag(site, repo, tag).await {
             return Ok(hit);
         }
@@ -405,7 +584,9 @@ impl Mirror {
             return Ok(hit);
         }
         let cached = self.cached_tag(site, repo, tag).await;
-        let age = cached.as_ref().map(|(_, validated)| age_of(*validated));
+        let within_stale = cached
+            .as_ref()
+            .is_some_and(|(_, validated)| age_of(*validated) < site.tag_ttl + site.max_stale);
         metrics()
             .edge
             .cache_misses
@@ -423,13 +604,19 @@ impl Mirror {
                     && let Some((media_type, body)) = self.cached_manifest(digest).await
                 {
                     self.store_tag(site, repo, tag, digest).await;
-                    return Ok((digest.clone(), media_type, body, false));
+                    return Ok(FoundManifest {
+                        digest: digest.clone(),
+                        media_type,
+                        body,
+                        stale: false,
+                        confirmed: SystemTime::now(),
+                    });
                 }
-                let (digest, media_type, body) = self
+                let found = self
                     .fetch_manifest(site, repo, &Reference::Tag(tag.clone()))
                     .await?;
-                self.store_tag(site, repo, tag, &digest).await;
-                Ok((digest, media_type, body, false))
+                self.store_tag(site, repo, tag, &found.digest).await;
+                Ok(found)
             }
             Ok(None) => Err(EdgeResponse::error(
                 ErrorCode::ManifestUnknown,
@@ -437,13 +624,18 @@ impl Mirror {
             )),
             Err(e) => {
                 upstream_error(&site.name, &e);
-                let within = age.is_some_and(|age| age < site.tag_ttl + site.max_stale);
                 if e.is_transient()
-                    && within
-                    && let Some((digest, _)) = &cached
-                    && let Some((media_type, body)) = self.cached_manifest(digest).await
+                    && within_stale
+                    && let Some((digest, validated)) = cached
+                    && let Some((media_type, body)) = self.cached_manifest(&digest).await
                 {
-                    return Ok((digest.clone(), media_type, body, true));
+                    return Ok(FoundManifest {
+                        digest,
+                        media_type,
+                        body,
+                        stale: true,
+                        confirmed: validated,
+                    });
                 }
                 Err(unavailable(site, &e))
             }
@@ -455,7 +647,7 @@ impl Mirror {
         site: &Site,
         repo: &RepoName,
         reference: &Reference,
-    ) -> Result<(Digest, String, Bytes), EdgeResponse> {
+    ) -> Result<FoundManifest, EdgeResponse> {
         fetch_count(site, "manifest");
         match site.client.get_manifest(repo, reference).await {
             Ok(Some(m)) => {
@@ -469,7 +661,13 @@ impl Mirror {
                 if !matches!(stored, Ok(Ok(()))) {
                     tracing::warn!(digest = %m.digest, "could not cache manifest");
                 }
-                Ok((m.digest, m.media_type, m.body))
+                Ok(FoundManifest {
+                    digest: m.digest,
+                    media_type: m.media_type,
+                    body: m.body,
+                    stale: false,
+                    confirmed: SystemTime::now(),
+                })
             }
             Ok(None) => Err(EdgeResponse::error(
                 ErrorCode::ManifestUnknown,
@@ -525,15 +723,25 @@ impl Mirror {
         }
     }
 
+    /// A blob read. A gateway settles the client's right before anything else; a mirror on a
+    /// hit, or after joining a fill, unless the fill's own fetch confirmed it.
     async fn blob(
         &self,
-        site: &Site,
+        origin: Origin<'_>,
         repo: &RepoName,
         digest: &Digest,
-        range: Option<&str>,
-        head: bool,
+        request: &EdgeRequest,
     ) -> EdgeResponse {
+        let (range, head) = (request.range.as_deref(), request.method == Method::HEAD);
+        let key = origin.key(repo, digest);
+        let admitted_first = !origin.fill_confirms();
+        if admitted_first && let Err(refusal) = self.admit(origin, &key, Kind::Blob).await {
+            return refusal;
+        }
         if let Some((path, size)) = self.cache.blob(digest) {
+            if !admitted_first && let Err(refusal) = self.admit(origin, &key, Kind::Blob).await {
+                return refusal;
+            }
             metrics().edge.cache_hits.with_label_values(&["blob"]).inc();
             return serve_blob(
                 digest,
@@ -545,19 +753,11 @@ impl Mirror {
             )
             .await;
         }
-        let (client, upstream) = (site.client.clone(), site.name.clone());
-        let (repo_owned, digest_owned) = (repo.clone(), digest.clone());
-        let joined = self.fills.join_or_start(digest, &self.cache, async move {
-            let fetched = client.get_blob(&repo_owned, &digest_owned, None).await?;
-            Ok(fetched.map(|blob| counting_body_errors(upstream, blob)))
-        });
-        let fill = match joined {
-            Ok((fill, started)) => {
-                if started {
-                    fetch_count(site, "blob");
-                }
-                fill
-            }
+        let Some(site) = origin.site() else {
+            return no_healthy_core();
+        };
+        let fill = match self.join_fill(site, &key, origin.fill_confirms()) {
+            Ok(fill) => fill,
             Err(e) => {
                 return EdgeResponse::error(
                     ErrorCode::Unknown,
@@ -565,27 +765,19 @@ impl Mirror {
                 );
             }
         };
+        // A fill that had already verified its bytes when this read came (its cache commit
+        // still running) serves them from disk like the cache would: that is a hit, not a wait
+        // on the origin. Told on arrival, so a read that started the fill is always a miss.
+        let source = if fill.is_verified() { "cache" } else { "fill" };
         let size = match fill.size().await {
             Ok(size) => size,
-            Err(e) => {
-                return match &*e {
-                    FillError::NotFound => EdgeResponse::error(
-                        ErrorCode::BlobUnknown,
-                        format!("{digest} is not known to {}", site.name),
-                    ),
-                    FillError::Upstream(u) => {
-                        upstream_error(&site.name, u);
-                        unavailable(site, u)
-                    }
-                    FillError::Io(io) => {
-                        EdgeResponse::error(ErrorCode::Unknown, format!("edge cache: {io}"))
-                    }
-                };
-            }
+            Err(e) => return fill_failed(site, digest, &e),
         };
-        // A fill that already verified its bytes (its cache commit still running) serves them
-        // from disk like the cache would: that is a hit, not a wait on the origin.
-        let source = if fill.is_verified() { "cache" } else { "fill" };
+        // A fill started for another repository (or upstream) shows this one nothing; the fill
+        // for this key recorded its confirmation before `size` was known.
+        if !admitted_first && let Err(refusal) = self.admit(origin, &key, Kind::Blob).await {
+            return refusal;
+        }
         let counter = if source == "cache" {
             &metrics().edge.cache_hits
         } else {
@@ -601,6 +793,135 @@ impl Mirror {
             source,
         )
         .await
+    }
+
+    /// Joins the fill of `key`'s digest, or starts one fetching it from `site` for `key`'s
+    /// repository. With `confirms`, the upstream answering that fetch confirms `key`.
+    fn join_fill(
+        &self,
+        site: &Site,
+        key: &ConfirmKey,
+        confirms: bool,
+    ) -> std::io::Result<Arc<super::fill::Fill>> {
+        let (client, upstream) = (site.client.clone(), site.name.clone());
+        let confirmation = confirms.then(|| (Arc::clone(&self.confirmations), key.clone()));
+        let (repo, digest) = (key.repo.clone(), key.digest.clone());
+        let (fill, started) = self
+            .fills
+            .join_or_start(&key.digest, &self.cache, async move {
+                let fetched = client.get_blob(&repo, &digest, None).await?;
+                if fetched.is_some()
+                    && let Some((confirmations, key)) = confirmation
+                {
+                    confirmations.record(key, SystemTime::now());
+                }
+                Ok(fetched.map(|blob| counting_body_errors(upstream, blob)))
+            })?;
+        if started {
+            fetch_count(site, "blob");
+        }
+        Ok(fill)
+    }
+
+    /// Lets cached content for `key` out on a fresh confirmation, or once the origin confirms
+    /// (recorded), or, while the origin cannot be asked, on a stale one; returns when the
+    /// origin last vouched for it. Otherwise the origin's refusal, or why it could not be asked.
+    async fn admit(
+        &self,
+        origin: Origin<'_>,
+        key: &ConfirmKey,
+        kind: Kind,
+    ) -> Result<SystemTime, EdgeResponse> {
+        let standing = self.confirmations.standing(key);
+        if let Standing::Fresh(confirmed) = standing {
+            Outcome::Hit.count();
+            return Ok(confirmed);
+        }
+        let (outcome, admitted) = match (ask(origin, key, kind).await, standing) {
+            (Verdict::Confirmed, _) => {
+                let now = SystemTime::now();
+                self.confirmations.record(key.clone(), now);
+                (Outcome::Confirmed, Ok(now))
+            }
+            (Verdict::Refused(refusal), _) => {
+                self.confirmations.forget(key);
+                (Outcome::Refused, Err(refusal))
+            }
+            (Verdict::Unreachable(_), Standing::Stale(confirmed)) => {
+                (Outcome::Stale, Ok(confirmed))
+            }
+            (Verdict::Unreachable(failure), _) => (Outcome::Unavailable, Err(failure)),
+        };
+        outcome.count();
+        admitted
+    }
+}
+
+/// Asks the origin whether it shows `key`'s digest in `key`'s repository (to `key`'s caller).
+async fn ask(origin: Origin<'_>, key: &ConfirmKey, kind: Kind) -> Verdict {
+    match origin {
+        Origin::Upstream(site) => ask_upstream(site, key, kind).await,
+        Origin::Core {
+            site: Some(site),
+            credentials,
+            ..
+        } => ask_core(site, key, credentials).await,
+        Origin::Core { site: None, .. } => Verdict::Unreachable(no_healthy_core()),
+    }
+}
+
+/// What an origin failure leaves a read without.
+const UNCONFIRMED: &str = "has not confirmed the cached content";
+
+/// A mirror's upstream, asked with the edge's credentials (and its token dance). One that is
+/// down or rate limiting cannot answer; one that refuses the edge's credentials or lies
+/// refuses.
+async fn ask_upstream(site: &Site, key: &ConfirmKey, kind: Kind) -> Verdict {
+    fetch_count(site, "confirm");
+    let shown = match kind {
+        Kind::Blob => site
+            .client
+            .head_blob(&key.repo, &key.digest)
+            .await
+            .map(|head| head.is_some()),
+        Kind::Manifest => site
+            .client
+            .head_manifest(&key.repo, &Reference::Digest(key.digest.clone()))
+            .await
+            .map(|head| head.is_some()),
+    };
+    match shown {
+        Ok(true) => Verdict::Confirmed,
+        Ok(false) => Verdict::Refused(not_known(site, key, kind)),
+        Err(e) => {
+            upstream_error(&site.name, &e);
+            let failure = upstream_failed(site, &e, UNCONFIRMED);
+            if e.is_transient() {
+                Verdict::Unreachable(failure)
+            } else {
+                Verdict::Refused(failure)
+            }
+        }
+    }
+}
+
+/// A gateway's core, asked as the client (its `Authorization`, the gateway's `X-Forwarded-*`):
+/// its refusal is relayed; a core that does not answer cannot be asked.
+async fn ask_core(site: &Site, key: &ConfirmKey, credentials: &ClientCredentials) -> Verdict {
+    fetch_count(site, "confirm");
+    let answer = site
+        .client
+        .head_blob_as_client(&key.repo, &key.digest, credentials.headers())
+        .await;
+    match answer {
+        Ok(ClientAnswer::Allowed) => Verdict::Confirmed,
+        Ok(ClientAnswer::Refused { status, headers }) => {
+            Verdict::Refused(relayed_refusal(status, &headers))
+        }
+        Err(e) => {
+            upstream_error(&site.name, &e);
+            Verdict::Unreachable(upstream_failed(site, &e, UNCONFIRMED))
+        }
     }
 }
 
@@ -736,6 +1057,11 @@ fn counting_body_errors(upstream: String, mut blob: FetchedBlob) -> FetchedBlob 
 
 /// The OCI error for content the edge cannot serve because the upstream failed.
 fn unavailable(site: &Site, e: &UpstreamError) -> EdgeResponse {
+    upstream_failed(site, e, "the content is not cached")
+}
+
+/// The OCI error for an upstream failure, saying what it leaves the edge without.
+fn upstream_failed(site: &Site, e: &UpstreamError, consequence: &str) -> EdgeResponse {
     let code = match e {
         UpstreamError::RateLimited { .. } => ErrorCode::TooManyRequests,
         UpstreamError::Unauthorized => ErrorCode::Denied,
@@ -743,10 +1069,7 @@ fn unavailable(site: &Site, e: &UpstreamError) -> EdgeResponse {
     };
     let response = EdgeResponse::error(
         code,
-        format!(
-            "upstream {} failed and the content is not cached: {e}",
-            site.name
-        ),
+        format!("upstream {} failed and {consequence}: {e}", site.name),
     );
     match e {
         // Pass the upstream's back-off on, so clients do not hammer the edge meanwhile.
@@ -757,9 +1080,56 @@ fn unavailable(site: &Site, e: &UpstreamError) -> EdgeResponse {
     }
 }
 
-/// How long ago `validated` was (zero for a clock that went backwards).
-fn age_of(validated: SystemTime) -> Duration {
-    SystemTime::now()
-        .duration_since(validated)
-        .unwrap_or_default()
+/// Why a fill produced no bytes, as the client gets it.
+fn fill_failed(site: &Site, digest: &Digest, e: &FillError) -> EdgeResponse {
+    match e {
+        FillError::NotFound => EdgeResponse::error(
+            ErrorCode::BlobUnknown,
+            format!("{digest} is not known to {}", site.name),
+        ),
+        FillError::Upstream(u) => {
+            upstream_error(&site.name, u);
+            unavailable(site, u)
+        }
+        FillError::Io(io) => EdgeResponse::error(ErrorCode::Unknown, format!("edge cache: {io}")),
+    }
+}
+
+/// The answer when the origin does not have `key`'s digest in `key`'s repository.
+fn not_known(site: &Site, key: &ConfirmKey, kind: Kind) -> EdgeResponse {
+    let code = match kind {
+        Kind::Blob => ErrorCode::BlobUnknown,
+        Kind::Manifest => ErrorCode::ManifestUnknown,
+    };
+    EdgeResponse::error(
+        code,
+        format!("{}@{} is not known to {}", key.repo, key.digest, site.name),
+    )
+}
+
+fn no_healthy_core() -> EdgeResponse {
+    EdgeResponse::error(ErrorCode::Unavailable, "no healthy core")
+}
+
+/// A core's refusal as the client would have had it from the core: its status, its challenge
+/// and back-off, and the error envelope its `GET` carries (a `HEAD` answer has no body to pass
+/// on).
+fn relayed_refusal(status: u16, headers: &http::HeaderMap) -> EdgeResponse {
+    let code = match status {
+        401 => ErrorCode::Unauthorized,
+        403 => ErrorCode::Denied,
+        404 => ErrorCode::BlobUnknown,
+        429 => ErrorCode::TooManyRequests,
+        _ => ErrorCode::Unknown,
+    };
+    let mut response = EdgeResponse::error(code, code.describe().1);
+    response.status = status;
+    for name in ["www-authenticate", "retry-after"] {
+        for value in headers.get_all(name) {
+            if let Ok(value) = value.to_str() {
+                response = response.header(name, value);
+            }
+        }
+    }
+    response
 }

@@ -4,12 +4,14 @@
 //! - [`connection`]: the listeners' connection handling around pingora (caps, header and
 //!   keep-alive timeouts);
 //! - [`cache`]: content-addressed disk cache with LRU eviction;
+//! - [`confirm`]: which cached digests the origin confirmed, for which repository and caller;
 //! - [`fill`]: one origin fetch per blob however many clients ask, streamed to all of them;
 //! - [`mirror`]: upstream selection, manifest TTL/revalidation, stale-if-error, blob serving.
 //!
 //! Depends on `oci`, `upstream` and `telemetry`; nothing but `cli` depends on it.
 
 pub mod cache;
+pub mod confirm;
 #[cfg(feature = "edge")]
 pub mod connection;
 pub mod fill;

@@ -17,6 +17,7 @@ use pingora::lb::selection::RoundRobin;
 use pingora::prelude::*;
 use pingora::proxy::{ProxyHttp, Session};
 
+use super::confirm::ClientCredentials;
 use super::connection::{AwaitedHeaders, Endpoints};
 use super::mirror::{EdgeBody, EdgeRequest, EdgeResponse, Mirror};
 use crate::oci::{ErrorCode, V2Route, path};
@@ -54,7 +55,35 @@ fn edge_request(session: &Session) -> EdgeRequest {
         query: req.uri.query().map(str::to_owned),
         accept: header("accept").collect(),
         range: header("range").next(),
+        credentials: ClientCredentials {
+            authorization: req.headers.get(http::header::AUTHORIZATION).cloned(),
+            forwarded: forwarded_headers(session),
+        },
     }
+}
+
+/// What the gateway tells a core about how the client reached it, so the absolute URLs the
+/// core builds (`Location`, a challenge's realm) point back through the gateway: the scheme
+/// (`https` when the edge terminated TLS) and the client's `Host`.
+fn forwarded_headers(session: &Session) -> Vec<(http::HeaderName, http::HeaderValue)> {
+    let tls = session.digest().is_some_and(|d| d.ssl_digest.is_some());
+    let proto = http::HeaderValue::from_static(if tls { "https" } else { "http" });
+    let mut headers = vec![(http::HeaderName::from_static("x-forwarded-proto"), proto)];
+    let request = session.req_header();
+    let host = request
+        .headers
+        .get(http::header::HOST)
+        .cloned()
+        .or_else(|| {
+            request
+                .uri
+                .authority()
+                .and_then(|a| a.as_str().parse().ok())
+        });
+    if let Some(host) = host {
+        headers.push((http::HeaderName::from_static("x-forwarded-host"), host));
+    }
+    headers
 }
 
 /// How much of a request body the edge reads and discards after answering without it (a
@@ -78,7 +107,8 @@ async fn respond(session: &mut Session, response: EdgeResponse) -> Result<()> {
 async fn write_response(session: &mut Session, response: EdgeResponse) -> Result<()> {
     let mut header = ResponseHeader::build(response.status, Some(response.headers.len()))?;
     for (name, value) in response.headers {
-        header.insert_header(name, value)?;
+        // Appended: a relayed refusal may carry several challenges.
+        header.append_header(name, value)?;
     }
     match response.body {
         EdgeBody::Empty => session.write_response_header(Box::new(header), true).await,
@@ -187,15 +217,8 @@ impl ProxyHttp for EdgeProxy {
             }
             Mode::Gateway { cores, mirror } => {
                 if Self::is_blob_read(&request) {
-                    let Some(core) = cores.select(b"", 256) else {
-                        respond(
-                            session,
-                            EdgeResponse::error(ErrorCode::Unavailable, "no healthy core"),
-                        )
-                        .await?;
-                        return Ok(true);
-                    };
-                    let response = mirror.handle_at(&core.addr.to_string(), &request).await;
+                    let core = cores.select(b"", 256).map(|core| core.addr.to_string());
+                    let response = mirror.handle_for_client(core.as_deref(), &request).await;
                     respond(session, response).await?;
                     return Ok(true);
                 }
@@ -211,34 +234,18 @@ impl ProxyHttp for EdgeProxy {
         }
     }
 
-    /// Tells the core how the client reached the gateway, so the absolute `Location`s it
-    /// builds point back through the gateway (`https` when the edge terminated TLS). Whatever
-    /// a client sent under these names is replaced, never passed on; the core honours them
-    /// only from its `server.trusted_proxies`.
+    /// Tells the core how the client reached the gateway ([`forwarded_headers`]). Whatever a
+    /// client sent under these names is replaced, never passed on; the core honours them only
+    /// from its `server.trusted_proxies`.
     async fn upstream_request_filter(
         &self,
         session: &mut Session,
         upstream_request: &mut RequestHeader,
         _ctx: &mut Self::CTX,
     ) -> Result<()> {
-        let tls = session.digest().is_some_and(|d| d.ssl_digest.is_some());
-        upstream_request.insert_header("x-forwarded-proto", if tls { "https" } else { "http" })?;
-        let request = session.req_header();
-        let host = request
-            .headers
-            .get(http::header::HOST)
-            .cloned()
-            .or_else(|| {
-                request
-                    .uri
-                    .authority()
-                    .and_then(|a| a.as_str().parse().ok())
-            });
-        match host {
-            Some(host) => upstream_request.insert_header("x-forwarded-host", host)?,
-            None => {
-                upstream_request.remove_header("x-forwarded-host");
-            }
+        upstream_request.remove_header("x-forwarded-host");
+        for (name, value) in forwarded_headers(session) {
+            upstream_request.insert_header(name, value)?;
         }
         Ok(())
     }

@@ -23,6 +23,7 @@ use pingora::services::background::background_service;
 use pingora::services::listening::Service;
 
 use super::cache::DiskCache;
+use super::confirm::Confirmations;
 use super::connection::{AwaitedHeaders, ConnectionTimeouts, EdgeApp, TlsAdmission};
 use super::mirror::Mirror;
 use super::proxy::{EdgeProxy, Mode};
@@ -55,7 +56,11 @@ pub fn run(config: &Config, upgrade: bool) -> anyhow::Result<()> {
             .with_context(|| format!("opening the edge cache at {}", edge.cache_dir.display()))?,
     );
     let mode = if edge.gateway.cores.is_empty() {
-        Mode::Mirror(Arc::new(Mirror::new(&edge.upstreams, cache)?))
+        Mode::Mirror(Arc::new(Mirror::new(
+            &edge.upstreams,
+            cache,
+            confirmations(edge),
+        )?))
     } else {
         gateway(&mut server, edge, cache)?
     };
@@ -160,6 +165,15 @@ fn gateway(server: &mut Server, edge: &EdgeConfig, cache: Arc<DiskCache>) -> any
             upstream
         })
         .collect();
-    let mirror = Arc::new(Mirror::new(&upstreams, cache)?);
+    let mirror = Arc::new(Mirror::new(&upstreams, cache, confirmations(edge))?);
     Ok(Mode::Gateway { cores, mirror })
+}
+
+/// The store of the origin's confirmations, sized and timed by `[edge]`.
+fn confirmations(edge: &EdgeConfig) -> Confirmations {
+    Confirmations::new(
+        Duration::from_secs(edge.confirm_ttl_seconds),
+        Duration::from_secs(edge.confirm_stale_seconds),
+        edge.confirm_max_entries,
+    )
 }

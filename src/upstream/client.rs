@@ -58,6 +58,16 @@ pub struct BlobHead {
     pub size: Option<u64>,
 }
 
+/// What the origin answered a request made with a client's own credentials
+/// ([`UpstreamClient::head_blob_as_client`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ClientAnswer {
+    /// A 2xx: the origin shows the blob to that client.
+    Allowed,
+    /// Any other status below 500 (`404`, `401` with its challenge, `403`, `429`…).
+    Refused { status: u16, headers: HeaderMap },
+}
+
 /// The byte range a ranged blob fetch was answered with.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ServedRange {
@@ -418,6 +428,36 @@ impl UpstreamClient {
         Ok(Some(BlobHead {
             size: content_length(&answer.headers)?,
         }))
+    }
+
+    /// `HEAD` a blob on a client's behalf: `headers` (its `Authorization`, a gateway's
+    /// `X-Forwarded-*`) go as given, none of this client's credentials are added and no
+    /// challenge is answered, so the origin judges that client, and a refusal (with its
+    /// `WWW-Authenticate`) is the client's to see. For a gateway in front of its own origin.
+    ///
+    /// # Errors
+    /// As the other methods when the origin cannot be asked (connect errors, timeouts and 5xx
+    /// after the retries).
+    pub async fn head_blob_as_client(
+        &self,
+        name: &RepoName,
+        digest: &Digest,
+        headers: HeaderMap,
+    ) -> Result<ClientAnswer, UpstreamError> {
+        let call = self.blob_call(
+            Method::HEAD,
+            name,
+            digest,
+            headers,
+            Some(self.inner.request_timeout),
+        )?;
+        Ok(match self.send(&call, &Auth::None).await? {
+            Ok(_) => ClientAnswer::Allowed,
+            Err(refusal) => ClientAnswer::Refused {
+                status: refusal.status.as_u16(),
+                headers: refusal.headers,
+            },
+        })
     }
 
     /// `GET` a blob, or the bytes `range` (half-open) of it. Returns once the headers are in;

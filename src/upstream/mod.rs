@@ -14,6 +14,9 @@
 //!   of a clean end when the bytes do not hash to the digest or fall short of `Content-Length`;
 //! - redirects (an origin on S3, Docker Hub's CDN): followed, and our credentials are never
 //!   sent to the other host.
+//! - for a gateway in front of its own origin, a blob `HEAD` as the gateway's client
+//!   ([`UpstreamClient::head_blob_as_client`]): the client's headers, none of ours, and the
+//!   origin's refusal returned rather than answered.
 //!
 //! Depends on `oci` (names, digests, media types) and `storage::ByteStream` only. It names
 //! neither axum nor pingora, so the edge and the core can both use it; nothing in `oci` or the
@@ -29,7 +32,7 @@ use std::time::Duration;
 use crate::oci::Digest;
 
 pub use client::{
-    BlobHead, FetchedBlob, FetchedManifest, ManifestHead, ServedRange, UpstreamClient,
+    BlobHead, ClientAnswer, FetchedBlob, FetchedManifest, ManifestHead, ServedRange, UpstreamClient,
 };
 pub use token_cache::TokenCache;
 pub use verify::VerifyingStream;

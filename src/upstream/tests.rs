@@ -405,6 +405,52 @@ async fn credentials_go_to_the_token_realm_as_basic_auth() {
 }
 
 #[tokio::test]
+async fn a_head_as_the_client_passes_its_headers_and_returns_the_refusal() {
+    let (fake, _, blob_digest, _) = seeded(Knobs {
+        auth: AuthMode::Basic {
+            username: "u".into(),
+            password: "p".into(),
+        },
+        ..Knobs::default()
+    })
+    .await;
+    // The edge's own credentials are never added to a client's request.
+    let config = UpstreamConfig {
+        username: Some("edge".into()),
+        password: Some("edge".into()),
+        ..config_for(&fake)
+    };
+    let client = UpstreamClient::new(&config).unwrap();
+    let as_client = |authorization: Option<String>| {
+        let mut headers = reqwest::header::HeaderMap::new();
+        if let Some(value) = authorization {
+            headers.insert("authorization", value.parse().unwrap());
+        }
+        headers.insert("x-forwarded-host", "gateway.example".parse().unwrap());
+        headers
+    };
+    let (name, absent) = (repo(NAME), Digest::sha256_of(b"absent"));
+    let refused = client.head_blob_as_client(&name, &blob_digest, as_client(None));
+    let ClientAnswer::Refused { status, headers } = refused.await.unwrap() else {
+        panic!("an anonymous client was let in");
+    };
+    assert_eq!(status, 401);
+    assert_eq!(headers["www-authenticate"], r#"Basic realm="fake""#);
+    let allowed = client.head_blob_as_client(&name, &blob_digest, as_client(Some(basic("u", "p"))));
+    assert_eq!(allowed.await, Ok(ClientAnswer::Allowed));
+    assert_eq!(
+        v2_requests_with_auth(&fake),
+        [None, Some(basic("u", "p"))],
+        "one request each, the challenge not answered"
+    );
+    let missing = client.head_blob_as_client(&name, &absent, as_client(Some(basic("u", "p"))));
+    assert!(matches!(
+        missing.await,
+        Ok(ClientAnswer::Refused { status: 404, .. })
+    ));
+}
+
+#[tokio::test]
 async fn basic_challenge_is_answered_with_configured_credentials() {
     let auth = AuthMode::Basic {
         username: "u".into(),

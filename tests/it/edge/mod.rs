@@ -10,6 +10,8 @@
 //! - [`faults`]: coalescing, corruption, truncation, stale-if-error, tokens, revalidation,
 //!   redirects;
 //! - [`check_config`]: `aerugo admin check-config` on the `[edge]` section;
+//! - [`confirm`]: cached digests served only where (and, in a gateway, to whom) the origin
+//!   shows them;
 //! - [`cache`]: the disk cap, restarts with a warm cache, `Range`;
 //! - [`connections`]: header and keep-alive timeouts, connection caps;
 //! - [`protocol`]: pipelining, methods and unknown endpoints as the core answers them, early
@@ -31,6 +33,7 @@ use aerugo::config::MirrorUpstream;
 mod cache;
 mod check_config;
 mod clients;
+mod confirm;
 mod connections;
 mod faults;
 mod gateway;
