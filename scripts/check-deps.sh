@@ -4,6 +4,7 @@
 #
 #   oci  ←  storage, metadata, cache, coordination  ←  registry  ←  api  ←  app, cli
 #   oci  ←  accounts  ←  metadata (the SQL stores implement the AccountStore seam too)
+#   oci  ←  accounts, cache  ←  auth  ←  api
 #   oci  ←  upstream  ←  edge  ←  cli
 #
 # telemetry, locks, limits and fileio are leaves anyone may use. config holds the settings types and
@@ -29,28 +30,31 @@ forbid() {
     fi
 }
 
-all_components=(accounts storage metadata cache coordination registry api upstream edge app cli config telemetry locks limits fileio)
+all_components=(accounts auth storage metadata cache coordination registry api upstream edge app cli config telemetry locks limits fileio)
 forbid oci -- "${all_components[@]}"
 # The positioned file I/O that storage and the edge share uses nothing of the crate.
 forbid fileio.rs -- accounts storage metadata cache coordination registry api upstream edge app cli config telemetry locks limits
 # The account seam knows only the protocol vocabulary (token scopes, repository names).
-forbid accounts -- storage metadata cache coordination registry api upstream edge app cli config telemetry locks limits fileio
-forbid storage -- accounts metadata cache coordination registry api upstream edge app cli config
-forbid metadata -- storage cache coordination registry api upstream edge app cli config
-forbid cache -- accounts storage metadata coordination registry api upstream edge app cli config
-forbid coordination -- accounts storage metadata cache registry api upstream edge app cli config
-forbid registry -- api upstream edge app cli config
+forbid accounts -- auth storage metadata cache coordination registry api upstream edge app cli config telemetry locks limits fileio
+forbid storage -- accounts auth metadata cache coordination registry api upstream edge app cli config
+forbid metadata -- auth storage cache coordination registry api upstream edge app cli config
+forbid cache -- accounts auth storage metadata coordination registry api upstream edge app cli config
+forbid coordination -- accounts auth storage metadata cache registry api upstream edge app cli config
+# The registry's content rules know nothing of who asks: the gate in api does.
+forbid registry -- accounts auth api upstream edge app cli config
+# Identity and access: over the account seam and the cache, below HTTP.
+forbid auth -- storage metadata coordination registry api upstream edge app cli config
 forbid api -- storage metadata cache coordination upstream edge app cli config
 # The upstream client streams blob bodies as `storage::ByteStream`, the crate's one byte
 # stream type; nothing else of storage.
-forbid upstream -- metadata cache coordination registry api edge app cli config
-forbid edge -- storage metadata cache coordination registry api app cli
+forbid upstream -- accounts auth metadata cache coordination registry api edge app cli config
+forbid edge -- accounts auth storage metadata cache coordination registry api app cli
 forbid config.rs -- storage metadata cache coordination registry api edge app cli
 
 # axum stays in api (and the wiring; test fakes may serve with it); SQL stays in metadata and
 # coordination (PostgreSQL advisory locks).
 if hits=$(grep -rnE '\baxum::' --exclude-dir=tests --exclude=tests.rs \
-    registry storage metadata cache coordination oci upstream edge 2>/dev/null); then
+    registry storage metadata cache coordination oci upstream edge accounts auth 2>/dev/null); then
     echo "axum outside api:" >&2
     echo "$hits" >&2
     failed=1

@@ -9,8 +9,8 @@ use anyhow::Context;
 
 use crate::accounts::{AccountName, AccountStore, NewUser};
 use crate::api::origin::TrustedProxies;
-use crate::auth::{Auth, AuthSettings, KeyRing, SigningKey, TokenParties, password};
 use crate::api::{self, AppState, ConnectionPolicy};
+use crate::auth::{Auth, AuthSettings, KeyRing, SigningKey, TokenParties, password};
 use crate::cache::Cache;
 use crate::cache::memory::MemoryCache;
 use crate::config::{
@@ -177,11 +177,7 @@ async fn open_metadata(config: &Config) -> anyhow::Result<SqlStores> {
                 .await
                 .with_context(|| format!("opening metadata database {}", path.display()))?;
             let store = Arc::new(store);
-            Ok((
-                store.clone(),
-                store,
-                Arc::new(LocalCoordinator::default()),
-            ))
+            Ok((store.clone(), store, Arc::new(LocalCoordinator::default())))
         }
         DatabaseBackend::Postgres(url) => open_postgres(&config.database, &url).await,
     }
@@ -525,7 +521,12 @@ pub async fn run_server(
     lock.record_address(listener.local_addr()?)?;
     let local_admin_token = lock.issue_admin_token(&config.server.data_dir)?;
     let stores = open_stores(&config).await?;
-    let auth = build_auth(&config, stores.accounts.clone(), stores.backends.cache.clone()).await?;
+    let auth = build_auth(
+        &config,
+        stores.accounts.clone(),
+        stores.backends.cache.clone(),
+    )
+    .await?;
     if !auth.enforced().await? {
         tracing::warn!(
             "NO USERS: this registry is OPEN — anyone who can reach it may push, pull and \

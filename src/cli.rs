@@ -232,12 +232,9 @@ async fn gc(config: &Config, grace: Duration) -> anyhow::Result<()> {
             if let Some(token) = DataDirLock::admin_token(&config.server.data_dir) {
                 request = request.header(crate::api::LOCAL_ADMIN_HEADER, token);
             }
-            let response = request
-                .send()
-                .await
-                .with_context(|| {
-                    format!("a server holds the data directory; asking it at {url}")
-                })?;
+            let response = request.send().await.with_context(|| {
+                format!("a server holds the data directory; asking it at {url}")
+            })?;
             let status = response.status();
             let body = response.text().await.unwrap_or_default();
             anyhow::ensure!(

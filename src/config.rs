@@ -787,16 +787,20 @@ impl AuthConfig {
             problems.push("auth.refresh_lifetime_seconds must be at least 60".into());
         }
         if self.max_failed_logins == 0 || self.lockout_seconds == 0 {
-            problems.push("auth.max_failed_logins and auth.lockout_seconds must be at least 1".into());
+            problems
+                .push("auth.max_failed_logins and auth.lockout_seconds must be at least 1".into());
         }
         if self.service.is_empty() || self.service.contains('"') {
             problems.push("auth.service must be non-empty and hold no quote".into());
         }
-        if self.realm.as_deref().is_some_and(|r| !(r.starts_with("http://") || r.starts_with("https://")) || r.contains('"')) {
+        if self.realm.as_deref().is_some_and(|r| {
+            !(r.starts_with("http://") || r.starts_with("https://")) || r.contains('"')
+        }) {
             problems.push("auth.realm must be an absolute http(s) URL".into());
         }
         if self.bootstrap_admin.is_some() != self.bootstrap_admin_password.is_some() {
-            problems.push("auth.bootstrap_admin and auth.bootstrap_admin_password go together".into());
+            problems
+                .push("auth.bootstrap_admin and auth.bootstrap_admin_password go together".into());
         }
         problems
     }

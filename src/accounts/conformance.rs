@@ -23,6 +23,7 @@ macro_rules! account_conformance {
     ($make:path) => {
         $crate::accounts::conformance::account_conformance!(@cases $make;
             has_users_follows_the_users,
+            the_epoch_changes_with_every_change_to_access,
             users_are_created_read_updated_and_listed,
             users_and_orgs_share_one_namespace,
             orgs_are_listed_in_pages_and_deleted,
@@ -211,6 +212,71 @@ pub(crate) async fn has_users_follows_the_users(store: Arc<dyn AccountStore>) {
     assert!(store.has_users().await.expect("has_users"));
     store.delete_user(&name("alice")).await.expect("delete");
     assert!(!store.has_users().await.expect("has_users"));
+}
+
+pub(crate) async fn the_epoch_changes_with_every_change_to_access(store: Arc<dyn AccountStore>) {
+    let store = store.as_ref();
+    let mut seen = vec![store.epoch().await.unwrap()];
+    let mut expect_new = |epoch: String, what: &str| {
+        assert!(
+            !seen.contains(&epoch),
+            "the epoch did not change after {what}"
+        );
+        seen.push(epoch);
+    };
+    user(store, "alice").await;
+    expect_new(store.epoch().await.unwrap(), "create_user");
+    // Reads leave it alone.
+    let before = store.epoch().await.unwrap();
+    store.user(&name("alice")).await.unwrap();
+    store.memberships(&name("alice")).await.unwrap();
+    assert_eq!(store.epoch().await.unwrap(), before);
+    let change = UserChange {
+        disabled: Some(true),
+        ..UserChange::default()
+    };
+    store.update_user(&name("alice"), &change).await.unwrap();
+    expect_new(store.epoch().await.unwrap(), "disabling a user");
+    user(store, "bob").await;
+    org(store, "acme", "bob").await;
+    expect_new(store.epoch().await.unwrap(), "create_org");
+    set_member(store, "acme", "alice", OrgRole::Member).await;
+    expect_new(store.epoch().await.unwrap(), "set_member");
+    let repo = repo("acme/app");
+    store
+        .set_visibility(&repo, Visibility::Public)
+        .await
+        .unwrap();
+    expect_new(store.epoch().await.unwrap(), "set_visibility");
+    let grant = Grant {
+        grantee: Grantee::User {
+            name: name("alice"),
+        },
+        permission: Permission::Write,
+    };
+    store.set_grants(&repo, &[grant]).await.unwrap();
+    expect_new(store.epoch().await.unwrap(), "set_grants");
+    store
+        .create_robot(&NewRobot {
+            namespace: name("acme"),
+            name: name("ci"),
+            secret_hash: "00".repeat(32),
+            scopes: Vec::new(),
+            expires_at: None,
+        })
+        .await
+        .unwrap();
+    expect_new(store.epoch().await.unwrap(), "create_robot");
+    store
+        .revoke_robot(&name("acme"), &name("ci"))
+        .await
+        .unwrap();
+    expect_new(store.epoch().await.unwrap(), "revoke_robot");
+    store
+        .remove_member(&name("acme"), &name("alice"))
+        .await
+        .unwrap();
+    expect_new(store.epoch().await.unwrap(), "remove_member");
 }
 
 pub(crate) async fn users_are_created_read_updated_and_listed(store: Arc<dyn AccountStore>) {

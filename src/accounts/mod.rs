@@ -592,6 +592,11 @@ pub trait AccountStore: Send + Sync + 'static {
     /// Whether any user exists: a registry without one is open to everyone.
     async fn has_users(&self) -> Result<bool>;
 
+    /// The account epoch: a random value replaced, inside the changing transaction, by every
+    /// change to namespaces, users, memberships, teams, repository settings, grants or robots.
+    /// Decisions cached under one epoch are valid until it changes, whoever made the change.
+    async fn epoch(&self) -> Result<String>;
+
     // ---- users ----
 
     /// `AlreadyExists` when the name is a user's or an organisation's.

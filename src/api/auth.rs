@@ -215,7 +215,9 @@ pub async fn token_post(
         let (principal, refresh) = match form.grant_type.as_deref() {
             Some("password") => {
                 let (Some(user), Some(password)) = (&form.username, &form.password) else {
-                    return Err(AccessError::BadRequest("username and password are required"));
+                    return Err(AccessError::BadRequest(
+                        "username and password are required",
+                    ));
                 };
                 let principal = state.auth.sign_in(user, password, peer_ip(&peer)).await?;
                 let refresh = if offline {
@@ -277,7 +279,8 @@ fn parse_scopes(scopes: &[String]) -> Result<Vec<ResourceScope>, AccessError> {
     let mut parsed = Vec::new();
     for scope in scopes {
         parsed.extend(
-            ResourceScope::parse_list(scope).map_err(|_| AccessError::BadRequest("invalid scope"))?,
+            ResourceScope::parse_list(scope)
+                .map_err(|_| AccessError::BadRequest("invalid scope"))?,
         );
     }
     Ok(parsed)
@@ -297,9 +300,10 @@ fn token_response(token: IssuedToken, refresh: Option<String>) -> Response {
         body["refresh_token"] = serde_json::Value::String(refresh);
     }
     let mut response = Json(body).into_response();
-    response
-        .headers_mut()
-        .insert(header::CACHE_CONTROL, header::HeaderValue::from_static("no-store"));
+    response.headers_mut().insert(
+        header::CACHE_CONTROL,
+        header::HeaderValue::from_static("no-store"),
+    );
     response
 }
 
@@ -308,6 +312,9 @@ fn token_response(token: IssuedToken, refresh: Option<String>) -> Response {
 fn rfc3339(seconds: i64) -> String {
     time::OffsetDateTime::from_unix_timestamp(seconds)
         .ok()
-        .and_then(|t| t.format(&time::format_description::well_known::Rfc3339).ok())
+        .and_then(|t| {
+            t.format(&time::format_description::well_known::Rfc3339)
+                .ok()
+        })
         .unwrap_or_default()
 }

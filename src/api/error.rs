@@ -118,7 +118,8 @@ impl IntoResponse for AccessError {
             AccessError::Denied => (ErrorCode::Denied, None, None, None),
             AccessError::Malformed => (ErrorCode::Unauthorized, Some(self.to_string()), None, None),
             AccessError::BadRequest(message) => {
-                let body = serde_json::json!({"error": "invalid_request", "error_description": message});
+                let body =
+                    serde_json::json!({"error": "invalid_request", "error_description": message});
                 return (StatusCode::BAD_REQUEST, axum::Json(body)).into_response();
             }
             AccessError::Auth(AuthError::InvalidCredentials | AuthError::InvalidToken) => {
@@ -146,7 +147,8 @@ impl IntoResponse for AccessError {
                 (ErrorCode::Unknown, None, None, None)
             }
         };
-        let status = StatusCode::from_u16(code.status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        let status =
+            StatusCode::from_u16(code.status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
         let body = ErrorEnvelope::single(code, message, None).to_json();
         let mut response = (status, body).into_response();
         let headers = response.headers_mut();

@@ -64,7 +64,10 @@ pub fn router(state: AppState) -> Router {
         .route("/readyz", get(ready))
         .route("/metrics", get(|| async { metrics().render() }))
         .route("/api/v1/admin/gc", post(admin_gc))
-        .route(auth::TOKEN_PATH, get(auth::token_get).post(auth::token_post))
+        .route(
+            auth::TOKEN_PATH,
+            get(auth::token_get).post(auth::token_post),
+        )
         .route("/auth/jwks", get(auth::jwks))
         .route("/api/v1/auth/token", post(auth::token_post))
         .route("/api/v1/auth/logout", post(auth::logout))
@@ -85,7 +88,9 @@ async fn require_admin(
     peer: SocketAddr,
 ) -> Result<(), Response> {
     let refuse = |e: error::AccessError| e.into_response();
-    if let Some(token) = headers.get(LOCAL_ADMIN_HEADER).and_then(|v| v.to_str().ok())
+    if let Some(token) = headers
+        .get(LOCAL_ADMIN_HEADER)
+        .and_then(|v| v.to_str().ok())
         && crate::auth::secret::same(token, &state.local_admin_token)
     {
         return Ok(());

@@ -4,8 +4,8 @@
 
 use http::Method;
 
-use crate::oci::V2Route;
 use crate::oci::RepoName;
+use crate::oci::V2Route;
 use crate::oci::scope::{Action, ResourceScope};
 
 /// What one request needs.
@@ -23,7 +23,10 @@ pub struct Requirement {
 }
 
 fn on(name: &RepoName, actions: &[Action]) -> Vec<ResourceScope> {
-    vec![ResourceScope::repository(name.as_str(), actions.iter().copied())]
+    vec![ResourceScope::repository(
+        name.as_str(),
+        actions.iter().copied(),
+    )]
 }
 
 /// What `method` on `route` requires. `mount_from` is the `from` parameter of an upload start

@@ -46,7 +46,9 @@ pub struct SigningKey {
 
 impl std::fmt::Debug for SigningKey {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("SigningKey").field("kid", &self.kid).finish_non_exhaustive()
+        f.debug_struct("SigningKey")
+            .field("kid", &self.kid)
+            .finish_non_exhaustive()
     }
 }
 
@@ -202,10 +204,16 @@ mod tests {
 
     #[test]
     fn garbage_is_refused() {
-        assert!(SigningKey::from_pem("-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----\n").is_err());
+        assert!(
+            SigningKey::from_pem("-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----\n")
+                .is_err()
+        );
         let mut stored = SigningKey::generate().to_stored(0);
         stored.algorithm = "HS256".into();
-        assert!(matches!(SigningKey::from_stored(&stored), Err(KeyError::Algorithm(_))));
+        assert!(matches!(
+            SigningKey::from_stored(&stored),
+            Err(KeyError::Algorithm(_))
+        ));
     }
 
     #[test]

@@ -61,8 +61,11 @@ static DECOY: LazyLock<String> = LazyLock::new(|| {
 /// fails. Blocking. An unreadable stored hash fails like a wrong password.
 pub fn verify(password: &str, stored: Option<&str>) -> bool {
     let matches = |phc: &str| {
-        PasswordHash::new(phc)
-            .is_ok_and(|parsed| hasher().verify_password(password.as_bytes(), &parsed).is_ok())
+        PasswordHash::new(phc).is_ok_and(|parsed| {
+            hasher()
+                .verify_password(password.as_bytes(), &parsed)
+                .is_ok()
+        })
     };
     match stored {
         Some(phc) if password.len() <= MAX_PASSWORD_LEN * 4 => matches(phc),

@@ -21,7 +21,10 @@ use crate::oci::scope::{Action, Actions};
 #[serde(tag = "kind", rename_all = "lowercase")]
 pub enum Principal {
     Anonymous,
-    User { name: AccountName, admin: bool },
+    User {
+        name: AccountName,
+        admin: bool,
+    },
     Robot {
         namespace: AccountName,
         name: AccountName,
@@ -101,15 +104,13 @@ fn user_actions(user: &AccountName, facts: &Facts) -> Actions {
     match namespace.kind {
         NamespaceKind::User if namespace.name == *user => actions.extend(Action::ALL),
         NamespaceKind::User => {}
-        NamespaceKind::Organization => {
-            match role_in(&namespace.name, &facts.memberships) {
-                Some(OrgRole::Owner | OrgRole::Admin) => actions.extend(Action::ALL),
-                Some(OrgRole::Member) => {
-                    actions.insert(Action::Pull);
-                }
-                None => {}
+        NamespaceKind::Organization => match role_in(&namespace.name, &facts.memberships) {
+            Some(OrgRole::Owner | OrgRole::Admin) => actions.extend(Action::ALL),
+            Some(OrgRole::Member) => {
+                actions.insert(Action::Pull);
             }
-        }
+            None => {}
+        },
     }
     for grant in &facts.settings.grants {
         let applies = match &grant.grantee {
@@ -180,7 +181,10 @@ mod tests {
             }),
             ..Facts::default()
         };
-        assert_eq!(allowed(&user("alice"), &repo("alice/app"), &facts), Actions::from(ALL));
+        assert_eq!(
+            allowed(&user("alice"), &repo("alice/app"), &facts),
+            Actions::from(ALL)
+        );
         assert!(allowed(&user("bob"), &repo("alice/app"), &facts).is_empty());
         assert!(allowed(&Principal::Anonymous, &repo("alice/app"), &facts).is_empty());
     }
@@ -193,7 +197,10 @@ mod tests {
         let admin = org_facts(&[("acme", OrgRole::Admin)]);
         assert_eq!(allowed(&user("a"), &app, &admin), Actions::from(ALL));
         let member = org_facts(&[("acme", OrgRole::Member)]);
-        assert_eq!(allowed(&user("m"), &app, &member), Actions::from([Action::Pull]));
+        assert_eq!(
+            allowed(&user("m"), &app, &member),
+            Actions::from([Action::Pull])
+        );
         let other_org = org_facts(&[("other", OrgRole::Owner)]);
         assert!(allowed(&user("x"), &app, &other_org).is_empty());
     }
@@ -208,11 +215,16 @@ mod tests {
                 permission: Permission::Write,
             },
             Grant {
-                grantee: Grantee::User { name: name("carol") },
+                grantee: Grantee::User {
+                    name: name("carol"),
+                },
                 permission: Permission::Admin,
             },
         ];
-        assert_eq!(allowed(&user("m"), &app, &facts), Actions::from([Action::Pull]));
+        assert_eq!(
+            allowed(&user("m"), &app, &facts),
+            Actions::from([Action::Pull])
+        );
         facts.teams = vec![TeamRef {
             org: name("acme"),
             team: name("ci"),
@@ -226,7 +238,10 @@ mod tests {
             org: name("evil"),
             team: name("ci"),
         }];
-        assert_eq!(allowed(&user("m"), &app, &facts), Actions::from([Action::Pull]));
+        assert_eq!(
+            allowed(&user("m"), &app, &facts),
+            Actions::from([Action::Pull])
+        );
         assert_eq!(allowed(&user("carol"), &app, &facts), Actions::from(ALL));
     }
 
@@ -250,7 +265,10 @@ mod tests {
             name: name("root"),
             admin: true,
         };
-        assert_eq!(allowed(&admin, &repo("nobody/app"), &facts), Actions::from(ALL));
+        assert_eq!(
+            allowed(&admin, &repo("nobody/app"), &facts),
+            Actions::from(ALL)
+        );
     }
 
     #[test]

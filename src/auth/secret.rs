@@ -58,7 +58,8 @@ impl SplitToken {
         let plausible = |s: &str| {
             !s.is_empty()
                 && s.len() <= 64
-                && s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+                && s.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
         };
         (plausible(id) && plausible(secret)).then(|| SplitToken {
             id: id.to_owned(),
@@ -90,7 +91,15 @@ mod tests {
         let token = SplitToken::generate();
         let parsed = SplitToken::parse(&token.to_token()).unwrap();
         assert_eq!((parsed.id, parsed.secret), (token.id, token.secret));
-        for junk in ["", "nodot", ".x", "x.", "a.b.c", "a b.c", &format!("a.{}", "x".repeat(65))] {
+        for junk in [
+            "",
+            "nodot",
+            ".x",
+            "x.",
+            "a.b.c",
+            "a b.c",
+            &format!("a.{}", "x".repeat(65)),
+        ] {
             assert!(SplitToken::parse(junk).is_none(), "{junk}");
         }
     }

@@ -2,10 +2,12 @@
 //! credentials (passwords, robot secrets, access and refresh tokens), evaluates the policy
 //! over the account store, issues tokens, and throttles guessing.
 //!
-//! Decisions are cached through the `Cache` seam under an *epoch*: a random value every
-//! account or policy change replaces, so a change made on one node stops every node's cached
-//! decisions within [`EPOCH_REFRESH`] without anyone enumerating keys. With Redis the cache
-//! and the epoch are the cluster's; a cache that fails only costs the store more reads.
+//! Decisions are cached through the `Cache` seam under the account store's *epoch*: a random
+//! value the store replaces in every transaction that changes who may do what (a trigger on
+//! the account tables), so a change made anywhere — another node, `aerugo admin`, a direct SQL
+//! fix — ends every node's cached decisions within [`EPOCH_REFRESH`], without anyone
+//! enumerating keys. With Redis the cached decisions are the cluster's; a cache that fails only
+//! costs the store more reads.
 
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -16,11 +18,13 @@ use bytes::Bytes;
 use jsonwebtoken::jwk::JwkSet;
 
 use super::keys::{KeyError, KeyRing, SigningKey};
+use super::password;
 use super::policy::{self, Facts, Principal};
 use super::secret::{self, SplitToken};
 use super::token::{self, Claims, TokenError, TokenParties};
-use super::password;
-use crate::accounts::{AccountError, AccountName, AccountStore, NewSession, Timestamp};
+use crate::accounts::{
+    AccountError, AccountName, AccountStore, NewSession, StoredRobot, Timestamp,
+};
 use crate::cache::Cache;
 use crate::oci::RepoName;
 use crate::oci::scope::{AccessEntry, Action, Actions, ResourceScope};
@@ -34,8 +38,6 @@ const DECISION_TTL: Duration = Duration::from_secs(300);
 
 /// How often a registry with no users checks again whether one was created.
 const OPEN_RECHECK: Duration = Duration::from_secs(1);
-
-const EPOCH_KEY: &str = "auth:epoch";
 
 #[derive(Debug, Clone)]
 pub struct AuthSettings {
@@ -150,7 +152,9 @@ impl Auth {
     }
 
     fn ring(&self) -> Arc<KeyRing> {
-        self.keys.read().map_or_else(|p| p.into_inner().clone(), |k| k.clone())
+        self.keys
+            .read()
+            .map_or_else(|p| p.into_inner().clone(), |k| k.clone())
     }
 
     /// Replaces the key ring (after a rotation).
@@ -293,13 +297,11 @@ impl Auth {
         let Some(stored) = self.store.robot(&namespace, &robot).await? else {
             return Ok(None);
         };
+        if !secret::matches(secret_text, &stored.secret_hash) {
+            return Ok(None);
+        }
         let now = self.store.now().await?;
-        let valid = secret::matches(secret_text, &stored.secret_hash) && stored.robot.is_active(now);
-        Ok(valid.then(|| Principal::Robot {
-            namespace: stored.robot.namespace,
-            name: stored.robot.name,
-            scopes: stored.robot.scopes,
-        }))
+        Ok(active_robot(stored, now))
     }
 
     /// The principal a token subject names, if it may still act: the user exists and is not
@@ -308,7 +310,10 @@ impl Auth {
         if subject.is_empty() {
             return Ok(Some(Principal::Anonymous));
         }
-        let key = self.epoch().await.map(|e| format!("auth:who:{e}:{subject}"));
+        let key = self
+            .epoch()
+            .await
+            .map(|e| format!("auth:who:{e}:{subject}"));
         if let Some(key) = &key
             && let Some(cached) = self.cache.get(key).await
             && let Ok(principal) = serde_json::from_slice::<Option<Principal>>(&cached)
@@ -331,11 +336,7 @@ impl Auth {
                 return Ok(None);
             };
             let now = self.store.now().await?;
-            return Ok(stored.robot.is_active(now).then(|| Principal::Robot {
-                namespace: stored.robot.namespace,
-                name: stored.robot.name,
-                scopes: stored.robot.scopes,
-            }));
+            return Ok(active_robot(stored, now));
         }
         let Ok(name) = subject.parse::<AccountName>() else {
             return Ok(None);
@@ -394,7 +395,11 @@ impl Auth {
     // ---- decisions ----
 
     /// Every action `principal` may take on `repo` now.
-    pub async fn allowed(&self, principal: &Principal, repo: &RepoName) -> Result<Actions, AuthError> {
+    pub async fn allowed(
+        &self,
+        principal: &Principal,
+        repo: &RepoName,
+    ) -> Result<Actions, AuthError> {
         if principal.is_admin() {
             return Ok(Actions::from(Action::ALL));
         }
@@ -438,7 +443,11 @@ impl Auth {
     }
 
     /// Whether `identity` may take every action of `scope` (a repository scope).
-    pub async fn permits(&self, identity: &Identity, scope: &ResourceScope) -> Result<Verdict, AuthError> {
+    pub async fn permits(
+        &self,
+        identity: &Identity,
+        scope: &ResourceScope,
+    ) -> Result<Verdict, AuthError> {
         let Ok(repo) = scope.name.parse::<RepoName>() else {
             return Ok(Verdict::Denied);
         };
@@ -552,7 +561,8 @@ impl Auth {
 
     // ---- the epoch ----
 
-    /// The current epoch, `None` when the cache cannot hold one (then nothing is cached).
+    /// The account store's epoch, re-read at most every [`EPOCH_REFRESH`]; `None` when the
+    /// store does not answer (then nothing is cached or reused).
     async fn epoch(&self) -> Option<String> {
         {
             let local = self.epoch.lock().unwrap_or_else(|p| p.into_inner());
@@ -562,33 +572,16 @@ impl Auth {
                 return Some(epoch.clone());
             }
         }
-        let epoch = match self.cache.get(EPOCH_KEY).await {
-            Some(value) => String::from_utf8(value.to_vec()).ok()?,
-            None => {
-                let fresh = secret::random_token();
-                match self
-                    .cache
-                    .set_if_absent(EPOCH_KEY, Bytes::from(fresh.clone()), EPOCH_LIFETIME)
-                    .await?
-                {
-                    true => fresh,
-                    false => String::from_utf8(self.cache.get(EPOCH_KEY).await?.to_vec()).ok()?,
-                }
+        let epoch = match self.store.epoch().await {
+            Ok(epoch) => epoch,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot read the account epoch; not caching decisions");
+                return None;
             }
         };
         *self.epoch.lock().unwrap_or_else(|p| p.into_inner()) =
             Some((epoch.clone(), Instant::now()));
         Some(epoch)
-    }
-
-    /// Starts a new epoch: every cached decision and remembered credential is forgotten.
-    /// Called after every change to accounts, memberships, grants or robots.
-    pub async fn changed(&self) {
-        let fresh = secret::random_token();
-        self.cache
-            .set(EPOCH_KEY, Bytes::from(fresh.clone()), EPOCH_LIFETIME)
-            .await;
-        *self.epoch.lock().unwrap_or_else(|p| p.into_inner()) = Some((fresh, Instant::now()));
     }
 
     /// A registry that had no users and got one (from `admin create-user` on another
@@ -611,11 +604,19 @@ impl Auth {
     }
 }
 
-/// An epoch lives long; when it expires (or Redis restarts empty) a fresh random one starts,
-/// which is as good as a change.
-const EPOCH_LIFETIME: Duration = Duration::from_secs(7 * 24 * 3600);
+/// The robot as a principal, unless it is revoked or expired at `now`.
+fn active_robot(stored: StoredRobot, now: Timestamp) -> Option<Principal> {
+    let robot = stored.robot;
+    if !robot.is_active(now) {
+        return None;
+    }
+    Some(Principal::Robot {
+        namespace: robot.namespace,
+        name: robot.name,
+        scopes: robot.scopes,
+    })
+}
 
 fn failures_key(user: &str) -> String {
     format!("auth:fail:{}", secret::digest(user))
 }
-

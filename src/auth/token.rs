@@ -109,7 +109,10 @@ mod tests {
     }
 
     fn pull(name: &str) -> Vec<AccessEntry> {
-        vec![AccessEntry::from(&ResourceScope::repository(name, [Action::Pull]))]
+        vec![AccessEntry::from(&ResourceScope::repository(
+            name,
+            [Action::Pull],
+        ))]
     }
 
     #[test]
@@ -146,7 +149,10 @@ mod tests {
         let mut parts = token.split('.');
         let (_, body, signature) = (parts.next(), parts.next().unwrap(), parts.next().unwrap());
         let body = claims.map_or(body.to_owned(), |c| URL_SAFE_NO_PAD.encode(c.to_string()));
-        format!("{}.{body}.{signature}", URL_SAFE_NO_PAD.encode(header.to_string()))
+        format!(
+            "{}.{body}.{signature}",
+            URL_SAFE_NO_PAD.encode(header.to_string())
+        )
     }
 
     #[test]

@@ -177,12 +177,26 @@ async fn create_user_closes_a_running_registry_and_admin_gc_still_works() {
     let data = work.path().join("data");
     let core = CoreProcess::start_on(TempDir::new().unwrap(), &data).await;
     let client = http_client();
-    assert_eq!(client.get(core.url("/v2/")).send().await.unwrap().status(), 200);
-    assert!(core.log().contains("NO USERS"), "the open registry says so: {}", core.log());
+    assert_eq!(
+        client.get(core.url("/v2/")).send().await.unwrap().status(),
+        200
+    );
+    assert!(
+        core.log().contains("NO USERS"),
+        "the open registry says so: {}",
+        core.log()
+    );
 
     let create = |password: &str| {
         let mut child = Command::new(AERUGO)
-            .args(["admin", "create-user", "root", "--admin", "--password-stdin", "--data-dir"])
+            .args([
+                "admin",
+                "create-user",
+                "root",
+                "--admin",
+                "--password-stdin",
+                "--data-dir",
+            ])
             .arg(&data)
             .env("AERUGO__SERVER__LOG_LEVEL", "warn")
             .stdin(std::process::Stdio::piped())
@@ -223,7 +237,11 @@ async fn create_user_closes_a_running_registry_and_admin_gc_still_works() {
     assert_eq!(signed_in.status(), 200);
 
     // Admin endpoints: refused without credentials, open to the local admin command.
-    let anonymous_gc = client.post(core.url("/api/v1/admin/gc")).send().await.unwrap();
+    let anonymous_gc = client
+        .post(core.url("/api/v1/admin/gc"))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(anonymous_gc.status(), 401);
     let gc = Command::new(AERUGO)
         .args(["admin", "gc", "--grace-period", "3600", "--data-dir"])
@@ -231,7 +249,11 @@ async fn create_user_closes_a_running_registry_and_admin_gc_still_works() {
         .env("AERUGO__SERVER__LOG_LEVEL", "warn")
         .output()
         .unwrap();
-    assert!(gc.status.success(), "{}", String::from_utf8_lossy(&gc.stderr));
+    assert!(
+        gc.status.success(),
+        "{}",
+        String::from_utf8_lossy(&gc.stderr)
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -6,10 +6,10 @@ use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 
 use super::{HandlerResult, Request, set_header};
-use crate::api::error::{AccessError, ApiError};
-use crate::oci::scope::Action;
 use crate::api::AppState;
+use crate::api::error::{AccessError, ApiError};
 use crate::oci::manifest::OCI_INDEX;
+use crate::oci::scope::Action;
 use crate::oci::{Digest, RepoName};
 use crate::registry::{Registry, RegistryError};
 

@@ -158,7 +158,14 @@ async fn admit_request(
             .unwrap_or_else(|| request.location(TOKEN_PATH)),
         service: state.auth.settings().parties.service.clone(),
     };
-    admit(state, &request.headers, request.peer, challenge, &requirement).await
+    admit(
+        state,
+        &request.headers,
+        request.peer,
+        challenge,
+        &requirement,
+    )
+    .await
 }
 
 async fn handle(state: &AppState, route: V2Route, request: Request, body: Body) -> HandlerResult {

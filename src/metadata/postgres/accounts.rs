@@ -544,6 +544,13 @@ impl AccountStore for PgStore {
             .map_err(failed)
     }
 
+    async fn epoch(&self) -> Result<String> {
+        sqlx::query_scalar("SELECT value FROM account_epoch WHERE id = 1")
+            .fetch_one(&self.pool)
+            .await
+            .map_err(failed)
+    }
+
     async fn create_user(&self, user: &NewUser) -> Result<User> {
         retrying(|| self.create_user_once(user)).await
     }

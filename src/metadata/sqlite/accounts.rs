@@ -148,6 +148,13 @@ impl AccountStore for SqliteStore {
             .map_err(failed)
     }
 
+    async fn epoch(&self) -> Result<String> {
+        sqlx::query_scalar("SELECT value FROM account_epoch WHERE id = 1")
+            .fetch_one(&self.read)
+            .await
+            .map_err(failed)
+    }
+
     async fn create_user(&self, user: &NewUser) -> Result<User> {
         let at = now();
         let mut tx = self.begin().await?;

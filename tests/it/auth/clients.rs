@@ -9,7 +9,7 @@ use std::time::Duration;
 use aerugo::accounts::Visibility;
 use tempfile::TempDir;
 
-use super::{ADMIN, ADMIN_PASSWORD, As, PASSWORD, Tenants, push, image};
+use super::{ADMIN, ADMIN_PASSWORD, As, PASSWORD, Tenants, image, push};
 use crate::support::oci_layout::{self, LayerSpec};
 use crate::support::require_tool;
 
@@ -144,7 +144,11 @@ async fn skopeo_with_a_robot_secret_and_anonymous_public_pulls() {
     let out = Client::new()
         .copy(&dest, &format!("oci:{}:anon", back.path().display()))
         .await;
-    assert!(out.status.success(), "anonymous pull of a public repository: {}", stderr(&out));
+    assert!(
+        out.status.success(),
+        "anonymous pull of a public repository: {}",
+        stderr(&out)
+    );
 }
 
 #[tokio::test]
@@ -155,14 +159,24 @@ async fn skopeo_reports_a_denied_push() {
     let t = Tenants::start().await;
     // bob is a member of acme: he may pull acme/app, not push to it.
     assert_eq!(
-        push(&t, As::Basic(ADMIN, ADMIN_PASSWORD), "acme/app", "1", &image("denied")).await,
+        push(
+            &t,
+            As::Basic(ADMIN, ADMIN_PASSWORD),
+            "acme/app",
+            "1",
+            &image("denied")
+        )
+        .await,
         201
     );
     let bob = Client::new();
     assert!(bob.login(&t, "bob", PASSWORD).await.status.success());
     let (_src, source) = layout_with_image("d1");
     let out = bob
-        .copy(&source, &format!("docker://{}/acme/app:d1", t.server.host()))
+        .copy(
+            &source,
+            &format!("docker://{}/acme/app:d1", t.server.host()),
+        )
         .await;
     assert!(!out.status.success());
     let message = stderr(&out);

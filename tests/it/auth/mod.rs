@@ -8,9 +8,7 @@
 
 mod clients;
 
-use aerugo::accounts::{
-    AccountName, AccountStore, NewRobot, OrgRole, RobotScope, Visibility,
-};
+use aerugo::accounts::{AccountName, AccountStore, NewRobot, OrgRole, RobotScope, Visibility};
 use aerugo::auth::secret;
 use aerugo::oci::scope::{Action, Actions};
 use base64::Engine;
@@ -55,7 +53,10 @@ impl Tenants {
                 .await
                 .unwrap();
         }
-        accounts.create_org(&name("acme"), &name("alice")).await.unwrap();
+        accounts
+            .create_org(&name("acme"), &name("alice"))
+            .await
+            .unwrap();
         accounts
             .set_member(&name("acme"), &name("bob"), OrgRole::Member)
             .await
@@ -143,7 +144,13 @@ fn authorize(request: reqwest::RequestBuilder, who: As<'_>) -> reqwest::RequestB
 
 /// Pushes `image` (blobs by monolithic `POST ?digest=`, then the manifest); the status of the
 /// first request that fails, or of the manifest `PUT`.
-pub async fn push(t: &Tenants, who: As<'_>, repo: &str, tag: &str, image: &SeedImage) -> StatusCode {
+pub async fn push(
+    t: &Tenants,
+    who: As<'_>,
+    repo: &str,
+    tag: &str,
+    image: &SeedImage,
+) -> StatusCode {
     for (digest, bytes) in image.blobs() {
         let response = authorize(
             http().post(t.url(&format!("/v2/{repo}/blobs/uploads/?digest={digest}"))),
@@ -158,13 +165,16 @@ pub async fn push(t: &Tenants, who: As<'_>, repo: &str, tag: &str, image: &SeedI
             return response.status();
         }
     }
-    authorize(http().put(t.url(&format!("/v2/{repo}/manifests/{tag}"))), who)
-        .header("content-type", OCI_MANIFEST)
-        .body(image.manifest.clone())
-        .send()
-        .await
-        .unwrap()
-        .status()
+    authorize(
+        http().put(t.url(&format!("/v2/{repo}/manifests/{tag}"))),
+        who,
+    )
+    .header("content-type", OCI_MANIFEST)
+    .body(image.manifest.clone())
+    .send()
+    .await
+    .unwrap()
+    .status()
 }
 
 pub async fn get(t: &Tenants, who: As<'_>, path: &str) -> reqwest::Response {
@@ -183,7 +193,10 @@ pub async fn refusal(response: reqwest::Response) -> (StatusCode, String, Option
         .get("www-authenticate")
         .map(|v| v.to_str().unwrap().to_owned());
     let body: Value = response.json().await.unwrap_or_default();
-    let code = body["errors"][0]["code"].as_str().unwrap_or_default().to_owned();
+    let code = body["errors"][0]["code"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
     (status, code, challenge)
 }
 
@@ -194,9 +207,13 @@ pub fn image(seed: &str) -> SeedImage {
 
 /// Whether `repo` holds the tag (asked as the admin, so visibility plays no part).
 async fn has_tag(t: &Tenants, repo: &str, tag: &str) -> bool {
-    get(t, As::Basic(ADMIN, ADMIN_PASSWORD), &format!("/v2/{repo}/manifests/{tag}"))
-        .await
-        .status()
+    get(
+        t,
+        As::Basic(ADMIN, ADMIN_PASSWORD),
+        &format!("/v2/{repo}/manifests/{tag}"),
+    )
+    .await
+    .status()
         == StatusCode::OK
 }
 
@@ -204,21 +221,30 @@ async fn has_tag(t: &Tenants, repo: &str, tag: &str) -> bool {
 async fn the_first_user_closes_the_registry_and_v2_challenges() {
     let t = Tenants::start().await;
     let (status, code, challenge) = refusal(get(&t, As::Nobody, "/v2/").await).await;
-    assert_eq!((status, code.as_str()), (StatusCode::UNAUTHORIZED, "UNAUTHORIZED"));
+    assert_eq!(
+        (status, code.as_str()),
+        (StatusCode::UNAUTHORIZED, "UNAUTHORIZED")
+    );
     let expected = format!(
         "Bearer realm=\"{}\",service=\"aerugo\"",
         t.url("/auth/token")
     );
     assert_eq!(challenge.as_deref(), Some(expected.as_str()));
     // Basic credentials on /v2/ directly (what curl -u sends) and a token both pass.
-    assert_eq!(get(&t, As::Basic("alice", PASSWORD), "/v2/").await.status(), 200);
+    assert_eq!(
+        get(&t, As::Basic("alice", PASSWORD), "/v2/").await.status(),
+        200
+    );
     let token = t.token(Some(("alice", PASSWORD)), &[]).await;
     assert_eq!(get(&t, As::Bearer(&token), "/v2/").await.status(), 200);
     // An anonymous push is asked for credentials, with the scope it needs.
-    let (status, _, challenge) =
-        refusal(get(&t, As::Nobody, "/v2/acme/app/tags/list").await).await;
+    let (status, _, challenge) = refusal(get(&t, As::Nobody, "/v2/acme/app/tags/list").await).await;
     assert_eq!(status, StatusCode::UNAUTHORIZED);
-    assert!(challenge.unwrap().contains("scope=\"repository:acme/app:pull\""));
+    assert!(
+        challenge
+            .unwrap()
+            .contains("scope=\"repository:acme/app:pull\"")
+    );
 }
 
 #[tokio::test]
@@ -227,7 +253,10 @@ async fn tokens_grant_the_intersection_of_asked_and_allowed() {
     let response = t
         .token_response(
             Some(("bob", PASSWORD)),
-            &["repository:acme/app:pull,push,delete", "repository:alice/x:pull"],
+            &[
+                "repository:acme/app:pull,push,delete",
+                "repository:alice/x:pull",
+            ],
         )
         .await;
     assert_eq!(response.status(), 200);
@@ -252,12 +281,25 @@ async fn owners_push_members_pull_strangers_are_refused() {
     let t = Tenants::start().await;
     let img = image("owners");
     let token = t
-        .token(Some(("alice", PASSWORD)), &["repository:acme/app:pull,push"])
+        .token(
+            Some(("alice", PASSWORD)),
+            &["repository:acme/app:pull,push"],
+        )
         .await;
-    assert_eq!(push(&t, As::Bearer(&token), "acme/app", "1", &img).await, 201);
+    assert_eq!(
+        push(&t, As::Bearer(&token), "acme/app", "1", &img).await,
+        201
+    );
 
-    let bob = t.token(Some(("bob", PASSWORD)), &["repository:acme/app:pull"]).await;
-    assert_eq!(get(&t, As::Bearer(&bob), "/v2/acme/app/manifests/1").await.status(), 200);
+    let bob = t
+        .token(Some(("bob", PASSWORD)), &["repository:acme/app:pull"])
+        .await;
+    assert_eq!(
+        get(&t, As::Bearer(&bob), "/v2/acme/app/manifests/1")
+            .await
+            .status(),
+        200
+    );
     // A member may not push: refused, and nothing changed.
     let bob_push = t
         .token(Some(("bob", PASSWORD)), &["repository:acme/app:pull,push"])
@@ -268,7 +310,12 @@ async fn owners_push_members_pull_strangers_are_refused() {
     assert!(!has_tag(&t, "acme/app", "2").await);
     // Another user's namespace: refused, whatever the repository holds.
     let (status, code, _) = refusal(
-        get(&t, As::Basic("bob", PASSWORD), "/v2/alice/private/manifests/1").await,
+        get(
+            &t,
+            As::Basic("bob", PASSWORD),
+            "/v2/alice/private/manifests/1",
+        )
+        .await,
     )
     .await;
     assert_eq!((status, code.as_str()), (StatusCode::FORBIDDEN, "DENIED"));
@@ -292,18 +339,33 @@ async fn a_token_for_one_repository_or_action_does_not_open_another() {
     .await
     .unwrap();
     let (status, code, challenge) = refusal(response).await;
-    assert_eq!((status, code.as_str()), (StatusCode::UNAUTHORIZED, "UNAUTHORIZED"));
+    assert_eq!(
+        (status, code.as_str()),
+        (StatusCode::UNAUTHORIZED, "UNAUTHORIZED")
+    );
     let challenge = challenge.unwrap();
-    assert!(challenge.contains("scope=\"repository:acme/a:pull,push\""), "{challenge}");
-    assert!(challenge.contains("error=\"insufficient_scope\""), "{challenge}");
+    assert!(
+        challenge.contains("scope=\"repository:acme/a:pull,push\""),
+        "{challenge}"
+    );
+    assert!(
+        challenge.contains("error=\"insufficient_scope\""),
+        "{challenge}"
+    );
     // A token for A used on B.
     let push_a = t
         .token(Some(("alice", PASSWORD)), &["repository:acme/a:pull,push"])
         .await;
-    assert_eq!(push(&t, As::Bearer(&push_a), "acme/a", "1", &img).await, 201);
+    assert_eq!(
+        push(&t, As::Bearer(&push_a), "acme/a", "1", &img).await,
+        201
+    );
     let (status, code, _) =
         refusal(get(&t, As::Bearer(&push_a), "/v2/acme/b/manifests/1").await).await;
-    assert_eq!((status, code.as_str()), (StatusCode::UNAUTHORIZED, "UNAUTHORIZED"));
+    assert_eq!(
+        (status, code.as_str()),
+        (StatusCode::UNAUTHORIZED, "UNAUTHORIZED")
+    );
     assert!(!has_tag(&t, "acme/b", "1").await);
 }
 
@@ -321,15 +383,22 @@ async fn forged_tokens_are_refused() {
             parts.next().unwrap().to_owned(),
         )
     };
-    let header_json: Value = serde_json::from_slice(&URL_SAFE_NO_PAD.decode(&header).unwrap()).unwrap();
+    let header_json: Value =
+        serde_json::from_slice(&URL_SAFE_NO_PAD.decode(&header).unwrap()).unwrap();
     let kid = header_json["kid"].as_str().unwrap();
     let encode = |v: Value| URL_SAFE_NO_PAD.encode(v.to_string());
     let mut widened = claims_of(&good);
     widened["access"][0]["actions"] = serde_json::json!(["pull", "push"]);
     let forged = [
         // alg: none, with and without the old signature.
-        format!("{}.{body}.", encode(serde_json::json!({"alg": "none", "kid": kid}))),
-        format!("{}.{body}.{signature}", encode(serde_json::json!({"alg": "none", "kid": kid}))),
+        format!(
+            "{}.{body}.",
+            encode(serde_json::json!({"alg": "none", "kid": kid}))
+        ),
+        format!(
+            "{}.{body}.{signature}",
+            encode(serde_json::json!({"alg": "none", "kid": kid}))
+        ),
         // HS256 "signed" with the public key from the JWK set.
         hs256_with_public_key(&t, kid, &body).await,
         // A tampered access claim under the original signature.
@@ -365,9 +434,17 @@ async fn forged_tokens_are_refused() {
 }
 
 async fn hs256_with_public_key(t: &Tenants, kid: &str, body: &str) -> String {
-    let jwks: Value = http().get(t.url("/auth/jwks")).send().await.unwrap().json().await.unwrap();
+    let jwks: Value = http()
+        .get(t.url("/auth/jwks"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
     let x = jwks["keys"][0]["x"].as_str().unwrap().to_owned();
-    let header = URL_SAFE_NO_PAD.encode(serde_json::json!({"alg": "HS256", "typ": "JWT", "kid": kid}).to_string());
+    let header = URL_SAFE_NO_PAD
+        .encode(serde_json::json!({"alg": "HS256", "typ": "JWT", "kid": kid}).to_string());
     let signing_input = format!("{header}.{body}");
     let key = aws_lc_rs::hmac::Key::new(aws_lc_rs::hmac::HMAC_SHA256, x.as_bytes());
     let tag = aws_lc_rs::hmac::sign(&key, signing_input.as_bytes());
@@ -378,17 +455,30 @@ async fn hs256_with_public_key(t: &Tenants, kid: &str, body: &str) -> String {
 async fn public_repositories_are_pulled_anonymously_and_private_ones_leak_nothing() {
     let t = Tenants::start().await;
     let admin = As::Basic(ADMIN, ADMIN_PASSWORD);
-    assert_eq!(push(&t, admin, "acme/public", "1", &image("pub")).await, 201);
-    assert_eq!(push(&t, admin, "acme/private", "1", &image("priv")).await, 201);
+    assert_eq!(
+        push(&t, admin, "acme/public", "1", &image("pub")).await,
+        201
+    );
+    assert_eq!(
+        push(&t, admin, "acme/private", "1", &image("priv")).await,
+        201
+    );
     t.accounts
         .set_visibility(&"acme/public".parse().unwrap(), Visibility::Public)
         .await
         .unwrap();
     // Anonymous: with no credentials at all, and with an anonymous token.
-    assert_eq!(get(&t, As::Nobody, "/v2/acme/public/manifests/1").await.status(), 200);
+    assert_eq!(
+        get(&t, As::Nobody, "/v2/acme/public/manifests/1")
+            .await
+            .status(),
+        200
+    );
     let anonymous = t.token(None, &["repository:acme/public:pull"]).await;
     assert_eq!(
-        get(&t, As::Bearer(&anonymous), "/v2/acme/public/manifests/1").await.status(),
+        get(&t, As::Bearer(&anonymous), "/v2/acme/public/manifests/1")
+            .await
+            .status(),
         200
     );
     let (status, _, _) = refusal(get(&t, As::Nobody, "/v2/acme/private/manifests/1").await).await;
@@ -396,10 +486,18 @@ async fn public_repositories_are_pulled_anonymously_and_private_ones_leak_nothin
     // An existing private repository and a missing one look the same to a stranger.
     for repo in ["acme/private", "acme/missing"] {
         let (status, code, _) = refusal(
-            get(&t, As::Basic("bob", "wrong-password"), &format!("/v2/{repo}/tags/list")).await,
+            get(
+                &t,
+                As::Basic("bob", "wrong-password"),
+                &format!("/v2/{repo}/tags/list"),
+            )
+            .await,
         )
         .await;
-        assert_eq!((status, code.as_str()), (StatusCode::UNAUTHORIZED, "UNAUTHORIZED"));
+        assert_eq!(
+            (status, code.as_str()),
+            (StatusCode::UNAUTHORIZED, "UNAUTHORIZED")
+        );
     }
     // The catalog lists what the caller may see.
     let catalog: Value = get(&t, As::Basic("bob", PASSWORD), "/v2/_catalog")
@@ -407,7 +505,10 @@ async fn public_repositories_are_pulled_anonymously_and_private_ones_leak_nothin
         .json()
         .await
         .unwrap();
-    assert_eq!(catalog["repositories"], serde_json::json!(["acme/private", "acme/public"]));
+    assert_eq!(
+        catalog["repositories"],
+        serde_json::json!(["acme/private", "acme/public"])
+    );
     let outsider = "carol";
     aerugo::app::create_user(t.accounts.as_ref(), &name(outsider), PASSWORD, false)
         .await
@@ -418,8 +519,15 @@ async fn public_repositories_are_pulled_anonymously_and_private_ones_leak_nothin
         .await
         .unwrap();
     assert_eq!(catalog["repositories"], serde_json::json!(["acme/public"]));
-    let (status, code, _) =
-        refusal(get(&t, As::Basic(outsider, PASSWORD), "/v2/acme/private/tags/list").await).await;
+    let (status, code, _) = refusal(
+        get(
+            &t,
+            As::Basic(outsider, PASSWORD),
+            "/v2/acme/private/tags/list",
+        )
+        .await,
+    )
+    .await;
     assert_eq!((status, code.as_str()), (StatusCode::FORBIDDEN, "DENIED"));
 }
 
@@ -428,7 +536,10 @@ async fn mounts_from_a_repository_the_caller_cannot_read_copy_nothing() {
     let t = Tenants::start().await;
     let admin = As::Basic(ADMIN, ADMIN_PASSWORD);
     let secret_image = image("secret");
-    assert_eq!(push(&t, admin, "other/secret", "1", &secret_image).await, 201);
+    assert_eq!(
+        push(&t, admin, "other/secret", "1", &secret_image).await,
+        201
+    );
     let layer = secret_image.layer_digest(0);
     let response = authorize(
         http().post(t.url(&format!(
@@ -442,7 +553,12 @@ async fn mounts_from_a_repository_the_caller_cannot_read_copy_nothing() {
     // A plain upload session instead of a mount.
     assert_eq!(response.status(), StatusCode::ACCEPTED);
     let (status, _, _) = refusal(
-        get(&t, As::Basic("alice", PASSWORD), &format!("/v2/acme/app/blobs/{layer}")).await,
+        get(
+            &t,
+            As::Basic("alice", PASSWORD),
+            &format!("/v2/acme/app/blobs/{layer}"),
+        )
+        .await,
     )
     .await;
     assert_eq!(status, StatusCode::NOT_FOUND);
@@ -452,11 +568,17 @@ async fn mounts_from_a_repository_the_caller_cannot_read_copy_nothing() {
 async fn robots_act_within_their_scopes() {
     let t = Tenants::start().await;
     let robot = As::Basic("acme+ci", &t.robot_secret);
-    assert_eq!(push(&t, robot, "acme/ci/app", "1", &image("robot")).await, 201);
+    assert_eq!(
+        push(&t, robot, "acme/ci/app", "1", &image("robot")).await,
+        201
+    );
     let token = t
         .token(
             Some(("acme+ci", &t.robot_secret)),
-            &["repository:acme/ci/app:pull,push,delete", "repository:alice/x:pull"],
+            &[
+                "repository:acme/ci/app:pull,push,delete",
+                "repository:alice/x:pull",
+            ],
         )
         .await;
     assert_eq!(
@@ -491,7 +613,12 @@ async fn repeated_failures_lock_the_account_and_unknown_names_alike() {
         assert_eq!(code, "TOOMANYREQUESTS");
     }
     // Others are not locked out.
-    assert_eq!(t.token_response(Some(("bob", PASSWORD)), &[]).await.status(), 200);
+    assert_eq!(
+        t.token_response(Some(("bob", PASSWORD)), &[])
+            .await
+            .status(),
+        200
+    );
 }
 
 #[tokio::test]
@@ -559,12 +686,19 @@ async fn docker_login_flow_password_and_refresh_grants() {
         let response = http()
             .post(t.url("/auth/token"))
             .header("content-type", "application/x-www-form-urlencoded")
-        .body(form_body(&[("grant_type", "password"), ("username", user), ("password", password)]))
+            .body(form_body(&[
+                ("grant_type", "password"),
+                ("username", user),
+                ("password", password),
+            ]))
             .send()
             .await
             .unwrap();
         let (status, code, _) = refusal(response).await;
-        assert_eq!((status, code.as_str()), (StatusCode::UNAUTHORIZED, "UNAUTHORIZED"));
+        assert_eq!(
+            (status, code.as_str()),
+            (StatusCode::UNAUTHORIZED, "UNAUTHORIZED")
+        );
     }
 }
 
@@ -573,9 +707,74 @@ async fn admin_endpoints_need_an_admin() {
     let t = Tenants::start().await;
     let gc = |who: As<'static>| {
         let url = t.url("/api/v1/admin/gc");
-        async move { authorize(http().post(url), who).send().await.unwrap().status() }
+        async move {
+            authorize(http().post(url), who)
+                .send()
+                .await
+                .unwrap()
+                .status()
+        }
     };
     assert_eq!(gc(As::Nobody).await, StatusCode::UNAUTHORIZED);
-    assert_eq!(gc(As::Basic("alice", PASSWORD)).await, StatusCode::FORBIDDEN);
+    assert_eq!(
+        gc(As::Basic("alice", PASSWORD)).await,
+        StatusCode::FORBIDDEN
+    );
     assert_eq!(gc(As::Basic(ADMIN, ADMIN_PASSWORD)).await, StatusCode::OK);
+}
+
+/// Polls until `status` answers `expected` (the other nodes' bound: one epoch refresh).
+async fn eventually(expected: StatusCode, mut status: impl AsyncFnMut() -> StatusCode) {
+    for _ in 0..30 {
+        if status().await == expected {
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    panic!("still not {expected} after 3 s");
+}
+
+#[tokio::test]
+async fn revocations_apply_to_tokens_already_issued() {
+    let t = Tenants::start().await;
+    let admin = As::Basic(ADMIN, ADMIN_PASSWORD);
+    assert_eq!(
+        push(&t, admin, "acme/app", "1", &image("revoke")).await,
+        201
+    );
+    let bob = t
+        .token(Some(("bob", PASSWORD)), &["repository:acme/app:pull"])
+        .await;
+    let manifest = "/v2/acme/app/manifests/1";
+    assert_eq!(get(&t, As::Bearer(&bob), manifest).await.status(), 200);
+    let robot = As::Basic("acme+ci", &t.robot_secret);
+    assert_eq!(get(&t, robot, manifest).await.status(), 200);
+
+    // Straight in the store, as another node or `aerugo admin` would: the decisions cached
+    // a moment ago end with the account epoch.
+    t.accounts
+        .remove_member(&name("acme"), &name("bob"))
+        .await
+        .unwrap();
+    eventually(StatusCode::FORBIDDEN, async || {
+        get(&t, As::Bearer(&bob), manifest).await.status()
+    })
+    .await;
+    t.accounts
+        .revoke_robot(&name("acme"), &name("ci"))
+        .await
+        .unwrap();
+    eventually(StatusCode::UNAUTHORIZED, async || {
+        get(&t, robot, manifest).await.status()
+    })
+    .await;
+    let change = aerugo::accounts::UserChange {
+        disabled: Some(true),
+        ..Default::default()
+    };
+    t.accounts.update_user(&name("bob"), &change).await.unwrap();
+    eventually(StatusCode::UNAUTHORIZED, async || {
+        get(&t, As::Bearer(&bob), "/v2/").await.status()
+    })
+    .await;
 }
