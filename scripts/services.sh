@@ -175,6 +175,18 @@ ensure_redis() {
 }
 
 # --- S3 servers from crates.io ------------------------------------------------------------
+# already_there LABEL VARIABLE PORT: true, saying so, when the caller provides the service
+# elsewhere (VARIABLE is set) or something answers on 127.0.0.1:PORT already.
+already_there() {
+    if [[ -n "${!2:-}" ]]; then
+        echo "$1: $2 is set; not managed here"
+    elif port_open "$3"; then
+        echo "$1: up"
+    else
+        return 1
+    fi
+}
+
 # The path of the installed binary NAME: on PATH or in cargo's bin directory.
 cargo_binary() {
     command -v "$1" 2>/dev/null || {
@@ -205,14 +217,7 @@ cargo_install_once() {
 
 # --- S3 (s3s-fs) --------------------------------------------------------------------------
 ensure_s3() {
-    if [[ -n "${AERUGO_TEST_S3_ENDPOINT:-}" ]]; then
-        echo "s3: AERUGO_TEST_S3_ENDPOINT is set; not managed here"
-        return
-    fi
-    if port_open 9100; then
-        echo "s3: up"
-        return
-    fi
+    already_there s3 AERUGO_TEST_S3_ENDPOINT 9100 && return
     cargo_install_once s3s-fs 6 s3s-fs --version "$S3S_VERSION" --features binary || {
         unavailable "s3s-fs $S3S_VERSION could not be installed"
         return
@@ -256,14 +261,7 @@ TOML
 }
 
 ensure_garage() {
-    if [[ -n "${AERUGO_TEST_S3_MULTIPART_ENDPOINT:-}" ]]; then
-        echo "garage: AERUGO_TEST_S3_MULTIPART_ENDPOINT is set; not managed here"
-        return
-    fi
-    if port_open 9101; then
-        echo "garage: up"
-        return
-    fi
+    already_there garage AERUGO_TEST_S3_MULTIPART_ENDPOINT 9101 && return
     # The SQLite metadata engine only (no LMDB, metrics, K2V): what the tests need, built
     # faster.
     cargo_install_once garage 15 garage --version "$GARAGE_VERSION" \
