@@ -1,5 +1,6 @@
-//! Where tests find the external services the production backends need (PostgreSQL, Redis,
-//! an S3-compatible server), and what a test does when one is missing.
+//! Where tests find the external services the production backends need (PostgreSQL, Redis
+//! and the `redis-server` program, S3-compatible servers), and what a test does when one is
+//! missing.
 //!
 //! `scripts/services.sh` (run by `scripts/test.sh`) installs and starts them at the defaults
 //! below; the `AERUGO_TEST_*` variables point the tests elsewhere. A missing service fails the
