@@ -4,14 +4,18 @@
 #
 #   PostgreSQL  127.0.0.1:5432  role aerugo / password aerugo (SUPERUSER: tests create
 #                               schemas), database aerugo
-#   Redis       127.0.0.1:6379
+#   Redis       127.0.0.1:6379 (and the redis-server program, for the tests' TLS servers)
 #   S3 (s3s-fs) 127.0.0.1:9100  access key aerugo, secret aerugo-secret
+#   S3 (Garage) 127.0.0.1:9101  access key aerugo-garage, secret aerugo-garage-secret: the
+#                               server that lists multipart uploads (s3s-fs cannot), for the
+#                               abandoned-multipart tests; its RPC port is 127.0.0.1:9102
 #
-#   ./scripts/services.sh [postgres] [redis] [s3]     (default: all three)
+#   ./scripts/services.sh [postgres] [redis] [s3] [garage]     (default: all four)
 #
-# Made for Debian 12 with a Rust toolchain: PostgreSQL and Redis come from apt, s3s-fs from
-# `cargo install` (about 6 minutes once; the binary stays in ~/.cargo/bin and its build in
-# ~/.cache/aerugo-s3s-target). scripts/test.sh calls it.
+# Made for Debian 12 with a Rust toolchain: PostgreSQL and Redis come from apt, s3s-fs and
+# Garage from `cargo install` (about 6 and 15 minutes once; the binaries stay in ~/.cargo/bin,
+# their builds in ~/.cache/aerugo-s3s-fs-target and ~/.cache/aerugo-garage-target).
+# scripts/test.sh calls it.
 #
 # Environment:
 #   AERUGO_REQUIRE_TOOLS    default 1: a service that cannot be installed or started is an
@@ -19,8 +23,12 @@
 #   AERUGO_SKIP_INSTALL=1   never call apt-get or cargo install
 #   AERUGO_SERVICES_DIR     logs and data of the services started here
 #                           (default ~/.cache/aerugo-services)
-#   AERUGO_TEST_POSTGRES_URL, AERUGO_TEST_REDIS_URL, AERUGO_TEST_S3_ENDPOINT
+#   AERUGO_TEST_POSTGRES_URL, AERUGO_TEST_REDIS_URL, AERUGO_TEST_S3_ENDPOINT,
+#   AERUGO_TEST_S3_MULTIPART_ENDPOINT
 #                           a service the caller provides elsewhere: left alone here
+#   AERUGO_TEST_REDIS_SERVER
+#                           the redis-server the TLS tests start (default: Debian's, which
+#                           is installed here)
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 # shellcheck source=scripts/common.sh
@@ -29,6 +37,7 @@ source scripts/common.sh
 AERUGO_REQUIRE_TOOLS="${AERUGO_REQUIRE_TOOLS-1}"
 SERVICES_DIR="${AERUGO_SERVICES_DIR:-$HOME/.cache/aerugo-services}"
 S3S_VERSION=0.14.1
+GARAGE_VERSION=2.5.0
 
 # A service that is not there: an error under AERUGO_REQUIRE_TOOLS, else a warning.
 unavailable() {
@@ -130,6 +139,10 @@ redis_answers() {
 }
 
 ensure_redis() {
+    # The TLS tests start a redis-server of their own, wherever the shared Redis runs.
+    if [[ -z "${AERUGO_TEST_REDIS_SERVER:-}" ]] && ! command -v redis-server >/dev/null 2>&1; then
+        install_packages redis-server || unavailable "redis-server could not be installed"
+    fi
     if [[ -n "${AERUGO_TEST_REDIS_URL:-}" ]]; then
         echo "redis: AERUGO_TEST_REDIS_URL is set; not managed here"
         return
@@ -142,10 +155,7 @@ ensure_redis() {
         unavailable "something listens on 127.0.0.1:6379 but does not answer PING like Redis"
         return
     fi
-    command -v redis-server >/dev/null 2>&1 || install_packages redis-server || {
-        unavailable "Redis could not be installed"
-        return
-    }
+    command -v redis-server >/dev/null 2>&1 || return 0
     local dir="$SERVICES_DIR/redis"
     mkdir -p "$dir"
     echo "redis: starting (log: $dir/redis.log)"
@@ -164,47 +174,58 @@ ensure_redis() {
     echo "redis: up"
 }
 
-# --- S3 (s3s-fs) --------------------------------------------------------------------------
-s3s_binary() {
-    command -v s3s-fs 2>/dev/null || {
-        local installed="${CARGO_HOME:-$HOME/.cargo}/bin/s3s-fs"
+# --- S3 servers from crates.io ------------------------------------------------------------
+# already_there LABEL VARIABLE PORT: true, saying so, when the caller provides the service
+# elsewhere (VARIABLE is set) or something answers on 127.0.0.1:PORT already.
+already_there() {
+    if [[ -n "${!2:-}" ]]; then
+        echo "$1: $2 is set; not managed here"
+    elif port_open "$3"; then
+        echo "$1: up"
+    else
+        return 1
+    fi
+}
+
+# The path of the installed binary NAME: on PATH or in cargo's bin directory.
+cargo_binary() {
+    command -v "$1" 2>/dev/null || {
+        local installed="${CARGO_HOME:-$HOME/.cargo}/bin/$1"
         [[ -x $installed ]] && echo "$installed"
     }
 }
 
-install_s3s() {
+# cargo_install_once BINARY MINUTES CARGO-INSTALL-ARGS...: installs the crate that has BINARY
+# unless it is there, one install at a time (a second caller waits, then finds the binary).
+# The build stays in ~/.cache/aerugo-BINARY-target.
+cargo_install_once() {
+    local binary=$1 minutes=$2
+    shift 2
+    [[ -n "$(cargo_binary "$binary")" ]] && return 0
     if [[ "${AERUGO_SKIP_INSTALL:-0}" == 1 ]]; then
-        warn "s3s-fs is missing (AERUGO_SKIP_INSTALL=1, not installing)"
+        warn "$binary is missing (AERUGO_SKIP_INSTALL=1, not installing)"
         return 1
     fi
     mkdir -p "$SERVICES_DIR"
-    # One install at a time: a second caller waits, then finds the binary.
     (
         flock 9
-        [[ -n "$(s3s_binary)" ]] && exit 0
-        echo "s3: installing s3s-fs $S3S_VERSION (cargo install, about 6 minutes once)"
-        CARGO_TARGET_DIR="$HOME/.cache/aerugo-s3s-target" \
-            cargo install s3s-fs --version "$S3S_VERSION" --features binary --locked
-    ) 9>"$SERVICES_DIR/s3s-install.lock"
+        [[ -n "$(cargo_binary "$binary")" ]] && exit 0
+        echo "$binary: cargo install $* (about $minutes minutes once)"
+        CARGO_TARGET_DIR="$HOME/.cache/aerugo-$binary-target" cargo install "$@" --locked
+    ) 9>"$SERVICES_DIR/$binary-install.lock"
 }
 
+# --- S3 (s3s-fs) --------------------------------------------------------------------------
 ensure_s3() {
-    if [[ -n "${AERUGO_TEST_S3_ENDPOINT:-}" ]]; then
-        echo "s3: AERUGO_TEST_S3_ENDPOINT is set; not managed here"
-        return
-    fi
-    if port_open 9100; then
-        echo "s3: up"
-        return
-    fi
-    [[ -n "$(s3s_binary)" ]] || install_s3s || {
+    already_there s3 AERUGO_TEST_S3_ENDPOINT 9100 && return
+    cargo_install_once s3s-fs 6 s3s-fs --version "$S3S_VERSION" --features binary || {
         unavailable "s3s-fs $S3S_VERSION could not be installed"
         return
     }
     local dir="$SERVICES_DIR/s3"
     mkdir -p "$dir/data"
     echo "s3: starting s3s-fs (log: $dir/s3s.log, data: $dir/data)"
-    setsid nohup "$(s3s_binary)" --host 127.0.0.1 --port 9100 \
+    setsid nohup "$(cargo_binary s3s-fs)" --host 127.0.0.1 --port 9100 \
         --access-key aerugo --secret-key aerugo-secret "$dir/data" \
         >"$dir/s3s.log" 2>&1 </dev/null &
     wait_for_port 9100 15 || {
@@ -215,17 +236,68 @@ ensure_s3() {
     echo "s3: up"
 }
 
+# --- S3 with multipart listings (Garage) --------------------------------------------------
+# A single-node Garage, for the tests s3s-fs cannot serve (ListMultipartUploads). Its
+# configuration is written once; the RPC secret only guards the loopback RPC port.
+write_garage_config() {
+    local dir=$1 config=$1/garage.toml
+    [[ -f $config ]] && return
+    local secret
+    secret="$(od -An -N32 -tx1 /dev/urandom | tr -d ' \n')"
+    cat >"$config" <<TOML
+metadata_dir = "$dir/meta"
+data_dir = "$dir/data"
+db_engine = "sqlite"
+replication_factor = 1
+rpc_bind_addr = "127.0.0.1:9102"
+rpc_public_addr = "127.0.0.1:9102"
+rpc_secret = "$secret"
+
+[s3_api]
+api_bind_addr = "127.0.0.1:9101"
+s3_region = "us-east-1"
+TOML
+    chmod 600 "$config"
+}
+
+ensure_garage() {
+    already_there garage AERUGO_TEST_S3_MULTIPART_ENDPOINT 9101 && return
+    # The SQLite metadata engine only (no LMDB, metrics, K2V): what the tests need, built
+    # faster.
+    cargo_install_once garage 15 garage --version "$GARAGE_VERSION" \
+        --no-default-features --features bundled-libs,sqlite || {
+        unavailable "Garage $GARAGE_VERSION could not be installed"
+        return
+    }
+    local dir="$SERVICES_DIR/garage"
+    mkdir -p "$dir/meta" "$dir/data"
+    write_garage_config "$dir"
+    echo "garage: starting (log: $dir/garage.log, data: $dir)"
+    # --single-node makes the one-node layout on first start; --default-access-key creates
+    # the key (allowed to create buckets) from the environment, or checks it.
+    GARAGE_DEFAULT_ACCESS_KEY=aerugo-garage GARAGE_DEFAULT_SECRET_KEY=aerugo-garage-secret \
+        setsid nohup "$(cargo_binary garage)" -c "$dir/garage.toml" server \
+        --single-node --default-access-key >"$dir/garage.log" 2>&1 </dev/null &
+    wait_for_port 9101 30 || {
+        show_log "$dir/garage.log"
+        unavailable "Garage did not start on 127.0.0.1:9101"
+        return
+    }
+    echo "garage: up"
+}
+
 main() {
     local services=("$@")
-    ((${#services[@]})) || services=(postgres redis s3)
+    ((${#services[@]})) || services=(postgres redis s3 garage)
     local s
     for s in "${services[@]}"; do
         case $s in
             postgres) ensure_postgres ;;
             redis) ensure_redis ;;
             s3) ensure_s3 ;;
+            garage) ensure_garage ;;
             *)
-                echo "unknown service: $s (postgres, redis, s3)" >&2
+                echo "unknown service: $s (postgres, redis, s3, garage)" >&2
                 exit 2
                 ;;
         esac

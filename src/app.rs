@@ -299,9 +299,14 @@ async fn probe_postgres(config: &DatabaseConfig, url: &str) -> anyhow::Result<&'
     open_postgres(config, url).await.map(|_| "")
 }
 
-/// A cache never fails a request, so answering is shown by a value surviving a round trip.
+/// A cache never fails a request, so answering is shown by Redis's own answer (or the
+/// reason it gave none: refused, a certificate not trusted...) and a value surviving a round
+/// trip.
+#[cfg(feature = "redis")]
 async fn probe_redis(config: &CacheConfig) -> anyhow::Result<&'static str> {
-    let cache = open_redis(config).await?;
+    let redis = connect_redis(config).await?;
+    redis.check().await?;
+    let cache: Arc<dyn Cache> = Arc::new(redis);
     let key = format!("check-config:{}", uuid::Uuid::new_v4());
     cache
         .set(
@@ -314,6 +319,11 @@ async fn probe_redis(config: &CacheConfig) -> anyhow::Result<&'static str> {
     cache.delete(&key).await;
     anyhow::ensure!(answered, "a value written was not read back");
     Ok("answers")
+}
+
+#[cfg(not(feature = "redis"))]
+async fn probe_redis(config: &CacheConfig) -> anyhow::Result<&'static str> {
+    open_redis(config).await.map(|_| "")
 }
 
 #[cfg(feature = "s3")]
@@ -414,17 +424,22 @@ pub async fn migrate(config: &Config) -> anyhow::Result<()> {
 
 #[cfg(feature = "redis")]
 async fn open_redis(config: &CacheConfig) -> anyhow::Result<Arc<dyn Cache>> {
+    Ok(Arc::new(connect_redis(config).await?))
+}
+
+#[cfg(feature = "redis")]
+async fn connect_redis(config: &CacheConfig) -> anyhow::Result<crate::cache::redis::RedisCache> {
     use crate::cache::redis::{RedisCache, RedisSettings};
     let settings = RedisSettings {
         url: config.redis_url.clone().unwrap_or_default(),
+        ca_file: config.redis_ca_file.clone(),
         key_prefix: config.redis_key_prefix.clone(),
         timeout: Duration::from_millis(config.redis_timeout_ms),
         retry_after: Duration::from_secs(config.redis_retry_seconds),
     };
-    let cache = RedisCache::connect(&settings)
+    RedisCache::connect(&settings)
         .await
-        .context("setting up the Redis cache")?;
-    Ok(Arc::new(cache))
+        .context("setting up the Redis cache")
 }
 
 #[cfg(not(feature = "redis"))]

@@ -600,9 +600,13 @@ pub struct CacheConfig {
     /// `redis` when `redis_url` is set, else `memory`.
     #[serde(rename = "type", skip_serializing_if = "Option::is_none")]
     pub kind: Option<CacheKind>,
-    /// `redis://[:PASSWORD@]HOST:PORT[/DB]` (`REDIS_URL`).
+    /// `redis://[:PASSWORD@]HOST:PORT[/DB]`, or `rediss://…` for TLS (`REDIS_URL`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub redis_url: Option<String>,
+    /// With `rediss://`: PEM certificates to trust instead of the system's roots (a private
+    /// CA).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub redis_ca_file: Option<PathBuf>,
     /// Prepended to every Redis key, so several registries can share one Redis.
     pub redis_key_prefix: String,
     /// Bound on one Redis command; a slower answer counts as a miss.
@@ -630,6 +634,7 @@ impl Default for CacheConfig {
         CacheConfig {
             kind: None,
             redis_url: None,
+            redis_ca_file: None,
             redis_key_prefix: "aerugo:".into(),
             redis_timeout_ms: 250,
             redis_retry_seconds: 5,
@@ -654,13 +659,20 @@ impl CacheConfig {
             (CacheKind::Redis, None) => {
                 problems.push("cache.type = \"redis\" needs cache.redis_url (REDIS_URL)".into());
             }
-            // TLS to Redis (`rediss://`) needs the redis crate's rustls support, not built in.
-            (CacheKind::Redis, Some(url)) if !url.starts_with("redis://") => {
+            (CacheKind::Redis, Some(url))
+                if !url.starts_with("redis://") && !url.starts_with("rediss://") =>
+            {
                 problems.push(format!(
-                    "cache.redis_url {:?} must be a redis:// URL (rediss:// is not supported \
-                     by this build)",
+                    "cache.redis_url {:?} must be a redis:// or rediss:// (TLS) URL",
                     redact_url(url)
                 ));
+            }
+            (CacheKind::Redis, Some(url))
+                if self.redis_ca_file.is_some() && !url.starts_with("rediss://") =>
+            {
+                problems.push(
+                    "cache.redis_ca_file is for TLS: it needs a rediss:// cache.redis_url".into(),
+                );
             }
             _ => {}
         }
@@ -1265,6 +1277,28 @@ mod tests {
                 );
             }
             assert_eq!(problems.len(), 4, "{problems:?}");
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn redis_takes_tls_urls_and_a_ca_file_only_with_them() {
+        figment::Jail::expect_with(|jail| {
+            jail.set_env("REDIS_URL", "rediss://:pw@cache.example:6380");
+            jail.set_env("AERUGO__CACHE__REDIS_CA_FILE", "/etc/aerugo/redis-ca.pem");
+            let config = Config::load(None, &Overrides::default()).unwrap();
+            assert_eq!(
+                config.cache.redis_ca_file.as_deref(),
+                Some(Path::new("/etc/aerugo/redis-ca.pem"))
+            );
+            assert_eq!(config.cache.problems(), Vec::<String>::new());
+
+            jail.set_env("REDIS_URL", "redis://cache.example:6379");
+            let err = Config::load(None, &Overrides::default()).unwrap_err();
+            assert!(err.to_string().contains("cache.redis_ca_file"), "{err}");
+            jail.set_env("REDIS_URL", "http://cache.example:6379");
+            let err = Config::load(None, &Overrides::default()).unwrap_err();
+            assert!(err.to_string().contains("rediss://"), "{err}");
             Ok(())
         });
     }

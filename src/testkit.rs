@@ -1,5 +1,6 @@
-//! Where tests find the external services the production backends need (PostgreSQL, Redis,
-//! an S3-compatible server), and what a test does when one is missing.
+//! Where tests find the external services the production backends need (PostgreSQL, Redis
+//! and the `redis-server` program, S3-compatible servers), and what a test does when one is
+//! missing.
 //!
 //! `scripts/services.sh` (run by `scripts/test.sh`) installs and starts them at the defaults
 //! below; the `AERUGO_TEST_*` variables point the tests elsewhere. A missing service fails the
@@ -13,6 +14,7 @@
 pub mod fake_registry;
 
 use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
+use std::path::PathBuf;
 use std::time::Duration;
 
 use tokio::sync::watch;
@@ -43,15 +45,44 @@ pub struct S3Endpoint {
 }
 
 /// `AERUGO_TEST_S3_ENDPOINT` (+ `_REGION`, `_ACCESS_KEY`, `_SECRET_KEY`), default the s3s-fs
-/// server `scripts/test.sh` starts.
+/// server `scripts/test.sh` starts. It checks signatures, so presigned URLs can be tested.
 pub fn s3_endpoint() -> Option<S3Endpoint> {
+    s3_endpoint_from(
+        "AERUGO_TEST_S3",
+        "the S3 server",
+        ["http://127.0.0.1:9100", "aerugo", "aerugo-secret"],
+    )
+}
+
+/// An S3 server that lists multipart uploads (s3s-fs cannot): `AERUGO_TEST_S3_MULTIPART_ENDPOINT`
+/// (+ `_REGION`, `_ACCESS_KEY`, `_SECRET_KEY`), default the Garage server `scripts/test.sh`
+/// starts.
+pub fn multipart_s3_endpoint() -> Option<S3Endpoint> {
+    s3_endpoint_from(
+        "AERUGO_TEST_S3_MULTIPART",
+        "the S3 server with multipart listings (Garage)",
+        [
+            "http://127.0.0.1:9101",
+            "aerugo-garage",
+            "aerugo-garage-secret",
+        ],
+    )
+}
+
+/// `<var>_ENDPOINT`, `<var>_REGION`, `<var>_ACCESS_KEY`, `<var>_SECRET_KEY`, or the defaults
+/// (endpoint, access key, secret key; region `us-east-1`).
+fn s3_endpoint_from(
+    var: &str,
+    service: &str,
+    [endpoint, key, secret]: [&str; 3],
+) -> Option<S3Endpoint> {
     let endpoint = S3Endpoint {
-        endpoint: env_or("AERUGO_TEST_S3_ENDPOINT", "http://127.0.0.1:9100"),
-        region: env_or("AERUGO_TEST_S3_REGION", "us-east-1"),
-        access_key: env_or("AERUGO_TEST_S3_ACCESS_KEY", "aerugo"),
-        secret_key: env_or("AERUGO_TEST_S3_SECRET_KEY", "aerugo-secret"),
+        endpoint: env_or(&format!("{var}_ENDPOINT"), endpoint),
+        region: env_or(&format!("{var}_REGION"), "us-east-1"),
+        access_key: env_or(&format!("{var}_ACCESS_KEY"), key),
+        secret_key: env_or(&format!("{var}_SECRET_KEY"), secret),
     };
-    available("the S3 server", &endpoint.endpoint).then_some(endpoint)
+    available(service, &endpoint.endpoint).then_some(endpoint)
 }
 
 /// A name no other test run uses (schemas, buckets, key prefixes).
@@ -63,20 +94,47 @@ fn env_or(name: &str, default: &str) -> String {
     std::env::var(name).unwrap_or_else(|_| default.to_owned())
 }
 
+/// The `redis-server` program, for tests that run a Redis of their own (TLS):
+/// `AERUGO_TEST_REDIS_SERVER`, default `redis-server` on `PATH` (`scripts/services.sh`
+/// installs it).
+pub fn redis_server() -> Option<PathBuf> {
+    let program = match std::env::var_os("AERUGO_TEST_REDIS_SERVER") {
+        Some(path) => Some(PathBuf::from(path)),
+        None => std::env::var_os("PATH").and_then(|path| {
+            std::env::split_paths(&path)
+                .map(|dir| dir.join("redis-server"))
+                .find(|candidate| candidate.is_file())
+        }),
+    };
+    match program {
+        Some(program) if program.is_file() => Some(program),
+        _ => {
+            missing(
+                "redis-server",
+                "is not installed (AERUGO_TEST_REDIS_SERVER, PATH)",
+            );
+            None
+        }
+    }
+}
+
 /// Whether something accepts TCP connections at the URL's host and port.
 fn available(service: &str, url: &str) -> bool {
-    if address_of(url)
-        .is_some_and(|addr| TcpStream::connect_timeout(&addr, Duration::from_secs(2)).is_ok())
-    {
-        return true;
+    let answers = address_of(url)
+        .is_some_and(|addr| TcpStream::connect_timeout(&addr, Duration::from_secs(2)).is_ok());
+    if !answers {
+        missing(service, &format!("does not answer at {url}"));
     }
+    answers
+}
+
+/// A missing service: fails the test under `AERUGO_REQUIRE_TOOLS`, else says it skips.
+fn missing(service: &str, problem: &str) {
     assert!(
         std::env::var_os("AERUGO_REQUIRE_TOOLS").is_none(),
-        "{service} is required at {url} (AERUGO_REQUIRE_TOOLS is set) but does not answer; \
-         run ./scripts/test.sh"
+        "{service} is required (AERUGO_REQUIRE_TOOLS is set) but {problem}; run ./scripts/test.sh"
     );
-    eprintln!("SKIPPED: {service} does not answer at {url} (./scripts/test.sh starts it)");
-    false
+    eprintln!("SKIPPED: {service} {problem} (./scripts/test.sh provides it)");
 }
 
 /// `scheme://[user[:password]@]host:port[/...]` → the first address of `host:port`.

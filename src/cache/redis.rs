@@ -9,13 +9,20 @@
 //! A `delete` that cannot reach Redis is remembered and sent before this node uses Redis
 //! again, so the node never reads back what it removed, and the others stop seeing it as soon
 //! as this node reaches Redis.
+//!
+//! `rediss://` URLs speak TLS (rustls), trusting the system's roots or, with a CA file, only
+//! the certificates in it.
 
 use std::collections::HashSet;
+use std::path::PathBuf;
 use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
 use ::redis::aio::{ConnectionManager, ConnectionManagerConfig};
-use ::redis::{Client, Cmd, ErrorKind, FromRedisValue, RedisError, ServerErrorKind};
+use ::redis::{
+    Client, Cmd, ConnectionAddr, ErrorKind, FromRedisValue, RedisError, ServerErrorKind,
+    TlsCertificates,
+};
 use async_trait::async_trait;
 use bytes::Bytes;
 
@@ -24,8 +31,10 @@ use super::{Cache, Op, Outcome, Recorder};
 /// Where the Redis cache connects and how it treats a failing server.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RedisSettings {
-    /// `redis://[user:password@]host:port[/db]`.
+    /// `redis://[user:password@]host:port[/db]`, or `rediss://…` for TLS.
     pub url: String,
+    /// PEM certificates to trust instead of the system's roots (a private CA), for TLS.
+    pub ca_file: Option<PathBuf>,
     /// Prepended to every key, so deployments (or tests) can share one Redis.
     pub key_prefix: String,
     /// Bound on each command, connecting included.
@@ -38,6 +47,7 @@ impl Default for RedisSettings {
     fn default() -> Self {
         RedisSettings {
             url: "redis://127.0.0.1:6379".to_owned(),
+            ca_file: None,
             key_prefix: "aerugo:".to_owned(),
             timeout: Duration::from_millis(250),
             retry_after: Duration::from_secs(5),
@@ -51,6 +61,30 @@ impl Default for RedisSettings {
 pub enum RedisSetupError {
     #[error("invalid Redis URL: {0}")]
     InvalidUrl(#[source] RedisError),
+    #[error("a Redis CA file is for TLS, which needs a rediss:// URL")]
+    CaFileWithoutTls,
+    #[error("cannot read the Redis CA file {path}: {source}")]
+    UnreadableCaFile {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("the Redis CA file {path} holds no PEM certificate")]
+    NoCertificateInCaFile { path: PathBuf },
+    #[error("the Redis CA file {path} is not usable: {source}")]
+    InvalidCaFile {
+        path: PathBuf,
+        #[source]
+        source: RedisError,
+    },
+}
+
+/// Why [`RedisCache::check`] got no answer.
+#[derive(Debug, thiserror::Error)]
+#[error("Redis at {server} does not answer: {reason}")]
+pub struct RedisUnavailable {
+    server: String,
+    reason: String,
 }
 
 /// The longest TTL sent to Redis (about 35 years): a longer one would overflow its expiry
@@ -153,7 +187,7 @@ impl RedisCache {
         settings: &RedisSettings,
         recorder: Recorder,
     ) -> Result<RedisCache, RedisSetupError> {
-        let client = Client::open(settings.url.as_str()).map_err(RedisSetupError::InvalidUrl)?;
+        let client = client(settings)?;
         let config = ConnectionManagerConfig::new()
             .set_connection_timeout(Some(settings.timeout))
             .set_response_timeout(Some(settings.timeout))
@@ -180,6 +214,30 @@ impl RedisCache {
             tracing::info!(server = %cache.server, "Redis cache connected");
         }
         Ok(cache)
+    }
+
+    /// Asks Redis once on a fresh connection, whatever the breaker says, and tells why it
+    /// did not answer (a refused connection, a certificate it does not trust, ...): for
+    /// `admin check-config`.
+    ///
+    /// # Errors
+    /// `RedisUnavailable` with Redis's or the connection's own words.
+    pub async fn check(&self) -> Result<(), RedisUnavailable> {
+        let unavailable = |reason: String| RedisUnavailable {
+            server: self.server.clone(),
+            reason,
+        };
+        let mut connection =
+            ConnectionManager::new_lazy_with_config(self.client.clone(), self.config.clone())
+                .map_err(|e| unavailable(e.to_string()))?;
+        match self
+            .send::<String>(&mut connection, &::redis::cmd("PING"))
+            .await
+        {
+            Ok(_) => Ok(()),
+            Err(SendError::Unavailable(reason)) => Err(unavailable(reason)),
+            Err(SendError::Rejected(error)) => Err(unavailable(error.to_string())),
+        }
     }
 
     fn key(&self, key: &str) -> String {
@@ -380,6 +438,57 @@ impl Cache for RedisCache {
             .await
             .map(|stored| stored.is_some())
     }
+}
+
+/// The client for the settings' URL; for `rediss://` with the CA file's certificates as the
+/// only roots when one is given (else the system's).
+fn client(settings: &RedisSettings) -> Result<Client, RedisSetupError> {
+    let client = Client::open(settings.url.as_str()).map_err(RedisSetupError::InvalidUrl)?;
+    let tls = matches!(
+        client.get_connection_info().addr(),
+        ConnectionAddr::TcpTls { .. }
+    );
+    if tls {
+        install_crypto_provider();
+    }
+    let Some(path) = &settings.ca_file else {
+        return Ok(client);
+    };
+    if !tls {
+        return Err(RedisSetupError::CaFileWithoutTls);
+    }
+    let pem = std::fs::read(path).map_err(|source| RedisSetupError::UnreadableCaFile {
+        path: path.clone(),
+        source,
+    })?;
+    // The redis crate would accept an empty file and then trust nothing.
+    if !pem_has_certificate(&pem) {
+        return Err(RedisSetupError::NoCertificateInCaFile { path: path.clone() });
+    }
+    let certificates = TlsCertificates {
+        client_tls: None,
+        root_cert: Some(pem),
+    };
+    Client::build_with_tls(client.get_connection_info().clone(), certificates).map_err(|source| {
+        RedisSetupError::InvalidCaFile {
+            path: path.clone(),
+            source,
+        }
+    })
+}
+
+fn pem_has_certificate(pem: &[u8]) -> bool {
+    use rustls::pki_types::CertificateDer;
+    use rustls::pki_types::pem::PemObject;
+    CertificateDer::pem_slice_iter(pem).next().is_some()
+}
+
+/// The redis crate builds its TLS configuration with rustls's process-wide crypto provider,
+/// which rustls cannot pick by itself in this build (it has both ring, for the edge, and
+/// aws-lc-rs): aws-lc-rs, the one the HTTP clients and the database use, unless one is set.
+fn install_crypto_provider() {
+    // An error only says a provider is installed already, which is all that is needed.
+    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {

@@ -8,6 +8,8 @@ use super::*;
 use crate::cache::conformance::cache_conformance;
 use crate::testkit::{FaultProxy, redis_url, unique_name};
 
+mod tls;
+
 /// Generous, so a loaded test machine does not trip the breaker in the behaviour tests.
 const PATIENT: Duration = Duration::from_secs(2);
 /// The failure tests' settings: short, so they run quickly.
@@ -20,6 +22,7 @@ const LONG: Duration = Duration::from_secs(60);
 fn settings(url: &str, key_prefix: &str, timeout: Duration) -> RedisSettings {
     RedisSettings {
         url: url.to_owned(),
+        ca_file: None,
         key_prefix: key_prefix.to_owned(),
         timeout,
         retry_after: RETRY_AFTER,

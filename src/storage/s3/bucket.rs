@@ -53,8 +53,17 @@ pub(super) struct OpenMultipart {
 
 type Result<T, E = S3Failure> = std::result::Result<T, E>;
 
+/// Where a listing of multipart uploads goes on: after `key`'s upload `upload_id`, or after
+/// every upload of `key` when the server sends no upload id (Garage does, when a page ends
+/// with a key's last upload).
+#[derive(Debug, Clone)]
+pub(super) struct MultipartMarker {
+    pub(super) key: String,
+    pub(super) upload_id: Option<String>,
+}
+
 /// Multipart uploads in progress, and where the next page starts.
-pub(super) type MultipartPage = (Vec<OpenMultipart>, Option<(String, String)>);
+pub(super) type MultipartPage = (Vec<OpenMultipart>, Option<MultipartMarker>);
 
 /// A request the SDK refused to build (a missing required field).
 fn unbuildable(e: impl Into<Box<dyn std::error::Error + Send + Sync>>) -> S3Failure {
@@ -354,21 +363,23 @@ impl Bucket {
         }
     }
 
-    /// One page of the multipart uploads in progress under `prefix` and the marker of the
-    /// next, (key, upload id); `None` when the server cannot list them.
+    /// One page of at most `max_uploads` multipart uploads in progress under `prefix` and
+    /// the marker of the next; `None` when the server cannot list them.
     pub(super) async fn list_multipart(
         &self,
         prefix: &str,
-        marker: Option<(String, String)>,
+        marker: Option<MultipartMarker>,
+        max_uploads: i32,
     ) -> Result<Option<MultipartPage>> {
-        let (key_marker, id_marker) = marker.unzip();
+        let (key_marker, id_marker) = marker.map(|m| (m.key, m.upload_id)).unzip();
         let output = match self
             .client
             .list_multipart_uploads()
             .bucket(&self.name)
             .prefix(prefix)
             .set_key_marker(key_marker)
-            .set_upload_id_marker(id_marker)
+            .set_upload_id_marker(id_marker.flatten())
+            .max_uploads(max_uploads)
             .send()
             .await
         {
@@ -377,12 +388,11 @@ impl Bucket {
             Err(e) => return Err(classify("ListMultipartUploads", e)),
         };
         let uploads = output.uploads().iter().filter_map(open_multipart).collect();
-        let next = match (
-            output.is_truncated(),
-            output.next_key_marker(),
-            output.next_upload_id_marker(),
-        ) {
-            (Some(true), Some(key), Some(id)) => Some((key.to_owned(), id.to_owned())),
+        let next = match (output.is_truncated(), output.next_key_marker()) {
+            (Some(true), Some(key)) => Some(MultipartMarker {
+                key: key.to_owned(),
+                upload_id: output.next_upload_id_marker().map(str::to_owned),
+            }),
             _ => None,
         };
         Ok(Some((uploads, next)))

@@ -47,6 +47,8 @@ use crate::oci::{Digest, UploadId};
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// Part copies of one commit in flight at once.
 const COPY_CONCURRENCY: usize = 8;
+/// Multipart uploads per `ListMultipartUploads` page: S3's maximum.
+const MULTIPART_PAGE: i32 = 1000;
 
 /// Blobs and uploads in one bucket, under one key prefix.
 #[derive(Debug, Clone)]
@@ -312,14 +314,17 @@ impl S3BlobStore {
 
     /// Aborts the multipart uploads under the store's prefix started before `cutoff`: a commit
     /// takes far less than the garbage collector's grace period, so an older one was
-    /// interrupted and never aborted. Returns how many were aborted. A server without
-    /// `ListMultipartUploads` (s3s-fs) has nothing to collect here.
-    async fn abort_abandoned_multipart(&self, cutoff: SystemTime) -> Result<u64> {
+    /// interrupted and never aborted. Returns how many were aborted. Pages hold `page`
+    /// uploads (tests make it small). A server without `ListMultipartUploads` (s3s-fs) has
+    /// nothing to collect here.
+    async fn abort_abandoned_multipart(&self, cutoff: SystemTime, page: i32) -> Result<u64> {
         let mut aborted = 0;
         let mut marker = None;
         loop {
-            let Some((uploads, next)) =
-                self.bucket.list_multipart(self.keys.root(), marker).await?
+            let Some((uploads, next)) = self
+                .bucket
+                .list_multipart(self.keys.root(), marker, page)
+                .await?
             else {
                 tracing::debug!("the S3 server cannot list multipart uploads; none collected");
                 return Ok(0);
@@ -551,7 +556,7 @@ impl BlobStore for S3BlobStore {
     }
 
     async fn collect_leftovers(&self, cutoff: SystemTime) -> Result<u64> {
-        self.abort_abandoned_multipart(cutoff).await
+        self.abort_abandoned_multipart(cutoff, MULTIPART_PAGE).await
     }
 
     async fn check_writable(&self) -> Result<()> {

@@ -12,6 +12,8 @@ use crate::oci::{Algorithm, Hasher};
 use crate::storage::conformance::{self, random_bytes, read_all};
 use crate::testkit::{S3Endpoint, s3_endpoint, unique_name};
 
+mod multipart;
+
 const MIB: usize = 1 << 20;
 const PART: usize = 5 * MIB;
 /// Pieces a PATCH body is written in, like hyper's frames; odd so they straddle parts.
@@ -74,6 +76,12 @@ async fn remove_bucket(settings: S3Settings) {
         Err(_) => return,
     };
     let _ = store.bucket.delete_many(&keys).await;
+    // Servers that list multipart uploads refuse to remove a bucket that still has some.
+    if let Ok(Some((uploads, _))) = store.bucket.list_multipart("", None, 1000).await {
+        for upload in &uploads {
+            let _ = store.bucket.abort(upload).await;
+        }
+    }
     let _ = store
         .bucket
         .client
@@ -85,8 +93,15 @@ async fn remove_bucket(settings: S3Settings) {
 
 /// A store on a new bucket, `None` (the test skips) when no S3 server answers.
 async fn fresh_with(adjust: impl FnOnce(&mut S3Settings)) -> Option<(S3BlobStore, TestBucket)> {
-    let endpoint = s3_endpoint()?;
-    let mut settings = settings_for(&endpoint, unique_name("aerugo-test-"));
+    Some(fresh_on(&s3_endpoint()?, adjust).await)
+}
+
+/// A store on a new bucket of the server at `endpoint`.
+async fn fresh_on(
+    endpoint: &S3Endpoint,
+    adjust: impl FnOnce(&mut S3Settings),
+) -> (S3BlobStore, TestBucket) {
+    let mut settings = settings_for(endpoint, unique_name("aerugo-test-"));
     adjust(&mut settings);
     let store = S3BlobStore::connect(&settings).await.expect("connect");
     store
@@ -97,7 +112,7 @@ async fn fresh_with(adjust: impl FnOnce(&mut S3Settings)) -> Option<(S3BlobStore
         .send()
         .await
         .expect("create bucket");
-    Some((store, TestBucket { settings }))
+    (store, TestBucket { settings })
 }
 
 async fn fresh_store() -> Option<(S3BlobStore, TestBucket)> {
