@@ -125,7 +125,11 @@ pub async fn admit(
                     challenge: challenge().header(&requirement.needed, false),
                 });
             }
-            Verdict::Denied => return Err(AccessError::Denied),
+            Verdict::Denied => {
+                return Err(AccessError::Denied {
+                    actor: identity.principal.subject(),
+                });
+            }
         }
     }
     let may_mount = match &requirement.mount_source {

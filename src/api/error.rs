@@ -93,7 +93,10 @@ pub enum AccessError {
     Unauthorized { challenge: String },
     /// Signed in, and not allowed. The same answer whether or not the repository exists.
     #[error("requested access to the resource is denied")]
-    Denied,
+    Denied {
+        /// Who was refused, for the audit log.
+        actor: String,
+    },
     #[error("the Authorization header is neither Basic nor Bearer credentials")]
     Malformed,
     /// A token request the OAuth2 form does not allow.
@@ -101,6 +104,16 @@ pub enum AccessError {
     BadRequest(&'static str),
     #[error(transparent)]
     Auth(#[from] AuthError),
+}
+
+impl AccessError {
+    /// The caller the policy refused (as opposed to one asked for credentials).
+    pub fn denied_actor(&self) -> Option<&str> {
+        match self {
+            AccessError::Denied { actor } => Some(actor),
+            _ => None,
+        }
+    }
 }
 
 impl From<AccountError> for AccessError {
@@ -115,7 +128,7 @@ impl IntoResponse for AccessError {
             AccessError::Unauthorized { challenge } => {
                 (ErrorCode::Unauthorized, None, Some(challenge.clone()), None)
             }
-            AccessError::Denied => (ErrorCode::Denied, None, None, None),
+            AccessError::Denied { .. } => (ErrorCode::Denied, None, None, None),
             AccessError::Malformed => (ErrorCode::Unauthorized, Some(self.to_string()), None, None),
             AccessError::BadRequest(message) => {
                 let body =

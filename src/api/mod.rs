@@ -121,7 +121,9 @@ async fn require_admin(
     if identity.principal.is_admin() {
         Ok(())
     } else {
-        Err(refuse(error::AccessError::Denied))
+        Err(refuse(error::AccessError::Denied {
+            actor: identity.principal.subject(),
+        }))
     }
 }
 

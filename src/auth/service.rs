@@ -23,7 +23,7 @@ use super::policy::{self, Facts, Principal};
 use super::secret::{self, SplitToken};
 use super::token::{self, Claims, TokenError, TokenParties};
 use crate::accounts::{
-    AccountError, AccountName, AccountStore, NewSession, StoredRobot, Timestamp,
+    AccountError, AccountName, AccountStore, AuditEvent, NewSession, StoredRobot, Timestamp,
 };
 use crate::cache::Cache;
 use crate::oci::RepoName;
@@ -557,6 +557,19 @@ impl Auth {
             self.store.revoke_session(&token.id).await?;
         }
         Ok(())
+    }
+
+    // ---- audit ----
+
+    /// Appends to the audit log off the request's path (a write waits for no audit insert);
+    /// a failure is logged, not the request's.
+    pub fn record(&self, event: AuditEvent) {
+        let store = self.store.clone();
+        tokio::spawn(async move {
+            if let Err(e) = store.append_audit(&event).await {
+                tracing::warn!(error = %e, action = %event.action, "audit record lost");
+            }
+        });
     }
 
     // ---- the epoch ----

@@ -14,6 +14,7 @@ use super::AppState;
 use super::auth::{Admission, ChallengeContext, TOKEN_PATH, admit};
 use super::error::{AccessError, ApiError};
 use super::origin::{self, TrustedProxies};
+use crate::accounts::{AuditEvent, Outcome};
 use crate::auth;
 use crate::oci::path;
 use crate::oci::{RepoName, V2Route};
@@ -99,6 +100,7 @@ pub(super) async fn dispatch(
     let method_label = parts.method.as_str().to_owned();
     let is_head = parts.method == Method::HEAD;
     let is_read = is_head || parts.method == Method::GET;
+    let is_delete = parts.method == Method::DELETE;
     let mut request = Request {
         method: parts.method,
         uri: parts.uri,
@@ -108,15 +110,39 @@ pub(super) async fn dispatch(
         admission: Admission::default(),
     };
     let mut response = match route {
-        Ok(route) => match admit_request(&state, &route, &request).await {
-            Ok(admission) => {
-                request.admission = admission;
-                handle(&state, route, request, body)
-                    .await
-                    .unwrap_or_else(IntoResponse::into_response)
+        Ok(route) => {
+            let audited = audited_write(&request.method, &route);
+            let presented_credentials = request.headers.contains_key(header::AUTHORIZATION);
+            match admit_request(&state, &route, &request).await {
+                Ok(admission) => {
+                    let actor = admission.identity.as_ref().map(|i| i.principal.subject());
+                    request.admission = admission;
+                    let response = handle(&state, route, request, body)
+                        .await
+                        .unwrap_or_else(IntoResponse::into_response);
+                    // Writes answer 201, deletes 202; a 202 upload session is no write yet.
+                    let wrote = response.status() == StatusCode::CREATED
+                        || (is_delete && response.status().is_success());
+                    if let (Some((action, target)), Some(actor)) = (audited, actor)
+                        && wrote
+                    {
+                        audit(&state, Some(actor), peer, action, target, Outcome::Allowed);
+                    }
+                    response
+                }
+                Err(refused) => {
+                    // Challenges to callers who sent nothing are the protocol's first step,
+                    // not refusals: only refused credentials and denials are recorded.
+                    let denied = refused.denied_actor().map(str::to_owned);
+                    if denied.is_some() || presented_credentials {
+                        let target = route.name().map(ToString::to_string).unwrap_or_default();
+                        let action = audited.map_or("access", |(action, _)| action);
+                        audit(&state, denied, peer, action, target, Outcome::Denied);
+                    }
+                    refused.into_response()
+                }
             }
-            Err(refused) => refused.into_response(),
-        },
+        }
         Err(path::RouteError::NotFound) => not_found(),
         Err(e) => ApiError(RegistryError::from_route(e, is_read)).into_response(),
     };
@@ -135,6 +161,43 @@ pub(super) async fn dispatch(
         .with_label_values(&[route_label, &method_label])
         .observe(started.elapsed().as_secs_f64());
     response
+}
+
+/// The writes the audit log records, as (action, target).
+fn audited_write(method: &Method, route: &V2Route) -> Option<(&'static str, String)> {
+    match (method, route) {
+        (&Method::PUT, V2Route::Manifest { name, reference }) => {
+            Some(("manifest.put", format!("{name}:{reference}")))
+        }
+        (&Method::DELETE, V2Route::Manifest { name, reference }) => {
+            Some(("manifest.delete", format!("{name}:{reference}")))
+        }
+        (&Method::DELETE, V2Route::Blob { name, digest }) => {
+            Some(("blob.delete", format!("{name}@{digest}")))
+        }
+        // A finished upload, a monolithic push or a mount (a `202` session start is not).
+        (&Method::PUT, V2Route::Upload { name, .. })
+        | (&Method::POST, V2Route::UploadStart { name }) => Some(("blob.push", name.to_string())),
+        _ => None,
+    }
+}
+
+fn audit(
+    state: &AppState,
+    actor: Option<String>,
+    client: Option<IpAddr>,
+    action: &'static str,
+    target: String,
+    outcome: Outcome,
+) {
+    state.auth.record(AuditEvent {
+        actor: actor.filter(|a| !a.is_empty()),
+        client: client.map(|c| c.to_string()),
+        action: action.to_owned(),
+        target,
+        outcome,
+        detail: None,
+    });
 }
 
 /// The gate every `/v2/` request passes before its handler: the route's requirement from

@@ -778,3 +778,89 @@ async fn revocations_apply_to_tokens_already_issued() {
     })
     .await;
 }
+
+#[tokio::test]
+async fn writes_and_denials_are_audited() {
+    let t = Tenants::start().await;
+    let alice = t
+        .token(
+            Some(("alice", PASSWORD)),
+            &["repository:acme/app:pull,push"],
+        )
+        .await;
+    assert_eq!(
+        push(&t, As::Bearer(&alice), "acme/app", "1", &image("audit")).await,
+        201
+    );
+    let bob = As::Basic("bob", PASSWORD);
+    assert_eq!(
+        push(&t, bob, "acme/app", "2", &image("audit-bob")).await,
+        403
+    );
+    let (status, _, _) =
+        refusal(get(&t, As::Basic("bob", "wrong"), "/v2/acme/app/tags/list").await).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    // Anonymous challenges are the protocol's first step, not refusals.
+    get(&t, As::Nobody, "/v2/").await;
+
+    let mut records = Vec::new();
+    for _ in 0..30 {
+        records = t
+            .accounts
+            .audit(&aerugo::accounts::AuditQuery {
+                limit: 100,
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        if records.len() >= 6 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    let seen: Vec<(String, String, String, Option<String>)> = records
+        .iter()
+        .rev()
+        .map(|r| {
+            (
+                r.event.action.clone(),
+                r.event.target.clone(),
+                r.event.outcome.as_str().to_owned(),
+                r.event.actor.clone(),
+            )
+        })
+        .collect();
+    let alice_writes = seen
+        .iter()
+        .filter(|(_, _, outcome, actor)| outcome == "allowed" && actor.as_deref() == Some("alice"))
+        .count();
+    // Config and two layers, then the manifest.
+    assert_eq!(alice_writes, 4, "{seen:?}");
+    assert!(
+        seen.contains(&(
+            "manifest.put".into(),
+            "acme/app:1".into(),
+            "allowed".into(),
+            Some("alice".into())
+        )),
+        "{seen:?}"
+    );
+    assert!(
+        seen.contains(&(
+            "blob.push".into(),
+            "acme/app".into(),
+            "denied".into(),
+            Some("bob".into())
+        )),
+        "{seen:?}"
+    );
+    assert!(
+        seen.iter()
+            .any(|(action, target, outcome, actor)| action == "access"
+                && target == "acme/app"
+                && outcome == "denied"
+                && actor.is_none()),
+        "a refused password is recorded: {seen:?}"
+    );
+    assert_eq!(seen.len(), 6, "nothing else is recorded: {seen:?}");
+}
