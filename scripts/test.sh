@@ -109,11 +109,11 @@ tests_of() {
 step "tests, embedded stack: run --workspace"
 run_tests --workspace
 
-tests_of distribution locations skopeo
+tests_of distribution locations skopeo auth
 step "API tests, production stack: AERUGO_TEST_STACK=production run ${selected[*]}"
 AERUGO_TEST_STACK=production run_tests "${selected[@]}"
 
-tests_of skopeo
+tests_of skopeo auth::clients
 step "real clients, production stack, presigned redirects: AERUGO_TEST_S3_REDIRECT=1 run ${selected[*]}"
 AERUGO_TEST_STACK=production AERUGO_TEST_S3_REDIRECT=1 run_tests "${selected[@]}"
 
