@@ -75,6 +75,7 @@ pub async fn build_auth(
     accounts: Arc<dyn AccountStore>,
     cache: Arc<dyn Cache>,
 ) -> anyhow::Result<Arc<Auth>> {
+    let keys_from_store = config.auth.signing_key_file.is_none();
     let keys = match &config.auth.signing_key_file {
         Some(path) => {
             let pem = std::fs::read_to_string(path)
@@ -105,7 +106,13 @@ pub async fn build_auth(
         lockout_window: Duration::from_secs(config.auth.lockout_seconds),
         logins_per_client_per_minute: config.auth.logins_per_client_per_minute,
     };
-    Ok(Arc::new(Auth::new(accounts, cache, keys, settings)))
+    Ok(Arc::new(Auth::new(
+        accounts,
+        cache,
+        keys,
+        keys_from_store,
+        settings,
+    )))
 }
 
 async fn bootstrap_admin(
@@ -550,6 +557,7 @@ pub async fn run_server(
         );
     }
     let registry = registry_on(&config, stores.backends);
+    let key_reload = spawn_key_reload(&auth, config.auth.key_reload_seconds);
     match registry.reconcile_uploads().await {
         Ok(0) => {}
         Ok(ended) => tracing::info!(ended, "ended upload sessions whose bytes were lost"),
@@ -574,6 +582,7 @@ pub async fn run_server(
     if let Some(task) = gc_task {
         task.abort();
     }
+    key_reload.abort();
     result.context("serving HTTP")
 }
 
@@ -616,6 +625,21 @@ fn max_connections(configured: usize) -> usize {
 fn connection_room(open_file_limit: u64, configured: usize) -> usize {
     let room = open_file_limit.saturating_sub(RESERVED_FILES).max(1);
     usize::try_from(room).map_or(configured, |room| room.min(configured))
+}
+
+/// Follows key rotations made on any node: reloads the signing keys every `seconds`.
+fn spawn_key_reload(auth: &Arc<Auth>, seconds: u64) -> tokio::task::JoinHandle<()> {
+    let auth = Arc::clone(auth);
+    tokio::spawn(async move {
+        let mut ticker = tokio::time::interval(Duration::from_secs(seconds.max(1)));
+        ticker.tick().await;
+        loop {
+            ticker.tick().await;
+            if let Err(e) = auth.reload_keys().await {
+                tracing::warn!(error = %e, "cannot reload the token-signing keys");
+            }
+        }
+    })
 }
 
 fn spawn_periodic_gc(

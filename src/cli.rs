@@ -87,6 +87,9 @@ pub enum AdminCommand {
     },
     /// Create or upgrade the metadata schema.
     Migrate,
+    /// Start signing tokens with a new key (kept in the database; every node follows within
+    /// auth.key_reload_seconds). Tokens signed with the old keys stay valid until they expire.
+    RotateSigningKey,
     /// Create a user in the database `serve` uses (the same data directory or DATABASE_URL;
     /// a running server sees it at once). The first user closes an open registry.
     CreateUser {
@@ -180,6 +183,18 @@ pub async fn run(cli: Cli, config: Config) -> anyhow::Result<()> {
             command: AdminCommand::CheckConfig { .. },
             ..
         } => check_config(&config).await,
+        Command::Admin {
+            command: AdminCommand::RotateSigningKey,
+            ..
+        } => {
+            anyhow::ensure!(
+                config.auth.signing_key_file.is_none(),
+                "auth.signing_key_file is set: the nodes sign with that file's key; replace the file instead"
+            );
+            let accounts = app::open_accounts(&config).await?;
+            let kid = crate::auth::Auth::rotate_keys(accounts.as_ref()).await?;
+            print_out(&format!("signing with the new key {kid}"))
+        }
         Command::Admin {
             command: AdminCommand::CreateUser { name, admin, .. },
             ..

@@ -760,6 +760,9 @@ pub struct AuthConfig {
     /// An Ed25519 private key (PKCS#8 PEM) to sign tokens with. Unset: a key generated on
     /// first start and kept in the database, shared by every node.
     pub signing_key_file: Option<PathBuf>,
+    /// How often a node reloads the signing keys from the database, following a rotation
+    /// (`aerugo admin rotate-signing-key`) made anywhere.
+    pub key_reload_seconds: u64,
     /// Failed sign-ins to one account before it is locked for `lockout_seconds`.
     pub max_failed_logins: u64,
     pub lockout_seconds: u64,
@@ -780,6 +783,7 @@ impl Default for AuthConfig {
             token_lifetime_seconds: 300,
             refresh_lifetime_seconds: 14 * 24 * 3600,
             signing_key_file: None,
+            key_reload_seconds: 60,
             max_failed_logins: 10,
             lockout_seconds: 900,
             logins_per_client_per_minute: 120,
@@ -794,6 +798,9 @@ impl AuthConfig {
         let mut problems = Vec::new();
         if !(60..=3600).contains(&self.token_lifetime_seconds) {
             problems.push("auth.token_lifetime_seconds must be between 60 and 3600".into());
+        }
+        if self.key_reload_seconds == 0 {
+            problems.push("auth.key_reload_seconds must be at least 1".into());
         }
         if self.refresh_lifetime_seconds < 60 {
             problems.push("auth.refresh_lifetime_seconds must be at least 60".into());

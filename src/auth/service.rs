@@ -114,6 +114,10 @@ pub struct Auth {
     store: Arc<dyn AccountStore>,
     cache: Arc<dyn Cache>,
     keys: RwLock<Arc<KeyRing>>,
+    /// Whether the ring is the store's (and follows rotations) rather than a key file's.
+    keys_from_store: bool,
+    /// When the ring was last reloaded for a token naming an unknown key.
+    unknown_key_reload: Mutex<Option<Instant>>,
     settings: AuthSettings,
     /// Once a user exists the registry stays closed for this process's life.
     closed: AtomicBool,
@@ -125,16 +129,21 @@ pub struct Auth {
 }
 
 impl Auth {
+    /// `keys_from_store`: the ring was loaded from the store and is reloaded from it
+    /// ([`Auth::reload_keys`]); otherwise it is a key file's and never changes.
     pub fn new(
         store: Arc<dyn AccountStore>,
         cache: Arc<dyn Cache>,
         keys: KeyRing,
+        keys_from_store: bool,
         settings: AuthSettings,
     ) -> Auth {
         Auth {
             store,
             cache,
             keys: RwLock::new(Arc::new(keys)),
+            keys_from_store,
+            unknown_key_reload: Mutex::new(None),
             settings,
             closed: AtomicBool::new(false),
             open_checked: Mutex::new(None),
@@ -204,7 +213,17 @@ impl Auth {
                 token_access: None,
             }),
             Credentials::Bearer(token) => {
-                let claims = self.verify_token(token)?;
+                let claims = match self.verify_token(token) {
+                    // Another node may have rotated the keys since this one loaded them.
+                    Err(TokenError::UnknownKey) if self.reload_for_unknown_key().await => {
+                        self.verify_token(token)
+                    }
+                    verified => verified,
+                }
+                .map_err(|e| {
+                    tracing::debug!(error = %e, "bearer token refused");
+                    AuthError::InvalidToken
+                })?;
                 let principal = self
                     .resolve(&claims.sub)
                     .await?
@@ -217,11 +236,40 @@ impl Auth {
         }
     }
 
-    fn verify_token(&self, token: &str) -> Result<Claims, AuthError> {
-        token::verify(&self.ring(), &self.settings.parties, token).map_err(|e| {
-            tracing::debug!(error = %e, "bearer token refused");
-            AuthError::InvalidToken
-        })
+    fn verify_token(&self, token: &str) -> Result<Claims, TokenError> {
+        token::verify(&self.ring(), &self.settings.parties, token)
+    }
+
+    /// Reloads the ring for a token naming a key this node does not know, at most every
+    /// [`UNKNOWN_KEY_RELOAD`] (unknown keys are also what forged tokens name). Whether the
+    /// ring was reloaded.
+    async fn reload_for_unknown_key(&self) -> bool {
+        {
+            let mut last = self
+                .unknown_key_reload
+                .lock()
+                .unwrap_or_else(|p| p.into_inner());
+            if !self.keys_from_store || last.is_some_and(|at| at.elapsed() < UNKNOWN_KEY_RELOAD) {
+                return false;
+            }
+            *last = Some(Instant::now());
+        }
+        match self.reload_keys().await {
+            Ok(()) => true,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot reload the token-signing keys");
+                false
+            }
+        }
+    }
+
+    /// Reloads the ring from the store (a rotation made on any node); a key file's ring stays.
+    pub async fn reload_keys(&self) -> Result<(), AuthError> {
+        if self.keys_from_store {
+            let ring = KeyRing::from_stored(&self.store.signing_keys().await?)?;
+            self.set_keys(ring);
+        }
+        Ok(())
     }
 
     /// Checks a user's password or a robot's secret (`<namespace>+<robot>`), throttled per
@@ -615,7 +663,28 @@ impl Auth {
         }
         Ok(KeyRing::from_stored(&keys)?)
     }
+
+    /// Starts signing with a new key: the others retire (they verify until the tokens they
+    /// signed have expired) and keys retired longer ago than any token lives are deleted.
+    /// Every node follows within its reload interval. Returns the new key's id.
+    pub async fn rotate_keys(store: &dyn AccountStore) -> Result<String, AuthError> {
+        let now = store.now().await?;
+        let key = SigningKey::generate();
+        store.add_signing_key(&key.to_stored(now), false).await?;
+        store.retire_signing_keys_except(&key.kid).await?;
+        store
+            .delete_signing_keys_retired_before(now - RETIRED_KEY_LIFETIME_SECONDS)
+            .await?;
+        Ok(key.kid)
+    }
 }
+
+/// How long a retired key keeps verifying: past the longest token lifetime (3600 s) and the
+/// verification leeway, with room for nodes that have not reloaded yet.
+const RETIRED_KEY_LIFETIME_SECONDS: i64 = 2 * 3600;
+
+/// The least time between two reloads caused by unknown key ids.
+const UNKNOWN_KEY_RELOAD: Duration = Duration::from_secs(5);
 
 /// The robot as a principal, unless it is revoked or expired at `now`.
 fn active_robot(stored: StoredRobot, now: Timestamp) -> Option<Principal> {

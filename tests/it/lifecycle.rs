@@ -257,6 +257,98 @@ async fn create_user_closes_a_running_registry_and_admin_gc_still_works() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rotating_the_signing_key_keeps_issued_tokens_valid() {
+    let work = TempDir::new().unwrap();
+    let data = work.path().join("data");
+    let env = [
+        ("AERUGO__AUTH__BOOTSTRAP_ADMIN", "root".to_owned()),
+        (
+            "AERUGO__AUTH__BOOTSTRAP_ADMIN_PASSWORD",
+            "root-password-1".to_owned(),
+        ),
+        ("AERUGO__AUTH__KEY_RELOAD_SECONDS", "1".to_owned()),
+    ];
+    let core = CoreProcess::start_with_env(TempDir::new().unwrap(), &data, &env).await;
+    let client = http_client();
+    let token = || async {
+        let body: serde_json::Value = client
+            .get(core.url("/auth/token?service=aerugo"))
+            .basic_auth("root", Some("root-password-1"))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        body["token"].as_str().unwrap().to_owned()
+    };
+    let kid = |token: &str| {
+        use base64::Engine;
+        let header = token.split('.').next().unwrap();
+        let header = base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .decode(header)
+            .unwrap();
+        serde_json::from_slice::<serde_json::Value>(&header).unwrap()["kid"]
+            .as_str()
+            .unwrap()
+            .to_owned()
+    };
+    let before = token().await;
+    let rotated = Command::new(AERUGO)
+        .args(["admin", "rotate-signing-key", "--data-dir"])
+        .arg(&data)
+        .env("AERUGO__SERVER__LOG_LEVEL", "warn")
+        .output()
+        .unwrap();
+    assert!(
+        rotated.status.success(),
+        "{}",
+        String::from_utf8_lossy(&rotated.stderr)
+    );
+    let new_kid = String::from_utf8_lossy(&rotated.stdout)
+        .trim()
+        .rsplit(' ')
+        .next()
+        .unwrap()
+        .to_owned();
+    assert_ne!(new_kid, kid(&before));
+    // The server follows within its reload interval and signs with the new key.
+    let mut after = token().await;
+    for _ in 0..30 {
+        if kid(&after) == new_kid {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        after = token().await;
+    }
+    assert_eq!(
+        kid(&after),
+        new_kid,
+        "the server still signs with the old key"
+    );
+    // Both tokens work; the JWK set lists both keys.
+    for token in [&before, &after] {
+        let status = client
+            .get(core.url("/v2/"))
+            .bearer_auth(token)
+            .send()
+            .await
+            .unwrap()
+            .status();
+        assert_eq!(status, 200);
+    }
+    let jwks: serde_json::Value = client
+        .get(core.url("/auth/jwks"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(jwks["keys"].as_array().unwrap().len(), 2, "{jwks}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn periodic_gc_collects_unreferenced_blobs_while_serving() {
     let server = super::support::TestServer::start_with(|config| {
         config.gc.interval_seconds = 1;

@@ -192,7 +192,8 @@ impl CoreProcess {
             .arg(data_dir)
             .envs(env.iter().map(|(name, value)| (*name, value)));
         let mut child = spawn_logged(&mut command, &log);
-        let url = format!("http://{addr}/v2/");
+        // /healthz rather than /v2/, which answers 401 once the registry has users.
+        let url = format!("http://{addr}/healthz");
         wait_until_ready(&http_client(), &url, &mut child, &log, "aerugo serve").await;
         CoreProcess {
             addr,
