@@ -864,3 +864,77 @@ async fn writes_and_denials_are_audited() {
     );
     assert_eq!(seen.len(), 6, "nothing else is recorded: {seen:?}");
 }
+
+#[tokio::test]
+async fn expired_tokens_and_path_tricks_open_nothing() {
+    let t = Tenants::start().await;
+    let admin = As::Basic(ADMIN, ADMIN_PASSWORD);
+    assert_eq!(
+        push(&t, admin, "alice/secret", "1", &image("tricks")).await,
+        201
+    );
+    // A token signed with the registry's own key, for alice, that expired an hour ago.
+    let ring = aerugo::auth::Auth::load_keys(t.accounts.as_ref())
+        .await
+        .unwrap();
+    let parties = aerugo::auth::TokenParties {
+        issuer: "aerugo".into(),
+        service: "aerugo".into(),
+    };
+    let access = vec![aerugo::oci::scope::AccessEntry::from(
+        &aerugo::oci::scope::ResourceScope::repository("alice/secret", [Action::Pull]),
+    )];
+    let now = aerugo::metadata::system_now();
+    let expired =
+        aerugo::auth::token::issue(&ring, &parties, "alice", access.clone(), now - 3600, 300)
+            .unwrap();
+    let (status, code, _) =
+        refusal(get(&t, As::Bearer(&expired), "/v2/alice/secret/manifests/1").await).await;
+    assert_eq!(
+        (status, code.as_str()),
+        (StatusCode::UNAUTHORIZED, "UNAUTHORIZED")
+    );
+    // The same token, unexpired, works: the refusal above was the expiry.
+    let fresh = aerugo::auth::token::issue(&ring, &parties, "alice", access, now, 300).unwrap();
+    assert_eq!(
+        get(&t, As::Bearer(&fresh), "/v2/alice/secret/manifests/1")
+            .await
+            .status(),
+        200
+    );
+
+    // bob, signed in, tries to reach alice's repository through his own namespace.
+    let bob = As::Basic("bob", PASSWORD);
+    for path in [
+        "/v2/bob/../alice/secret/manifests/1",
+        "/v2/bob/%2e%2e/alice/secret/manifests/1",
+        "/v2/bob%2F..%2Falice/secret/manifests/1",
+        "/v2/bob//alice/secret/manifests/1",
+        "/v2/./alice/secret/manifests/1",
+        "/v2/ALICE/secret/manifests/1",
+    ] {
+        let response = get(&t, bob, path).await;
+        assert!(
+            response.status().is_client_error(),
+            "{path}: {}",
+            response.status()
+        );
+    }
+    // Scopes that try the same in a token request are granted nothing.
+    let response = t
+        .token_response(
+            Some(("bob", PASSWORD)),
+            &[
+                "repository:bob/../alice/secret:pull",
+                "repository:alice/secret/..:pull",
+                "repository:bob/*:pull",
+            ],
+        )
+        .await;
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(body["scope"], "", "{body}");
+    assert_eq!(
+        claims_of(body["token"].as_str().unwrap())["access"],
+        serde_json::json!([])
+    );
+}
