@@ -9,9 +9,10 @@
 //!
 //! [`FaultProxy`] sits between a test and such a service and cuts the line on demand.
 //! [`fake_registry`] is the in-process, fault-injecting registry the upstream client's and the
-//! edge's tests pull from.
+//! edge's tests pull from; [`image`] is the images, blobs and manifests every test builds.
 
 pub mod fake_registry;
+pub mod image;
 
 use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
 use std::path::PathBuf;

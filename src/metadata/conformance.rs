@@ -17,6 +17,7 @@ use super::{
 };
 use crate::oci::manifest::{DOCKER_MANIFEST, OCI_INDEX, OCI_MANIFEST, parse};
 use crate::oci::{Digest, Reference, RepoName, Tag, UploadId};
+use crate::testkit::image as kit;
 
 /// Expands to one test per conformance case. `$make` is a path to an
 /// `async fn() -> Option<(Arc<dyn MetadataStore>, G)>`: `None` skips the case (a test service
@@ -61,9 +62,6 @@ pub(crate) use metadata_conformance;
 
 // ---- fixtures (backends' own tests use some) ----
 
-const CONFIG_TYPE: &str = "application/vnd.oci.image.config.v1+json";
-const LAYER_TYPE: &str = "application/vnd.oci.image.layer.v1.tar+gzip";
-
 pub(crate) fn repo(name: &str) -> RepoName {
     name.parse().expect("valid repository name")
 }
@@ -81,28 +79,27 @@ pub(crate) fn blob(seed: &str) -> Digest {
 pub(crate) const BLOB_SIZE: u64 = 100;
 
 fn descriptor(media_type: &str, digest: &Digest, size: u64) -> Value {
-    json!({ "mediaType": media_type, "digest": digest.as_str(), "size": size })
+    kit::descriptor(media_type, digest.as_str(), size)
 }
 
 /// An OCI image manifest; tests tweak the JSON (subject, artifactType…) before `manifest`.
 pub(crate) fn image(config: &Digest, layers: &[&Digest]) -> Value {
-    json!({
-        "schemaVersion": 2,
-        "mediaType": OCI_MANIFEST,
-        "config": descriptor(CONFIG_TYPE, config, BLOB_SIZE),
-        "layers": layers.iter().map(|l| descriptor(LAYER_TYPE, l, BLOB_SIZE)).collect::<Vec<_>>(),
-    })
+    kit::oci_manifest(
+        descriptor(kit::OCI_CONFIG, config, BLOB_SIZE),
+        layers
+            .iter()
+            .map(|l| descriptor(kit::OCI_LAYER, l, BLOB_SIZE))
+            .collect(),
+    )
 }
 
 fn index(children: &[&NewManifest]) -> Value {
-    let descriptors = children
-        .iter()
-        .map(|c| descriptor(OCI_MANIFEST, &c.digest, c.body.len() as u64));
-    json!({
-        "schemaVersion": 2,
-        "mediaType": OCI_INDEX,
-        "manifests": descriptors.collect::<Vec<_>>(),
-    })
+    kit::oci_index(
+        children
+            .iter()
+            .map(|c| descriptor(OCI_MANIFEST, &c.digest, c.body.len() as u64))
+            .collect(),
+    )
 }
 
 /// A manifest as the registry would hand it over: real bytes, parsed by the real parser.

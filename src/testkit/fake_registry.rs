@@ -30,6 +30,7 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 
+use super::image::TestImage;
 use crate::oci::Digest;
 use crate::oci::manifest::OCI_MANIFEST;
 
@@ -333,6 +334,14 @@ impl FakeRegistry {
         lock(&self.shared.content)
             .tags
             .insert((repo.to_owned(), tag.to_owned()), digest.to_owned());
+    }
+
+    /// Stores every blob of `image` and its manifest, tagged `tag` in `repo`.
+    pub fn put_image(&self, repo: &str, tag: &str, image: &TestImage) {
+        for blob in image.blobs() {
+            self.put_blob(blob.bytes());
+        }
+        self.put_manifest(repo, Some(tag), &image.manifest, &image.media_type);
     }
 
     pub fn put_blob(&self, body: impl AsRef<[u8]>) -> Digest {

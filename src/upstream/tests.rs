@@ -16,6 +16,7 @@ use crate::storage::ByteStream;
 use crate::testkit::fake_registry::{
     AuthMode, BlobFault, FakeRegistry as Fake, Knobs, SERVICE, basic,
 };
+use crate::testkit::image::{TestImage, bytes_for};
 
 const NAME: &str = "library/app";
 
@@ -32,15 +33,7 @@ fn by_digest(d: &Digest) -> Reference {
 }
 
 fn manifest_body() -> Vec<u8> {
-    let config = Digest::sha256_of(b"{}");
-    format!(
-        r#"{{"schemaVersion":2,"mediaType":"{OCI_MANIFEST}","config":{{"mediaType":"application/vnd.oci.image.config.v1+json","digest":"{config}","size":2}},"layers":[]}}"#
-    )
-    .into_bytes()
-}
-
-fn blob_body(len: usize) -> Vec<u8> {
-    (0..len).map(|i| (i * 31 % 251) as u8).collect()
+    TestImage::new("upstream client").manifest
 }
 
 fn config_for(fake: &Fake) -> UpstreamConfig {
@@ -62,7 +55,7 @@ fn client(fake: &Fake) -> UpstreamClient {
 async fn seeded(knobs: Knobs) -> (Fake, Digest, Digest, Vec<u8>) {
     let fake = Fake::start(knobs).await;
     let manifest = fake.put_manifest(NAME, Some("1.0"), &manifest_body(), OCI_MANIFEST);
-    let blob = blob_body(300_000);
+    let blob = bytes_for("upstream blob", 300_000);
     let blob_digest = fake.put_blob(&blob);
     (fake, manifest, blob_digest, blob)
 }

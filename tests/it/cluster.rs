@@ -7,9 +7,8 @@ use std::time::Duration;
 
 use aerugo::testkit::FaultProxy;
 
-use crate::distribution::{
-    Api, OCI_MANIFEST, bytes_for, expect_error, expect_status, header, image_parts, sha256,
-};
+use crate::distribution::{Api, expect_error, expect_status, header};
+use crate::support::image::{OCI_LAYER_TAR, OCI_MANIFEST, TestImage, bytes_for, sha256};
 use crate::support::stack::Stack;
 
 async fn two_nodes(
@@ -38,17 +37,18 @@ async fn a_push_through_one_node_is_pulled_through_the_other() {
     let Some((_stack, a, b)) = two_nodes(streamed).await else {
         return;
     };
-    let image = a.push_image("team/app", "1.0", "cluster-push").await;
+    let image = TestImage::new("cluster-push");
+    a.push_image("team/app", "1.0", &image).await;
     let (status, _, body) = b.get_manifest("team/app", "1.0").await;
     assert_eq!(status, 200);
     assert_eq!(body, image.manifest);
     assert_eq!(
-        b.get_blob("team/app", &image.layer_digest()).await,
-        (200, image.layer.clone())
+        b.get_blob("team/app", &image.layer_digest(0)).await,
+        (200, image.layers[0].bytes())
     );
     assert_eq!(
         b.get_blob("team/app", &image.config_digest()).await,
-        (200, image.config.clone())
+        (200, image.config.bytes())
     );
 }
 
@@ -89,7 +89,8 @@ async fn a_tag_moved_on_one_node_is_seen_on_the_other_at_once() {
     let Some((_stack, a, b)) = two_nodes(streamed).await else {
         return;
     };
-    let first = a.push_image("team/app", "latest", "tag-first").await;
+    let first = TestImage::new("tag-first");
+    a.push_image("team/app", "latest", &first).await;
     // Both nodes have the tag cached now.
     for node in [&a, &b] {
         assert_eq!(
@@ -97,7 +98,8 @@ async fn a_tag_moved_on_one_node_is_seen_on_the_other_at_once() {
             first.manifest
         );
     }
-    let second = b.push_image("team/app", "latest", "tag-second").await;
+    let second = TestImage::new("tag-second");
+    b.push_image("team/app", "latest", &second).await;
     let (status, headers, body) = a.get_manifest("team/app", "latest").await;
     assert_eq!(status, 200);
     assert_eq!(header(&headers, "docker-content-digest"), second.digest);
@@ -144,20 +146,13 @@ async fn garbage_collection_on_one_node_never_undoes_pushes_through_the_other() 
     // a re-push of a digest GC is deleting must end with the blob there.
     let mut pushed = Vec::new();
     for (i, layer) in garbage.iter().enumerate().take(3) {
-        let config = bytes_for(&format!("gc-race-config-{i}"), 100);
-        b.push_blob("team/app", &config).await;
-        b.push_blob("team/app", layer).await;
-        let manifest = crate::distribution::manifest_bytes(&crate::distribution::oci_manifest(
-            crate::distribution::descriptor_of("application/vnd.oci.image.config.v1+json", &config),
-            vec![crate::distribution::descriptor_of(
-                "application/vnd.oci.image.layer.v1.tar",
-                layer,
-            )],
-        ));
+        let image = TestImage::builder("gc race")
+            .config(bytes_for(&format!("gc-race-config-{i}"), 100))
+            .layer_of(OCI_LAYER_TAR, layer.clone())
+            .build();
         let tag = format!("v{i}");
-        b.push_manifest("team/app", &tag, OCI_MANIFEST, &manifest)
-            .await;
-        pushed.push((tag, manifest, layer.clone(), config));
+        b.push_image("team/app", &tag, &image).await;
+        pushed.push((tag, image));
     }
     collector.await.expect("collector");
     // One more collection once the last one has let go of the GC lock.
@@ -178,16 +173,20 @@ async fn garbage_collection_on_one_node_never_undoes_pushes_through_the_other() 
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    for (tag, manifest, layer, config) in &pushed {
-        assert_eq!(&a.get_manifest("team/app", tag).await.2, manifest, "{tag}");
+    for (tag, image) in &pushed {
         assert_eq!(
-            a.get_blob("team/app", &sha256(layer)).await,
-            (200, layer.clone()),
+            a.get_manifest("team/app", tag).await.2,
+            image.manifest,
             "{tag}"
         );
         assert_eq!(
-            b.get_blob("team/app", &sha256(config)).await,
-            (200, config.clone()),
+            a.get_blob("team/app", &image.layer_digest(0)).await,
+            (200, image.layers[0].bytes()),
+            "{tag}"
+        );
+        assert_eq!(
+            b.get_blob("team/app", &image.config_digest()).await,
+            (200, image.config.bytes()),
             "{tag}"
         );
     }
@@ -250,7 +249,7 @@ async fn blob_gets_redirect_to_a_presigned_url_that_serves_the_bytes() {
     let Some((_stack, a, _b)) = two_nodes(redirected).await else {
         return;
     };
-    let (_, layer, _) = image_parts("redirected");
+    let layer = bytes_for("redirected", 1000);
     let digest = a.push_blob("team/app", &layer).await;
     let response = a.send(a.get(&format!("/v2/team/app/blobs/{digest}"))).await;
     let (headers, _) = expect_status(response, 307).await;
@@ -297,7 +296,7 @@ async fn blob_gets_redirect_to_a_presigned_url_that_serves_the_bytes() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_serve_processes_on_the_original_variables_are_one_registry() {
     use crate::support::process::CoreProcess;
-    use crate::support::seed::{SeedImage, Seeder};
+    use crate::support::seed::Seeder;
 
     let Some(stack) = Stack::create().await else {
         return;
@@ -322,7 +321,7 @@ async fn two_serve_processes_on_the_original_variables_are_one_registry() {
     };
     let mut first = start().await;
     let second = start().await;
-    let image = SeedImage::new("two processes", &[300 << 10, 1000]);
+    let image = TestImage::with_layers("two processes", &[300 << 10, 1000]);
     Seeder::new(&first.url(""))
         .push_image("team/app", "1.0", &image)
         .await;
@@ -361,7 +360,7 @@ async fn two_serve_processes_on_the_original_variables_are_one_registry() {
         .push_image(
             "team/app",
             "2.0",
-            &SeedImage::new("after the kill", &[1000]),
+            &TestImage::with_layers("after the kill", &[1000]),
         )
         .await;
 }
@@ -410,7 +409,8 @@ async fn an_unreachable_database_is_503_and_recovers_without_a_restart() {
     let Some((_stack, proxy, node)) = node_behind_database_proxy().await else {
         return;
     };
-    let image = node.push_image("team/app", "1.0", "db-fault").await;
+    let image = TestImage::new("db-fault");
+    node.push_image("team/app", "1.0", &image).await;
     proxy.refuse();
     let started = std::time::Instant::now();
     let response = node
@@ -425,7 +425,8 @@ async fn an_unreachable_database_is_503_and_recovers_without_a_restart() {
     let ready = node.send(node.get("/readyz")).await;
     assert_eq!(ready.status(), 503);
     // A push while the database is away leaves nothing half-written.
-    let (config, layer, manifest) = image_parts("db-fault-during");
+    let during = TestImage::new("db-fault-during");
+    let layer = during.layers[0].bytes();
     let response = node
         .send(
             node.post(&format!(
@@ -441,13 +442,10 @@ async fn an_unreachable_database_is_503_and_recovers_without_a_restart() {
     recovers(&node).await;
     assert_eq!(node.get_manifest("team/app", "1.0").await.2, image.manifest);
     let response = node
-        .put_manifest("team/app", "2.0", OCI_MANIFEST, &manifest)
+        .put_manifest("team/app", "2.0", OCI_MANIFEST, &during.manifest)
         .await;
     expect_error(response, 400, "MANIFEST_BLOB_UNKNOWN").await;
-    node.push_blob("team/app", &config).await;
-    node.push_blob("team/app", &layer).await;
-    node.push_manifest("team/app", "2.0", OCI_MANIFEST, &manifest)
-        .await;
+    node.push_image("team/app", "2.0", &during).await;
 }
 
 /// The edge in both modes in front of nodes whose blob `GET`s redirect to the object store:
@@ -461,7 +459,8 @@ async fn the_edge_follows_presigned_redirects_in_gateway_and_mirror_mode() {
     let Some((_stack, a, b)) = two_nodes(redirected).await else {
         return;
     };
-    let image = a.push_image("team/app", "1.0", "behind-the-edge").await;
+    let image = TestImage::new("behind-the-edge");
+    a.push_image("team/app", "1.0", &image).await;
     let gateway = EdgeProcess::start(|edge| {
         edge.gateway.cores = vec![a.server.host(), b.server.host()];
         edge.gateway.health_check_interval_seconds = 1;
@@ -481,12 +480,12 @@ async fn the_edge_follows_presigned_redirects_in_gateway_and_mirror_mode() {
             &image.manifest,
         )
         .await;
-        let url = edge.url(&format!("/v2/team/app/blobs/{}", image.layer_digest()));
+        let url = edge.url(&format!("/v2/team/app/blobs/{}", image.layer_digest(0)));
         let cold = fetch(&edge.http, &url, None).await;
-        cold.assert_blob(&image.layer_digest(), image.layer.len() as u64);
+        cold.assert_blob(&image.layer_digest(0), image.layers[0].size);
         assert_eq!(cold.cache(), "MISS");
         let warm = fetch(&edge.http, &url, None).await;
-        warm.assert_blob(&image.layer_digest(), image.layer.len() as u64);
+        warm.assert_blob(&image.layer_digest(0), image.layers[0].size);
         assert_eq!(warm.cache(), "HIT");
     }
 }
@@ -510,7 +509,8 @@ async fn requests_keep_succeeding_while_redis_is_black_holed() {
         config.cache.redis_url = Some(url.clone());
     })
     .await;
-    let image = node.push_image("team/app", "1.0", "redis-outage").await;
+    let image = TestImage::new("redis-outage");
+    node.push_image("team/app", "1.0", &image).await;
     proxy.blackhole();
     let started = std::time::Instant::now();
     for i in 0..20 {
@@ -520,11 +520,11 @@ async fn requests_keep_succeeding_while_redis_is_black_holed() {
             "pull {i}"
         );
         assert_eq!(
-            node.get_blob("team/app", &image.layer_digest()).await.0,
+            node.get_blob("team/app", &image.layer_digest(0)).await.0,
             200
         );
     }
-    node.push_image("team/app", "2.0", "redis-outage-push")
+    node.push_image("team/app", "2.0", &TestImage::new("redis-outage-push"))
         .await;
     // One command timeout per retry pause at most, not one per request.
     assert!(
@@ -559,10 +559,11 @@ async fn an_unreachable_object_store_is_503_and_recovers_without_a_restart() {
         }
     })
     .await;
-    let image = node.push_image("team/app", "1.0", "s3-outage").await;
+    let image = TestImage::new("s3-outage");
+    node.push_image("team/app", "1.0", &image).await;
     proxy.refuse();
     let response = node
-        .send(node.get(&format!("/v2/team/app/blobs/{}", image.layer_digest())))
+        .send(node.get(&format!("/v2/team/app/blobs/{}", image.layer_digest(0))))
         .await;
     let (headers, _) = expect_error(response, 503, "UNAVAILABLE").await;
     assert_eq!(header(&headers, "retry-after"), "1");
@@ -581,8 +582,8 @@ async fn an_unreachable_object_store_is_503_and_recovers_without_a_restart() {
     proxy.restore();
     recovers(&node).await;
     assert_eq!(
-        node.get_blob("team/app", &image.layer_digest()).await,
-        (200, image.layer)
+        node.get_blob("team/app", &image.layer_digest(0)).await,
+        (200, image.layers[0].bytes())
     );
     // The failed push left nothing visible: the blob is unknown until pushed again.
     let digest = sha256(&blob);

@@ -11,7 +11,8 @@ use bytes::Bytes;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpSocket, TcpStream};
 
-use super::distribution::{Api, OCI_MANIFEST, RawResponse, sha256};
+use super::distribution::{Api, RawResponse};
+use super::support::image::{OCI_MANIFEST, bytes_for, sha256};
 use super::support::process::assert_raises_open_file_limit;
 
 /// How long a test waits for an answer (or a close) before calling the server stuck.
@@ -207,7 +208,7 @@ async fn an_idle_keep_alive_connection_is_closed() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn slow_uploads_and_downloads_outlive_the_header_and_idle_timeouts() {
     let api = impatient_server().await;
-    let blob = Bytes::from(super::distribution::bytes_for("slow", 32 << 20));
+    let blob = Bytes::from(bytes_for("slow", 32 << 20));
     let digest = sha256(&blob);
     let (tx, rx) = tokio::sync::mpsc::channel::<Result<Bytes, std::io::Error>>(1);
     let body = futures_util::stream::unfold(rx, |mut rx| async move {

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use tempfile::TempDir;
 
-use super::support::oci_layout::{self, ByteGen, Fill};
+use super::support::image::{ByteGen, Fill, fresh_seed, sha256, sha256_file};
 use super::support::process::{CoreProcess, http_client as http};
 
 const CHUNK: usize = 4 << 20;
@@ -111,7 +111,7 @@ async fn assert_blob_served(
     assert_eq!(resp.status().as_u16(), 200, "GET blob {digest}");
     let body = resp.bytes().await.expect("blob body");
     assert_eq!(body.len(), data.len(), "blob length");
-    assert_eq!(oci_layout::sha256_digest(&body), digest, "blob content");
+    assert_eq!(sha256(&body), digest, "blob content");
 }
 
 /// A monolithic push (`POST ?digest=` with the whole body) must succeed with 201.
@@ -142,7 +142,7 @@ async fn monolithic_push(
 fn assert_blob_files_whole(data_dir: &Path, digest: &str, size: usize) -> Vec<PathBuf> {
     let files = blob_files(data_dir, hex_of(digest));
     for f in &files {
-        let (d, len) = oci_layout::sha256_file(f).unwrap();
+        let (d, len) = sha256_file(f).unwrap();
         assert_eq!(len, size as u64, "{} is a partial blob", f.display());
         assert_eq!(
             d,
@@ -179,10 +179,8 @@ async fn assert_whole_or_nothing(
 }
 
 fn generated(size: usize) -> (Bytes, String) {
-    let data = Bytes::from(
-        ByteGen::new(Fill::Seeded(oci_layout::fresh_seed()), size as u64).collect_vec(),
-    );
-    let digest = oci_layout::sha256_digest(&data);
+    let data = Bytes::from(ByteGen::new(Fill::Seeded(fresh_seed()), size as u64).collect_vec());
+    let digest = sha256(&data);
     (data, digest)
 }
 

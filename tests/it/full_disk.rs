@@ -8,10 +8,10 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+use super::support::image::{OCI_LAYER_TAR, OCI_MANIFEST, TestImage, sha256};
 use super::support::process::{CoreProcess, http_client};
 
 const REPO: &str = "disk/full";
-const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
 
 /// A tmpfs mounted for one test, unmounted (lazily, in case a file is still open) on drop.
 struct Tmpfs {
@@ -61,11 +61,6 @@ fn fill(path: &Path) {
     let _ = file.sync_all();
 }
 
-fn sha256(bytes: &[u8]) -> String {
-    use sha2::Digest as _;
-    format!("sha256:{}", hex::encode(sha2::Sha256::digest(bytes)))
-}
-
 async fn push_blob(core: &CoreProcess, bytes: &[u8]) -> u16 {
     let url = core.url(&format!(
         "/v2/{REPO}/blobs/uploads/?digest={}",
@@ -76,15 +71,11 @@ async fn push_blob(core: &CoreProcess, bytes: &[u8]) -> u16 {
 }
 
 fn manifest(config: &[u8], layer: &[u8]) -> Vec<u8> {
-    serde_json::to_vec(&serde_json::json!({
-        "schemaVersion": 2,
-        "mediaType": OCI_MANIFEST,
-        "config": {"mediaType": "application/vnd.oci.image.config.v1+json",
-                   "digest": sha256(config), "size": config.len()},
-        "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar",
-                    "digest": sha256(layer), "size": layer.len()}],
-    }))
-    .expect("manifest json")
+    TestImage::builder("full disk")
+        .config(config.to_vec())
+        .layer_of(OCI_LAYER_TAR, layer.to_vec())
+        .build()
+        .manifest
 }
 
 async fn put_manifest(core: &CoreProcess, tag: &str, body: Vec<u8>) -> u16 {

@@ -6,14 +6,10 @@ use std::process::Command;
 use std::time::Duration;
 
 use bytes::Bytes;
-use sha2::{Digest as _, Sha256};
 use tempfile::TempDir;
 
+use super::support::image::sha256;
 use super::support::process::{AERUGO, CoreProcess, http_client};
-
-fn sha256(bytes: &[u8]) -> String {
-    format!("sha256:{}", hex::encode(Sha256::digest(bytes)))
-}
 
 #[test]
 fn invalid_configuration_is_rejected_with_every_problem_listed() {

@@ -3,7 +3,8 @@
 
 use reqwest::RequestBuilder;
 
-use super::distribution::{Api, OCI_MANIFEST, expect_status, header, image_parts, sha256};
+use super::distribution::{Api, expect_status, header};
+use super::support::image::{OCI_MANIFEST, TestImage, sha256};
 
 const HOST: &str = "registry.example:5000";
 
@@ -103,21 +104,20 @@ async fn every_location_is_absolute_on_the_host_the_client_asked_for() {
     .await;
     assert_eq!(mounted, format!("{origin}/v2/loc/other/blobs/{digest}"));
 
-    let (config, layer, manifest) = image_parts("locations");
-    api.push_blob(repo, &config).await;
-    api.push_blob(repo, &layer).await;
+    let image = TestImage::new("locations");
+    api.push_blobs(repo, &image).await;
     let manifest_location = location_of(
         &api,
         api.put(&format!("/v2/{repo}/manifests/v1"))
             .header("content-type", OCI_MANIFEST)
-            .body(manifest.clone()),
+            .body(image.manifest.clone()),
         &host,
         201,
     )
     .await;
     assert_eq!(
         manifest_location,
-        format!("{origin}/v2/{repo}/manifests/{}", sha256(&manifest))
+        format!("{origin}/v2/{repo}/manifests/{}", image.digest)
     );
 }
 

@@ -20,9 +20,9 @@ use std::time::Duration;
 use serde_json::Value;
 use tempfile::TempDir;
 
-use super::support::oci_layout::{
-    self, Descriptor, ImageInfo, IndexInfo, LayerSpec, MEDIA_TYPE_IMAGE_INDEX,
-    MEDIA_TYPE_IMAGE_MANIFEST, Platform, TEST_ARTIFACT_TYPE,
+use super::support::image::{
+    Descriptor, EMPTY_DIGEST, OCI_INDEX, OCI_MANIFEST, Platform, TEST_ARTIFACT_TYPE, TestImage,
+    TestIndex, fresh_seed, layout, sha256,
 };
 use super::support::{TestServer, require_tool};
 
@@ -160,20 +160,17 @@ fn docker_ref(server: &TestServer, repo_and_ref: &str) -> String {
 
 /// The pulled-back image equals the written one: same manifest bytes and digest, same config
 /// and layer digests and sizes, and every blob on disk hashes to its digest.
-fn assert_same_image(written: &ImageInfo, pulled: &ImageInfo) {
-    assert_eq!(
-        pulled.manifest.digest, written.manifest.digest,
-        "manifest digest"
-    );
+fn assert_same_image(written: &TestImage, pulled: &TestImage) {
+    assert_eq!(pulled.digest, written.digest, "manifest digest");
     assert!(
-        pulled.manifest_bytes == written.manifest_bytes,
+        pulled.manifest == written.manifest,
         "manifest bytes differ:\nwritten: {}\npulled:  {}",
-        String::from_utf8_lossy(&written.manifest_bytes),
-        String::from_utf8_lossy(&pulled.manifest_bytes)
+        String::from_utf8_lossy(&written.manifest),
+        String::from_utf8_lossy(&pulled.manifest)
     );
     assert_eq!(pulled.config.digest, written.config.digest, "config digest");
     assert_eq!(pulled.config.size, written.config.size, "config size");
-    let digests = |i: &ImageInfo| -> Vec<(String, u64)> {
+    let digests = |i: &TestImage| -> Vec<(String, u64)> {
         i.layers
             .iter()
             .map(|l| (l.digest.clone(), l.size))
@@ -183,19 +180,20 @@ fn assert_same_image(written: &ImageInfo, pulled: &ImageInfo) {
 }
 
 /// Pulls `reference` into a fresh layout and reads the image back (verifying every blob).
-async fn pull_image(reference: &str, into: &Path) -> ImageInfo {
+async fn pull_image(reference: &str, into: &Path) -> TestImage {
     pull(reference, into, "back", false).await;
-    let desc = oci_layout::resolve_tag(into, "back");
-    oci_layout::read_image(into, &desc)
+    let desc = layout::resolve_tag(into, "back");
+    layout::read_image(into, &desc)
 }
 
 /// Writes a small two-layer image into `dir` under `tag`.
-fn small_image(dir: &Path, tag: &str) -> ImageInfo {
-    oci_layout::write_image(
-        dir,
-        tag,
-        &[LayerSpec::random(1 << 20), LayerSpec::pattern(4096, 0x5a)],
-    )
+fn small_image(dir: &Path, tag: &str) -> TestImage {
+    let image = TestImage::builder("skopeo small")
+        .random_layer(1 << 20)
+        .pattern_layer(4096, 0x5a)
+        .build();
+    image.write_layout(dir, tag);
+    image
 }
 
 async fn get_manifest_status(server: &TestServer, repo: &str, reference: &str) -> u16 {
@@ -211,7 +209,7 @@ async fn get_manifest_status(server: &TestServer, repo: &str, reference: &str) -
 
 /// A server holding a small image pushed by skopeo as `reference` (e.g. `team/app:1.0`), with
 /// the OCI layout it was pushed from.
-async fn server_with_image(reference: &str) -> (TestServer, TempDir, ImageInfo) {
+async fn server_with_image(reference: &str) -> (TestServer, TempDir, TestImage) {
     let server = TestServer::start().await;
     let src = TempDir::new().unwrap();
     let image = small_image(src.path(), "latest");
@@ -232,7 +230,7 @@ async fn skopeo_push_and_pull_single_image() {
 
     // The registry serves the manifest byte for byte as pushed.
     let raw = inspect_raw(&docker_ref(&server, "team/app:1.0")).await;
-    assert_eq!(oci_layout::sha256_digest(&raw), image.manifest.digest);
+    assert_eq!(sha256(&raw), image.digest);
 
     // Blobs come from the registry, or from the bucket when the run asked for redirects: the
     // pulls below then prove skopeo follows them.
@@ -260,7 +258,7 @@ async fn skopeo_push_and_pull_single_image() {
     // Pull by digest too.
     let back2 = TempDir::new().unwrap();
     let by_digest = pull_image(
-        &docker_ref(&server, &format!("team/app@{}", image.manifest.digest)),
+        &docker_ref(&server, &format!("team/app@{}", image.digest)),
         back2.path(),
     )
     .await;
@@ -274,31 +272,25 @@ async fn skopeo_copy_all_multi_arch_index() {
     }
     let server = TestServer::start().await;
     let src = TempDir::new().unwrap();
-    let index: IndexInfo = oci_layout::write_index(
-        src.path(),
-        "multi",
-        &[Platform::linux_amd64(), Platform::linux_arm64()],
-    );
+    let platforms = [Platform::linux_amd64(), Platform::linux_arm64()];
+    let index = TestIndex::per_platform("skopeo multi", &platforms);
+    index.write_layout(src.path(), "multi");
     let dest = docker_ref(&server, "team/multi:1.0");
     push(src.path(), "multi", &dest, true).await;
 
     let raw = inspect_raw(&dest).await;
-    assert_eq!(
-        oci_layout::sha256_digest(&raw),
-        index.index.digest,
-        "index bytes changed"
-    );
+    assert_eq!(sha256(&raw), index.digest, "index bytes changed");
 
     let back = TempDir::new().unwrap();
     pull(&dest, back.path(), "multi", true).await;
-    let desc = oci_layout::resolve_tag(back.path(), "multi");
-    assert_eq!(desc.digest, index.index.digest, "index digest");
-    let pulled = oci_layout::read_index(back.path(), &desc);
-    assert_eq!(pulled.index_bytes, index.index_bytes, "index bytes");
+    let desc = layout::resolve_tag(back.path(), "multi");
+    assert_eq!(desc.digest, index.digest, "index digest");
+    let pulled = layout::read_index(back.path(), &desc);
+    assert_eq!(pulled.manifest, index.manifest, "index bytes");
     assert_eq!(pulled.images.len(), 2);
     for (written, pulled) in index.images.iter().zip(&pulled.images) {
         assert_same_image(written, pulled);
-        assert_eq!(pulled.manifest.platform, written.manifest.platform);
+        assert_eq!(pulled.platform, written.platform);
     }
     assert_eq!(pulled.digests(), index.digests());
 
@@ -306,10 +298,10 @@ async fn skopeo_copy_all_multi_arch_index() {
     for image in &index.images {
         let raw = inspect_raw(&docker_ref(
             &server,
-            &format!("team/multi@{}", image.manifest.digest),
+            &format!("team/multi@{}", image.digest),
         ))
         .await;
-        assert_eq!(raw, image.manifest_bytes);
+        assert_eq!(raw, image.manifest);
     }
 }
 
@@ -320,7 +312,19 @@ async fn skopeo_artifact_with_subject_and_referrers() {
     }
     let (server, src, image) = server_with_image("team/app:1.0").await;
 
-    let artifact = oci_layout::write_artifact(src.path(), "sbom", &image.manifest);
+    let payload = serde_json::json!({
+        "sbom": "test",
+        "subject": image.digest,
+        "nonce": format!("{:016x}", fresh_seed()),
+    });
+    let artifact = TestImage::builder("skopeo sbom")
+        .artifact(TEST_ARTIFACT_TYPE, &image.descriptor())
+        .layer_of(
+            TEST_ARTIFACT_TYPE,
+            serde_json::to_vec(&payload).expect("json"),
+        )
+        .build();
+    artifact.write_layout(src.path(), "sbom");
     push(
         src.path(),
         "sbom",
@@ -338,28 +342,22 @@ async fn skopeo_artifact_with_subject_and_referrers() {
         false,
     )
     .await;
-    let desc = oci_layout::resolve_tag(back.path(), "sbom");
-    assert_eq!(desc.digest, artifact.manifest.digest, "artifact digest");
-    let bytes = oci_layout::read_blob(back.path(), &desc.digest);
-    assert_eq!(bytes, artifact.manifest_bytes);
+    let desc = layout::resolve_tag(back.path(), "sbom");
+    assert_eq!(desc.digest, artifact.digest, "artifact digest");
+    let bytes = layout::read_blob(back.path(), &desc.digest);
+    assert_eq!(bytes, artifact.manifest);
     let v: Value = serde_json::from_slice(&bytes).unwrap();
     assert_eq!(v["artifactType"], TEST_ARTIFACT_TYPE);
-    assert_eq!(v["subject"]["digest"], image.manifest.digest);
-    assert_eq!(
-        oci_layout::read_blob(back.path(), oci_layout::EMPTY_DIGEST),
-        b"{}"
-    );
+    assert_eq!(v["subject"]["digest"], image.digest);
+    assert_eq!(layout::read_blob(back.path(), EMPTY_DIGEST), b"{}");
     for l in &artifact.layers {
-        oci_layout::verify_blob(back.path(), l);
+        layout::verify_blob(back.path(), l);
     }
 
     // Served by digest with its digest (OCI-Subject belongs to the PUT's answer, which skopeo
     // does not show; the HTTP-level tests check it).
     let resp = http()
-        .get(server.url(&format!(
-            "/v2/team/app/manifests/{}",
-            artifact.manifest.digest
-        )))
+        .get(server.url(&format!("/v2/team/app/manifests/{}", artifact.digest)))
         .header("Accept", MANIFEST_ACCEPT)
         .send()
         .await
@@ -369,12 +367,12 @@ async fn skopeo_artifact_with_subject_and_referrers() {
         resp.headers()
             .get("Docker-Content-Digest")
             .and_then(|v| v.to_str().ok()),
-        Some(artifact.manifest.digest.as_str())
+        Some(artifact.digest.as_str())
     );
-    assert_eq!(resp.bytes().await.unwrap(), artifact.manifest_bytes);
+    assert_eq!(resp.bytes().await.unwrap(), artifact.manifest);
 
     // The referrers API lists the artifact.
-    let referrers_url = server.url(&format!("/v2/team/app/referrers/{}", image.manifest.digest));
+    let referrers_url = server.url(&format!("/v2/team/app/referrers/{}", image.digest));
     let resp = http().get(&referrers_url).send().await.unwrap();
     assert_eq!(resp.status().as_u16(), 200);
     let content_type = resp
@@ -384,12 +382,12 @@ async fn skopeo_artifact_with_subject_and_referrers() {
         .unwrap_or_default()
         .to_owned();
     assert!(
-        content_type.starts_with(MEDIA_TYPE_IMAGE_INDEX),
+        content_type.starts_with(OCI_INDEX),
         "referrers Content-Type: {content_type}"
     );
     let index: Value = resp.json().await.unwrap();
     assert_eq!(index["schemaVersion"], 2);
-    assert_eq!(index["mediaType"], MEDIA_TYPE_IMAGE_INDEX);
+    assert_eq!(index["mediaType"], OCI_INDEX);
     let listed: Vec<Descriptor> = index["manifests"]
         .as_array()
         .expect("manifests array")
@@ -397,9 +395,9 @@ async fn skopeo_artifact_with_subject_and_referrers() {
         .map(Descriptor::from_json)
         .collect();
     assert_eq!(listed.len(), 1, "referrers: {index}");
-    assert_eq!(listed[0].digest, artifact.manifest.digest);
-    assert_eq!(listed[0].media_type, MEDIA_TYPE_IMAGE_MANIFEST);
-    assert_eq!(listed[0].size, artifact.manifest.size);
+    assert_eq!(listed[0].digest, artifact.digest);
+    assert_eq!(listed[0].media_type, OCI_MANIFEST);
+    assert_eq!(listed[0].size, artifact.manifest.len() as u64);
     assert_eq!(listed[0].artifact_type.as_deref(), Some(TEST_ARTIFACT_TYPE));
 
     // With an artifactType filter: kept when it matches, dropped when it does not.
@@ -486,19 +484,19 @@ async fn skopeo_delete_by_digest() {
     }
     let (server, _src, image) = server_with_image("team/app:1.0").await;
     assert_eq!(
-        get_manifest_status(&server, "team/app", &image.manifest.digest).await,
+        get_manifest_status(&server, "team/app", &image.digest).await,
         200
     );
 
     skopeo(&[
         "delete",
         "--tls-verify=false",
-        &docker_ref(&server, &format!("team/app@{}", image.manifest.digest)),
+        &docker_ref(&server, &format!("team/app@{}", image.digest)),
     ])
     .await;
 
     let resp = http()
-        .get(server.url(&format!("/v2/team/app/manifests/{}", image.manifest.digest)))
+        .get(server.url(&format!("/v2/team/app/manifests/{}", image.digest)))
         .header("Accept", MANIFEST_ACCEPT)
         .send()
         .await
@@ -518,7 +516,7 @@ async fn skopeo_delete_by_digest() {
         "copy",
         "--src-tls-verify=false",
         "--retry-times=0",
-        &docker_ref(&server, &format!("team/app@{}", image.manifest.digest)),
+        &docker_ref(&server, &format!("team/app@{}", image.digest)),
         &dest,
     ]
     .iter()
@@ -562,7 +560,7 @@ async fn skopeo_copy_between_repositories_mounts_blobs() {
     );
 
     let raw = inspect_raw(&docker_ref(&server, "b/dst:1")).await;
-    assert_eq!(raw, image.manifest_bytes, "manifest bytes in b/dst");
+    assert_eq!(raw, image.manifest, "manifest bytes in b/dst");
 
     // Every blob is now served from the destination repository.
     for blob in image.blobs() {
@@ -597,7 +595,9 @@ async fn skopeo_push_and_pull_256_mib_layer() {
     let dir = src.path().to_owned();
     // Generated and hashed while streamed to disk, off the async workers.
     let image = tokio::task::spawn_blocking(move || {
-        oci_layout::write_image(&dir, "big", &[LayerSpec::random(SIZE)])
+        let image = TestImage::builder("skopeo big").random_layer(SIZE).build();
+        image.write_layout(&dir, "big");
+        image
     })
     .await
     .unwrap();
@@ -625,8 +625,8 @@ async fn skopeo_push_and_pull_256_mib_layer() {
     pull(&reference, &back_dir, "back", false).await;
     // read_image re-hashes every blob on disk; do it off the async workers.
     let pulled = tokio::task::spawn_blocking(move || {
-        let desc = oci_layout::resolve_tag(&back_dir, "back");
-        oci_layout::read_image(&back_dir, &desc)
+        let desc = layout::resolve_tag(&back_dir, "back");
+        layout::read_image(&back_dir, &desc)
     })
     .await
     .unwrap();
@@ -640,21 +640,18 @@ async fn skopeo_eight_concurrent_pulls() {
     }
     let server = TestServer::start().await;
     let src = TempDir::new().unwrap();
-    let image = oci_layout::write_image(
-        src.path(),
-        "latest",
-        &[
-            LayerSpec::random(16 << 20),
-            LayerSpec::random(3 << 20),
-            LayerSpec::pattern(1000, 1),
-        ],
-    );
+    let image = TestImage::builder("skopeo popular")
+        .random_layer(16 << 20)
+        .random_layer(3 << 20)
+        .pattern_layer(1000, 1)
+        .build();
+    image.write_layout(src.path(), "latest");
     let reference = docker_ref(&server, "team/popular:1");
     push(src.path(), "latest", &reference, false).await;
 
     let dirs: Vec<TempDir> = (0..8).map(|_| TempDir::new().unwrap()).collect();
     let pulls = dirs.iter().map(|d| pull_image(&reference, d.path()));
-    let pulled: Vec<ImageInfo> = futures_util::future::join_all(pulls).await;
+    let pulled: Vec<TestImage> = futures_util::future::join_all(pulls).await;
     assert_eq!(pulled.len(), 8);
     for p in &pulled {
         assert_same_image(&image, p);
@@ -670,14 +667,11 @@ async fn podman_pull_and_push() {
     }
     let server = TestServer::start().await;
     let src = TempDir::new().unwrap();
-    let image = oci_layout::write_image(
-        src.path(),
-        "latest",
-        &[
-            LayerSpec::tar_file("hello.bin", 64 << 10),
-            LayerSpec::tar_file("world.bin", 3 << 20),
-        ],
-    );
+    let image = TestImage::builder("podman")
+        .tar_layer("hello.bin", 64 << 10)
+        .tar_layer("world.bin", 3 << 20)
+        .build();
+    image.write_layout(src.path(), "latest");
     push(
         src.path(),
         "latest",
@@ -742,8 +736,8 @@ async fn podman_pull_and_push() {
     let back = TempDir::new().unwrap();
     let desc_ref = docker_ref(&server, "pod/dst:1");
     pull(&desc_ref, back.path(), "back", false).await;
-    let desc = oci_layout::resolve_tag(back.path(), "back");
-    let pulled = oci_layout::read_image(back.path(), &desc);
+    let desc = layout::resolve_tag(back.path(), "back");
+    let pulled = layout::read_image(back.path(), &desc);
     assert_eq!(pulled.config.digest, image.config.digest);
 
     // Best effort: vfs layers of a rootless podman belong to sub-uids the test cannot delete.

@@ -10,7 +10,7 @@ use aerugo::accounts::Visibility;
 use tempfile::TempDir;
 
 use super::{ADMIN, ADMIN_PASSWORD, As, PASSWORD, Tenants, image, push};
-use crate::support::oci_layout::{self, LayerSpec};
+use crate::support::image::TestImage;
 use crate::support::require_tool;
 
 const CLIENT_TIMEOUT: Duration = Duration::from_secs(300);
@@ -84,11 +84,11 @@ impl Client {
 
 fn layout_with_image(tag: &str) -> (TempDir, String) {
     let dir = tempfile::tempdir().unwrap();
-    oci_layout::write_image(
-        dir.path(),
-        tag,
-        &[LayerSpec::random(64 << 10), LayerSpec::pattern(4096, 0x33)],
-    );
+    TestImage::builder("auth clients")
+        .random_layer(64 << 10)
+        .pattern_layer(4096, 0x33)
+        .build()
+        .write_layout(dir.path(), tag);
     let reference = format!("oci:{}:{tag}", dir.path().display());
     (dir, reference)
 }

@@ -16,9 +16,8 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use reqwest::StatusCode;
 use serde_json::Value;
 
-use super::distribution::OCI_MANIFEST;
 use super::support::TestServer;
-use super::support::seed::SeedImage;
+use super::support::image::{OCI_MANIFEST, TestImage};
 
 pub const ADMIN: &str = "root";
 pub const ADMIN_PASSWORD: &str = "root-password-1";
@@ -149,15 +148,16 @@ pub async fn push(
     who: As<'_>,
     repo: &str,
     tag: &str,
-    image: &SeedImage,
+    image: &TestImage,
 ) -> StatusCode {
-    for (digest, bytes) in image.blobs() {
+    for blob in image.blobs() {
+        let digest = &blob.digest;
         let response = authorize(
             http().post(t.url(&format!("/v2/{repo}/blobs/uploads/?digest={digest}"))),
             who,
         )
         .header("content-type", "application/octet-stream")
-        .body(bytes.to_vec())
+        .body(blob.bytes())
         .send()
         .await
         .unwrap();
@@ -201,8 +201,8 @@ pub async fn refusal(response: reqwest::Response) -> (StatusCode, String, Option
 }
 
 /// An image unique to `seed`.
-pub fn image(seed: &str) -> SeedImage {
-    SeedImage::new(seed, &[1024, 2048])
+pub fn image(seed: &str) -> TestImage {
+    TestImage::with_layers(seed, &[1024, 2048])
 }
 
 /// Whether `repo` holds the tag (asked as the admin, so visibility plays no part).

@@ -4,6 +4,7 @@
 use reqwest::Method;
 
 use super::{Api, expect_error, expect_status, header};
+use crate::support::image::{TestImage, sha256};
 
 #[tokio::test]
 async fn base_endpoint_answers_with_api_version() {
@@ -31,7 +32,7 @@ async fn base_endpoint_answers_with_api_version() {
 #[tokio::test]
 async fn every_response_has_a_request_id() {
     let api = Api::start().await;
-    let digest = super::sha256(b"nothing");
+    let digest = sha256(b"nothing");
     let requests = [
         api.get("/v2/"),
         api.get("/v2/_catalog"),
@@ -162,8 +163,9 @@ async fn unknown_endpoints_are_404() {
 #[tokio::test]
 async fn wrong_methods_are_405_unsupported() {
     let api = Api::start().await;
-    let image = api.push_image("methods/repo", "v1", "methods").await;
-    let blob = image.layer_digest();
+    let image = TestImage::new("methods");
+    api.push_image("methods/repo", "v1", &image).await;
+    let blob = image.layer_digest(0);
     let upload = api.start_upload("methods/repo").await;
     let cases = [
         (Method::DELETE, "/v2/".to_owned()),
@@ -193,7 +195,7 @@ async fn wrong_methods_are_405_unsupported() {
     // Nothing above changed anything.
     assert_eq!(
         api.get_blob("methods/repo", &blob).await,
-        (200, image.layer.clone())
+        (200, image.layers[0].bytes())
     );
     assert_eq!(api.get_manifest("methods/repo", "v1").await.0, 200);
     let (headers, _) = expect_status(api.send(api.get(&upload)).await, 204).await;

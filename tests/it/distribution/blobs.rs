@@ -1,6 +1,7 @@
 //! Blob `GET`/`HEAD` (whole and ranged), repository scoping and `DELETE`.
 
-use super::{Api, bytes_for, expect_error, expect_status, header, sha256};
+use super::{Api, expect_error, expect_status, header};
+use crate::support::image::{OCI_LAYER, TestImage, bytes_for, sha256, sha512};
 
 #[tokio::test]
 async fn get_and_head_a_blob() {
@@ -173,7 +174,7 @@ async fn unknown_blob_is_404_blob_unknown() {
         );
     }
     // sha512 digests are addressable too, and unknown ones are just unknown.
-    let unknown512 = super::sha512(b"never pushed");
+    let unknown512 = sha512(b"never pushed");
     let response = api
         .send(api.get(&format!("/v2/blobs/known/blobs/{unknown512}")))
         .await;
@@ -231,14 +232,12 @@ async fn delete_blob_then_404() {
         .await;
     expect_error(response, 404, "BLOB_UNKNOWN").await;
     // A manifest can no longer reference it in this repository.
-    let config = super::manifest_bytes(&serde_json::json!({ "os": "linux" }));
-    api.push_blob("blobs/del", &config).await;
-    let manifest = super::manifest_bytes(&super::oci_manifest(
-        super::descriptor_of(super::OCI_CONFIG, &config),
-        vec![super::descriptor_of(super::OCI_LAYER, &bytes)],
-    ));
+    let image = TestImage::builder("deleted layer")
+        .layer_of(OCI_LAYER, bytes.clone())
+        .build();
+    api.push_blob("blobs/del", &image.config.bytes()).await;
     let response = api
-        .put_manifest("blobs/del", "v1", super::OCI_MANIFEST, &manifest)
+        .put_manifest("blobs/del", "v1", &image.media_type, &image.manifest)
         .await;
     expect_error(response, 400, "MANIFEST_BLOB_UNKNOWN").await;
     // The other repository still serves the same bytes.

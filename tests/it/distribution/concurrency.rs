@@ -3,12 +3,10 @@
 use std::collections::HashSet;
 
 use futures_util::future::join_all;
-use serde_json::json;
+use serde_json::{Value, json};
 
-use super::{
-    Api, OCI_CONFIG, OCI_LAYER, OCI_MANIFEST, bytes_for, descriptor_of, expect_error,
-    expect_status, header, manifest_bytes, oci_manifest, sha256,
-};
+use super::{Api, expect_error, expect_status, header};
+use crate::support::image::{OCI_MANIFEST, TestImage, bytes_for, manifest_bytes, sha256};
 
 #[tokio::test]
 async fn concurrent_monolithic_pushes_of_one_blob() {
@@ -44,16 +42,11 @@ async fn concurrent_monolithic_pushes_of_one_blob() {
 async fn concurrent_manifest_puts_to_one_tag() {
     let api = Api::start().await;
     let repo = "conc/tag";
-    let config = manifest_bytes(&json!({ "os": "linux", "architecture": "amd64" }));
-    let layer = bytes_for("shared layer", 1000);
-    api.push_blob(repo, &config).await;
-    api.push_blob(repo, &layer).await;
+    let image = TestImage::new("shared layer");
+    api.push_blobs(repo, &image).await;
     let manifests: Vec<Vec<u8>> = (0..8)
         .map(|i| {
-            let mut m = oci_manifest(
-                descriptor_of(OCI_CONFIG, &config),
-                vec![descriptor_of(OCI_LAYER, &layer)],
-            );
+            let mut m: Value = serde_json::from_slice(&image.manifest).expect("json");
             m["annotations"] = json!({ "writer": i.to_string() });
             manifest_bytes(&m)
         })

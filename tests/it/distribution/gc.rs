@@ -4,7 +4,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde_json::{Value, json};
 
-use super::{Api, bytes_for, expect_error, expect_status, header, sha256};
+use super::{Api, expect_error, expect_status, header};
+use crate::support::image::{OCI_MANIFEST, TestImage, bytes_for, manifest_bytes, sha256};
 
 fn now_secs() -> u64 {
     SystemTime::now()
@@ -38,12 +39,13 @@ fn report(blobs: u64, uploads: u64, orphan_blobs: u64, orphan_uploads: u64) -> V
 async fn gc_collects_unreferenced_content_and_keeps_referenced_blobs() {
     let api = Api::start_with(|config| config.gc.grace_period_seconds = 0).await;
     let repo = "gc/app";
-    let image = api.push_image(repo, "v1", "gc image").await;
+    let image = TestImage::new("gc image");
+    api.push_image(repo, "v1", &image).await;
     // Pushed but never referenced.
     let loose = bytes_for("loose blob", 500);
     let loose_digest = api.push_blob(repo, &loose).await;
     // The image's layer, also linked (unreferenced) in another repository.
-    api.push_blob("gc/other", &image.layer).await;
+    api.push_blob("gc/other", &image.layers[0].bytes()).await;
     // An upload session with some bytes, then abandoned.
     let location = api.start_upload(repo).await;
     let response = api
@@ -88,18 +90,16 @@ async fn gc_collects_unreferenced_content_and_keeps_referenced_blobs() {
     api.assert_no_uploads_left().await;
 
     // Kept: everything the manifest references, still served.
-    for (digest, bytes) in [
-        (image.config_digest(), &image.config),
-        (image.layer_digest(), &image.layer),
-    ] {
-        assert!(api.has_blob(&digest).await, "referenced blob {digest} kept");
-        assert_eq!(api.get_blob(repo, &digest).await, (200, bytes.clone()));
+    for blob in image.blobs() {
+        let digest = &blob.digest;
+        assert!(api.has_blob(digest).await, "referenced blob {digest} kept");
+        assert_eq!(api.get_blob(repo, digest).await, (200, blob.bytes()));
     }
     let (status, _, body) = api.get_manifest(repo, "v1").await;
     assert_eq!((status, body), (200, image.manifest.clone()));
     // The other repository's unreferenced link went, the shared bytes did not.
     let response = api
-        .send(api.get(&format!("/v2/gc/other/blobs/{}", image.layer_digest())))
+        .send(api.get(&format!("/v2/gc/other/blobs/{}", image.layer_digest(0))))
         .await;
     expect_error(response, 404, "BLOB_UNKNOWN").await;
 
@@ -112,7 +112,7 @@ async fn gc_collects_unreferenced_content_and_keeps_referenced_blobs() {
         .await;
     expect_status(response, 202).await;
     assert_eq!(api.gc().await, report(2, 0, 0, 0));
-    for digest in [image.config_digest(), image.layer_digest()] {
+    for digest in [image.config_digest(), image.layer_digest(0)] {
         assert!(
             !api.has_blob(&digest).await,
             "{digest} deleted after its manifest"
@@ -125,7 +125,8 @@ async fn gc_collects_unreferenced_content_and_keeps_referenced_blobs() {
     api.assert_no_blobs_stored().await;
 
     // The registry accepts the same content again afterwards.
-    api.push_image(repo, "v1", "gc image").await;
+    api.push_image(repo, "v1", &TestImage::new("gc image"))
+        .await;
     let (status, _, body) = api.get_manifest(repo, "v1").await;
     assert_eq!((status, body), (200, image.manifest));
 }
@@ -134,13 +135,13 @@ async fn gc_collects_unreferenced_content_and_keeps_referenced_blobs() {
 async fn gc_keeps_blobs_still_referenced_by_another_manifest() {
     let api = Api::start_with(|config| config.gc.grace_period_seconds = 0).await;
     let repo = "gc/shared";
-    let first = api.push_image(repo, "a", "shared gc").await;
+    let first = TestImage::new("shared gc");
+    api.push_image(repo, "a", &first).await;
     // A second manifest over the same blobs (different annotations, so a different digest).
     let mut value: Value = serde_json::from_slice(&first.manifest).expect("json");
     value["annotations"] = json!({ "second": "yes" });
-    let second = super::manifest_bytes(&value);
-    api.push_manifest(repo, "b", super::OCI_MANIFEST, &second)
-        .await;
+    let second = manifest_bytes(&value);
+    api.push_manifest(repo, "b", OCI_MANIFEST, &second).await;
 
     wait_for_next_second().await;
     expect_status(
@@ -151,8 +152,8 @@ async fn gc_keeps_blobs_still_referenced_by_another_manifest() {
     .await;
     assert_eq!(api.gc().await, report(0, 0, 0, 0));
     assert_eq!(
-        api.get_blob(repo, &first.layer_digest()).await,
-        (200, first.layer.clone())
+        api.get_blob(repo, &first.layer_digest(0)).await,
+        (200, first.layers[0].bytes())
     );
     assert!(api.has_blob(&first.config_digest()).await);
 }
@@ -204,14 +205,16 @@ async fn gc_endpoint_only_accepts_post() {
 #[tokio::test]
 async fn gc_is_not_hidden_by_warm_caches() {
     let api = Api::start_with(|config| config.gc.grace_period_seconds = 0).await;
-    let image = api.push_image("gc/warm", "v1", "warm caches").await;
+    let image = TestImage::new("warm caches");
+    api.push_image("gc/warm", "v1", &image).await;
     let loose = bytes_for("warm loose blob", 100);
     let loose_digest = api.push_blob("gc/warm", &loose).await;
-    api.push_blob("gc/warm-other", &image.layer).await;
+    api.push_blob("gc/warm-other", &image.layers[0].bytes())
+        .await;
     // Look everything up first, so any cache in front of metadata is warm.
     for (repo, digest) in [
         ("gc/warm", &loose_digest),
-        ("gc/warm-other", &image.layer_digest()),
+        ("gc/warm-other", &image.layer_digest(0)),
     ] {
         let path = format!("/v2/{repo}/blobs/{digest}");
         expect_status(api.send(api.head(&path)).await, 200).await;
@@ -223,7 +226,7 @@ async fn gc_is_not_hidden_by_warm_caches() {
     // Collected content is gone at once, for HEAD as much as for GET.
     for (repo, digest) in [
         ("gc/warm", &loose_digest),
-        ("gc/warm-other", &image.layer_digest()),
+        ("gc/warm-other", &image.layer_digest(0)),
     ] {
         let path = format!("/v2/{repo}/blobs/{digest}");
         let response = api.send(api.head(&path)).await;
@@ -231,7 +234,7 @@ async fn gc_is_not_hidden_by_warm_caches() {
         expect_error(api.send(api.get(&path)).await, 404, "BLOB_UNKNOWN").await;
     }
     assert_eq!(
-        api.get_blob("gc/warm", &image.layer_digest()).await,
-        (200, image.layer.clone())
+        api.get_blob("gc/warm", &image.layer_digest(0)).await,
+        (200, image.layers[0].bytes())
     );
 }

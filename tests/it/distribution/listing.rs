@@ -2,7 +2,8 @@
 
 use serde_json::Value;
 
-use super::{Api, OCI_MANIFEST, expect_error, expect_status, header, image_parts};
+use super::{Api, expect_error, expect_status, header};
+use crate::support::image::{OCI_MANIFEST, TestImage};
 
 /// One page: the listed names (`tags` or `repositories`) and the `Link` header, if any.
 async fn page(api: &Api, path: &str, field: &str) -> (Vec<String>, Option<String>) {
@@ -55,19 +56,18 @@ async fn all_pages(api: &Api, first: &str, field: &str) -> Vec<Vec<String>> {
 
 /// Tags a single manifest with every tag in `tags` (one PUT by digest with `?tag=`s).
 async fn tag_many(api: &Api, repo: &str, tags: &[&str]) {
-    let (config, layer, manifest) = image_parts(repo);
-    api.push_blob(repo, &config).await;
-    api.push_blob(repo, &layer).await;
+    let image = TestImage::new(repo);
+    api.push_blobs(repo, &image).await;
     let query: Vec<String> = tags.iter().map(|t| format!("tag={t}")).collect();
     let response = api
         .send(
             api.put(&format!(
                 "/v2/{repo}/manifests/{}?{}",
-                super::sha256(&manifest),
+                image.digest,
                 query.join("&")
             ))
             .header("content-type", OCI_MANIFEST)
-            .body(manifest),
+            .body(image.manifest),
         )
         .await;
     expect_status(response, 201).await;
@@ -193,19 +193,19 @@ async fn repository_without_tags_lists_none() {
     api.push_blob("list/blobsonly", b"just a blob").await;
     assert!(api.tags("list/blobsonly").await.is_empty());
     // A manifest by digest only.
-    let (config, layer, manifest) = image_parts("untagged");
-    api.push_blob("list/untagged", &config).await;
-    api.push_blob("list/untagged", &layer).await;
+    let untagged = TestImage::new("untagged");
+    api.push_blobs("list/untagged", &untagged).await;
     api.push_manifest(
         "list/untagged",
-        &super::sha256(&manifest),
+        &untagged.digest,
         OCI_MANIFEST,
-        &manifest,
+        &untagged.manifest,
     )
     .await;
     assert!(api.tags("list/untagged").await.is_empty());
     // Every tag deleted.
-    api.push_image("list/deleted", "only", "deleted tags").await;
+    api.push_image("list/deleted", "only", &TestImage::new("deleted tags"))
+        .await;
     expect_status(
         api.send(api.delete("/v2/list/deleted/manifests/only"))
             .await,
@@ -230,14 +230,15 @@ async fn catalog_lists_repositories_with_manifests_in_order() {
         "a/b/c/d",
     ];
     for repo in repos {
-        api.push_image(repo, "v1", &format!("catalog {repo}")).await;
+        api.push_image(repo, "v1", &TestImage::new(&format!("catalog {repo}")))
+            .await;
     }
     // Blobs alone, an upload session, or a refused manifest make no catalog entry.
     api.push_blob("blobs-only", b"blob").await;
     api.start_upload("upload-only").await;
-    let (_, _, manifest) = image_parts("refused");
+    let refused = TestImage::new("refused");
     let response = api
-        .put_manifest("refused", "v1", OCI_MANIFEST, &manifest)
+        .put_manifest("refused", "v1", OCI_MANIFEST, &refused.manifest)
         .await;
     expect_error(response, 400, "MANIFEST_BLOB_UNKNOWN").await;
 

@@ -1,25 +1,33 @@
 //! Manifest `PUT`/`GET`/`HEAD`/`DELETE`: exact bytes, digests, media types, validation,
 //! references that must exist, size limit, `Accept` negotiation, tags.
 
-use serde_json::json;
+use serde_json::{Value, json};
 
-use super::{
-    Api, DOCKER_CONFIG, DOCKER_LAYER, DOCKER_LIST, DOCKER_MANIFEST, DOCKER_SCHEMA1_SIGNED,
-    OCI_CONFIG, OCI_INDEX, OCI_LAYER, OCI_MANIFEST, bytes_for, descriptor, descriptor_of,
-    docker_list, docker_manifest, expect_error, expect_status, header, header_values, image_parts,
+use super::{Api, expect_error, expect_status, header, header_values};
+use crate::support::image::{
+    DOCKER_CONFIG, DOCKER_LIST, DOCKER_MANIFEST, DOCKER_SCHEMA1_SIGNED, OCI_INDEX, OCI_LAYER,
+    OCI_MANIFEST, Platform, TestImage, descriptor, descriptor_of, docker_list, docker_manifest,
     manifest_bytes, oci_index, oci_manifest, sha256, sha512,
 };
 
-/// Pushes a Docker schema 2 image's blobs and returns its manifest bytes (not pushed).
-async fn docker_image(api: &Api, repo: &str, seed: &str) -> Vec<u8> {
-    let config = manifest_bytes(&json!({ "architecture": "arm64", "os": "linux", "seed": seed }));
-    let layer = bytes_for(&format!("docker layer {seed}"), 700);
-    api.push_blob(repo, &config).await;
-    api.push_blob(repo, &layer).await;
-    manifest_bytes(&docker_manifest(
-        descriptor_of(DOCKER_CONFIG, &config),
-        vec![descriptor_of(DOCKER_LAYER, &layer)],
-    ))
+/// Pushes a linux/arm64 Docker schema 2 image's blobs and returns the image (its manifest not
+/// pushed).
+async fn docker_image(api: &Api, repo: &str, seed: &str) -> TestImage {
+    let image = TestImage::builder(seed)
+        .docker()
+        .platform(Platform::new("linux", "arm64"))
+        .sized_layers(&[700])
+        .build();
+    api.push_blobs(repo, &image).await;
+    image
+}
+
+/// An OCI image listed under linux/arm64, unique to `seed`.
+fn arm64_image(seed: &str) -> TestImage {
+    TestImage::builder(seed)
+        .platform(Platform::new("linux", "arm64"))
+        .sized_layers(&[1000])
+        .build()
 }
 
 /// Asserts a manifest answer: status 200, exact bytes, type and digest headers.
@@ -53,7 +61,8 @@ async fn expect_manifest(api: &Api, repo: &str, reference: &str, media_type: &st
 #[tokio::test]
 async fn put_by_tag_then_get_by_tag_and_digest() {
     let api = Api::start().await;
-    let image = api.push_image("man/basic", "v1", "basic").await;
+    let image = TestImage::new("basic");
+    api.push_image("man/basic", "v1", &image).await;
     assert_eq!(image.digest, sha256(&image.manifest));
     expect_manifest(&api, "man/basic", "v1", OCI_MANIFEST, &image.manifest).await;
     expect_manifest(
@@ -72,10 +81,9 @@ async fn put_by_tag_then_get_by_tag_and_digest() {
 #[tokio::test]
 async fn put_by_digest() {
     let api = Api::start().await;
-    let (config, layer, manifest) = image_parts("by digest");
-    api.push_blob("man/bydigest", &config).await;
-    api.push_blob("man/bydigest", &layer).await;
-    let digest = sha256(&manifest);
+    let image = TestImage::new("by digest");
+    api.push_blobs("man/bydigest", &image).await;
+    let (manifest, digest) = (image.manifest, image.digest);
 
     // A digest that does not match the bytes is refused and nothing is stored.
     let wrong = sha256(b"another manifest");
@@ -127,27 +135,22 @@ async fn all_supported_manifest_types_are_accepted() {
     let api = Api::start().await;
     let repo = "man/types";
     // OCI image manifest.
-    let amd64 = api.push_image(repo, "oci-amd64", "types amd64").await;
-    let arm64 = api.push_image(repo, "oci-arm64", "types arm64").await;
+    let amd64 = TestImage::new("types amd64");
+    api.push_image(repo, "oci-amd64", &amd64).await;
+    let arm64 = arm64_image("types arm64");
+    api.push_image(repo, "oci-arm64", &arm64).await;
     // OCI index over them.
-    let index = manifest_bytes(&oci_index(vec![
-        amd64.index_entry("amd64"),
-        arm64.index_entry("arm64"),
-    ]));
+    let index = manifest_bytes(&oci_index(vec![amd64.index_entry(), arm64.index_entry()]));
     api.push_manifest(repo, "oci-index", OCI_INDEX, &index)
         .await;
     expect_manifest(&api, repo, "oci-index", OCI_INDEX, &index).await;
     // Docker schema 2.
     let docker = docker_image(&api, repo, "types docker").await;
-    api.push_manifest(repo, "docker", DOCKER_MANIFEST, &docker)
+    api.push_manifest(repo, "docker", DOCKER_MANIFEST, &docker.manifest)
         .await;
-    expect_manifest(&api, repo, "docker", DOCKER_MANIFEST, &docker).await;
+    expect_manifest(&api, repo, "docker", DOCKER_MANIFEST, &docker.manifest).await;
     // Docker manifest list.
-    let list = manifest_bytes(&docker_list(vec![super::platform_entry(
-        DOCKER_MANIFEST,
-        &docker,
-        "arm64",
-    )]));
+    let list = manifest_bytes(&docker_list(vec![docker.index_entry()]));
     api.push_manifest(repo, "docker-list", DOCKER_LIST, &list)
         .await;
     expect_manifest(&api, repo, "docker-list", DOCKER_LIST, &list).await;
@@ -174,14 +177,10 @@ async fn all_supported_manifest_types_are_accepted() {
 async fn media_type_from_header_or_body() {
     let api = Api::start().await;
     let repo = "man/mediatype";
-    let (config, layer, _) = image_parts("media type");
-    api.push_blob(repo, &config).await;
-    api.push_blob(repo, &layer).await;
+    let image = TestImage::new("media type");
+    api.push_blobs(repo, &image).await;
     // No mediaType field: the Content-Type says what it is.
-    let mut value = oci_manifest(
-        descriptor_of(OCI_CONFIG, &config),
-        vec![descriptor_of(OCI_LAYER, &layer)],
-    );
+    let mut value: Value = serde_json::from_slice(&image.manifest).expect("manifest json");
     value.as_object_mut().expect("object").remove("mediaType");
     let bare = manifest_bytes(&value);
     api.push_manifest(repo, "from-header", OCI_MANIFEST, &bare)
@@ -189,10 +188,7 @@ async fn media_type_from_header_or_body() {
     expect_manifest(&api, repo, "from-header", OCI_MANIFEST, &bare).await;
 
     // mediaType field with a generic Content-Type (with parameters): the field wins.
-    let full = manifest_bytes(&oci_manifest(
-        descriptor_of(OCI_CONFIG, &config),
-        vec![descriptor_of(OCI_LAYER, &layer)],
-    ));
+    let full = image.manifest;
     api.push_manifest(repo, "generic", "application/json; charset=utf-8", &full)
         .await;
     expect_manifest(&api, repo, "generic", OCI_MANIFEST, &full).await;
@@ -233,9 +229,15 @@ async fn foreign_layers_need_no_blob() {
 async fn manifest_referencing_unknown_blob_is_refused_and_stores_nothing() {
     let api = Api::start().await;
     let repo = "man/missing";
-    let existing = api.push_image(repo, "v1", "existing").await;
+    let existing = TestImage::new("existing");
+    api.push_image(repo, "v1", &existing).await;
 
-    let (config, layer, manifest) = image_parts("missing layer");
+    let image = TestImage::new("missing layer");
+    let (config, layer, manifest) = (
+        image.config.bytes(),
+        image.layers[0].bytes(),
+        image.manifest,
+    );
     api.push_blob(repo, &config).await; // the layer is never pushed
     let response = api.put_manifest(repo, "v2", OCI_MANIFEST, &manifest).await;
     let (_, error) = expect_error(response, 400, "MANIFEST_BLOB_UNKNOWN").await;
@@ -298,9 +300,9 @@ async fn manifest_referencing_unknown_blob_is_refused_and_stores_nothing() {
 async fn manifests_go_clients_would_read_differently_are_refused() {
     let api = Api::start().await;
     let repo = "man/ambiguous";
-    let (config, layer, manifest) = image_parts("ambiguous");
-    api.push_blob(repo, &config).await;
-    api.push_blob(repo, &layer).await;
+    let image = TestImage::new("ambiguous");
+    api.push_blobs(repo, &image).await;
+    let manifest = image.manifest;
     let mut json: serde_json::Value = serde_json::from_slice(&manifest).expect("manifest json");
     let mut shadow = json["layers"].clone();
     shadow[0]["digest"] = json!(sha256(b"never pushed"));
@@ -330,18 +332,16 @@ async fn manifests_go_clients_would_read_differently_are_refused() {
 #[tokio::test]
 async fn index_referencing_unknown_child_is_refused() {
     let api = Api::start().await;
-    let present = api
-        .push_image("man/index", "present", "index present")
-        .await;
-    let elsewhere = api
-        .push_image("man/other", "elsewhere", "index elsewhere")
-        .await;
-    let (_, _, never_pushed) = image_parts("never pushed child");
+    let present = TestImage::new("index present");
+    api.push_image("man/index", "present", &present).await;
+    let elsewhere = arm64_image("index elsewhere");
+    api.push_image("man/other", "elsewhere", &elsewhere).await;
+    let never_pushed = arm64_image("never pushed child");
 
-    for missing in [&elsewhere.manifest, &never_pushed] {
+    for missing in [&elsewhere, &never_pushed] {
         let index = manifest_bytes(&oci_index(vec![
-            present.index_entry("amd64"),
-            super::platform_entry(OCI_MANIFEST, missing, "arm64"),
+            present.index_entry(),
+            missing.index_entry(),
         ]));
         let response = api
             .put_manifest("man/index", "multi", OCI_INDEX, &index)
@@ -349,18 +349,18 @@ async fn index_referencing_unknown_child_is_refused() {
         let (_, error) = expect_error(response, 400, "MANIFEST_BLOB_UNKNOWN").await;
         assert_eq!(
             error["detail"]["unknown"],
-            json!([sha256(missing)]),
+            json!([missing.digest]),
             "{error}"
         );
         let response = api.send(api.get("/v2/man/index/manifests/multi")).await;
         expect_error(response, 404, "MANIFEST_UNKNOWN").await;
     }
     // A Docker manifest list is checked the same way.
-    let list = manifest_bytes(&docker_list(vec![super::platform_entry(
-        DOCKER_MANIFEST,
-        &never_pushed,
-        "amd64",
-    )]));
+    let never_pushed = TestImage::builder("never pushed docker child")
+        .docker()
+        .sized_layers(&[1000])
+        .build();
+    let list = manifest_bytes(&docker_list(vec![never_pushed.index_entry()]));
     let response = api
         .put_manifest("man/index", "list", DOCKER_LIST, &list)
         .await;
@@ -372,23 +372,23 @@ async fn index_referencing_unknown_child_is_refused() {
 async fn invalid_manifests_are_manifest_invalid() {
     let api = Api::start().await;
     let repo = "man/invalid";
-    let (config, layer, _) = image_parts("invalid");
-    api.push_blob(repo, &config).await;
-    api.push_blob(repo, &layer).await;
-    let cfg = descriptor_of(OCI_CONFIG, &config);
-    let lyr = descriptor_of(OCI_LAYER, &layer);
+    let image = TestImage::new("invalid");
+    api.push_blobs(repo, &image).await;
+    let (config, layer) = (&image.config, &image.layers[0]);
+    let cfg = config.descriptor().to_json();
+    let lyr = layer.descriptor().to_json();
 
     let schema1 = json!({
         "schemaVersion": 1,
         "mediaType": DOCKER_SCHEMA1_SIGNED,
         "name": repo, "tag": "v1", "architecture": "amd64",
-        "fsLayers": [{ "blobSum": sha256(&layer) }],
+        "fsLayers": [{ "blobSum": layer.digest }],
         "history": [{ "v1Compatibility": "{}" }],
         "signatures": []
     });
     let schema1_unsigned = json!({
         "schemaVersion": 1, "name": repo, "tag": "v1", "architecture": "amd64",
-        "fsLayers": [{ "blobSum": sha256(&layer) }], "history": []
+        "fsLayers": [{ "blobSum": layer.digest }], "history": []
     });
     let mut missing_config = oci_manifest(cfg.clone(), vec![lyr.clone()]);
     missing_config.as_object_mut().unwrap().remove("config");
@@ -409,13 +409,13 @@ async fn invalid_manifests_are_manifest_invalid() {
     );
     let no_size = oci_manifest(
         cfg.clone(),
-        vec![json!({ "mediaType": OCI_LAYER, "digest": sha256(&layer) })],
+        vec![json!({ "mediaType": OCI_LAYER, "digest": layer.digest })],
     );
-    let negative_size = oci_manifest(cfg.clone(), vec![descriptor(OCI_LAYER, &sha256(&layer), 0)]);
+    let negative_size = oci_manifest(cfg.clone(), vec![descriptor(OCI_LAYER, &layer.digest, 0)]);
     let mut negative_size = negative_size;
     negative_size["layers"][0]["size"] = json!(-1);
     let no_media_type_descriptor = oci_manifest(
-        json!({ "digest": sha256(&config), "size": config.len() }),
+        json!({ "digest": config.digest, "size": config.size }),
         vec![lyr.clone()],
     );
     let mut unsupported_type = oci_manifest(cfg.clone(), vec![lyr.clone()]);
@@ -526,13 +526,10 @@ async fn invalid_manifests_are_manifest_invalid() {
     );
 }
 
-/// An OCI manifest over `config`/`layer`, padded with an annotation to exactly `len` bytes.
-fn manifest_of_len(config: &[u8], layer: &[u8], len: usize) -> Vec<u8> {
+/// `image`'s manifest, padded with an annotation to exactly `len` bytes.
+fn manifest_of_len(image: &TestImage, len: usize) -> Vec<u8> {
     let base = |pad: usize| {
-        let mut m = oci_manifest(
-            descriptor_of(OCI_CONFIG, config),
-            vec![descriptor_of(OCI_LAYER, layer)],
-        );
+        let mut m: Value = serde_json::from_slice(&image.manifest).expect("manifest json");
         m["annotations"] = json!({ "pad": "x".repeat(pad) });
         manifest_bytes(&m)
     };
@@ -547,15 +544,14 @@ fn manifest_of_len(config: &[u8], layer: &[u8], len: usize) -> Vec<u8> {
 async fn manifest_size_limit_is_413() {
     let api = Api::start_with(|config| config.registry.max_manifest_bytes = 1024).await;
     let repo = "man/limit";
-    let (config, layer, _) = image_parts("limit");
-    api.push_blob(repo, &config).await;
-    api.push_blob(repo, &layer).await;
+    let image = TestImage::new("limit");
+    api.push_blobs(repo, &image).await;
 
-    let at_limit = manifest_of_len(&config, &layer, 1024);
+    let at_limit = manifest_of_len(&image, 1024);
     api.push_manifest(repo, "at-limit", OCI_MANIFEST, &at_limit)
         .await;
 
-    let over = manifest_of_len(&config, &layer, 1025);
+    let over = manifest_of_len(&image, 1025);
     let response = api.put_manifest(repo, "over", OCI_MANIFEST, &over).await;
     assert_eq!(response.status(), 413);
     expect_error(response, 413, "MANIFEST_INVALID").await;
@@ -563,7 +559,7 @@ async fn manifest_size_limit_is_413() {
     // Without a Content-Length (chunked body) the registry stops reading at the limit. Sent
     // raw and in one write: the server may answer and close before reading the rest, which a
     // streaming client would see as a broken pipe instead of the answer.
-    let big = manifest_of_len(&config, &layer, 3000);
+    let big = manifest_of_len(&image, 3000);
     let mut chunked = Vec::new();
     for piece in big.chunks(500) {
         chunked.extend_from_slice(format!("{:x}\r\n", piece.len()).as_bytes());
@@ -598,10 +594,9 @@ async fn manifest_size_limit_is_413() {
 async fn default_limit_accepts_a_4_mib_manifest() {
     let api = Api::start().await;
     let repo = "man/big";
-    let (config, layer, _) = image_parts("big");
-    api.push_blob(repo, &config).await;
-    api.push_blob(repo, &layer).await;
-    let big = manifest_of_len(&config, &layer, 4 * 1024 * 1024);
+    let image = TestImage::new("big");
+    api.push_blobs(repo, &image).await;
+    let big = manifest_of_len(&image, 4 * 1024 * 1024);
     api.push_manifest(repo, "big", OCI_MANIFEST, &big).await;
     expect_manifest(&api, repo, "big", OCI_MANIFEST, &big).await;
 }
@@ -610,7 +605,7 @@ async fn default_limit_accepts_a_4_mib_manifest() {
 async fn accept_negotiation_by_tag_not_by_digest() {
     let api = Api::start().await;
     let repo = "man/accept";
-    let docker = docker_image(&api, repo, "accept").await;
+    let docker = docker_image(&api, repo, "accept").await.manifest;
     let digest = api
         .push_manifest(repo, "latest", DOCKER_MANIFEST, &docker)
         .await;
@@ -690,10 +685,9 @@ async fn accept_negotiation_by_tag_not_by_digest() {
 async fn extra_tags_on_put_by_digest() {
     let api = Api::start().await;
     let repo = "man/tagparams";
-    let (config, layer, manifest) = image_parts("tag params");
-    api.push_blob(repo, &config).await;
-    api.push_blob(repo, &layer).await;
-    let digest = sha256(&manifest);
+    let image = TestImage::new("tag params");
+    api.push_blobs(repo, &image).await;
+    let (manifest, digest) = (image.manifest, image.digest);
 
     let response = api
         .send(
@@ -733,7 +727,7 @@ async fn extra_tags_on_put_by_digest() {
     assert_eq!(api.tags(repo).await, ["1.0", "a", "b", "c"]);
 
     // An invalid tag refuses the whole request.
-    let (_, _, other) = image_parts("tag params 2");
+    let other = TestImage::new("tag params 2").manifest;
     let response = api
         .send(
             api.put(&format!(
@@ -752,7 +746,8 @@ async fn extra_tags_on_put_by_digest() {
 async fn delete_by_tag_keeps_the_manifest() {
     let api = Api::start().await;
     let repo = "man/deltag";
-    let image = api.push_image(repo, "v1", "delete tag").await;
+    let image = TestImage::new("delete tag");
+    api.push_image(repo, "v1", &image).await;
     api.push_manifest(repo, "stable", OCI_MANIFEST, &image.manifest)
         .await;
     // Warm any cache first.
@@ -785,10 +780,12 @@ async fn delete_by_tag_keeps_the_manifest() {
 async fn delete_by_digest_removes_its_tags() {
     let api = Api::start().await;
     let repo = "man/deldigest";
-    let doomed = api.push_image(repo, "v1", "doomed").await;
+    let doomed = TestImage::new("doomed");
+    api.push_image(repo, "v1", &doomed).await;
     api.push_manifest(repo, "latest", OCI_MANIFEST, &doomed.manifest)
         .await;
-    let kept = api.push_image(repo, "v2", "kept").await;
+    let kept = TestImage::new("kept");
+    api.push_image(repo, "v2", &kept).await;
     expect_manifest(&api, repo, "latest", OCI_MANIFEST, &doomed.manifest).await;
 
     let path = format!("/v2/{repo}/manifests/{}", doomed.digest);
@@ -807,8 +804,8 @@ async fn delete_by_digest_removes_its_tags() {
     expect_manifest(&api, repo, "v2", OCI_MANIFEST, &kept.manifest).await;
     // Deleting a manifest leaves its blobs in the repository.
     assert_eq!(
-        api.get_blob(repo, &doomed.layer_digest()).await,
-        (200, doomed.layer.clone())
+        api.get_blob(repo, &doomed.layer_digest(0)).await,
+        (200, doomed.layers[0].bytes())
     );
 
     let response = api.send(api.delete(&path)).await;
@@ -822,7 +819,8 @@ async fn delete_by_digest_removes_its_tags() {
 #[tokio::test]
 async fn unknown_manifests_are_404() {
     let api = Api::start().await;
-    api.push_image("man/known", "v1", "known").await;
+    api.push_image("man/known", "v1", &TestImage::new("known"))
+        .await;
     let unknown = sha256(b"unknown manifest");
     for (repo, reference) in [
         ("man/known", "nope"),
@@ -842,7 +840,8 @@ async fn unknown_manifests_are_404() {
 async fn repushing_a_manifest_is_idempotent() {
     let api = Api::start().await;
     let repo = "man/idem";
-    let image = api.push_image(repo, "v1", "idempotent").await;
+    let image = TestImage::new("idempotent");
+    api.push_image(repo, "v1", &image).await;
     for _ in 0..3 {
         let digest = api
             .push_manifest(repo, "v1", OCI_MANIFEST, &image.manifest)
@@ -862,9 +861,11 @@ async fn repushing_a_manifest_is_idempotent() {
 async fn moving_a_tag() {
     let api = Api::start().await;
     let repo = "man/move";
-    let first = api.push_image(repo, "latest", "first").await;
+    let first = TestImage::new("first");
+    api.push_image(repo, "latest", &first).await;
     expect_manifest(&api, repo, "latest", OCI_MANIFEST, &first.manifest).await;
-    let second = api.push_image(repo, "latest", "second").await;
+    let second = TestImage::new("second");
+    api.push_image(repo, "latest", &second).await;
     assert_ne!(first.digest, second.digest);
     expect_manifest(&api, repo, "latest", OCI_MANIFEST, &second.manifest).await;
     // The old manifest stays reachable by digest.
@@ -881,7 +882,7 @@ async fn moving_a_tag() {
     expect_status(response, 201).await;
     expect_manifest(&api, repo, "latest", OCI_MANIFEST, &first.manifest).await;
     // A tag may also move to a manifest of another type.
-    let docker = docker_image(&api, repo, "move docker").await;
+    let docker = docker_image(&api, repo, "move docker").await.manifest;
     api.push_manifest(repo, "latest", DOCKER_MANIFEST, &docker)
         .await;
     expect_manifest(&api, repo, "latest", DOCKER_MANIFEST, &docker).await;
@@ -890,7 +891,8 @@ async fn moving_a_tag() {
 #[tokio::test]
 async fn manifests_are_scoped_to_their_repository() {
     let api = Api::start().await;
-    let image = api.push_image("man/scope-a", "v1", "scoped").await;
+    let image = TestImage::new("scoped");
+    api.push_image("man/scope-a", "v1", &image).await;
     for reference in ["v1", image.digest.as_str()] {
         let response = api
             .send(api.get(&format!("/v2/man/scope-b/manifests/{reference}")))

@@ -2,9 +2,10 @@
 //! reqwest (and raw TCP where a well-behaved client cannot send the request: `..` segments,
 //! lying `Content-Length`).
 //!
-//! This file holds the shared vocabulary: [`Api`] (server + client + a look into the server's
-//! own blob store, filesystem or S3 alike), blob/manifest push helpers, manifest builders and
-//! error-body assertions. The submodules hold the tests, one per area of the API.
+//! This file holds the HTTP side of the tests: [`Api`] (server + client + a look into the
+//! server's own blob store, filesystem or S3 alike), blob/manifest/image push helpers and
+//! error-body assertions; images and manifests come from the test kit
+//! (`crate::support::image`). The submodules hold the tests, one per area of the API.
 //!
 //! Every test runs on the embedded backends, and again on PostgreSQL + S3 + Redis when
 //! `AERUGO_TEST_STACK=production` is set (`scripts/test.sh` does both).
@@ -15,8 +16,7 @@ use std::time::Duration;
 
 use reqwest::header::HeaderMap;
 use reqwest::{Method, RequestBuilder, Response};
-use serde_json::{Value, json};
-use sha2::{Digest as _, Sha256, Sha512};
+use serde_json::Value;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use aerugo::config::Config;
@@ -24,6 +24,7 @@ use aerugo::oci::{Digest as StoreDigest, UploadId};
 use aerugo::storage::BlobStore;
 
 use super::support::TestServer;
+use super::support::image::{TestImage, sha256};
 
 mod base;
 mod blobs;
@@ -35,129 +36,11 @@ mod names;
 mod referrers;
 mod uploads;
 
-pub const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
-pub const OCI_INDEX: &str = "application/vnd.oci.image.index.v1+json";
-pub const OCI_CONFIG: &str = "application/vnd.oci.image.config.v1+json";
-pub const OCI_LAYER: &str = "application/vnd.oci.image.layer.v1.tar+gzip";
-pub const OCI_EMPTY: &str = "application/vnd.oci.empty.v1+json";
-pub const DOCKER_MANIFEST: &str = "application/vnd.docker.distribution.manifest.v2+json";
-pub const DOCKER_LIST: &str = "application/vnd.docker.distribution.manifest.list.v2+json";
-pub const DOCKER_CONFIG: &str = "application/vnd.docker.container.image.v1+json";
-pub const DOCKER_LAYER: &str = "application/vnd.docker.image.rootfs.diff.tar.gzip";
-pub const DOCKER_SCHEMA1_SIGNED: &str = "application/vnd.docker.distribution.manifest.v1+prettyjws";
-
-// ---------------------------------------------------------------------------------------------
-// Digests (computed independently of the registry's own code)
-
-pub fn sha256(bytes: &[u8]) -> String {
-    format!("sha256:{}", hex::encode(Sha256::digest(bytes)))
-}
-
-pub fn sha512(bytes: &[u8]) -> String {
-    format!("sha512:{}", hex::encode(Sha512::digest(bytes)))
-}
-
-/// Deterministic pseudo-random bytes, different for every `seed`.
-pub fn bytes_for(seed: &str, len: usize) -> Vec<u8> {
-    let mut out = Vec::with_capacity(len + 32);
-    let mut block = Sha256::digest(seed.as_bytes());
-    while out.len() < len {
-        out.extend_from_slice(&block);
-        block = Sha256::digest(block);
-    }
-    out.truncate(len);
-    out
-}
-
 /// A digest as the store names it.
 fn parse_digest(digest: &str) -> StoreDigest {
     digest
         .parse()
         .unwrap_or_else(|e| panic!("{digest} is not a digest: {e:?}"))
-}
-
-// ---------------------------------------------------------------------------------------------
-// Manifest builders
-
-/// A descriptor of `bytes` as `media_type`.
-pub fn descriptor_of(media_type: &str, bytes: &[u8]) -> Value {
-    json!({ "mediaType": media_type, "digest": sha256(bytes), "size": bytes.len() })
-}
-
-pub fn descriptor(media_type: &str, digest: &str, size: usize) -> Value {
-    json!({ "mediaType": media_type, "digest": digest, "size": size })
-}
-
-pub fn oci_manifest(config: Value, layers: Vec<Value>) -> Value {
-    json!({ "schemaVersion": 2, "mediaType": OCI_MANIFEST, "config": config, "layers": layers })
-}
-
-pub fn docker_manifest(config: Value, layers: Vec<Value>) -> Value {
-    json!({ "schemaVersion": 2, "mediaType": DOCKER_MANIFEST, "config": config, "layers": layers })
-}
-
-pub fn oci_index(manifests: Vec<Value>) -> Value {
-    json!({ "schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": manifests })
-}
-
-pub fn docker_list(manifests: Vec<Value>) -> Value {
-    json!({ "schemaVersion": 2, "mediaType": DOCKER_LIST, "manifests": manifests })
-}
-
-/// A child entry of an index, with a platform.
-pub fn platform_entry(media_type: &str, body: &[u8], arch: &str) -> Value {
-    let mut d = descriptor_of(media_type, body);
-    d["platform"] = json!({ "os": "linux", "architecture": arch });
-    d
-}
-
-/// Manifest bytes as a client would send them. Pretty-printed on purpose: the registry must
-/// keep the exact bytes, not a re-serialisation.
-pub fn manifest_bytes(value: &Value) -> Vec<u8> {
-    let mut bytes = serde_json::to_vec_pretty(value).expect("json");
-    bytes.push(b'\n');
-    bytes
-}
-
-/// An image pushed by [`Api::push_image`].
-#[derive(Debug, Clone)]
-pub struct Image {
-    pub config: Vec<u8>,
-    pub layer: Vec<u8>,
-    pub manifest: Vec<u8>,
-    pub media_type: &'static str,
-    pub digest: String,
-}
-
-impl Image {
-    pub fn config_digest(&self) -> String {
-        sha256(&self.config)
-    }
-
-    pub fn layer_digest(&self) -> String {
-        sha256(&self.layer)
-    }
-
-    /// This image as a child entry of an index.
-    pub fn index_entry(&self, arch: &str) -> Value {
-        platform_entry(self.media_type, &self.manifest, arch)
-    }
-}
-
-/// Config and layer bytes plus an OCI manifest over them, all unique to `seed`.
-pub fn image_parts(seed: &str) -> (Vec<u8>, Vec<u8>, Vec<u8>) {
-    let config = manifest_bytes(&json!({
-        "architecture": "amd64",
-        "os": "linux",
-        "rootfs": { "type": "layers", "diff_ids": [] },
-        "config": { "Labels": { "seed": seed } }
-    }));
-    let layer = bytes_for(&format!("layer of {seed}"), 1000);
-    let manifest = manifest_bytes(&oci_manifest(
-        descriptor_of(OCI_CONFIG, &config),
-        vec![descriptor_of(OCI_LAYER, &layer)],
-    ));
-    (config, layer, manifest)
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -510,19 +393,20 @@ impl Api {
         digest
     }
 
-    /// Pushes the config and layer of `seed`'s image and its OCI manifest under `tag`.
-    pub async fn push_image(&self, repo: &str, tag: &str, seed: &str) -> Image {
-        let (config, layer, manifest) = image_parts(seed);
-        self.push_blob(repo, &config).await;
-        self.push_blob(repo, &layer).await;
-        let digest = self.push_manifest(repo, tag, OCI_MANIFEST, &manifest).await;
-        Image {
-            config,
-            layer,
-            manifest,
-            media_type: OCI_MANIFEST,
-            digest,
+    /// Pushes the config and layers of `image`, not its manifest.
+    pub async fn push_blobs(&self, repo: &str, image: &TestImage) {
+        for blob in image.blobs() {
+            self.push_blob(repo, &blob.bytes()).await;
         }
+    }
+
+    /// Pushes every blob of `image`, then its manifest under `tag`.
+    pub async fn push_image(&self, repo: &str, tag: &str, image: &TestImage) {
+        self.push_blobs(repo, image).await;
+        let digest = self
+            .push_manifest(repo, tag, &image.media_type, &image.manifest)
+            .await;
+        assert_eq!(digest, image.digest);
     }
 
     /// `GET` of a manifest: status, headers, body.

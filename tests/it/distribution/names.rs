@@ -3,9 +3,8 @@
 
 use reqwest::Method;
 
-use super::{
-    Api, OCI_MANIFEST, bytes_for, expect_error, expect_status, files_under, header, sha256,
-};
+use super::{Api, expect_error, expect_status, files_under, header};
+use crate::support::image::{OCI_MANIFEST, TestImage, bytes_for, sha256};
 
 #[tokio::test]
 async fn deep_names_and_names_containing_route_words() {
@@ -29,7 +28,8 @@ async fn deep_names_and_names_containing_route_words() {
         long_name.as_str(),
     ];
     for repo in repos {
-        let image = api.push_image(repo, "v1", repo).await;
+        let image = TestImage::new(repo);
+        api.push_image(repo, "v1", &image).await;
         // A session upload too, so every upload route is exercised under the name.
         let extra = bytes_for(repo, 64);
         let location = api.start_upload(repo).await;
@@ -53,8 +53,8 @@ async fn deep_names_and_names_containing_route_words() {
             "{repo}"
         );
         assert_eq!(
-            api.get_blob(repo, &image.layer_digest()).await,
-            (200, image.layer.clone()),
+            api.get_blob(repo, &image.layer_digest(0)).await,
+            (200, image.layers[0].bytes()),
             "{repo}"
         );
         let (status, _, body) = api.get_manifest(repo, "v1").await;
@@ -145,7 +145,8 @@ async fn invalid_names_are_name_invalid() {
 #[tokio::test]
 async fn invalid_tags_are_refused_on_push_and_unknown_on_pull() {
     let api = Api::start().await;
-    let image = api.push_image("names/tags", "v1", "tags").await;
+    let image = TestImage::new("tags");
+    api.push_image("names/tags", "v1", &image).await;
     let too_long = "t".repeat(129);
     for tag in [
         "-bad",
@@ -177,8 +178,9 @@ async fn invalid_tags_are_refused_on_push_and_unknown_on_pull() {
 #[tokio::test]
 async fn invalid_digests_are_digest_invalid() {
     let api = Api::start().await;
-    let image = api.push_image("names/digests", "v1", "digests").await;
-    let upper = format!("sha256:{}", image.layer_digest()[7..].to_uppercase());
+    let image = TestImage::new("digests");
+    api.push_image("names/digests", "v1", &image).await;
+    let upper = format!("sha256:{}", image.layer_digest(0)[7..].to_uppercase());
     let bad = [
         "sha256:abc".to_owned(),
         "sha256:".to_owned(),
@@ -214,8 +216,8 @@ async fn invalid_digests_are_digest_invalid() {
     }
     // Nothing was deleted by any of that.
     assert_eq!(
-        api.get_blob("names/digests", &image.layer_digest()).await,
-        (200, image.layer.clone())
+        api.get_blob("names/digests", &image.layer_digest(0)).await,
+        (200, image.layers[0].bytes())
     );
     assert_eq!(api.get_manifest("names/digests", "v1").await.0, 200);
 }
@@ -376,9 +378,8 @@ async fn path_traversal_never_leaves_the_data_dir() {
         }
     }
     // The registry still works normally in this layout.
-    let image = api
-        .push_image("after/traversal", "v1", "after traversal")
-        .await;
-    assert!(image.layer_digest().starts_with("sha256:"));
-    assert!(api.has_blob(&image.layer_digest()).await);
+    let image = TestImage::new("after traversal");
+    api.push_image("after/traversal", "v1", &image).await;
+    assert!(image.layer_digest(0).starts_with("sha256:"));
+    assert!(api.has_blob(&image.layer_digest(0)).await);
 }

@@ -2,9 +2,9 @@
 
 use serde_json::{Value, json};
 
-use super::{
-    Api, OCI_EMPTY, OCI_INDEX, OCI_MANIFEST, bytes_for, descriptor_of, expect_error, expect_status,
-    header, manifest_bytes, sha256,
+use super::{Api, expect_error, expect_status, header};
+use crate::support::image::{
+    OCI_EMPTY, OCI_INDEX, OCI_MANIFEST, TestImage, bytes_for, descriptor_of, manifest_bytes, sha256,
 };
 
 const SBOM: &str = "application/vnd.example.sbom.v1";
@@ -65,7 +65,8 @@ fn sorted(mut descriptors: Vec<Value>) -> Vec<Value> {
 async fn referrers_api_lists_artifacts_about_a_subject() {
     let api = Api::start().await;
     let repo = "ref/app";
-    let subject = api.push_image(repo, "v1", "referrers subject").await;
+    let subject = TestImage::new("referrers subject");
+    api.push_image(repo, "v1", &subject).await;
     let subject_descriptor = descriptor_of(OCI_MANIFEST, &subject.manifest);
     let empty = api.push_blob(repo, b"{}").await;
     assert_eq!(empty, sha256(b"{}"));
@@ -191,7 +192,8 @@ async fn referrers_api_lists_artifacts_about_a_subject() {
     assert_eq!(digests, expected);
 
     // Referrers belong to their repository.
-    api.push_image("ref/other", "v1", "referrers subject").await;
+    api.push_image("ref/other", "v1", &TestImage::new("referrers subject"))
+        .await;
     let (_, listed) = referrers(&api, "ref/other", &subject.digest, "").await;
     assert!(listed.is_empty(), "{listed:?}");
 }
@@ -221,7 +223,8 @@ async fn subject_need_not_exist() {
 #[tokio::test]
 async fn referrers_of_unknown_subjects_are_empty_and_bad_digests_400() {
     let api = Api::start().await;
-    let image = api.push_image("ref/empty", "v1", "no referrers").await;
+    let image = TestImage::new("no referrers");
+    api.push_image("ref/empty", "v1", &image).await;
     for (repo, subject) in [
         ("ref/empty", image.digest.clone()), // exists, nobody refers to it
         ("ref/empty", sha256(b"unknown subject")), // unknown subject

@@ -4,7 +4,8 @@
 use futures_util::stream;
 use reqwest::Response;
 
-use super::{Api, bytes_for, expect_error, expect_status, header, sha256, sha512};
+use super::{Api, expect_error, expect_status, header};
+use crate::support::image::{bytes_for, sha256, sha512};
 
 const ZERO_UUID: &str = "00000000-0000-4000-8000-000000000000";
 

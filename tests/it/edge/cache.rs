@@ -8,9 +8,9 @@ use super::{
     FAULTY, edge_on_fault_upstream, edge_on_fault_upstream_with, eventually, expect_manifest,
     expect_upstream_error, fetch,
 };
-use crate::distribution::{bytes_for, expect_error, header, sha256};
+use crate::distribution::{expect_error, header};
 use crate::support::fault_upstream::Content as _;
-use crate::support::seed::SeedImage;
+use crate::support::image::{TestImage, bytes_for, sha256};
 
 /// A 3 MiB cap and six 1 MiB blobs: entries are evicted, the cache stays under its cap on disk
 /// and in its own accounting, and every pull — first or repeated, hit or miss — returns the
@@ -93,18 +93,18 @@ async fn disk_cap_evicts_and_every_pull_still_returns_the_right_bytes() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn warm_cache_survives_a_restart_without_the_upstream() {
     let (origin, mut edge) = edge_on_fault_upstream(|_| {}).await;
-    let image = SeedImage::new("warm restart", &[2 << 20, 1000]);
-    let cold = SeedImage::new("never pulled before the restart", &[1000]);
-    origin.add_image("team/app", "1.0", &image);
-    origin.add_image("team/app", "cold", &cold);
+    let image = TestImage::with_layers("warm restart", &[2 << 20, 1000]);
+    let cold = TestImage::with_layers("never pulled before the restart", &[1000]);
+    origin.put_image("team/app", "1.0", &image);
+    origin.put_image("team/app", "cold", &cold);
     let tag = "/v2/team/app/manifests/1.0";
     let by_digest = format!("/v2/team/app/manifests/{}", image.digest);
     expect_manifest(&edge, tag, &image.digest, &image.manifest).await;
-    for (digest, bytes) in image.blobs() {
-        let url = edge.url(&format!("/v2/team/app/blobs/{digest}"));
+    for blob in image.blobs() {
+        let url = edge.url(&format!("/v2/team/app/blobs/{}", blob.digest));
         fetch(&edge.http, &url, None)
             .await
-            .assert_blob(&digest, bytes.len() as u64);
+            .assert_blob(&blob.digest, blob.size);
     }
 
     // grace_period_seconds = 0, graceful_shutdown_timeout_seconds = 1 (pingora's own default
@@ -114,10 +114,11 @@ async fn warm_cache_survives_a_restart_without_the_upstream() {
     drop(origin);
     edge.restart().await;
 
-    for (digest, bytes) in image.blobs() {
+    for blob in image.blobs() {
+        let digest = &blob.digest;
         let url = edge.url(&format!("/v2/team/app/blobs/{digest}"));
         let warm = fetch(&edge.http, &url, None).await;
-        warm.assert_blob(&digest, bytes.len() as u64);
+        warm.assert_blob(digest, blob.size);
         assert_eq!(warm.cache(), "HIT", "{digest} after the restart");
     }
     expect_manifest(&edge, &by_digest, &image.digest, &image.manifest).await;

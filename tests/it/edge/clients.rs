@@ -9,10 +9,10 @@ use std::time::{Duration, Instant};
 use crate::skopeo::skopeo;
 use crate::support::distribution::DistributionRegistry;
 use crate::support::edge::{CoreProcess, EdgeProcess, metric_sum, upstream};
-use crate::support::oci_layout;
+use crate::support::image::{TestImage, layout};
 use crate::support::process::{read_log, terminate};
 use crate::support::require_tool;
-use crate::support::seed::{SeedImage, Seeder};
+use crate::support::seed::Seeder;
 
 /// `skopeo copy docker://UPSTREAM/team/app:1.0 oci:DIR:x` with the edge configured as the
 /// upstream's mirror: the image arrives intact, the edge fetched each blob once, and a second
@@ -23,7 +23,7 @@ async fn skopeo_pulls_through_the_edge_as_a_registries_conf_mirror() {
         return;
     }
     let mut registry = DistributionRegistry::start().await;
-    let image = SeedImage::new("skopeo through the mirror", &[1 << 20, 4096]);
+    let image = TestImage::with_layers("skopeo through the mirror", &[1 << 20, 4096]);
     Seeder::new(&registry.base_url())
         .push_image("team/app", "1.0", &image)
         .await;
@@ -67,11 +67,11 @@ async fn skopeo_pulls_through_the_edge_as_a_registries_conf_mirror() {
             .await;
         }
     };
-    let check = |layout: &Path| {
-        let desc = oci_layout::resolve_tag(layout, "x");
+    let check = |into: &Path| {
+        let desc = layout::resolve_tag(into, "x");
         assert_eq!(desc.digest, image.digest, "manifest digest");
-        let pulled = oci_layout::read_image(layout, &desc);
-        assert!(pulled.manifest_bytes == image.manifest, "manifest bytes");
+        let pulled = layout::read_image(into, &desc);
+        assert!(pulled.manifest == image.manifest, "manifest bytes");
         assert_eq!(pulled.config.digest, image.config_digest());
         let layers: Vec<String> = pulled.layers.iter().map(|l| l.digest.clone()).collect();
         let expected: Vec<String> = (0..image.layers.len())
@@ -281,7 +281,7 @@ async fn containerd_pulls_through_the_edge_as_a_hosts_toml_mirror() {
         return;
     };
     let core = CoreProcess::start().await;
-    let image = SeedImage::unpackable("containerd through the mirror", &[1 << 20, 4096]);
+    let image = TestImage::unpackable("containerd through the mirror", &[1 << 20, 4096]);
     Seeder::new(&core.url(""))
         .push_image("team/app", "1.0", &image)
         .await;
@@ -343,7 +343,7 @@ async fn containerd_pulls_through_the_edge_as_a_hosts_toml_mirror() {
     assert_eq!(digest, image.digest, "containerd's image digest");
     let (ok, content) = containerd.ctr(&["content", "ls", "--quiet"]).await;
     assert!(ok, "ctr content ls: {content}");
-    for (blob, _) in image.blobs() {
+    for blob in image.blobs().iter().map(|b| &b.digest) {
         assert!(
             content.lines().any(|l| l.trim() == blob),
             "blob {blob} not in containerd's content store:\n{content}"

@@ -8,7 +8,8 @@ use super::{MANIFEST_ACCEPT, eventually, expect_manifest, fetch};
 use crate::distribution::{expect_error, expect_status, header, header_values};
 use crate::support::edge::{CoreProcess, EdgeProcess, upstream};
 use crate::support::fault_upstream::{self, Content as _, Fault, Knobs};
-use crate::support::seed::{SeedImage, Seeder};
+use crate::support::image::TestImage;
+use crate::support::seed::Seeder;
 
 use aerugo::testkit::fake_registry::AuthMode;
 
@@ -41,7 +42,7 @@ async fn gateway(core: &CoreProcess, confirm_ttl_seconds: u64) -> EdgeProcess {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn gateway_serves_a_cached_blob_only_where_the_core_still_shows_it() {
     let core = CoreProcess::start().await;
-    let image = SeedImage::new("confirmed by the core", &[64 << 10]);
+    let image = TestImage::with_layers("confirmed by the core", &[64 << 10]);
     Seeder::new(&core.url(""))
         .push_image("a/x", "1.0", &image)
         .await;
@@ -94,7 +95,7 @@ async fn gateway_serves_a_cached_blob_only_where_the_core_still_shows_it() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn gateway_serves_stale_confirmations_only_while_the_core_is_down() {
     let mut core = CoreProcess::start().await;
-    let image = SeedImage::new("stale confirmation", &[32 << 10, 1000]);
+    let image = TestImage::with_layers("stale confirmation", &[32 << 10, 1000]);
     let seeder = Seeder::new(&core.url(""));
     seeder.push_image("a/x", "1.0", &image).await;
     seeder.push_image("b/y", "1.0", &image).await;
@@ -196,8 +197,8 @@ async fn gateway_asks_the_core_as_the_client_and_relays_its_challenge() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn mirror_serves_a_cached_digest_only_for_the_upstream_that_has_it() {
     let (one, two) = tokio::join!(fault_upstream::start(), fault_upstream::start());
-    let image = SeedImage::new("only upstream one has it", &[20_000]);
-    one.add_image("team/app", "1.0", &image);
+    let image = TestImage::with_layers("only upstream one has it", &[20_000]);
+    one.put_image("team/app", "1.0", &image);
     let edge = EdgeProcess::start(|e| {
         e.upstreams = vec![upstream("one", &one.url()), upstream("two", &two.url())];
         e.confirm_ttl_seconds = 1;
@@ -228,7 +229,7 @@ async fn mirror_serves_a_cached_digest_only_for_the_upstream_that_has_it() {
         .expect("GET");
     expect_error(response, 404, "MANIFEST_UNKNOWN").await;
 
-    two.add_image("team/app", "1.0", &image);
+    two.put_image("team/app", "1.0", &image);
     let confirmed = fetch(&edge.http, &edge.url(&from_two), None).await;
     confirmed.assert_blob(&layer, 20_000);
     assert_eq!(confirmed.cache(), "HIT");

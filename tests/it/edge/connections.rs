@@ -14,10 +14,9 @@ use tokio::net::TcpStream;
 
 use super::{MANIFEST_ACCEPT, edge_on_fault_upstream_with, eventually};
 use crate::support::edge::{Closed, read_response, read_to_close};
-use crate::support::fault_upstream::Content as _;
 use crate::support::fault_upstream::Fault;
+use crate::support::image::TestImage;
 use crate::support::process::assert_raises_open_file_limit;
-use crate::support::seed::SeedImage;
 use aerugo::config::EdgeConfig;
 
 const HEALTHZ: &[u8] = b"GET /healthz HTTP/1.1\r\nhost: edge\r\n\r\n";
@@ -140,8 +139,8 @@ async fn a_header_sent_a_byte_at_a_time_is_cut_off_at_the_header_timeout() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_answer_slower_than_the_header_timeout_is_not_cut_off() {
     let (origin, edge) = edge_on_fault_upstream_with(|_| {}, quick_timeouts).await;
-    let image = SeedImage::new("slow answers", &[1000]);
-    origin.add_image("team/app", "1.0", &image);
+    let image = TestImage::with_layers("slow answers", &[1000]);
+    origin.put_image("team/app", "1.0", &image);
     origin.set_fault(Fault::Delay(Duration::from_millis(2500)));
     let mut stream = connect(edge.addr).await;
     for path in [

@@ -12,12 +12,11 @@ use super::{
     FAULTY, Fetched, edge_on_fault_upstream, eventually, expect_manifest, expect_upstream_error,
     fetch, get_full,
 };
-use crate::distribution::{OCI_MANIFEST, header, sha256};
+use crate::distribution::header;
 use crate::support::edge::{EdgeProcess, metric_sum};
 use crate::support::fault_upstream::Content as _;
 use crate::support::fault_upstream::{self, Fault, FaultUpstream};
-use crate::support::oci_layout::{ByteGen, Fill};
-use crate::support::seed::SeedImage;
+use crate::support::image::{ByteGen, Fill, OCI_MANIFEST, TestImage, sha256};
 
 /// Deterministic pseudo-random blob bytes, cheap to generate even for 256 MiB.
 fn blob_bytes(seed: u64, size: u64) -> Bytes {
@@ -293,8 +292,8 @@ async fn broken_blob_is_never_served_complete_nor_cached(fault: Fault, reasons: 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn corrupted_manifest_is_never_served_nor_cached() {
     let (origin, edge) = edge_on_fault_upstream(|_| {}).await;
-    let image = SeedImage::new("corrupt manifest", &[100]);
-    origin.add_image("team/app", "1.0", &image);
+    let image = TestImage::with_layers("corrupt manifest", &[100]);
+    origin.put_image("team/app", "1.0", &image);
     origin.set_fault(Fault::CorruptManifests);
     let tag = "/v2/team/app/manifests/1.0";
     let by_digest = format!("/v2/team/app/manifests/{}", image.digest);
@@ -354,10 +353,10 @@ async fn serves_stale_when_the_upstream_fails(
         configure(u);
     })
     .await;
-    let image = SeedImage::new("stale-if-error", &[64 << 10]);
-    let uncached = SeedImage::new("never pulled", &[1000]);
-    origin.add_image("team/app", "1.0", &image);
-    origin.add_image("team/app", "2.0", &uncached);
+    let image = TestImage::with_layers("stale-if-error", &[64 << 10]);
+    let uncached = TestImage::with_layers("never pulled", &[1000]);
+    origin.put_image("team/app", "1.0", &image);
+    origin.put_image("team/app", "2.0", &uncached);
     let tag = "/v2/team/app/manifests/1.0";
     let headers = expect_manifest(&edge, tag, &image.digest, &image.manifest).await;
     assert!(
@@ -459,8 +458,8 @@ async fn stale_tags_expire_after_the_maximum_staleness() {
         u.max_stale_seconds = 1;
     })
     .await;
-    let image = SeedImage::new("too stale", &[100]);
-    origin.add_image("team/app", "1.0", &image);
+    let image = TestImage::with_layers("too stale", &[100]);
+    origin.put_image("team/app", "1.0", &image);
     let tag = "/v2/team/app/manifests/1.0";
     expect_manifest(&edge, tag, &image.digest, &image.manifest).await;
     origin.set_fault(Fault::ServerError);
@@ -476,8 +475,8 @@ async fn stale_tags_expire_after_the_maximum_staleness() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pulls_keep_working_across_token_expiry() {
     let (origin, edge) = edge_on_fault_upstream(|u| u.tag_ttl_seconds = 1).await;
-    let image = SeedImage::new("tokens", &[1000, 2000, 3000, 4000]);
-    origin.add_image("team/app", "1.0", &image);
+    let image = TestImage::with_layers("tokens", &[1000, 2000, 3000, 4000]);
+    origin.put_image("team/app", "1.0", &image);
     origin.require_token(Duration::from_secs(1), 1);
     let tag = "/v2/team/app/manifests/1.0";
     let blob = |i: usize| edge.url(&format!("/v2/team/app/blobs/{}", image.layer_digest(i)));
@@ -533,9 +532,9 @@ async fn pulls_keep_working_across_token_expiry() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tags_are_revalidated_with_head_after_their_ttl() {
     let (origin, edge) = edge_on_fault_upstream(|u| u.tag_ttl_seconds = 1).await;
-    let v1 = SeedImage::new("tag v1", &[100]);
-    let v2 = SeedImage::new("tag v2", &[200]);
-    origin.add_image("team/app", "latest", &v1);
+    let v1 = TestImage::with_layers("tag v1", &[100]);
+    let v2 = TestImage::with_layers("tag v2", &[200]);
+    origin.put_image("team/app", "latest", &v1);
     let tag = "/v2/team/app/manifests/latest";
     let counts = || {
         (

@@ -4,9 +4,10 @@
 use std::time::Duration;
 
 use super::{expect_manifest, fetch};
-use crate::distribution::{expect_error, expect_status, header, sha256};
+use crate::distribution::{expect_error, expect_status, header};
 use crate::support::edge::{CoreProcess, EdgeProcess};
-use crate::support::seed::{SeedImage, Seeder};
+use crate::support::image::{TestImage, sha256};
+use crate::support::seed::Seeder;
 
 const PULLS: usize = 20;
 
@@ -14,7 +15,7 @@ const PULLS: usize = 20;
 async fn balances_over_two_cores_caches_blobs_and_survives_one_killed() {
     let (mut a, b) = tokio::join!(CoreProcess::start(), CoreProcess::start());
     // Each core has its own data directory, so both get the same content directly.
-    let image = SeedImage::new("behind the gateway", &[256 << 10, 64 << 10, 1000]);
+    let image = TestImage::with_layers("behind the gateway", &[256 << 10, 64 << 10, 1000]);
     for core in [&a, &b] {
         Seeder::new(&core.url(""))
             .push_image("team/app", "1.0", &image)
@@ -118,7 +119,7 @@ async fn balances_over_two_cores_caches_blobs_and_survives_one_killed() {
         let (digest, url) = layer(i);
         fetch(&edge.http, &url, None)
             .await
-            .assert_blob(&digest, image.layers[i].len() as u64);
+            .assert_blob(&digest, image.layers[i].size);
     }
     fetch(&edge.http, &layer(0).1, None)
         .await

@@ -3,11 +3,11 @@
 use reqwest::Method;
 
 use super::{FAULTY, MANIFEST_ACCEPT, edge_on_fault_upstream, expect_manifest, fetch, get_full};
-use crate::distribution::{OCI_MANIFEST, expect_error, header};
+use crate::distribution::{expect_error, header};
 use crate::support::distribution::DistributionRegistry;
 use crate::support::edge::{EdgeProcess, upstream};
-use crate::support::fault_upstream::Content as _;
-use crate::support::seed::{SeedImage, Seeder};
+use crate::support::image::{OCI_MANIFEST, TestImage, sha256};
+use crate::support::seed::Seeder;
 use crate::support::{TestServer, require_tool};
 
 /// The quick start (`--upstream URL`, no file) in front of the distribution registry: the
@@ -19,7 +19,7 @@ async fn pulls_through_from_the_distribution_registry() {
         return;
     }
     let registry = DistributionRegistry::start().await;
-    let image = SeedImage::new("edge pull-through", &[1 << 20, 300_000]);
+    let image = TestImage::with_layers("edge pull-through", &[1 << 20, 300_000]);
     Seeder::new(&registry.base_url())
         .push_image("team/app", "1.0", &image)
         .await;
@@ -48,13 +48,14 @@ async fn pulls_through_from_the_distribution_registry() {
         image.digest
     );
 
-    for (digest, bytes) in image.blobs() {
+    for blob in image.blobs() {
+        let digest = &blob.digest;
         let url = edge.url(&format!("/v2/team/app/blobs/{digest}"));
         let cold = fetch(&edge.http, &url, None).await;
-        cold.assert_blob(&digest, bytes.len() as u64);
+        cold.assert_blob(digest, blob.size);
         assert_eq!(cold.cache(), "MISS", "first pull of {digest}");
         let warm = fetch(&edge.http, &url, None).await;
-        warm.assert_blob(&digest, bytes.len() as u64);
+        warm.assert_blob(digest, blob.size);
         assert_eq!(warm.cache(), "HIT", "second pull of {digest}");
     }
     expect_manifest(&edge, &by_digest, &image.digest, &image.manifest).await;
@@ -87,7 +88,7 @@ async fn pulls_through_from_the_distribution_registry() {
     let (status, _, body) =
         get_full(&edge.http, &edge.url("/v2/team/app/manifests/2.0"), &[]).await;
     assert_eq!(status, 404, "{}", String::from_utf8_lossy(&body));
-    let unknown = crate::distribution::sha256(b"never pushed");
+    let unknown = sha256(b"never pushed");
     let response = edge
         .http
         .get(edge.url(&format!("/v2/team/app/blobs/{unknown}")))
@@ -107,10 +108,10 @@ async fn selects_the_upstream_by_ns_prefix_or_default_and_applies_allow_deny() {
     }
     let registry = DistributionRegistry::start().await;
     let core = TestServer::start().await;
-    let from_registry = SeedImage::new("served by the distribution registry", &[4096]);
-    let from_core = SeedImage::new("served by the core", &[5000]);
-    let secret = SeedImage::new("a denied repository", &[100]);
-    let other = SeedImage::new("outside the allow list", &[100]);
+    let from_registry = TestImage::with_layers("served by the distribution registry", &[4096]);
+    let from_core = TestImage::with_layers("served by the core", &[5000]);
+    let secret = TestImage::with_layers("a denied repository", &[100]);
+    let other = TestImage::with_layers("outside the allow list", &[100]);
     Seeder::new(&registry.base_url())
         .push_image("team/app", "1.0", &from_registry)
         .await;
@@ -152,7 +153,7 @@ async fn selects_the_upstream_by_ns_prefix_or_default_and_applies_allow_deny() {
     ] {
         fetch(&edge.http, &edge.url(&path), None)
             .await
-            .assert_blob(&layer, from_core.layers[0].len() as u64);
+            .assert_blob(&layer, from_core.layers[0].size);
     }
     for path in [
         format!("/v2/core/team/secret-app/manifests/{}", secret.digest),
@@ -198,8 +199,8 @@ async fn selects_the_upstream_by_ns_prefix_or_default_and_applies_allow_deny() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pushes_to_a_mirrored_namespace_are_unsupported() {
     let (origin, edge) = edge_on_fault_upstream(|_| {}).await;
-    let image = SeedImage::new("read only", &[100]);
-    origin.add_image("team/app", "1.0", &image);
+    let image = TestImage::with_layers("read only", &[100]);
+    origin.put_image("team/app", "1.0", &image);
     let digest = image.layer_digest(0);
     for prefix in ["/v2/team/app".to_owned(), format!("/v2/{FAULTY}/team/app")] {
         for (method, path) in [

@@ -7,8 +7,7 @@ use tokio::io::AsyncWriteExt;
 use super::{MANIFEST_ACCEPT, edge_on_fault_upstream};
 use crate::distribution::{expect_error, expect_status};
 use crate::support::edge::{parse_responses, raw_exchange, read_to_close};
-use crate::support::fault_upstream::Content as _;
-use crate::support::seed::SeedImage;
+use crate::support::image::TestImage;
 
 fn get(path: &str, close: bool) -> String {
     let connection = if close { "connection: close\r\n" } else { "" };
@@ -19,8 +18,8 @@ fn get(path: &str, close: bool) -> String {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pipelined_requests_are_all_answered_in_order() {
     let (origin, edge) = edge_on_fault_upstream(|_| {}).await;
-    let image = SeedImage::new("pipelined", &[1000]);
-    origin.add_image("team/app", "1.0", &image);
+    let image = TestImage::with_layers("pipelined", &[1000]);
+    origin.put_image("team/app", "1.0", &image);
     let layer = image.layer_digest(0);
     let pipelined = [
         get("/healthz", false),
@@ -42,7 +41,10 @@ async fn pipelined_requests_are_all_answered_in_order() {
         Some(image.digest.as_str())
     );
     assert!(responses[1].body == image.manifest, "manifest bytes differ");
-    assert!(responses[2].body == image.layers[0], "layer bytes differ");
+    assert!(
+        responses[2].body == image.layers[0].bytes(),
+        "layer bytes differ"
+    );
     assert_eq!(responses[3].body, b"{}");
 }
 

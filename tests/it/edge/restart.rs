@@ -12,7 +12,7 @@ use sha2::{Digest as _, Sha256};
 use super::{edge_on_fault_upstream_with, fetch};
 use crate::support::fault_upstream::Content as _;
 use crate::support::fault_upstream::Fault;
-use crate::support::oci_layout::{ByteGen, Fill};
+use crate::support::image::{ByteGen, Fill};
 
 /// How long pingora's outgoing process keeps accepting after sending its sockets
 /// (`CLOSE_TIMEOUT` in pingora-core's server); it then stops accepting and gives in-flight

@@ -16,9 +16,8 @@ use super::connections::connect_from;
 use super::{MANIFEST_ACCEPT, edge_on_fault_upstream_with, eventually, fetch};
 use crate::distribution::header;
 use crate::support::edge::{Closed, read_response, read_to_close};
-use crate::support::fault_upstream::Content as _;
 use crate::support::fault_upstream::Fault;
-use crate::support::seed::SeedImage;
+use crate::support::image::TestImage;
 
 /// The edge's gauge of the client connections it counts against the caps.
 const CONNECTIONS_OPEN: &str = "aerugo_connections_open";
@@ -141,8 +140,8 @@ async fn reject_the_certificate(source: &str, addr: SocketAddr) {
 async fn serves_over_tls_with_http1_and_http2() {
     let certificate = TestCertificate::generate();
     let (origin, edge) = edge_on_fault_upstream_with(|_| {}, |e| certificate.install(e)).await;
-    let image = SeedImage::new("over tls", &[3 << 20]);
-    origin.add_image("team/app", "1.0", &image);
+    let image = TestImage::with_layers("over tls", &[3 << 20]);
+    origin.put_image("team/app", "1.0", &image);
     let tls = edge.tls_addr.expect("a TLS listener");
     let url = |path: &str| format!("https://{tls}{path}");
     let h2 = certificate.client().build().expect("client");
@@ -350,8 +349,8 @@ async fn slow_answers_over_tls_are_not_cut_off_by_the_header_timeout() {
         },
     )
     .await;
-    let image = SeedImage::new("slow over tls", &[1000]);
-    origin.add_image("team/app", "1.0", &image);
+    let image = TestImage::with_layers("slow over tls", &[1000]);
+    origin.put_image("team/app", "1.0", &image);
     origin.set_fault(Fault::Delay(Duration::from_millis(2500)));
     let tls = edge.tls_addr.expect("a TLS listener");
     for (client, version) in [

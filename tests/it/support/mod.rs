@@ -6,7 +6,6 @@
 pub mod distribution;
 pub mod edge;
 pub mod fault_upstream;
-pub mod oci_layout;
 pub mod process;
 pub mod seed;
 pub mod stack;
@@ -16,6 +15,8 @@ use std::path::Path;
 
 use aerugo::config::Config;
 pub use aerugo::testkit::ServerThread;
+/// The one image vocabulary (`aerugo::testkit::image`), shared with the library's unit tests.
+pub use aerugo::testkit::image;
 use tempfile::TempDir;
 
 /// A running registry. Runs on its own runtime thread, so tests may block (run skopeo,
