@@ -5,7 +5,7 @@
 #   oci  ←  storage, metadata, cache, coordination  ←  registry  ←  api  ←  app, cli
 #   oci  ←  accounts  ←  metadata (the SQL stores implement the AccountStore seam too)
 #   oci  ←  accounts, cache  ←  auth  ←  api
-#   oci  ←  upstream  ←  edge  ←  cli
+#   oci  ←  upstream  ←  edge  ←  cli      (edge → auth: keys and tokens, to verify them)
 #
 # telemetry, locks, limits and fileio are leaves anyone may use. config holds the settings types and
 # their validation; it may name a lower component's own settings type (upstream's
@@ -48,7 +48,13 @@ forbid api -- storage metadata cache coordination upstream edge app cli config
 # The upstream client streams blob bodies as `storage::ByteStream`, the crate's one byte
 # stream type; nothing else of storage.
 forbid upstream -- accounts auth metadata cache coordination registry api edge app cli config
-forbid edge -- accounts auth storage metadata cache coordination registry api app cli
+forbid edge -- accounts storage metadata cache coordination registry api app cli
+# A gateway verifies the cores' tokens offline: of auth, it names the keys and tokens only.
+if hits=$(grep -rnE 'crate::auth\b' edge 2>/dev/null | grep -vE 'crate::auth::(keys|token)::'); then
+    echo "forbidden dependency: edge -> auth beyond auth::keys and auth::token" >&2
+    echo "$hits" >&2
+    failed=1
+fi
 forbid config.rs -- storage metadata cache coordination registry api edge app cli
 
 # axum stays in api (and the wiring; test fakes may serve with it); SQL stays in metadata and

@@ -139,13 +139,25 @@ impl Default for MirrorUpstream {
     }
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Clone, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct GatewayConfig {
     /// Core node addresses (`host:port`); empty = not a gateway.
     pub cores: Vec<String>,
     /// Seconds between TCP health checks of the cores.
     pub health_check_interval_seconds: u64,
+    /// Seconds between fetches of the cores' token keys (`GET /auth/jwks`); a token naming an
+    /// unknown key fetches them sooner.
+    pub jwks_refresh_seconds: u64,
+    /// The cores' `auth.service` and `auth.issuer`: the audience and issuer a token must
+    /// name.
+    pub service: String,
+    pub issuer: String,
+    /// The account fills are fetched as (a robot or user with pull on the repositories the
+    /// edge serves); anonymous when unset. `service_password`: set
+    /// `AERUGO__EDGE__GATEWAY__SERVICE_PASSWORD` rather than the file.
+    pub service_username: Option<String>,
+    pub service_password: Option<String>,
 }
 
 impl Default for GatewayConfig {
@@ -153,7 +165,56 @@ impl Default for GatewayConfig {
         GatewayConfig {
             cores: Vec::new(),
             health_check_interval_seconds: 2,
+            jwks_refresh_seconds: 300,
+            service: "aerugo".into(),
+            issuer: "aerugo".into(),
+            service_username: None,
+            service_password: None,
         }
+    }
+}
+
+impl std::fmt::Debug for GatewayConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("GatewayConfig")
+            .field("cores", &self.cores)
+            .field(
+                "health_check_interval_seconds",
+                &self.health_check_interval_seconds,
+            )
+            .field("jwks_refresh_seconds", &self.jwks_refresh_seconds)
+            .field("service", &self.service)
+            .field("issuer", &self.issuer)
+            .field("service_username", &self.service_username)
+            .field(
+                "service_password",
+                &self.service_password.as_ref().map(|_| "<redacted>"),
+            )
+            .finish()
+    }
+}
+
+impl GatewayConfig {
+    fn problems(&self) -> Vec<String> {
+        let mut problems = Vec::new();
+        for core in &self.cores {
+            if !is_host_port(core) {
+                problems.push(format!("edge.gateway core {core:?} is not host:port"));
+            }
+        }
+        if self.jwks_refresh_seconds == 0 {
+            problems.push("edge.gateway.jwks_refresh_seconds must be at least 1".into());
+        }
+        if self.service.is_empty() || self.service.contains('"') {
+            problems.push("edge.gateway.service must be non-empty and hold no quote".into());
+        }
+        if self.service_username.is_some() != self.service_password.is_some() {
+            problems.push(
+                "edge.gateway.service_username and edge.gateway.service_password go together"
+                    .into(),
+            );
+        }
+        problems
     }
 }
 
@@ -228,11 +289,7 @@ impl EdgeConfig {
                 problems.push(format!("edge {e}"));
             }
         }
-        for core in &self.gateway.cores {
-            if !is_host_port(core) {
-                problems.push(format!("edge.gateway core {core:?} is not host:port"));
-            }
-        }
+        problems.extend(self.gateway.problems());
         for (key, value) in [
             ("threads", self.threads as u64),
             (
@@ -1047,6 +1104,9 @@ impl Config {
         }
         config.database.url = config.database.url.as_deref().map(redact_url);
         config.cache.redis_url = config.cache.redis_url.as_deref().map(redact_url);
+        if config.edge.gateway.service_password.is_some() {
+            config.edge.gateway.service_password = Some(HIDDEN.into());
+        }
         for upstream in &mut config.edge.upstreams {
             if upstream.client.password.is_some() {
                 upstream.client.password = Some(HIDDEN.into());
@@ -1197,6 +1257,33 @@ mod tests {
         assert_eq!(
             edge.problems(),
             ["edge.confirm_stale_seconds must be at least edge.confirm_ttl_seconds"]
+        );
+    }
+
+    #[test]
+    fn the_gateway_service_credential_comes_from_the_environment_and_is_never_printed() {
+        figment::Jail::expect_with(|jail| {
+            jail.set_env("AERUGO__EDGE__GATEWAY__SERVICE_USERNAME", "acme+edge");
+            jail.set_env("AERUGO__EDGE__GATEWAY__SERVICE_PASSWORD", "hunter3");
+            let config = Config::load(None, &Overrides::default()).unwrap();
+            let gateway = &config.edge.gateway;
+            assert_eq!(gateway.service_username.as_deref(), Some("acme+edge"));
+            assert_eq!(gateway.service_password.as_deref(), Some("hunter3"));
+            let printed = toml::to_string_pretty(&config.redacted()).unwrap();
+            assert!(!printed.contains("hunter3"), "{printed}");
+            assert!(!format!("{config:?}").contains("hunter3"));
+            Ok(())
+        });
+        let mut edge = EdgeConfig::default();
+        edge.gateway.cores = vec!["core:5000".into()];
+        edge.gateway.service_username = Some("acme+edge".into());
+        edge.gateway.jwks_refresh_seconds = 0;
+        assert_eq!(
+            edge.problems(),
+            [
+                "edge.gateway.jwks_refresh_seconds must be at least 1",
+                "edge.gateway.service_username and edge.gateway.service_password go together"
+            ]
         );
     }
 

@@ -10,7 +10,9 @@ use std::collections::BTreeMap;
 
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
-use jsonwebtoken::jwk::{Jwk, JwkSet, KeyAlgorithm, PublicKeyUse, ThumbprintHash};
+use jsonwebtoken::jwk::{
+    AlgorithmParameters, EllipticCurve, Jwk, JwkSet, KeyAlgorithm, PublicKeyUse, ThumbprintHash,
+};
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey};
 
 use super::secret;
@@ -33,6 +35,14 @@ pub enum KeyError {
     Algorithm(String),
     #[error("no active signing key")]
     NoActiveKey,
+    #[error("the JWK set holds no Ed25519 key with a kid")]
+    NoPublicKey,
+}
+
+/// Where token verification finds the public key a token's `kid` names: a node's own ring, or
+/// an edge's copy of the published keys.
+pub trait VerifyingKeys {
+    fn verifier(&self, kid: &str) -> Option<&DecodingKey>;
 }
 
 /// One key: what signs, what verifies, and its public JWK.
@@ -161,16 +171,55 @@ impl KeyRing {
         &self.signing
     }
 
-    /// The key a token's `kid` names.
-    pub fn verifier(&self, kid: &str) -> Option<&DecodingKey> {
-        self.verifying.get(kid).map(|k| &k.decoding)
-    }
-
     /// The public keys, as `GET /auth/jwks` serves them.
     pub fn jwks(&self) -> JwkSet {
         JwkSet {
             keys: self.verifying.values().map(|k| k.jwk.clone()).collect(),
         }
+    }
+}
+
+impl VerifyingKeys for KeyRing {
+    fn verifier(&self, kid: &str) -> Option<&DecodingKey> {
+        self.verifying.get(kid).map(|k| &k.decoding)
+    }
+}
+
+/// Verifying keys only, from a published JWK set: what an edge checks tokens with, offline.
+#[derive(Clone)]
+pub struct PublicKeys(BTreeMap<String, DecodingKey>);
+
+impl std::fmt::Debug for PublicKeys {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_list().entries(self.0.keys()).finish()
+    }
+}
+
+impl PublicKeys {
+    /// The Ed25519 keys of `set` that carry a `kid`; other keys are skipped (a later core may
+    /// publish kinds this build does not verify). A set with none is refused, so a broken
+    /// answer never replaces a working set.
+    pub fn from_jwks(set: &JwkSet) -> Result<PublicKeys, KeyError> {
+        let mut keys = BTreeMap::new();
+        for jwk in &set.keys {
+            let ed25519 = matches!(&jwk.algorithm,
+                AlgorithmParameters::OctetKeyPair(p) if p.curve == EllipticCurve::Ed25519);
+            if let (true, Some(kid)) = (ed25519, &jwk.common.key_id)
+                && let Ok(key) = DecodingKey::from_jwk(jwk)
+            {
+                keys.insert(kid.clone(), key);
+            }
+        }
+        if keys.is_empty() {
+            return Err(KeyError::NoPublicKey);
+        }
+        Ok(PublicKeys(keys))
+    }
+}
+
+impl VerifyingKeys for PublicKeys {
+    fn verifier(&self, kid: &str) -> Option<&DecodingKey> {
+        self.0.get(kid)
     }
 }
 
@@ -229,6 +278,25 @@ mod tests {
         assert!(matches!(
             KeyRing::from_stored(&[old_stored]),
             Err(KeyError::NoActiveKey)
+        ));
+    }
+
+    #[test]
+    fn published_keys_verify_alone_and_other_kinds_are_skipped() {
+        let ring = KeyRing::single(SigningKey::generate());
+        let kid = ring.signing().kid.clone();
+        let mut published = serde_json::to_value(ring.jwks()).unwrap();
+        let hmac = serde_json::json!({"kty": "oct", "kid": "hmac", "k": "c2VjcmV0"});
+        published["keys"].as_array_mut().unwrap().push(hmac);
+        let set: JwkSet = serde_json::from_value(published).unwrap();
+        let keys = PublicKeys::from_jwks(&set).unwrap();
+        assert!(keys.verifier(&kid).is_some());
+        assert!(keys.verifier("hmac").is_none());
+        let only_hmac: JwkSet =
+            serde_json::from_value(serde_json::json!({"keys": [set.keys[1].clone()]})).unwrap();
+        assert!(matches!(
+            PublicKeys::from_jwks(&only_hmac),
+            Err(KeyError::NoPublicKey)
         ));
     }
 }

@@ -237,7 +237,7 @@ impl Auth {
     }
 
     fn verify_token(&self, token: &str) -> Result<Claims, TokenError> {
-        token::verify(&self.ring(), &self.settings.parties, token)
+        token::verify(&*self.ring(), &self.settings.parties, token)
     }
 
     /// Reloads the ring for a token naming a key this node does not know, at most every

@@ -6,7 +6,7 @@
 use jsonwebtoken::{Header, Validation};
 use serde::{Deserialize, Serialize};
 
-use super::keys::{ALGORITHM, KeyRing};
+use super::keys::{ALGORITHM, KeyRing, VerifyingKeys};
 use super::secret;
 use crate::oci::scope::AccessEntry;
 
@@ -69,14 +69,18 @@ pub fn issue(
     Ok(jsonwebtoken::encode(&header, &claims, key.encoding())?)
 }
 
-/// The claims of a token this registry issued for `parties.service`, unexpired, signed by a
-/// key of the ring.
-pub fn verify(ring: &KeyRing, parties: &TokenParties, token: &str) -> Result<Claims, TokenError> {
+/// The claims of a token this registry issued for `parties.service`, unexpired, signed by one
+/// of `keys` (a node's ring, or an edge's copy of the published keys).
+pub fn verify(
+    keys: &impl VerifyingKeys,
+    parties: &TokenParties,
+    token: &str,
+) -> Result<Claims, TokenError> {
     let header = jsonwebtoken::decode_header(token)?;
     let key = header
         .kid
         .as_deref()
-        .and_then(|kid| ring.verifier(kid))
+        .and_then(|kid| keys.verifier(kid))
         .ok_or(TokenError::UnknownKey)?;
     let mut validation = Validation::new(ALGORITHM);
     validation.leeway = LEEWAY_SECONDS;

@@ -22,9 +22,9 @@ use crate::oci::{Digest, RepoName};
 use crate::telemetry::metrics;
 
 /// Who asked, as far as the origin's answer may differ between askers. An opaque hash: the
-/// credential itself is never kept, compared or logged. Today a caller is the `Authorization`
-/// header it sends; a verified identity (a token's subject and granted scopes) can take its
-/// place through another constructor without changing any key or store.
+/// credential itself is never kept, compared or logged. A caller is the subject of a bearer
+/// token the gateway verified (so every token of one account shares its confirmations), or
+/// else the `Authorization` header it sends.
 #[derive(Clone, Copy, PartialEq, Eq, Hash)]
 pub struct Caller([u8; 32]);
 
@@ -39,12 +39,21 @@ impl Caller {
         match header {
             None => Caller::ANONYMOUS,
             Some(value) => {
-                let mut hasher = Sha256::new();
-                hasher.update(b"aerugo-edge caller by authorization\0");
-                hasher.update(value.as_bytes());
-                Caller(hasher.finalize().into())
+                Caller::hashed(b"aerugo-edge caller by authorization\0", value.as_bytes())
             }
         }
+    }
+
+    /// The account a verified token names (`sub`; empty for an anonymous token).
+    pub fn from_subject(subject: &str) -> Caller {
+        Caller::hashed(b"aerugo-edge caller by token subject\0", subject.as_bytes())
+    }
+
+    fn hashed(domain: &[u8], value: &[u8]) -> Caller {
+        let mut hasher = Sha256::new();
+        hasher.update(domain);
+        hasher.update(value);
+        Caller(hasher.finalize().into())
     }
 }
 
@@ -357,6 +366,13 @@ mod tests {
         assert_eq!(caller, Caller::from_authorization(Some(&header)));
         assert_ne!(caller, Caller::ANONYMOUS);
         assert_eq!(Caller::from_authorization(None), Caller::ANONYMOUS);
+        let alice = Caller::from_subject("alice");
+        assert_eq!(alice, Caller::from_subject("alice"));
+        assert_ne!(alice, Caller::from_subject("bob"));
+        assert_ne!(
+            Caller::from_subject(""),
+            Caller::from_authorization(Some(&HeaderValue::from_static("")))
+        );
         let shown = format!("{caller:?}");
         assert!(
             !shown.contains("c2VjcmV0") && !shown.contains("Basic"),

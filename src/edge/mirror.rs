@@ -6,7 +6,8 @@
 //!
 //! Cached content by digest goes out only under a [`ConfirmKey`] the origin confirmed
 //! (`confirm.rs`): a mirror's upstream for (upstream, repository), a gateway's core for
-//! (repository, client).
+//! (repository, client) — the client being a verified token's subject (`jwks.rs`), and a token
+//! without pull on the repository, or invalid, never served.
 
 use std::ops::Range;
 use std::pin::Pin;
@@ -23,6 +24,7 @@ use super::confirm::{
     Caller, ClientCredentials, ConfirmKey, Confirmations, Outcome, Standing, age_of,
 };
 use super::fill::{FillError, Fills};
+use super::jwks::{Presented, TokenKeys, grants_pull};
 use crate::config::MirrorUpstream;
 use crate::locks::KeyedLocks;
 use crate::oci::manifest::{self, accepts};
@@ -273,21 +275,40 @@ impl Mirror {
 
     /// Gateway mode: a blob read, from the cache or fetched from `core` (the core the balancer
     /// chose, `None` when no core is healthy), once the core showed the blob in that
-    /// repository to this client.
+    /// repository to this client. A bearer token is checked against the cores' `keys` first:
+    /// a valid one granting pull on the repository makes its subject the caller; any other
+    /// is never served.
     pub async fn handle_for_client(
         &self,
         core: Option<&str>,
         request: &EdgeRequest,
+        keys: &TokenKeys,
     ) -> EdgeResponse {
         let (name, digest) = match self.route(request) {
             Ok(V2Route::Blob { name, digest }) => (name, digest),
             Ok(_) => return EdgeResponse::error(ErrorCode::Unsupported, MANIFESTS_AND_BLOBS_ONLY),
             Err(response) => return response,
         };
+        let credentials = &request.credentials;
+        let site = core.and_then(|core| self.sites.iter().find(|s| s.name == core));
+        let caller = match keys.check(credentials.authorization.as_ref()).await {
+            Presented::Header => credentials.caller(),
+            Presented::Valid(claims) if grants_pull(&claims, &name) => {
+                Caller::from_subject(&claims.sub)
+            }
+            Presented::Valid(_) => {
+                let challenge = keys.challenge(credentials, &name, true);
+                return refuse_token(site, &name, &digest, credentials, challenge).await;
+            }
+            Presented::Refused => {
+                let challenge = keys.challenge(credentials, &name, false);
+                return refuse_token(site, &name, &digest, credentials, challenge).await;
+            }
+        };
         let origin = Origin::Core {
-            site: core.and_then(|core| self.sites.iter().find(|s| s.name == core)),
-            credentials: &request.credentials,
-            caller: request.credentials.caller(),
+            site,
+            credentials,
+            caller,
         };
         self.blob(origin, &name, &digest, request).await
     }
@@ -923,6 +944,41 @@ async fn ask_core(site: &Site, key: &ConfirmKey, credentials: &ClientCredentials
             Verdict::Unreachable(upstream_failed(site, &e, UNCONFIRMED))
         }
     }
+}
+
+/// A bearer token the gateway serves nothing to (the cores' keys refuse it, or it does not
+/// grant pull on `repo`): the core's refusal when it gives one (its challenge may name a
+/// configured realm), else `challenge`. No confirmation is recorded or dropped: one token says
+/// nothing about its account's others.
+async fn refuse_token(
+    site: Option<&Site>,
+    repo: &RepoName,
+    digest: &Digest,
+    credentials: &ClientCredentials,
+    challenge: String,
+) -> EdgeResponse {
+    Outcome::Refused.count();
+    if let Some(site) = site {
+        let origin = Origin::Core {
+            site: Some(site),
+            credentials,
+            caller: credentials.caller(),
+        };
+        match ask_core(site, &origin.key(repo, digest), credentials).await {
+            Verdict::Refused(refusal) => return refusal,
+            Verdict::Confirmed => tracing::warn!(
+                %repo,
+                "a core accepted a bearer token the gateway refuses; check [edge.gateway] \
+                 service and issuer against the cores' [auth], and the clocks"
+            ),
+            Verdict::Unreachable(_) => {}
+        }
+    }
+    EdgeResponse::error(
+        ErrorCode::Unauthorized,
+        format!("the token is invalid, expired or does not grant pull on {repo}"),
+    )
+    .header("www-authenticate", challenge)
 }
 
 impl EdgeResponse {

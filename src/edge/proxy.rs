@@ -19,6 +19,7 @@ use pingora::proxy::{ProxyHttp, Session};
 
 use super::confirm::ClientCredentials;
 use super::connection::{AwaitedHeaders, Endpoints};
+use super::jwks::TokenKeys;
 use super::mirror::{EdgeBody, EdgeRequest, EdgeResponse, Mirror};
 use crate::oci::{ErrorCode, V2Route, path};
 use crate::telemetry::metrics;
@@ -27,10 +28,12 @@ use crate::telemetry::metrics;
 pub enum Mode {
     /// A pull-through mirror of upstream registries (near CI runners).
     Mirror(Arc<Mirror>),
-    /// In front of core nodes: `mirror` has one upstream per core, named by its address.
+    /// In front of core nodes: `mirror` has one upstream per core, named by its address;
+    /// `keys` checks clients' bearer tokens.
     Gateway {
         cores: Arc<LoadBalancer<RoundRobin>>,
         mirror: Arc<Mirror>,
+        keys: Arc<TokenKeys>,
     },
 }
 
@@ -215,10 +218,16 @@ impl ProxyHttp for EdgeProxy {
                 respond(session, response).await?;
                 Ok(true)
             }
-            Mode::Gateway { cores, mirror } => {
+            Mode::Gateway {
+                cores,
+                mirror,
+                keys,
+            } => {
                 if Self::is_blob_read(&request) {
                     let core = cores.select(b"", 256).map(|core| core.addr.to_string());
-                    let response = mirror.handle_for_client(core.as_deref(), &request).await;
+                    let response = mirror
+                        .handle_for_client(core.as_deref(), &request, keys)
+                        .await;
                     respond(session, response).await?;
                     return Ok(true);
                 }

@@ -16,17 +16,21 @@ use anyhow::Context;
 use pingora::apps::HttpServerOptions;
 use pingora::lb::LoadBalancer;
 use pingora::lb::health_check::TcpHealthCheck;
+use pingora::lb::selection::RoundRobin;
 use pingora::listeners::tls::TlsSettings;
+use pingora::server::ShutdownWatch;
 use pingora::server::configuration::{Opt, ServerConf};
 use pingora::server::{RunArgs, Server};
-use pingora::services::background::background_service;
+use pingora::services::background::{BackgroundService, background_service};
 use pingora::services::listening::Service;
 
 use super::cache::DiskCache;
 use super::confirm::Confirmations;
 use super::connection::{AwaitedHeaders, ConnectionTimeouts, EdgeApp, TlsAdmission};
+use super::jwks::{HealthyCores, TokenKeys};
 use super::mirror::Mirror;
 use super::proxy::{EdgeProxy, Mode};
+use crate::auth::token::TokenParties;
 use crate::config::{Config, EdgeConfig, MirrorUpstream};
 use crate::limits::connections::ConnectionLimits;
 
@@ -154,6 +158,7 @@ fn gateway(server: &mut Server, edge: &EdgeConfig, cache: Arc<DiskCache>) -> any
     let service = background_service("core health check", lb);
     let cores = service.task();
     server.add_service(service);
+    let gateway = &edge.gateway;
     let upstreams: Vec<MirrorUpstream> = cores
         .backends()
         .get_backend()
@@ -162,11 +167,61 @@ fn gateway(server: &mut Server, edge: &EdgeConfig, cache: Arc<DiskCache>) -> any
             let mut upstream = MirrorUpstream::default();
             upstream.client.name = backend.addr.to_string();
             upstream.client.url = format!("http://{}", backend.addr);
+            // Fills speak for every client coalesced on them, so as the edge's own account.
+            upstream.client.username = gateway.service_username.clone();
+            upstream.client.password = gateway.service_password.clone();
             upstream
         })
         .collect();
     let mirror = Arc::new(Mirror::new(&upstreams, cache, confirmations(edge))?);
-    Ok(Mode::Gateway { cores, mirror })
+    let parties = TokenParties {
+        issuer: gateway.issuer.clone(),
+        service: gateway.service.clone(),
+    };
+    let keys = Arc::new(
+        TokenKeys::open(parties, &edge.cache_dir, healthy_cores(&cores))
+            .context("building the token-key client")?,
+    );
+    let refresh = KeyRefresh {
+        keys: Arc::clone(&keys),
+        every: Duration::from_secs(gateway.jwks_refresh_seconds.max(1)),
+    };
+    server.add_service(background_service("token keys", refresh));
+    Ok(Mode::Gateway {
+        cores,
+        mirror,
+        keys,
+    })
+}
+
+/// The cores the health check passes, as base URLs.
+fn healthy_cores(cores: &Arc<LoadBalancer<RoundRobin>>) -> HealthyCores {
+    let cores = Arc::clone(cores);
+    Box::new(move || {
+        let backends = cores.backends();
+        backends
+            .get_backend()
+            .iter()
+            .filter(|backend| backends.ready(backend))
+            .map(|backend| format!("http://{}", backend.addr))
+            .collect()
+    })
+}
+
+/// Fetches the cores' token keys at start, then every `jwks_refresh_seconds`.
+struct KeyRefresh {
+    keys: Arc<TokenKeys>,
+    every: Duration,
+}
+
+#[async_trait::async_trait]
+impl BackgroundService for KeyRefresh {
+    async fn start(&self, mut shutdown: ShutdownWatch) {
+        tokio::select! {
+            () = self.keys.keep_fresh(self.every) => {}
+            _ = shutdown.changed() => {}
+        }
+    }
 }
 
 /// The store of the origin's confirmations, sized and timed by `[edge]`.

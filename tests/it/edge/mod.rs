@@ -12,6 +12,9 @@
 //! - [`check_config`]: `aerugo admin check-config` on the `[edge]` section;
 //! - [`confirm`]: cached digests served only where (and, in a gateway, to whom) the origin
 //!   shows them;
+//! - [`tokens`]: a gateway in front of a closed core: bearer tokens checked against the core's
+//!   keys, private blobs served to their token holders only (also with the core down), fills
+//!   as the gateway's service account;
 //! - [`cache`]: the disk cap, restarts with a warm cache, `Range`;
 //! - [`connections`]: header and keep-alive timeouts, connection caps;
 //! - [`protocol`]: pipelining, methods and unknown endpoints as the core answers them, early
@@ -41,6 +44,7 @@ mod mirror;
 mod protocol;
 mod restart;
 mod tls;
+mod tokens;
 
 /// What every manifest request of these tests accepts.
 pub const MANIFEST_ACCEPT: &str = "application/vnd.oci.image.manifest.v1+json, \
