@@ -18,9 +18,10 @@ use aerugo::upstream::challenge;
 use reqwest::header::HeaderMap;
 
 use super::{eventually, get_full};
-use crate::distribution::{header, sha256};
+use crate::distribution::header;
 use crate::support::edge::{CoreProcess, EdgeProcess};
-use crate::support::seed::{SeedImage, Seeder};
+use crate::support::image::{TestImage, sha256};
+use crate::support::seed::Seeder;
 
 const PASSWORD: &str = "secret-password";
 
@@ -33,8 +34,8 @@ fn name(s: &str) -> AccountName {
 struct ClosedCore {
     core: CoreProcess,
     accounts: Arc<dyn AccountStore>,
-    app: SeedImage,
-    own: SeedImage,
+    app: TestImage,
+    own: TestImage,
     robot_secret: String,
 }
 
@@ -42,8 +43,8 @@ impl ClosedCore {
     async fn start() -> ClosedCore {
         let core = CoreProcess::start().await;
         let (app, own) = (
-            SeedImage::new("acme's private app", &[40_000, 30_000]),
-            SeedImage::new("alice's own", &[25_000]),
+            TestImage::with_layers("acme's private app", &[40_000, 30_000]),
+            TestImage::with_layers("alice's own", &[25_000]),
         );
         let seeder = Seeder::new(&core.url(""));
         seeder.push_image("acme/app", "1.0", &app).await;
