@@ -13,7 +13,7 @@ use bytes::Bytes;
 use serde_json::{Value, json};
 
 use super::{
-    GcPlan, ManifestRecord, MetadataError, MetadataStore, NewManifest, Referrer, UploadSession,
+    DeletedRepository, GcPlan, ManifestRecord, MetadataError, MetadataStore, NewManifest, Referrer, UploadSession,
 };
 use crate::oci::manifest::{DOCKER_MANIFEST, OCI_INDEX, OCI_MANIFEST, parse};
 use crate::oci::{Digest, Reference, RepoName, Tag, UploadId};
@@ -43,6 +43,9 @@ macro_rules! metadata_conformance {
             gc_keeps_blobs_other_repositories_reference,
             gc_works_in_batches,
             concurrent_puts_of_one_tag_all_succeed,
+            repository_size_sums_its_links,
+            namespace_usage_counts_each_blob_once,
+            delete_repository_removes_all_of_it,
         );
     };
     (@cases $make:path; $($case:ident),* $(,)?) => {
@@ -1075,4 +1078,97 @@ pub(crate) async fn concurrent_puts_of_one_tag_all_succeed(store: Arc<dyn Metada
     for m in &manifests {
         assert_eq!(get(&*store, &r, m.digest.as_str()).await, Some(record(m)));
     }
+}
+
+pub(crate) async fn repository_size_sums_its_links(store: Arc<dyn MetadataStore>) {
+    let store = &*store;
+    let r = repo("acme/app");
+    assert_eq!(store.repository_size(&r).await.expect("size"), 0);
+    store.link_blob(&r, &blob("a"), 10).await.expect("link");
+    store.link_blob(&r, &blob("b"), 32).await.expect("link");
+    store
+        .link_blob(&repo("acme/other"), &blob("c"), 1000)
+        .await
+        .expect("link");
+    assert_eq!(store.repository_size(&r).await.expect("size"), 42);
+    store.unlink_blob(&r, &blob("a")).await.expect("unlink");
+    assert_eq!(store.repository_size(&r).await.expect("size"), 32);
+    assert_eq!(
+        store
+            .repository_size(&repo("unknown"))
+            .await
+            .expect("size"),
+        0
+    );
+}
+
+pub(crate) async fn namespace_usage_counts_each_blob_once(store: Arc<dyn MetadataStore>) {
+    let store = &*store;
+    let shared = blob("shared");
+    for (name, digest, size) in [
+        ("my_ns/app", &shared, 100),
+        ("my_ns/deep/app", &shared, 100),
+        ("my_ns/deep/app", &blob("own"), 7),
+        ("my_ns", &blob("top"), 3),
+        // Names that share the prefix but are other namespaces.
+        ("my_ns0/app", &blob("x"), 1000),
+        ("my_nsx/app", &blob("y"), 1000),
+        ("myans/app", &blob("z"), 1000),
+        ("my_ns-b/app", &blob("w"), 1000),
+    ] {
+        store.link_blob(&repo(name), digest, size).await.expect("link");
+    }
+    assert_eq!(store.namespace_usage("my_ns").await.expect("usage"), 110);
+    assert_eq!(store.namespace_usage("nobody").await.expect("usage"), 0);
+}
+
+pub(crate) async fn delete_repository_removes_all_of_it(store: Arc<dyn MetadataStore>) {
+    let store = &*store;
+    let (r, other) = (repo("acme/app"), repo("acme/other"));
+    let (config, layer) = (blob("config"), blob("layer"));
+    link(store, &r, &[&config, &layer]).await;
+    link(store, &other, &[&config]).await;
+    let v1 = manifest(&r, &image(&config, &[&layer]), &["v1", "latest"]);
+    let untagged = manifest(&r, &image(&config, &[]), &[]);
+    put(store, &v1).await;
+    put(store, &untagged).await;
+    let kept = manifest(&other, &image(&config, &[]), &["v1"]);
+    put(store, &kept).await;
+
+    let deleted = store
+        .delete_repository(&r)
+        .await
+        .expect("delete_repository")
+        .expect("the repository was there");
+    assert_eq!(
+        deleted,
+        DeletedRepository {
+            manifests: sorted(vec![v1.digest.clone(), untagged.digest.clone()]),
+            tags: vec![tag("latest"), tag("v1")],
+            blobs: sorted(vec![config.clone(), layer.clone()]),
+        }
+    );
+    assert_eq!(tags(store, &r).await, None, "the repository is unknown");
+    assert_eq!(get(store, &r, v1.digest.as_str()).await, None);
+    assert_eq!(store.linked_blob(&r, &layer).await.expect("linked"), None);
+    assert_eq!(store.repository_size(&r).await.expect("size"), 0);
+    assert_eq!(
+        store.list_repositories(None, 10).await.expect("catalog"),
+        vec!["acme/other"]
+    );
+    assert_eq!(get(store, &other, "v1").await, Some(record(&kept)));
+    assert_eq!(
+        store.delete_repository(&r).await.expect("delete_repository"),
+        None
+    );
+
+    // Garbage collection takes what only the deleted repository had, and nothing else.
+    let plan = gc(store, future(store).await).await;
+    assert_eq!(plan.blobs, vec![layer.clone()]);
+    assert!(store.blob_known(&config).await.expect("blob_known"));
+
+    // The name can be pushed to again.
+    link(store, &r, &[&config]).await;
+    put(store, &manifest(&r, &image(&config, &[]), &["new"])).await;
+    assert_eq!(tags(store, &r).await, Some(vec!["new".to_owned()]));
 }

@@ -88,6 +88,18 @@ pub struct GcPlan {
     pub blobs: Vec<Digest>,
 }
 
+/// What deleting a repository removed, so caches can forget exactly that.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct DeletedRepository {
+    /// Every manifest's digest, sorted.
+    pub manifests: Vec<Digest>,
+    /// Every tag, sorted.
+    pub tags: Vec<Tag>,
+    /// Every blob the repository linked, sorted; their bytes go when garbage collection finds
+    /// no other repository using them.
+    pub blobs: Vec<Digest>,
+}
+
 /// A stored name that no longer parses: the row is kept, the batch fails.
 #[derive(Debug, thiserror::Error)]
 #[error("garbage collection found an unreadable {kind} {value:?}")]
@@ -278,4 +290,18 @@ pub trait MetadataStore: Send + Sync + 'static {
     /// caller repeats until a batch comes back empty. (Stale upload sessions are the caller's
     /// to end, one at a time under the session's lock, since a request may be writing one.)
     async fn collect_garbage(&self, cutoff: Timestamp, limit: usize) -> Result<GcPlan>;
+
+    // ---- repository management ----
+
+    /// Total bytes of the blobs linked to `repo` (0 for an unknown repository).
+    async fn repository_size(&self, repo: &RepoName) -> Result<u64>;
+
+    /// Bytes of the distinct blobs linked to the repositories of `namespace` (named
+    /// `namespace` or `namespace/…`): a blob linked in two of them counts once.
+    async fn namespace_usage(&self, namespace: &str) -> Result<u64>;
+
+    /// Deletes the repository with its tags, manifests and blob links in one transaction;
+    /// `None` when it was unknown. A push racing it either lands before (and is deleted) or
+    /// finds the repository gone (its manifest refused for missing blobs).
+    async fn delete_repository(&self, repo: &RepoName) -> Result<Option<DeletedRepository>>;
 }

@@ -4,8 +4,8 @@
 
 use std::collections::BTreeMap;
 
-use super::{MetadataError, Referrer, Result, UploadSession};
-use crate::oci::Digest;
+use super::{DeletedRepository, MetadataError, Referrer, Result, UploadSession};
+use crate::oci::{Digest, Tag};
 
 pub(super) fn backend<E: std::error::Error + Send + Sync + 'static>(e: E) -> MetadataError {
     MetadataError::Backend(Box::new(e))
@@ -78,4 +78,35 @@ impl UploadRow {
             updated_at: self.updated_at,
         })
     }
+}
+
+/// The names of a namespace's nested repositories as a range, `ns/` ≤ name < `ns0` (`0`
+/// follows `/` in byte order): an index range scan, and no `LIKE` wildcard (`_` is one) to
+/// escape.
+pub(super) fn namespace_range(namespace: &str) -> (String, String) {
+    (format!("{namespace}/"), format!("{namespace}0"))
+}
+
+/// What a repository deletion returned, parsed and sorted (before the caller commits, so a
+/// row that cannot be named fails the whole deletion).
+pub(super) fn deleted_repository(
+    manifests: Vec<String>,
+    tags: Vec<String>,
+    blobs: Vec<String>,
+) -> Result<DeletedRepository> {
+    let mut deleted = DeletedRepository {
+        manifests: manifests
+            .iter()
+            .map(|d| parse_digest(d))
+            .collect::<Result<_>>()?,
+        tags: tags
+            .iter()
+            .map(|t| t.parse::<Tag>().map_err(backend))
+            .collect::<Result<_>>()?,
+        blobs: blobs.iter().map(|d| parse_digest(d)).collect::<Result<_>>()?,
+    };
+    deleted.manifests.sort();
+    deleted.tags.sort();
+    deleted.blobs.sort();
+    Ok(deleted)
 }

@@ -19,9 +19,12 @@ use sqlx::sqlite::{
 };
 use sqlx::{Connection, Sqlite, Transaction};
 
-use super::rows::{ReferrerRow, UploadRow, backend, from_db, limit, parse_digest, to_db};
+use super::rows::{
+    ReferrerRow, UploadRow, backend, deleted_repository, from_db, limit, namespace_range,
+    parse_digest, to_db,
+};
 use super::{
-    GcPlan, ManifestRecord, MetadataError, MetadataStore, NewManifest, Referrer, Result, Timestamp,
+    DeletedRepository, GcPlan, ManifestRecord, MetadataError, MetadataStore, NewManifest, Referrer, Result, Timestamp,
     UploadSession, system_now as now,
 };
 use crate::oci::manifest::Descriptor;
@@ -658,6 +661,81 @@ impl MetadataStore for SqliteStore {
         let plan = GcPlan::parsed(links, blobs).map_err(backend)?;
         tx.commit().await.map_err(backend)?;
         Ok(plan)
+    }
+
+    async fn repository_size(&self, repo: &RepoName) -> Result<u64> {
+        let size: i64 = sqlx::query_scalar(
+            "SELECT COALESCE(SUM(b.size), 0) FROM repositories r
+             JOIN repo_blobs rb ON rb.repo_id = r.id
+             JOIN blobs b ON b.digest = rb.digest
+             WHERE r.name = ?1",
+        )
+        .bind(repo.as_str())
+        .fetch_one(&self.read)
+        .await
+        .map_err(backend)?;
+        from_db(size)
+    }
+
+    async fn namespace_usage(&self, namespace: &str) -> Result<u64> {
+        let (from, to) = namespace_range(namespace);
+        let size: i64 = sqlx::query_scalar(
+            "SELECT COALESCE(SUM(size), 0) FROM blobs WHERE digest IN (
+                 SELECT rb.digest FROM repositories r JOIN repo_blobs rb ON rb.repo_id = r.id
+                 WHERE r.name = ?1 OR (r.name >= ?2 AND r.name < ?3))",
+        )
+        .bind(namespace)
+        .bind(from)
+        .bind(to)
+        .fetch_one(&self.read)
+        .await
+        .map_err(backend)?;
+        from_db(size)
+    }
+
+    async fn delete_repository(&self, repo: &RepoName) -> Result<Option<DeletedRepository>> {
+        let mut tx = self.begin().await?;
+        let repo_id: Option<i64> =
+            sqlx::query_scalar("SELECT id FROM repositories WHERE name = ?1")
+                .bind(repo.as_str())
+                .fetch_optional(&mut *tx)
+                .await
+                .map_err(backend)?;
+        let Some(repo_id) = repo_id else {
+            return Ok(None);
+        };
+        // In foreign-key order: what names a manifest, the manifests, the links, the row.
+        let tags: Vec<String> =
+            sqlx::query_scalar("DELETE FROM tags WHERE repo_id = ?1 RETURNING name")
+                .bind(repo_id)
+                .fetch_all(&mut *tx)
+                .await
+                .map_err(backend)?;
+        sqlx::query("DELETE FROM manifest_refs WHERE repo_id = ?1")
+            .bind(repo_id)
+            .execute(&mut *tx)
+            .await
+            .map_err(backend)?;
+        let manifests: Vec<String> =
+            sqlx::query_scalar("DELETE FROM manifests WHERE repo_id = ?1 RETURNING digest")
+                .bind(repo_id)
+                .fetch_all(&mut *tx)
+                .await
+                .map_err(backend)?;
+        let blobs: Vec<String> =
+            sqlx::query_scalar("DELETE FROM repo_blobs WHERE repo_id = ?1 RETURNING digest")
+                .bind(repo_id)
+                .fetch_all(&mut *tx)
+                .await
+                .map_err(backend)?;
+        sqlx::query("DELETE FROM repositories WHERE id = ?1")
+            .bind(repo_id)
+            .execute(&mut *tx)
+            .await
+            .map_err(backend)?;
+        let deleted = deleted_repository(manifests, tags, blobs)?;
+        tx.commit().await.map_err(backend)?;
+        Ok(Some(deleted))
     }
 }
 

@@ -56,10 +56,13 @@ use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
 
 use self::errors::{Failed, retrying, to_metadata_error};
 pub use self::schema::SchemaError;
-use super::rows::{ReferrerRow, UploadRow, backend, from_db, limit, parse_digest, to_db};
+use super::rows::{
+    ReferrerRow, UploadRow, backend, deleted_repository, from_db, limit, namespace_range,
+    parse_digest, to_db,
+};
 use super::{
-    GcPlan, ManifestRecord, MetadataError, MetadataStore, NewManifest, Referrer, Result, Timestamp,
-    UploadSession,
+    DeletedRepository, GcPlan, ManifestRecord, MetadataError, MetadataStore, NewManifest,
+    Referrer, Result, Timestamp, UploadSession,
 };
 use crate::oci::manifest::{Descriptor, ManifestInfo};
 use crate::oci::{Digest, Reference, RepoName, Tag, UploadId};
@@ -273,6 +276,46 @@ impl PgStore {
             .collect::<Result<Vec<_>>>()?;
         tx.commit().await?;
         Ok(Some(tags))
+    }
+
+    async fn delete_repository_once(
+        &self,
+        repo: &RepoName,
+    ) -> Result<Option<DeletedRepository>, Failed> {
+        let mut tx = self.pool.begin().await?;
+        // The row lock waits for pushes holding the row and makes later ones wait: a link
+        // made meanwhile finds the repository gone (a 500 for that push; it retries).
+        let repo_id: Option<i64> =
+            sqlx::query_scalar("SELECT id FROM repositories WHERE name = $1 FOR UPDATE")
+                .bind(repo.as_str())
+                .fetch_optional(&mut *tx)
+                .await?;
+        let Some(repo_id) = repo_id else {
+            return Ok(None);
+        };
+        let tags: Vec<String> =
+            sqlx::query_scalar("DELETE FROM tags WHERE repo_id = $1 RETURNING name")
+                .bind(repo_id)
+                .fetch_all(&mut *tx)
+                .await?;
+        // References go with their manifests (ON DELETE CASCADE).
+        let manifests: Vec<String> =
+            sqlx::query_scalar("DELETE FROM manifests WHERE repo_id = $1 RETURNING digest")
+                .bind(repo_id)
+                .fetch_all(&mut *tx)
+                .await?;
+        let blobs: Vec<String> =
+            sqlx::query_scalar("DELETE FROM repo_blobs WHERE repo_id = $1 RETURNING digest")
+                .bind(repo_id)
+                .fetch_all(&mut *tx)
+                .await?;
+        sqlx::query("DELETE FROM repositories WHERE id = $1")
+            .bind(repo_id)
+            .execute(&mut *tx)
+            .await?;
+        let deleted = deleted_repository(manifests, tags, blobs)?;
+        tx.commit().await?;
+        Ok(Some(deleted))
     }
 
     async fn collect_garbage_once(&self, cutoff: Timestamp, batch: i64) -> Result<GcPlan, Failed> {
@@ -810,5 +853,39 @@ impl MetadataStore for PgStore {
     async fn collect_garbage(&self, cutoff: Timestamp, limit_to: usize) -> Result<GcPlan> {
         let batch = limit(limit_to);
         retrying(|| self.collect_garbage_once(cutoff, batch)).await
+    }
+
+    async fn repository_size(&self, repo: &RepoName) -> Result<u64> {
+        let size: i64 = sqlx::query_scalar(
+            "SELECT COALESCE(SUM(b.size), 0)::bigint FROM repositories r
+             JOIN repo_blobs rb ON rb.repo_id = r.id
+             JOIN blobs b ON b.digest = rb.digest
+             WHERE r.name = $1",
+        )
+        .bind(repo.as_str())
+        .fetch_one(&self.pool)
+        .await
+        .map_err(to_metadata_error)?;
+        from_db(size)
+    }
+
+    async fn namespace_usage(&self, namespace: &str) -> Result<u64> {
+        let (from, to) = namespace_range(namespace);
+        let size: i64 = sqlx::query_scalar(
+            "SELECT COALESCE(SUM(size), 0)::bigint FROM blobs WHERE digest IN (
+                 SELECT rb.digest FROM repositories r JOIN repo_blobs rb ON rb.repo_id = r.id
+                 WHERE r.name = $1 OR (r.name >= $2 AND r.name < $3))",
+        )
+        .bind(namespace)
+        .bind(from)
+        .bind(to)
+        .fetch_one(&self.pool)
+        .await
+        .map_err(to_metadata_error)?;
+        from_db(size)
+    }
+
+    async fn delete_repository(&self, repo: &RepoName) -> Result<Option<DeletedRepository>> {
+        retrying(|| self.delete_repository_once(repo)).await
     }
 }
