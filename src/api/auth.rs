@@ -313,7 +313,7 @@ fn token_response(token: IssuedToken, refresh: Option<String>) -> Response {
 
 /// RFC 3339 in UTC for a Unix timestamp (empty for one out of range, which the store's
 /// clock never gives).
-fn rfc3339(seconds: i64) -> String {
+pub(crate) fn rfc3339(seconds: i64) -> String {
     time::OffsetDateTime::from_unix_timestamp(seconds)
         .ok()
         .and_then(|t| {

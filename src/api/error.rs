@@ -64,23 +64,142 @@ impl IntoResponse for ApiError {
     }
 }
 
-/// A management-API error: `{"error": CODE, "message": …}`.
-#[derive(Debug)]
-pub struct ManageError(pub RegistryError);
+/// A management-API error, rendered `{"error": CODE, "message": …}`. The codes are stable
+/// (docs/API.md lists them): `NOT_FOUND`, `ALREADY_EXISTS`, `REFUSED`, `INVALID`,
+/// `UNAUTHORIZED`, `DENIED`, `TOO_MANY_REQUESTS`, `UNAVAILABLE`, `UNKNOWN`; registry failures
+/// without a management meaning keep their OCI code (`UNSUPPORTED`).
+#[derive(Debug, thiserror::Error)]
+pub enum ManageError {
+    /// No credentials, or ones that do not check out.
+    #[error("authentication required: basic credentials or a bearer token")]
+    Unauthorized,
+    /// Signed in, and not allowed.
+    #[error("not allowed")]
+    Denied,
+    /// Bad input; nothing was changed.
+    #[error("{0}")]
+    Invalid(String),
+    #[error(transparent)]
+    Account(AccountError),
+    #[error(transparent)]
+    Auth(AuthError),
+    #[error(transparent)]
+    Registry(#[from] RegistryError),
+    /// A failure of this node (a task that died); the cause is logged, never shown.
+    #[error("{0}")]
+    Internal(String),
+}
+
+/// The challenge of a management `401`: the API takes basic credentials (or a bearer token).
+const BASIC_CHALLENGE: &str = "Basic realm=\"aerugo\"";
+
+impl From<AccountError> for ManageError {
+    fn from(e: AccountError) -> Self {
+        ManageError::Account(e)
+    }
+}
+
+impl From<AuthError> for ManageError {
+    fn from(e: AuthError) -> Self {
+        match e {
+            AuthError::Store(e) => ManageError::Account(e),
+            AuthError::InvalidCredentials | AuthError::InvalidToken => ManageError::Unauthorized,
+            other => ManageError::Auth(other),
+        }
+    }
+}
+
+impl ManageError {
+    /// The one table: error → (status, code, whether the message may be shown).
+    fn classify(&self) -> (StatusCode, &'static str, bool) {
+        match self {
+            ManageError::Unauthorized => (StatusCode::UNAUTHORIZED, "UNAUTHORIZED", true),
+            ManageError::Denied => (StatusCode::FORBIDDEN, "DENIED", true),
+            ManageError::Invalid(_) => (StatusCode::BAD_REQUEST, "INVALID", true),
+            ManageError::Account(e) => match e {
+                AccountError::NotFound { .. } => (StatusCode::NOT_FOUND, "NOT_FOUND", true),
+                AccountError::AlreadyExists { .. } => {
+                    (StatusCode::CONFLICT, "ALREADY_EXISTS", true)
+                }
+                AccountError::Refused(_) => (StatusCode::CONFLICT, "REFUSED", true),
+                AccountError::Unavailable(_) | AccountError::Conflict(_) => {
+                    (StatusCode::SERVICE_UNAVAILABLE, "UNAVAILABLE", false)
+                }
+                AccountError::Backend(_) => (StatusCode::INTERNAL_SERVER_ERROR, "UNKNOWN", false),
+            },
+            ManageError::Auth(AuthError::TooManyAttempts { .. }) => {
+                (StatusCode::TOO_MANY_REQUESTS, "TOO_MANY_REQUESTS", true)
+            }
+            ManageError::Auth(_) | ManageError::Internal(_) => {
+                (StatusCode::INTERNAL_SERVER_ERROR, "UNKNOWN", false)
+            }
+            ManageError::Registry(e) => {
+                let shown = e.client_message().is_some();
+                match e {
+                    RegistryError::NameUnknown => (StatusCode::NOT_FOUND, "NOT_FOUND", true),
+                    RegistryError::NameInvalid(_)
+                    | RegistryError::TagInvalid(_)
+                    | RegistryError::PaginationInvalid(_) => {
+                        (StatusCode::BAD_REQUEST, "INVALID", true)
+                    }
+                    _ => {
+                        let code = e.code();
+                        let status = StatusCode::from_u16(code.status())
+                            .unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+                        (status, code.code(), shown)
+                    }
+                }
+            }
+        }
+    }
+}
 
 impl IntoResponse for ManageError {
     fn into_response(self) -> Response {
-        let status = log_and_status(&self.0);
-        let code = self.0.code();
-        let message = self
-            .0
-            .client_message()
-            .unwrap_or_else(|| code.describe().1.to_owned());
-        (
+        let (status, code, shown) = self.classify();
+        match &self {
+            ManageError::Registry(e) => log(e),
+            _ if status.is_server_error() => {
+                tracing::error!(error = %self, "management request failed")
+            }
+            _ => tracing::debug!(error = %self, "management request refused"),
+        }
+        let message = if shown {
+            self.to_string()
+        } else {
+            match &self {
+                ManageError::Registry(e) => e.code().describe().1.to_owned(),
+                _ if status == StatusCode::SERVICE_UNAVAILABLE => {
+                    "the account store is unavailable; retry shortly".to_owned()
+                }
+                _ => "internal error".to_owned(),
+            }
+        };
+        let mut response = (
             status,
-            axum::Json(serde_json::json!({"error": code.code(), "message": message})),
+            axum::Json(serde_json::json!({"error": code, "message": message})),
         )
-            .into_response()
+            .into_response();
+        let headers = response.headers_mut();
+        if status == StatusCode::UNAUTHORIZED {
+            headers.insert(
+                header::WWW_AUTHENTICATE,
+                HeaderValue::from_static(BASIC_CHALLENGE),
+            );
+        }
+        let retry_after = match &self {
+            ManageError::Auth(AuthError::TooManyAttempts { retry_after }) => {
+                HeaderValue::from_str(&retry_after.as_secs().max(1).to_string()).ok()
+            }
+            _ if status == StatusCode::SERVICE_UNAVAILABLE => {
+                Some(HeaderValue::from_static(RETRY_AFTER_SECONDS))
+            }
+            _ => None,
+        };
+        if let Some(value) = retry_after {
+            headers.insert(header::RETRY_AFTER, value);
+        }
+        response
     }
 }
 

@@ -25,6 +25,7 @@ use crate::telemetry::metrics;
 
 pub mod auth;
 pub mod error;
+pub mod manage;
 pub mod origin;
 pub mod server;
 mod v2;
@@ -71,6 +72,7 @@ pub fn router(state: AppState) -> Router {
         .route("/auth/jwks", get(auth::jwks))
         .route("/api/v1/auth/token", post(auth::token_post))
         .route("/api/v1/auth/logout", post(auth::logout))
+        .merge(manage::routes())
         .with_state(state)
         .layer(
             tower::ServiceBuilder::new()
@@ -99,7 +101,7 @@ async fn require_admin(
         return if peer.ip().is_loopback() {
             Ok(())
         } else {
-            Err(error::ManageError(RegistryError::Unsupported(
+            Err(error::ManageError::Registry(RegistryError::Unsupported(
                 "without users, admin endpoints answer only the registry's own host".into(),
             ))
             .into_response())
@@ -162,6 +164,6 @@ async fn admin_gc(
         .map_or(state.gc_grace, Duration::from_secs);
     match state.registry.collect_garbage(grace).await {
         Ok(report) => axum::Json(report).into_response(),
-        Err(e) => error::ManageError(e).into_response(),
+        Err(e) => error::ManageError::from(e).into_response(),
     }
 }

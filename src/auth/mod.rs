@@ -7,6 +7,7 @@
 
 pub mod access;
 pub mod keys;
+pub mod manage;
 pub mod password;
 pub mod policy;
 pub mod secret;

@@ -127,7 +127,8 @@ fn user_actions(user: &AccountName, facts: &Facts) -> Actions {
     actions
 }
 
-fn role_in(org: &AccountName, memberships: &[Membership]) -> Option<OrgRole> {
+/// The user's role in `org`, from its memberships.
+pub fn role_in(org: &AccountName, memberships: &[Membership]) -> Option<OrgRole> {
     memberships.iter().find(|m| m.org == *org).map(|m| m.role)
 }
 

@@ -13,7 +13,8 @@ use bytes::Bytes;
 use serde_json::{Value, json};
 
 use super::{
-    DeletedRepository, GcPlan, ManifestRecord, MetadataError, MetadataStore, NewManifest, Referrer, UploadSession,
+    DeletedRepository, GcPlan, ManifestRecord, MetadataError, MetadataStore, NewManifest, Referrer,
+    UploadSession,
 };
 use crate::oci::manifest::{DOCKER_MANIFEST, OCI_INDEX, OCI_MANIFEST, parse};
 use crate::oci::{Digest, Reference, RepoName, Tag, UploadId};
@@ -1094,10 +1095,7 @@ pub(crate) async fn repository_size_sums_its_links(store: Arc<dyn MetadataStore>
     store.unlink_blob(&r, &blob("a")).await.expect("unlink");
     assert_eq!(store.repository_size(&r).await.expect("size"), 32);
     assert_eq!(
-        store
-            .repository_size(&repo("unknown"))
-            .await
-            .expect("size"),
+        store.repository_size(&repo("unknown")).await.expect("size"),
         0
     );
 }
@@ -1116,7 +1114,10 @@ pub(crate) async fn namespace_usage_counts_each_blob_once(store: Arc<dyn Metadat
         ("myans/app", &blob("z"), 1000),
         ("my_ns-b/app", &blob("w"), 1000),
     ] {
-        store.link_blob(&repo(name), digest, size).await.expect("link");
+        store
+            .link_blob(&repo(name), digest, size)
+            .await
+            .expect("link");
     }
     assert_eq!(store.namespace_usage("my_ns").await.expect("usage"), 110);
     assert_eq!(store.namespace_usage("nobody").await.expect("usage"), 0);
@@ -1158,7 +1159,10 @@ pub(crate) async fn delete_repository_removes_all_of_it(store: Arc<dyn MetadataS
     );
     assert_eq!(get(store, &other, "v1").await, Some(record(&kept)));
     assert_eq!(
-        store.delete_repository(&r).await.expect("delete_repository"),
+        store
+            .delete_repository(&r)
+            .await
+            .expect("delete_repository"),
         None
     );
 

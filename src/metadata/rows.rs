@@ -103,7 +103,10 @@ pub(super) fn deleted_repository(
             .iter()
             .map(|t| t.parse::<Tag>().map_err(backend))
             .collect::<Result<_>>()?,
-        blobs: blobs.iter().map(|d| parse_digest(d)).collect::<Result<_>>()?,
+        blobs: blobs
+            .iter()
+            .map(|d| parse_digest(d))
+            .collect::<Result<_>>()?,
     };
     deleted.manifests.sort();
     deleted.tags.sort();

@@ -24,8 +24,8 @@ use super::rows::{
     parse_digest, to_db,
 };
 use super::{
-    DeletedRepository, GcPlan, ManifestRecord, MetadataError, MetadataStore, NewManifest, Referrer, Result, Timestamp,
-    UploadSession, system_now as now,
+    DeletedRepository, GcPlan, ManifestRecord, MetadataError, MetadataStore, NewManifest, Referrer,
+    Result, Timestamp, UploadSession, system_now as now,
 };
 use crate::oci::manifest::Descriptor;
 use crate::oci::{Digest, Reference, RepoName, Tag, UploadId};

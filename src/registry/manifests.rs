@@ -192,6 +192,14 @@ impl Registry {
         Ok(())
     }
 
+    pub(super) async fn forget_tag(&self, repo: &RepoName, tag: &Tag) {
+        self.cache.delete(&tag_key(repo, tag)).await;
+    }
+
+    pub(super) async fn forget_manifest(&self, repo: &RepoName, digest: &Digest) {
+        self.cache.delete(&manifest_key(repo, digest)).await;
+    }
+
     /// A page of the repository's tags.
     pub async fn list_tags(
         &self,

@@ -21,6 +21,7 @@ mod blobs;
 mod error;
 pub mod gc;
 mod manifests;
+mod repositories;
 pub mod uploads;
 
 /// What the upload endpoints report back; re-exported so `api` needs nothing of `metadata`.

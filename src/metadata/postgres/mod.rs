@@ -61,8 +61,8 @@ use super::rows::{
     parse_digest, to_db,
 };
 use super::{
-    DeletedRepository, GcPlan, ManifestRecord, MetadataError, MetadataStore, NewManifest,
-    Referrer, Result, Timestamp, UploadSession,
+    DeletedRepository, GcPlan, ManifestRecord, MetadataError, MetadataStore, NewManifest, Referrer,
+    Result, Timestamp, UploadSession,
 };
 use crate::oci::manifest::{Descriptor, ManifestInfo};
 use crate::oci::{Digest, Reference, RepoName, Tag, UploadId};
