@@ -645,6 +645,13 @@ impl Auth {
         Some(epoch)
     }
 
+    /// After a change made through this node (the management API's), its cached decisions end
+    /// at once rather than within [`EPOCH_REFRESH`]: the next one re-reads the epoch, which the
+    /// change replaced.
+    pub fn account_changed(&self) {
+        *self.epoch.lock().unwrap_or_else(|p| p.into_inner()) = None;
+    }
+
     /// A registry that had no users and got one (from `admin create-user` on another
     /// process) is closed at once by the next check; this makes the check now.
     pub async fn recheck_open(&self) {

@@ -10,5 +10,6 @@ mod edge;
 mod full_disk;
 mod lifecycle;
 mod locations;
+mod manage;
 mod skopeo;
 mod support;

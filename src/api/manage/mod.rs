@@ -152,8 +152,9 @@ impl Caller {
         }
     }
 
-    /// Records a change that was made.
+    /// Records a change that was made, and ends this node's cached decisions.
     pub async fn done(&self, state: &AppState, action: &str, target: impl Display) {
+        state.auth.account_changed();
         self.audit(state, action, target.to_string(), Outcome::Allowed)
             .await;
     }

@@ -37,14 +37,14 @@ impl OrgView {
 
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-#[schema(example = json!({"name": "acme"}))]
+#[schema(example = json!({"name": "widgets"}))]
 pub struct NewOrg {
     pub name: AccountName,
 }
 
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-#[schema(example = json!({"user": "alice", "role": "member"}))]
+#[schema(example = json!({"user": "carol", "role": "member"}))]
 pub struct MemberView {
     pub user: AccountName,
     pub role: OrgRole,
@@ -79,7 +79,7 @@ impl From<Team> for TeamView {
 
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-#[schema(example = json!({"user": "alice"}))]
+#[schema(example = json!({"user": "carol"}))]
 pub struct TeamMemberView {
     pub user: AccountName,
 }

@@ -57,7 +57,7 @@ pub struct VisibilityBody {
 
 /// Grants in a `PUT …/permissions` body: every grant of the repository, replacing the old.
 #[derive(Debug, Deserialize, ToSchema)]
-#[schema(example = json!([{"kind": "user", "name": "alice", "permission": "write"},
+#[schema(example = json!([{"kind": "user", "name": "carol", "permission": "write"},
     {"kind": "team", "team": "devs", "permission": "read"}]))]
 #[serde(transparent)]
 pub struct GrantsBody(pub Vec<Grant>);

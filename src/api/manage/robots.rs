@@ -65,7 +65,7 @@ pub struct CreatedRobot {
 
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-#[schema(example = json!({"name": "ci", "scopes": ["repository:acme/*:pull,push"]}))]
+#[schema(example = json!({"name": "deploy", "scopes": ["repository:acme/*:pull,push"]}))]
 pub struct NewRobotBody {
     pub name: AccountName,
     /// `repository:<name>:<actions>` or `repository:<prefix>/*:<actions>`, inside the
