@@ -137,10 +137,11 @@ fn check(
                 known.extend(properties.keys().cloned());
             }
         }
-        if let Some(object) = value.as_object() {
-            for key in object.keys().filter(|k| !known.contains(k)) {
-                return Err(format!("{at}.{key} is not documented"));
-            }
+        if let Some(key) = value
+            .as_object()
+            .and_then(|object| object.keys().find(|k| !known.contains(k)))
+        {
+            return Err(format!("{at}.{key} is not documented"));
         }
         return Ok(());
     }
