@@ -3,8 +3,9 @@
 //!
 //! Routes: `/v2/…` (distribution API, one catch-all dispatched by `oci::path`, every request
 //! checked by the `auth` gate first), the token service (`/auth/token`, `/auth/jwks`,
-//! `/api/v1/auth/…`), `/healthz`, `/readyz`, `/metrics`, and `/api/v1/admin/gc` (an admin's,
-//! or loopback's while the registry has no users).
+//! `/api/v1/auth/…`), the management API (`manage`: users, organisations, robots, repository
+//! settings, quotas, audit; docs/API.md), `/healthz`, `/readyz`, `/metrics`, and
+//! `/api/v1/admin/gc` (an admin's, or loopback's while the registry has no users).
 //! `server` is the listener that serves them (connection timeouts, caps, graceful close).
 
 use std::net::SocketAddr;

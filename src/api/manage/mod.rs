@@ -22,7 +22,9 @@ use serde::de::DeserializeOwned;
 
 use super::AppState;
 use super::error::ManageError;
-use crate::accounts::{AccountError, AccountName, AuditEvent, Entity, OrgRole, Outcome};
+use crate::accounts::{
+    AccountError, AccountName, AuditEvent, Entity, Membership, OrgRole, Outcome,
+};
 use crate::auth::{Credentials, Principal, manage, password};
 
 mod audit;
@@ -200,16 +202,21 @@ impl Caller {
         }
     }
 
+    /// The organisations the caller belongs to.
+    pub async fn memberships(&self, state: &AppState) -> Result<Vec<Membership>, ManageError> {
+        match self.principal.user_name() {
+            Some(user) => Ok(state.auth.store().memberships(user).await?),
+            None => Ok(Vec::new()),
+        }
+    }
+
     /// The caller's role in `org`, if it is a member.
     pub async fn role_in(
         &self,
         state: &AppState,
         org: &AccountName,
     ) -> Result<Option<OrgRole>, ManageError> {
-        let Some(user) = self.principal.user_name() else {
-            return Ok(None);
-        };
-        let memberships = state.auth.store().memberships(user).await?;
+        let memberships = self.memberships(state).await?;
         Ok(crate::auth::policy::role_in(org, &memberships))
     }
 }

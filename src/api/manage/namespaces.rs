@@ -47,10 +47,7 @@ async fn authorize(
         .namespace(&name)
         .await?
         .ok_or_else(|| super::missing(Entity::Namespace, &name))?;
-    let memberships = match caller.principal.user_name() {
-        Some(user) => store.memberships(user).await?,
-        None => Vec::new(),
-    };
+    let memberships = caller.memberships(state).await?;
     if !manage::may_read_namespace(&caller.principal, &namespace, &memberships) {
         let missing = super::missing(Entity::Namespace, &name);
         return Err(caller.hidden(state, action, &name, missing).await);

@@ -119,11 +119,7 @@ pub async fn list(
     Params(params): Params<PageParams>,
 ) -> Result<Json<Page<OrgView>>, ManageError> {
     let store = state.auth.store();
-    let memberships = match caller.principal.user_name() {
-        Some(user) => store.memberships(user).await?,
-        None => Vec::new(),
-    };
-    let role = |org: &AccountName| crate::auth::policy::role_in(org, &memberships);
+    let memberships = caller.memberships(&state).await?;
     if caller.principal.is_admin() {
         let limit = params.limit()?;
         let orgs = store
@@ -131,11 +127,11 @@ pub async fn list(
             .await?;
         let page = page_of(orgs, limit, |o| o.name.to_string());
         return Ok(Json(page.map(|org| {
-            let role = role(&org.name);
+            let role = crate::auth::policy::role_in(&org.name, &memberships);
             OrgView::new(org, role)
         })));
     }
-    let mut mine = memberships.clone();
+    let mut mine = memberships;
     mine.sort_by(|a, b| a.org.cmp(&b.org));
     let page = page_in(mine, &params, |m| m.org.as_str())?;
     let mut items = Vec::with_capacity(page.items.len());
