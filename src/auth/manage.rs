@@ -5,8 +5,8 @@
 //! - Robots and anonymous callers may not use the management API at all: a robot is a CI
 //!   identity with fixed repository scopes, not an account holder.
 //! - A registry admin may do everything.
-//! - A user may read itself and change its own password; creating, updating (admin,
-//!   disabled) and deleting users are an admin's.
+//! - A user may read itself, change its own password and manage its namespace's robots;
+//!   creating, updating (admin, disabled) and deleting users are an admin's.
 //! - Any user may create an organisation (it becomes its owner); members may read it, its
 //!   owners and admins manage members, teams and robots, and only owners delete it or touch
 //!   the owner role.
@@ -30,6 +30,8 @@ pub fn may_use_api(principal: &Principal) -> bool {
 pub enum UserRight {
     Read,
     ChangePassword,
+    /// Create, list, revoke and delete the robots of the user's namespace.
+    ManageRobots,
     /// Make or unmake an admin, disable or enable.
     Update,
     Delete,
@@ -45,7 +47,11 @@ pub fn may_on_user(principal: &Principal, user: &AccountName, right: UserRight) 
         return true;
     }
     let is_self = principal.user_name() == Some(user);
-    is_self && matches!(right, UserRight::Read | UserRight::ChangePassword)
+    is_self
+        && matches!(
+            right,
+            UserRight::Read | UserRight::ChangePassword | UserRight::ManageRobots
+        )
 }
 
 /// Whether changing `user`'s password needs its current one: an admin resets passwords.
@@ -225,7 +231,11 @@ mod tests {
     #[test]
     fn users_read_themselves_and_admins_do_the_rest() {
         let alice = name("alice");
-        for right in [UserRight::Read, UserRight::ChangePassword] {
+        for right in [
+            UserRight::Read,
+            UserRight::ChangePassword,
+            UserRight::ManageRobots,
+        ] {
             assert!(may_on_user(&user("alice"), &alice, right));
             assert!(!may_on_user(&user("bob"), &alice, right));
         }

@@ -78,15 +78,27 @@ pub fn routes() -> Router<AppState> {
         )
         .route(
             "/api/v1/orgs/{org_name}/robots",
-            get(robots::list).post(robots::create),
+            get(robots::list_for_org).post(robots::create_for_org),
         )
         .route(
             "/api/v1/orgs/{org_name}/robots/{robot}",
-            axum::routing::delete(robots::delete),
+            axum::routing::delete(robots::delete_for_org),
         )
         .route(
             "/api/v1/orgs/{org_name}/robots/{robot}/revoke",
-            post(robots::revoke),
+            post(robots::revoke_for_org),
+        )
+        .route(
+            "/api/v1/users/{username}/robots",
+            get(robots::list_for_user).post(robots::create_for_user),
+        )
+        .route(
+            "/api/v1/users/{username}/robots/{robot}",
+            axum::routing::delete(robots::delete_for_user),
+        )
+        .route(
+            "/api/v1/users/{username}/robots/{robot}/revoke",
+            post(robots::revoke_for_user),
         )
         .route(
             "/api/v1/repos/{*name}",

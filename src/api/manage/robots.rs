@@ -1,6 +1,6 @@
-//! Robot accounts of an organisation: the CI identity. Created with fixed scopes inside the
-//! organisation's namespace and a secret shown once; listed, revoked and deleted by the
-//! organisation's owners and admins.
+//! Robot accounts of a namespace: the CI identity. Created with fixed scopes inside the
+//! namespace and a secret shown once; listed, revoked and deleted by the organisation's owners
+//! and admins, or by the user whose namespace it is.
 
 use axum::Json;
 use axum::extract::{Path, State};
@@ -12,7 +12,7 @@ use super::{Caller, JsonBody, Page, PageParams, Params, account_name, page_in};
 use crate::accounts::{AccountName, NewRobot, Robot, Timestamp};
 use crate::api::AppState;
 use crate::api::error::ManageError;
-use crate::auth::manage::{self, OrgRight};
+use crate::auth::manage::{self, OrgRight, UserRight};
 use crate::auth::secret;
 use crate::oci::scope::ResourceScope;
 
@@ -21,7 +21,7 @@ type ErrorBody = super::openapi::ErrorBody;
 #[derive(Debug, Serialize, ToSchema)]
 pub struct RobotView {
     pub name: AccountName,
-    /// What it signs in as: `<org>+<name>`.
+    /// What it signs in as: `<namespace>+<name>`.
     pub login: String,
     #[schema(example = json!(["repository:acme/*:pull,push"]))]
     pub scopes: Vec<String>,
@@ -69,7 +69,7 @@ pub struct CreatedRobot {
 pub struct NewRobotBody {
     pub name: AccountName,
     /// `repository:<name>:<actions>` or `repository:<prefix>/*:<actions>`, inside the
-    /// organisation's namespace; actions are pull, push, delete or `*`.
+    /// robot's namespace; actions are pull, push, delete or `*`.
     pub scopes: Vec<String>,
     /// When it stops working (RFC 3339); or give `expires_in_seconds`.
     #[schema(format = DateTime)]
@@ -101,39 +101,60 @@ fn expiry(body: &NewRobotBody, now: Timestamp) -> Result<Option<Timestamp>, Mana
     Ok(Some(at))
 }
 
-#[utoipa::path(get, operation_id = "robots_list", path = "/api/v1/orgs/{org_name}/robots", tag = "robots",
-    params(("org_name" = String, Path), PageParams),
-    responses((status = 200, body = Page<RobotView>), (status = 404, body = ErrorBody)))]
-pub async fn list(
-    State(state): State<AppState>,
-    caller: Caller,
-    Path(org_name): Path<String>,
-    Params(params): Params<PageParams>,
+/// Whose robots: an organisation's (its owners and admins manage them) or a user's (the user
+/// itself). Each has its own routes, `/api/v1/orgs/{org_name}/robots…` and
+/// `/api/v1/users/{username}/robots…`.
+#[derive(Clone, Copy)]
+enum Owner {
+    Org,
+    User,
+}
+
+/// The namespace whose robots the caller may manage.
+async fn authorize(
+    state: &AppState,
+    caller: &Caller,
+    owner: Owner,
+    name: &str,
+    action: &str,
+) -> Result<AccountName, ManageError> {
+    match owner {
+        Owner::Org => {
+            let (org, _) =
+                super::orgs::authorize(state, caller, name, OrgRight::Manage, action).await?;
+            Ok(org.name)
+        }
+        Owner::User => {
+            super::users::authorize(state, caller, name, UserRight::ManageRobots, action).await
+        }
+    }
+}
+
+async fn list(
+    state: &AppState,
+    caller: &Caller,
+    owner: Owner,
+    name: &str,
+    params: &PageParams,
 ) -> Result<Json<Page<RobotView>>, ManageError> {
-    let (org, _) =
-        super::orgs::authorize(&state, &caller, &org_name, OrgRight::Manage, "robot.list").await?;
+    let namespace = authorize(state, caller, owner, name, "robot.list").await?;
     let store = state.auth.store();
-    let mut robots = store.robots(&org.name).await?;
+    let mut robots = store.robots(&namespace).await?;
     robots.sort_by(|a, b| a.name.cmp(&b.name));
     let now = store.now().await?;
-    let page = page_in(robots, &params, |r| r.name.as_str())?;
+    let page = page_in(robots, params, |r| r.name.as_str())?;
     Ok(Json(page.map(|robot| RobotView::new(robot, now))))
 }
 
-/// Creates a robot and returns its secret, once.
-#[utoipa::path(post, operation_id = "robots_create", path = "/api/v1/orgs/{org_name}/robots", tag = "robots",
-    params(("org_name" = String, Path)), request_body = NewRobotBody,
-    responses((status = 201, body = CreatedRobot), (status = 404, body = ErrorBody),
-        (status = 409, body = ErrorBody, description = "ALREADY_EXISTS")))]
-pub async fn create(
-    State(state): State<AppState>,
-    caller: Caller,
-    Path(org_name): Path<String>,
-    JsonBody(body): JsonBody<NewRobotBody>,
+async fn create(
+    state: &AppState,
+    caller: &Caller,
+    owner: Owner,
+    name: &str,
+    body: NewRobotBody,
 ) -> Result<(StatusCode, Json<CreatedRobot>), ManageError> {
     const ACTION: &str = "robot.create";
-    let (org, _) =
-        super::orgs::authorize(&state, &caller, &org_name, OrgRight::Manage, ACTION).await?;
+    let namespace = authorize(state, caller, owner, name, ACTION).await?;
     if body.scopes.is_empty() {
         return Err(ManageError::Invalid(
             "a robot needs at least one scope".into(),
@@ -142,7 +163,7 @@ pub async fn create(
     let scopes = body
         .scopes
         .iter()
-        .map(|text| manage::robot_scope(text, &org.name))
+        .map(|text| manage::robot_scope(text, &namespace))
         .collect::<Result<Vec<_>, _>>()
         .map_err(|e| ManageError::Invalid(e.to_string()))?;
     let store = state.auth.store();
@@ -151,14 +172,14 @@ pub async fn create(
     let secret_text = secret::random_token();
     let robot = store
         .create_robot(&NewRobot {
-            namespace: org.name.clone(),
+            namespace,
             name: body.name,
             secret_hash: secret::digest(&secret_text),
             scopes,
             expires_at,
         })
         .await?;
-    caller.done(&state, ACTION, robot.login()).await;
+    caller.done(state, ACTION, robot.login()).await;
     Ok((
         StatusCode::CREATED,
         Json(CreatedRobot {
@@ -168,55 +189,137 @@ pub async fn create(
     ))
 }
 
-/// Revokes a robot: it stays listed, and nothing it signs or signed works any more.
-#[utoipa::path(post, operation_id = "robots_revoke", path = "/api/v1/orgs/{org_name}/robots/{robot}/revoke", tag = "robots",
-    params(("org_name" = String, Path), ("robot" = String, Path)),
-    responses((status = 204), (status = 404, body = ErrorBody)))]
-pub async fn revoke(
-    State(state): State<AppState>,
-    caller: Caller,
-    Path((org_name, robot)): Path<(String, String)>,
-) -> Result<StatusCode, ManageError> {
-    robot_change(&state, &caller, &org_name, &robot, RobotChange::Revoke).await
-}
-
-#[utoipa::path(delete, operation_id = "robots_delete", path = "/api/v1/orgs/{org_name}/robots/{robot}", tag = "robots",
-    params(("org_name" = String, Path), ("robot" = String, Path)),
-    responses((status = 204), (status = 404, body = ErrorBody)))]
-pub async fn delete(
-    State(state): State<AppState>,
-    caller: Caller,
-    Path((org_name, robot)): Path<(String, String)>,
-) -> Result<StatusCode, ManageError> {
-    robot_change(&state, &caller, &org_name, &robot, RobotChange::Delete).await
-}
-
 enum RobotChange {
     Revoke,
     Delete,
 }
 
-async fn robot_change(
+async fn change(
     state: &AppState,
     caller: &Caller,
-    org_name: &str,
-    robot: &str,
+    owner: Owner,
+    (name, robot): (String, String),
     change: RobotChange,
 ) -> Result<StatusCode, ManageError> {
     let action = match change {
         RobotChange::Revoke => "robot.revoke",
         RobotChange::Delete => "robot.delete",
     };
-    let (org, _) =
-        super::orgs::authorize(state, caller, org_name, OrgRight::Manage, action).await?;
-    let robot = account_name(robot)?;
+    let namespace = authorize(state, caller, owner, &name, action).await?;
+    let robot = account_name(&robot)?;
     let store = state.auth.store();
     match change {
-        RobotChange::Revoke => store.revoke_robot(&org.name, &robot).await?,
-        RobotChange::Delete => store.delete_robot(&org.name, &robot).await?,
+        RobotChange::Revoke => store.revoke_robot(&namespace, &robot).await?,
+        RobotChange::Delete => store.delete_robot(&namespace, &robot).await?,
     }
     caller
-        .done(state, action, format!("{}+{robot}", org.name))
+        .done(state, action, format!("{namespace}+{robot}"))
         .await;
     Ok(StatusCode::NO_CONTENT)
+}
+
+// ---- the routes: an organisation's robots, then a user's ----
+
+#[utoipa::path(get, operation_id = "robots_list", path = "/api/v1/orgs/{org_name}/robots",
+    tag = "robots", params(("org_name" = String, Path), PageParams),
+    responses((status = 200, body = Page<RobotView>), (status = 404, body = ErrorBody)))]
+pub async fn list_for_org(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(org): Path<String>,
+    Params(params): Params<PageParams>,
+) -> Result<Json<Page<RobotView>>, ManageError> {
+    list(&state, &caller, Owner::Org, &org, &params).await
+}
+
+/// Creates a robot and returns its secret, once.
+#[utoipa::path(post, operation_id = "robots_create", path = "/api/v1/orgs/{org_name}/robots",
+    tag = "robots", params(("org_name" = String, Path)), request_body = NewRobotBody,
+    responses((status = 201, body = CreatedRobot), (status = 404, body = ErrorBody),
+        (status = 409, body = ErrorBody, description = "ALREADY_EXISTS")))]
+pub async fn create_for_org(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(org): Path<String>,
+    JsonBody(body): JsonBody<NewRobotBody>,
+) -> Result<(StatusCode, Json<CreatedRobot>), ManageError> {
+    create(&state, &caller, Owner::Org, &org, body).await
+}
+
+/// Revokes a robot: it stays listed, and nothing it signs or signed works any more.
+#[utoipa::path(post, operation_id = "robots_revoke",
+    path = "/api/v1/orgs/{org_name}/robots/{robot}/revoke", tag = "robots",
+    params(("org_name" = String, Path), ("robot" = String, Path)),
+    responses((status = 204), (status = 404, body = ErrorBody)))]
+pub async fn revoke_for_org(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(names): Path<(String, String)>,
+) -> Result<StatusCode, ManageError> {
+    change(&state, &caller, Owner::Org, names, RobotChange::Revoke).await
+}
+
+#[utoipa::path(delete, operation_id = "robots_delete",
+    path = "/api/v1/orgs/{org_name}/robots/{robot}", tag = "robots",
+    params(("org_name" = String, Path), ("robot" = String, Path)),
+    responses((status = 204), (status = 404, body = ErrorBody)))]
+pub async fn delete_for_org(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(names): Path<(String, String)>,
+) -> Result<StatusCode, ManageError> {
+    change(&state, &caller, Owner::Org, names, RobotChange::Delete).await
+}
+
+#[utoipa::path(get, operation_id = "robots_list_for_user", path = "/api/v1/users/{username}/robots",
+    tag = "robots", params(("username" = String, Path), PageParams),
+    responses((status = 200, body = Page<RobotView>), (status = 404, body = ErrorBody)))]
+pub async fn list_for_user(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(user): Path<String>,
+    Params(params): Params<PageParams>,
+) -> Result<Json<Page<RobotView>>, ManageError> {
+    list(&state, &caller, Owner::User, &user, &params).await
+}
+
+/// Creates a robot of the user's namespace and returns its secret, once.
+#[utoipa::path(post, operation_id = "robots_create_for_user",
+    path = "/api/v1/users/{username}/robots", tag = "robots",
+    params(("username" = String, Path)),
+    request_body(content = NewRobotBody,
+        example = json!({"name": "laptop", "scopes": ["repository:carol/*:pull"]})),
+    responses((status = 201, body = CreatedRobot), (status = 404, body = ErrorBody),
+        (status = 409, body = ErrorBody, description = "ALREADY_EXISTS")))]
+pub async fn create_for_user(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(user): Path<String>,
+    JsonBody(body): JsonBody<NewRobotBody>,
+) -> Result<(StatusCode, Json<CreatedRobot>), ManageError> {
+    create(&state, &caller, Owner::User, &user, body).await
+}
+
+#[utoipa::path(post, operation_id = "robots_revoke_for_user",
+    path = "/api/v1/users/{username}/robots/{robot}/revoke", tag = "robots",
+    params(("username" = String, Path), ("robot" = String, Path)),
+    responses((status = 204), (status = 404, body = ErrorBody)))]
+pub async fn revoke_for_user(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(names): Path<(String, String)>,
+) -> Result<StatusCode, ManageError> {
+    change(&state, &caller, Owner::User, names, RobotChange::Revoke).await
+}
+
+#[utoipa::path(delete, operation_id = "robots_delete_for_user",
+    path = "/api/v1/users/{username}/robots/{robot}", tag = "robots",
+    params(("username" = String, Path), ("robot" = String, Path)),
+    responses((status = 204), (status = 404, body = ErrorBody)))]
+pub async fn delete_for_user(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(names): Path<(String, String)>,
+) -> Result<StatusCode, ManageError> {
+    change(&state, &caller, Owner::User, names, RobotChange::Delete).await
 }

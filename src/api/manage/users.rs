@@ -66,7 +66,7 @@ pub struct PasswordChange {
 
 /// The user when the caller may read it (others learn nothing of whether it exists), and
 /// may take `right` on it.
-async fn authorize(
+pub(super) async fn authorize(
     state: &AppState,
     caller: &Caller,
     username: &str,

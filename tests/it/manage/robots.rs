@@ -196,3 +196,67 @@ async fn only_the_organisations_managers_handle_its_robots_and_robots_manage_not
         "nothing was created"
     );
 }
+
+#[tokio::test]
+async fn users_manage_the_robots_of_their_own_namespace() {
+    let api = Api::start().await;
+    let robots = "/api/v1/users/carol/robots";
+    let outside = api
+        .post(
+            Who::User("carol"),
+            robots,
+            json!({"name": "laptop", "scopes": ["repository:acme/*:pull"]}),
+        )
+        .await;
+    assert_eq!(outside.refusal(), (400, "INVALID"));
+    let created = api
+        .post(
+            Who::User("carol"),
+            robots,
+            json!({"name": "laptop", "scopes": ["repository:carol/*:pull,push"]}),
+        )
+        .await;
+    assert_eq!(created.status, StatusCode::CREATED, "{:?}", created.body);
+    assert_eq!(created.body["login"], "carol+laptop");
+    let secret = created.body["secret"].as_str().unwrap().to_owned();
+    assert_eq!(
+        granted(&api, "carol+laptop", &secret, "repository:carol/app:pull").await,
+        Some("repository:carol/app:pull".into())
+    );
+    assert_eq!(
+        api.get(Who::User("bob"), robots).await.refusal(),
+        (404, "NOT_FOUND")
+    );
+    assert_eq!(
+        api.delete(Who::User("bob"), &format!("{robots}/laptop"))
+            .await
+            .refusal(),
+        (404, "NOT_FOUND")
+    );
+    let listed = api.get(Who::Admin, robots).await;
+    assert_eq!(
+        names(listed.body["items"].as_array().unwrap(), "login"),
+        ["carol+laptop"]
+    );
+    let revoke = format!("{robots}/laptop/revoke");
+    assert_eq!(
+        api.call(Who::User("carol"), reqwest::Method::POST, &revoke, None)
+            .await
+            .status,
+        204
+    );
+    assert_eq!(
+        granted(&api, "carol+laptop", &secret, "repository:carol/app:pull").await,
+        None
+    );
+    assert_eq!(
+        api.delete(Who::User("carol"), &format!("{robots}/laptop"))
+            .await
+            .status,
+        204
+    );
+    assert_eq!(
+        api.get(Who::User("carol"), robots).await.body["items"],
+        json!([])
+    );
+}
