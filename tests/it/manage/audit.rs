@@ -5,11 +5,15 @@ use serde_json::{Value, json};
 
 use super::{Api, Who};
 
+/// The management API's records on a page, as (action, target, outcome): what the registry
+/// itself records (sign-ins, pushes) is left out.
 fn actions(reply: &Value) -> Vec<(String, String, String)> {
+    const MANAGEMENT: [&str; 4] = ["api.get", "org.read", "team.create", "user.create"];
     reply["items"]
         .as_array()
         .unwrap()
         .iter()
+        .filter(|r| MANAGEMENT.contains(&r["action"].as_str().unwrap_or_default()))
         .map(|r| {
             (
                 r["action"].as_str().unwrap().to_owned(),
@@ -44,7 +48,8 @@ async fn writes_and_refusals_are_logged_and_filtered() {
 
     let log = api.get(Who::Admin, "/api/v1/audit").await;
     assert_eq!(log.status, StatusCode::OK);
-    let newest = &log.body["items"][0];
+    let items = log.body["items"].as_array().unwrap();
+    let newest = items.iter().find(|r| r["action"] == "api.get").unwrap();
     assert_eq!(newest["actor"], "acme+ci");
     assert_eq!(newest["client"], "127.0.0.1");
     assert!(newest["at"].as_str().unwrap().ends_with('Z'));
@@ -97,7 +102,7 @@ async fn writes_and_refusals_are_logged_and_filtered() {
             "/api/v1/audit?since=2001-01-01T00:00:00%2B02:00",
         )
         .await;
-    assert_eq!(recent.body["items"], log.body["items"]);
+    assert_eq!(actions(&recent.body), actions(&log.body));
 
     // Pages of two, newest first, follow `next` as `before`.
     let mut seen = Vec::new();
