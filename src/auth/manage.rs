@@ -59,6 +59,13 @@ pub fn password_change_needs_current(principal: &Principal) -> bool {
     !principal.is_admin()
 }
 
+/// Whether a change to `user` would take away the caller's own admin rights (demoting,
+/// disabling or deleting itself): refused, so that an admin cannot lock the registry's last
+/// admin out by mistake; another admin may do it.
+pub fn locks_self_out(principal: &Principal, user: &AccountName, demote_or_disable: bool) -> bool {
+    principal.user_name() == Some(user) && demote_or_disable
+}
+
 /// Something one may do to an organisation.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum OrgRight {
@@ -246,6 +253,9 @@ mod tests {
         assert!(!may_administer_users(&user("alice")));
         assert!(may_administer_users(&admin()));
         assert!(password_change_needs_current(&user("alice")));
+        assert!(locks_self_out(&admin(), &name("root"), true));
+        assert!(!locks_self_out(&admin(), &name("root"), false));
+        assert!(!locks_self_out(&admin(), &alice, true));
         assert!(!password_change_needs_current(&admin()));
     }
 

@@ -377,3 +377,48 @@ pub fn parse_time(text: &str) -> Result<i64, ManageError> {
         .map(|t| t.unix_timestamp())
         .map_err(|e| ManageError::Invalid(format!("{text:?} is not an RFC 3339 time: {e}")))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn params(limit: Option<usize>, after: Option<&str>) -> PageParams {
+        PageParams {
+            limit,
+            after: after.map(str::to_owned),
+        }
+    }
+
+    #[test]
+    fn pages_say_whether_another_follows() {
+        let names = |items: &[&str]| items.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        let all = names(&["a", "b", "c"]);
+        let first = page_in(all.clone(), &params(Some(2), None), String::as_str).unwrap();
+        assert_eq!(
+            (first.items, first.next),
+            (names(&["a", "b"]), Some("b".into()))
+        );
+        let last = page_in(all.clone(), &params(Some(2), Some("b")), String::as_str).unwrap();
+        assert_eq!((last.items, last.next), (names(&["c"]), None));
+        // A page that happens to end the listing has no next.
+        let exact = page_in(all.clone(), &params(Some(3), None), String::as_str).unwrap();
+        assert_eq!(exact.next, None);
+        let fetched = page_of(names(&["x", "y"]), 1, Clone::clone);
+        assert_eq!(
+            (fetched.items, fetched.next),
+            (names(&["x"]), Some("x".into()))
+        );
+    }
+
+    #[test]
+    fn limits_are_bounded() {
+        assert_eq!(page_limit(None).unwrap(), DEFAULT_PAGE);
+        assert_eq!(page_limit(Some(MAX_PAGE)).unwrap(), MAX_PAGE);
+        for bad in [0, MAX_PAGE + 1] {
+            assert!(matches!(
+                page_limit(Some(bad)),
+                Err(ManageError::Invalid(_))
+            ));
+        }
+    }
+}

@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use super::{Caller, JsonBody, Page, PageParams, Params, account_name, hash_password, page_of};
-use crate::accounts::{AccountName, Entity, NewUser, User, UserChange};
+use crate::accounts::{AccountError, AccountName, Entity, NewUser, User, UserChange};
 use crate::api::AppState;
 use crate::api::error::ManageError;
 use crate::auth::manage::{self, UserRight};
@@ -157,7 +157,9 @@ pub async fn read(
 /// Makes or unmakes an admin, disables or enables (registry admins).
 #[utoipa::path(patch, operation_id = "users_update", path = "/api/v1/users/{username}", tag = "users",
     params(("username" = String, Path)), request_body = UserPatch,
-    responses((status = 200, body = UserView), (status = 404, body = super::openapi::ErrorBody)))]
+    responses((status = 200, body = UserView), (status = 404, body = super::openapi::ErrorBody),
+        (status = 409, body = super::openapi::ErrorBody,
+            description = "REFUSED: an admin demoting or disabling itself")))]
 pub async fn update(
     State(state): State<AppState>,
     caller: Caller,
@@ -165,6 +167,8 @@ pub async fn update(
     JsonBody(patch): JsonBody<UserPatch>,
 ) -> Result<Json<UserView>, ManageError> {
     let name = authorize(&state, &caller, &username, UserRight::Update, "user.update").await?;
+    let demotes = patch.admin == Some(false) || patch.disabled == Some(true);
+    refuse_self_lockout(&caller, &name, demotes)?;
     let store = state.auth.store();
     let user = store
         .update_user(
@@ -242,14 +246,29 @@ pub async fn change_password(
     params(("username" = String, Path)),
     responses((status = 204), (status = 404, body = super::openapi::ErrorBody),
         (status = 409, body = super::openapi::ErrorBody,
-            description = "REFUSED: the user is the last owner of an organisation")))]
+            description = "REFUSED: the last owner of an organisation, or the calling admin itself")))]
 pub async fn delete(
     State(state): State<AppState>,
     caller: Caller,
     Path(username): Path<String>,
 ) -> Result<StatusCode, ManageError> {
     let name = authorize(&state, &caller, &username, UserRight::Delete, "user.delete").await?;
+    refuse_self_lockout(&caller, &name, true)?;
     state.auth.store().delete_user(&name).await?;
     caller.done(&state, "user.delete", &name).await;
     Ok(StatusCode::NO_CONTENT)
+}
+
+fn refuse_self_lockout(
+    caller: &Caller,
+    user: &AccountName,
+    demotes: bool,
+) -> Result<(), ManageError> {
+    if manage::locks_self_out(&caller.principal, user, demotes) {
+        return Err(AccountError::Refused(
+            "an admin cannot demote, disable or delete itself; another admin can".into(),
+        )
+        .into());
+    }
+    Ok(())
 }

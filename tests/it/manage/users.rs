@@ -78,6 +78,20 @@ async fn admins_create_list_update_and_delete_users() {
         api.delete(Who::Admin, "/api/v1/users/dave").await.refusal(),
         (404, "NOT_FOUND")
     );
+    // An admin does not lock itself out.
+    for reply in [
+        api.patch(Who::Admin, "/api/v1/users/root", json!({"admin": false}))
+            .await,
+        api.patch(Who::Admin, "/api/v1/users/root", json!({"disabled": true}))
+            .await,
+        api.delete(Who::Admin, "/api/v1/users/root").await,
+    ] {
+        assert_eq!(reply.refusal(), (409, "REFUSED"), "{:?}", reply.body);
+    }
+    assert_eq!(
+        api.get(Who::Admin, "/api/v1/users/root").await.body["admin"],
+        true
+    );
     // The last owner of an organisation stays.
     assert_eq!(
         api.delete(Who::Admin, "/api/v1/users/alice")
