@@ -109,7 +109,7 @@ tests_of() {
 step "tests, embedded stack: run --workspace"
 run_tests --workspace
 
-tests_of distribution locations skopeo auth
+tests_of distribution locations skopeo auth manage
 step "API tests, production stack: AERUGO_TEST_STACK=production run ${selected[*]}"
 AERUGO_TEST_STACK=production run_tests "${selected[@]}"
 

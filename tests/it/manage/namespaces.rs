@@ -15,8 +15,7 @@ async fn admins_set_quotas_and_members_read_them_with_the_usage() {
         let status = push(&api.t, As::Basic("alice", PASSWORD), repo, "v1", &shared).await;
         assert_eq!(status, StatusCode::CREATED);
     }
-    let blob_bytes =
-        (shared.config.len() + shared.layers.iter().map(Vec::len).sum::<usize>()) as u64;
+    let blob_bytes: u64 = shared.blobs().iter().map(|b| b.size).sum();
     let quota = "/api/v1/namespaces/acme/quota";
     let unset = api.get(Who::User("bob"), quota).await;
     assert_eq!(

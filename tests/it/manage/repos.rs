@@ -4,15 +4,15 @@ use reqwest::StatusCode;
 use serde_json::json;
 
 use super::super::auth::{As, PASSWORD, get, image, push};
-use super::super::support::seed::SeedImage;
+use super::super::support::image::TestImage;
 use super::{Api, Who, assert_unauthorized};
 
 /// Bytes of the image's blobs.
-fn size(image: &SeedImage) -> u64 {
-    (image.config.len() + image.layers.iter().map(Vec::len).sum::<usize>()) as u64
+fn size(image: &TestImage) -> u64 {
+    image.blobs().iter().map(|b| b.size).sum()
 }
 
-async fn pushed(api: &Api, repo: &str, tag: &str, image: &SeedImage) {
+async fn pushed(api: &Api, repo: &str, tag: &str, image: &TestImage) {
     let status = push(&api.t, As::Basic("alice", PASSWORD), repo, tag, image).await;
     assert_eq!(status, StatusCode::CREATED, "push {repo}:{tag}");
 }
