@@ -136,13 +136,29 @@ impl FromRequestParts<AppState> for Caller {
         if credentials == Credentials::None {
             return Err(ManageError::Unauthorized);
         }
-        let identity = state.auth.identify(&credentials, client).await?;
+        let action = format!("api.{}", parts.method.as_str().to_ascii_lowercase());
+        let identity = match state.auth.identify(&credentials, client).await {
+            Ok(identity) => identity,
+            Err(e) => {
+                let refused = ManageError::from(e);
+                // Credentials that were presented and do not check out are a refusal worth
+                // recording (as `/v2` does); the caller is nobody yet.
+                if matches!(refused, ManageError::Unauthorized) {
+                    let nobody = Caller {
+                        principal: Principal::Anonymous,
+                        client,
+                    };
+                    let target = parts.uri.path().to_owned();
+                    nobody.audit(state, &action, target, Outcome::Denied).await;
+                }
+                return Err(refused);
+            }
+        };
         let caller = Caller {
             principal: identity.principal,
             client,
         };
         if !manage::may_use_api(&caller.principal) {
-            let action = format!("api.{}", parts.method.as_str().to_ascii_lowercase());
             return Err(caller.denied(state, &action, parts.uri.path()).await);
         }
         Ok(caller)

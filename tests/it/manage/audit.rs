@@ -45,17 +45,32 @@ async fn writes_and_refusals_are_logged_and_filtered() {
     .await;
     api.get(Who::User("carol"), "/api/v1/orgs/acme").await;
     api.get(Who::Robot, "/api/v1/orgs/acme").await;
+    let wrong = api
+        .get(
+            Who::Password("bob", "not-his-password"),
+            "/api/v1/orgs/acme",
+        )
+        .await;
+    assert_eq!(wrong.status, StatusCode::UNAUTHORIZED);
+    api.get(Who::Nobody, "/api/v1/orgs/acme").await;
 
     let log = api.get(Who::Admin, "/api/v1/audit").await;
     assert_eq!(log.status, StatusCode::OK);
     let items = log.body["items"].as_array().unwrap();
-    let newest = items.iter().find(|r| r["action"] == "api.get").unwrap();
-    assert_eq!(newest["actor"], "acme+ci");
+    let robot = items.iter().find(|r| r["actor"] == "acme+ci").unwrap();
+    assert_eq!(robot["action"], "api.get");
+    let newest = &items[0];
+    assert_eq!(
+        newest["actor"],
+        json!(null),
+        "the wrong password, not the missing one"
+    );
     assert_eq!(newest["client"], "127.0.0.1");
     assert!(newest["at"].as_str().unwrap().ends_with('Z'));
     assert_eq!(
-        actions(&log.body)[..5],
+        actions(&log.body)[..6],
         [
+            triple("api.get", "/api/v1/orgs/acme", "denied"),
             triple("api.get", "/api/v1/orgs/acme", "denied"),
             triple("org.read", "acme", "denied"),
             triple("team.create", "acme", "denied"),

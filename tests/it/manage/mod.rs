@@ -28,6 +28,8 @@ pub enum Who {
     User(&'static str),
     /// acme+ci, with its secret.
     Robot,
+    /// Basic credentials as given (a wrong password, a new one).
+    Password(&'static str, &'static str),
     Nobody,
 }
 
@@ -84,6 +86,7 @@ impl Api {
             Who::Admin => request.basic_auth(ADMIN, Some(ADMIN_PASSWORD)),
             Who::User(name) => request.basic_auth(name, Some(PASSWORD)),
             Who::Robot => request.basic_auth("acme+ci", Some(&self.t.robot_secret)),
+            Who::Password(user, password) => request.basic_auth(user, Some(password)),
             Who::Nobody => request,
         }
     }
