@@ -120,7 +120,7 @@ pub async fn admit(
                 });
             }
             // The anonymous caller is asked to sign in; a signed-in one is refused.
-            Verdict::Denied if anonymous || identity.principal == Principal::Anonymous => {
+            Verdict::Denied if identity.principal == Principal::Anonymous => {
                 return Err(AccessError::Unauthorized {
                     challenge: challenge().header(&requirement.needed, false),
                 });
@@ -159,10 +159,6 @@ pub struct TokenForm {
     offline_token: Option<String>,
 }
 
-fn peer_ip(peer: &SocketAddr) -> Option<IpAddr> {
-    Some(peer.ip())
-}
-
 /// `GET /auth/token?service=…&scope=…&scope=…[&offline_token=true]`: basic credentials or
 /// anonymous (docker-auth-token.md).
 pub async fn token_get(
@@ -188,7 +184,10 @@ pub async fn token_get(
         let principal = match credentials(&headers)? {
             Credentials::None => Principal::Anonymous,
             Credentials::Basic { user, password } => {
-                state.auth.sign_in(&user, &password, peer_ip(&peer)).await?
+                state
+                    .auth
+                    .sign_in(&user, &password, Some(peer.ip()))
+                    .await?
             }
             Credentials::Bearer(_) => return Err(AccessError::Malformed),
         };
@@ -223,7 +222,7 @@ pub async fn token_post(
                         "username and password are required",
                     ));
                 };
-                let principal = state.auth.sign_in(user, password, peer_ip(&peer)).await?;
+                let principal = state.auth.sign_in(user, password, Some(peer.ip())).await?;
                 let refresh = if offline {
                     state.auth.start_session(&principal).await?
                 } else {

@@ -174,7 +174,7 @@ impl Auth {
     }
 
     /// Replaces the key ring (after a rotation).
-    pub fn set_keys(&self, ring: KeyRing) {
+    fn set_keys(&self, ring: KeyRing) {
         let mut keys = self.keys.write().unwrap_or_else(|p| p.into_inner());
         *keys = Arc::new(ring);
     }
@@ -666,12 +666,6 @@ impl Auth {
     /// change replaced.
     pub fn account_changed(&self) {
         *self.epoch.lock().unwrap_or_else(|p| p.into_inner()) = None;
-    }
-
-    /// A registry that had no users and got one (from `admin create-user` on another
-    /// process) is closed at once by the next check; this makes the check now.
-    pub async fn recheck_open(&self) {
-        *self.open_checked.lock().unwrap_or_else(|p| p.into_inner()) = None;
     }
 
     /// Generates the signing key on first start and loads the ring from the store.
