@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
 # What authorization costs (the tenants-and-auth issue, "Benchmark"): the same Aerugo build
 # twice side by side on loopback, in one run — one open (no users), one closed (a bootstrap
-# admin; requests carry a bearer token or basic credentials) — and the token service itself.
-# Prints req/s, latency, server CPU per request and the closed/open ratios (target: ≥ 0.9,
-# an authorization overhead under 10 %). See docs/benchmarks.md.
+# admin; requests carry a bearer token or basic credentials) — and the token service itself;
+# then an edge gateway in front of each, serving the cached blob: anonymous through the open
+# one, with the bearer token (verified at the edge against the core's JWK set) through the
+# closed one. Prints req/s, latency, server CPU per request and the closed/open ratios (target:
+# ≥ 0.9, an authorization overhead under 10 %). See docs/benchmarks.md.
 #
 #   ./scripts/bench-auth.sh                 # 10 s runs at 64 connections
 #   BENCH_SECONDS=3 ./scripts/bench-auth.sh # quick check
@@ -116,6 +118,38 @@ step "blob HEAD"
 ROW[head_open]=$(best "${PID[open]}" HEAD "${URL[open]}/v2/bench/app/blobs/$LAYER_DIGEST")
 ROW[head_bearer]=$(best "${PID[closed]}" HEAD "${URL[closed]}/v2/bench/app/blobs/$LAYER_DIGEST" "$BEARER")
 ROW[head_basic]=$(best "${PID[closed]}" HEAD "${URL[closed]}/v2/bench/app/blobs/$LAYER_DIGEST" "$BASIC")
+step "edge gateways in front of both, the blob cached"
+start_gateway() { # name core
+    local name=$1 core=$2 port
+    port=$(free_port)
+    cat >"$T/$name.toml" <<TOML
+[server]
+log_level = "warn"
+[edge]
+listen_address = "127.0.0.1:$port"
+cache_dir = "$T/$name-cache"
+[edge.gateway]
+cores = ["${URL[$core]#http://}"]
+TOML
+    # The closed core's gateway fills as the admin.
+    [[ $core == closed ]] &&
+        printf 'service_username = "%s"\nservice_password = "%s"\n' "$ADMIN" "$PASSWORD" >>"$T/$name.toml"
+    "$AERUGO_BIN" edge --config "$T/$name.toml" >"$T/$name.log" 2>&1 &
+    PID[$name]=$!
+    URL[$name]=http://127.0.0.1:$port
+    wait_ready "$name" "${PID[$name]}" "${URL[$name]}/healthz" "$T/$name.log"
+}
+start_gateway edge_open open
+start_gateway edge_closed closed
+for name in edge_open edge_closed; do
+    header=()
+    [[ $name == edge_closed ]] && header=(-H "$BEARER")
+    code=$(curl -s -o /dev/null -w '%{http_code}' "${header[@]}" "${URL[$name]}/v2/bench/app/blobs/$LAYER_DIGEST")
+    [[ $code == 200 ]] || die "blob GET through $name: HTTP $code"
+done
+ROW[edgeget_open]=$(best "${PID[edge_open]}" GET "${URL[edge_open]}/v2/bench/app/blobs/$LAYER_DIGEST")
+ROW[edgeget_bearer]=$(best "${PID[edge_closed]}" GET "${URL[edge_closed]}/v2/bench/app/blobs/$LAYER_DIGEST" "$BEARER")
+
 step "token issuance"
 ROW[token_basic]=$(best "${PID[closed]}" GET "${URL[closed]}/auth/token?service=aerugo&scope=repository:bench/app:pull" "$BASIC")
 ROW[token_anonymous]=$(best "${PID[closed]}" GET "${URL[closed]}/auth/token?service=aerugo&scope=repository:bench/app:pull")
@@ -128,7 +162,7 @@ report() {
     echo "| request | req/s | p50 ms | p99 ms | server CPU ms / 1000 req | vs open |"
     echo "|---|---:|---:|---:|---:|---:|"
     local key base
-    for key in manifest_open manifest_bearer manifest_basic head_open head_bearer head_basic token_basic token_anonymous; do
+    for key in manifest_open manifest_bearer manifest_basic head_open head_bearer head_basic edgeget_open edgeget_bearer token_basic token_anonymous; do
         read -r rps p50 p99 _ _ _ cpu <<<"${ROW[$key]}"
         base=${key%%_*}_open
         ratio="—"

@@ -21,6 +21,8 @@
 #   AERUGO_NO_CONTAINERD=1  do not install containerd (ctr); likewise for the containerd
 #                           mirror test, which also needs root (or passwordless sudo) to start
 #                           its private containerd
+#   The Docker engine is the machine's (never installed here): the docker login/push/pull
+#   test fails while AERUGO_REQUIRE_TOOLS is set if `docker info` gets no answer.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 # shellcheck source=scripts/common.sh
@@ -60,10 +62,11 @@ step "local services (scripts/services.sh)"
 step "tools"
 cargo --version
 rustc --version
-for t in skopeo podman containerd docker-registry jq psql redis-server s3s-fs; do
+for t in skopeo podman containerd docker docker-registry jq psql redis-server s3s-fs; do
     if command -v "$t" >/dev/null 2>&1; then
         case $t in
             docker-registry) echo "docker-registry: $(dpkg-query -W -f='${Version}' docker-registry 2>/dev/null || echo present)" ;;
+            docker) echo "docker engine: $(docker info --format '{{.ServerVersion}}' 2>&1 | head -n1)" ;;
             *) echo "$t: $("$t" --version 2>&1 | head -n1)" ;;
         esac
     else
@@ -113,7 +116,7 @@ tests_of distribution locations skopeo auth manage
 step "API tests, production stack: AERUGO_TEST_STACK=production run ${selected[*]}"
 AERUGO_TEST_STACK=production run_tests "${selected[@]}"
 
-tests_of skopeo auth::clients
+tests_of skopeo auth::clients auth::engines
 step "real clients, production stack, presigned redirects: AERUGO_TEST_S3_REDIRECT=1 run ${selected[*]}"
 AERUGO_TEST_STACK=production AERUGO_TEST_S3_REDIRECT=1 run_tests "${selected[@]}"
 

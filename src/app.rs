@@ -21,22 +21,40 @@ use crate::coordination::Coordinator;
 use crate::coordination::local::LocalCoordinator;
 use crate::metadata::MetadataStore;
 use crate::metadata::sqlite::SqliteStore;
-use crate::registry::{Backends, Registry, RegistryError, Settings};
+use crate::registry::quota::QuotaLookupError;
+use crate::registry::{Backends, NamespaceQuotas, Registry, RegistryError, Settings};
 use crate::storage::BlobStore;
 use crate::storage::fs::FsBlobStore;
 use crate::storage::timed::TimedBlobStore;
 
 /// Opens the configured backends and builds the registry on them.
 pub async fn build_registry(config: &Config) -> anyhow::Result<Arc<Registry>> {
-    Ok(registry_on(config, open_stores(config).await?.backends))
+    Ok(registry_on(config, open_stores(config).await?))
 }
 
-fn registry_on(config: &Config, backends: Backends) -> Arc<Registry> {
+/// The registry on the stores, enforcing the account store's namespace quotas.
+fn registry_on(config: &Config, stores: Stores) -> Arc<Registry> {
     let settings = Settings {
         max_manifest_bytes: config.registry.max_manifest_bytes,
         cache_ttl: Duration::from_secs(config.cache.tag_ttl_seconds),
     };
-    Arc::new(Registry::new(backends, settings))
+    let quotas = Arc::new(AccountQuotas(stores.accounts));
+    Arc::new(Registry::new(stores.backends, settings).with_quotas(quotas))
+}
+
+/// The registry's quota hook answered from the account store: a namespace that names no
+/// user or organisation has no quota.
+struct AccountQuotas(Arc<dyn AccountStore>);
+
+#[async_trait::async_trait]
+impl NamespaceQuotas for AccountQuotas {
+    async fn quota(&self, namespace: &str) -> Result<Option<u64>, QuotaLookupError> {
+        let Ok(name) = namespace.parse::<AccountName>() else {
+            return Ok(None);
+        };
+        let found = self.0.namespace(&name).await?;
+        Ok(found.and_then(|namespace| namespace.quota_bytes))
+    }
 }
 
 /// Every seam a core node uses: the registry's four and the account store beside them.
@@ -68,16 +86,17 @@ pub async fn build_backends(config: &Config) -> anyhow::Result<Backends> {
 }
 
 /// The token service and policy over the account store, with the signing keys from
-/// `auth.signing_key_file` or from the store (generated on first start), and the bootstrap
-/// admin created when configured and absent.
+/// `auth.signing_key_file`, derived from `security.jwt_secret`, or from the store (generated
+/// on first start), and the bootstrap admin created when configured and absent.
 pub async fn build_auth(
     config: &Config,
     accounts: Arc<dyn AccountStore>,
     cache: Arc<dyn Cache>,
 ) -> anyhow::Result<Arc<Auth>> {
-    let keys_from_store = config.auth.signing_key_file.is_none();
-    let keys = match &config.auth.signing_key_file {
-        Some(path) => {
+    let keys_from_store =
+        config.auth.signing_key_file.is_none() && config.security.jwt_secret.is_none();
+    let keys = match (&config.auth.signing_key_file, &config.security.jwt_secret) {
+        (Some(path), _) => {
             let pem = std::fs::read_to_string(path)
                 .with_context(|| format!("reading auth.signing_key_file {}", path.display()))?;
             KeyRing::single(
@@ -85,7 +104,14 @@ pub async fn build_auth(
                     .with_context(|| format!("auth.signing_key_file {}", path.display()))?,
             )
         }
-        None => Auth::load_keys(accounts.as_ref())
+        (None, Some(secret)) => {
+            let secret = secret.clone();
+            let key = tokio::task::spawn_blocking(move || SigningKey::from_shared_secret(&secret))
+                .await?
+                .context("security.jwt_secret")?;
+            KeyRing::single(key)
+        }
+        (None, None) => Auth::load_keys(accounts.as_ref())
             .await
             .context("loading the token-signing keys")?,
     };
@@ -556,7 +582,7 @@ pub async fn run_server(
              to require sign-in for every request."
         );
     }
-    let registry = registry_on(&config, stores.backends);
+    let registry = registry_on(&config, stores);
     let key_reload = spawn_key_reload(&auth, config.auth.key_reload_seconds);
     match registry.reconcile_uploads().await {
         Ok(0) => {}

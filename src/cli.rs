@@ -191,6 +191,10 @@ pub async fn run(cli: Cli, config: Config) -> anyhow::Result<()> {
                 config.auth.signing_key_file.is_none(),
                 "auth.signing_key_file is set: the nodes sign with that file's key; replace the file instead"
             );
+            anyhow::ensure!(
+                config.security.jwt_secret.is_none(),
+                "security.jwt_secret (JWT_SECRET) is set: the nodes sign with the key derived from it; change the secret on every node instead"
+            );
             let accounts = app::open_accounts(&config).await?;
             let kid = crate::auth::Auth::rotate_keys(accounts.as_ref()).await?;
             print_out(&format!("signing with the new key {kid}"))

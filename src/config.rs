@@ -23,7 +23,40 @@ pub struct Config {
     pub registry: RegistryConfig,
     pub gc: GcConfig,
     pub auth: AuthConfig,
+    pub security: SecurityConfig,
     pub edge: EdgeConfig,
+}
+
+/// `[security]`, the original product's section: the secret tokens are signed with.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SecurityConfig {
+    /// Every node given the same secret signs and verifies tokens with the same Ed25519 key,
+    /// derived from it (env `JWT_SECRET`); at least 32 characters. Unset: the key file or the
+    /// database's key (`[auth]`).
+    pub jwt_secret: Option<String>,
+}
+
+impl SecurityConfig {
+    fn problems(&self, auth: &AuthConfig) -> Vec<String> {
+        let mut problems = Vec::new();
+        let Some(secret) = &self.jwt_secret else {
+            return problems;
+        };
+        let min = crate::auth::keys::MIN_SHARED_SECRET_LEN;
+        if secret.chars().count() < min {
+            problems.push(format!(
+                "security.jwt_secret (JWT_SECRET) must be at least {min} characters: tokens are signed with a key derived from it"
+            ));
+        }
+        if auth.signing_key_file.is_some() {
+            problems.push(
+                "security.jwt_secret and auth.signing_key_file both name the signing key; set one"
+                    .into(),
+            );
+        }
+        problems
+    }
 }
 
 /// `aerugo edge`: the pull-through cache / gateway.
@@ -922,12 +955,13 @@ pub fn parse_upstream_flag(flag: &str) -> Result<MirrorUpstream, String> {
 /// also selects `storage.type = "s3"`: setting the S3 variables is all it takes to move a
 /// node onto an object store.
 fn original_product_env() -> Figment {
-    const KEYS: [(&str, &str); 10] = [
+    const KEYS: [(&str, &str); 11] = [
         ("LISTEN_ADDRESS", "server.listen_address"),
         ("LOG_LEVEL", "server.log_level"),
         ("DATABASE_URL", "database.url"),
         ("DATABASE_MAX_CONNECTIONS", "database.max_connections"),
         ("REDIS_URL", "cache.redis_url"),
+        ("JWT_SECRET", "security.jwt_secret"),
         ("S3_ENDPOINT", "storage.endpoint"),
         ("S3_BUCKET", "storage.bucket"),
         ("S3_ACCESS_KEY", "storage.access_key"),
@@ -1042,6 +1076,7 @@ impl Config {
         }
         problems.extend(self.server.problems());
         problems.extend(self.auth.problems());
+        problems.extend(self.security.problems(&self.auth));
         if let StorageConfig::S3(s3) = &self.storage {
             problems.extend(s3.problems());
         }
@@ -1101,6 +1136,9 @@ impl Config {
         }
         if config.auth.bootstrap_admin_password.is_some() {
             config.auth.bootstrap_admin_password = Some(HIDDEN.into());
+        }
+        if config.security.jwt_secret.is_some() {
+            config.security.jwt_secret = Some(HIDDEN.into());
         }
         config.database.url = config.database.url.as_deref().map(redact_url);
         config.cache.redis_url = config.cache.redis_url.as_deref().map(redact_url);
@@ -1285,6 +1323,30 @@ mod tests {
                 "edge.gateway.service_username and edge.gateway.service_password go together"
             ]
         );
+    }
+
+    #[test]
+    fn jwt_secret_names_the_signing_key_and_is_redacted() {
+        figment::Jail::expect_with(|jail| {
+            let secret = "a-long-shared-secret-for-every-node-0123";
+            jail.set_env("JWT_SECRET", secret);
+            let config = Config::load(None, &Overrides::default()).unwrap();
+            assert_eq!(config.security.jwt_secret.as_deref(), Some(secret));
+            let shown = toml::to_string(&config.redacted()).unwrap();
+            assert!(!shown.contains(secret), "{shown}");
+
+            jail.create_file(
+                "aerugo.toml",
+                "[security]\njwt_secret = \"short\"\n[auth]\nsigning_key_file = \"/k.pem\"\n",
+            )?;
+            jail.clear_env();
+            let err = Config::load(Some(Path::new("aerugo.toml")), &Overrides::default())
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains("at least 32 characters"), "{err}");
+            assert!(err.contains("set one"), "{err}");
+            Ok(())
+        });
     }
 
     #[test]

@@ -1,7 +1,8 @@
 //! The token-signing keys: Ed25519 (JWS `EdDSA`), one signing, several verifying during a
 //! rotation, published as a JWK set so edges verify tokens offline.
 //!
-//! Keys come from a PEM file named in the configuration, or are generated on first start and
+//! Keys come from a PEM file named in the configuration, are derived from a secret every node
+//! is given (`[security] jwt_secret`, env `JWT_SECRET`), or are generated on first start and
 //! kept in the account store, so that every node of a cluster signs with the same key. A
 //! rotation adds a new key and retires the old ones; a retired key still verifies until the
 //! tokens it signed have expired, then it is deleted.
@@ -37,7 +38,12 @@ pub enum KeyError {
     NoActiveKey,
     #[error("the JWK set holds no Ed25519 key with a kid")]
     NoPublicKey,
+    #[error("a shared signing secret must be at least {MIN_SHARED_SECRET_LEN} characters long")]
+    WeakSecret,
 }
+
+/// Shortest shared secret a signing key is derived from.
+pub const MIN_SHARED_SECRET_LEN: usize = 32;
 
 /// Where token verification finds the public key a token's `kid` names: a node's own ring, or
 /// an edge's copy of the published keys.
@@ -69,6 +75,21 @@ impl SigningKey {
         der.extend_from_slice(&secret::random_bytes::<32>());
         // A well-formed key of the one supported kind always converts.
         Self::from_der(&der).expect("a generated Ed25519 key is valid")
+    }
+
+    /// The key derived from a shared secret: the same on every node given it, and a
+    /// different secret is a different key. The public half is published (JWKS), so the
+    /// secret must resist guessing: [`MIN_SHARED_SECRET_LEN`] characters at least, and each
+    /// guess costs an argon2id run. Blocking.
+    pub fn from_shared_secret(secret: &str) -> Result<SigningKey, KeyError> {
+        if secret.chars().count() < MIN_SHARED_SECRET_LEN {
+            return Err(KeyError::WeakSecret);
+        }
+        let seed = super::password::derive_key(secret, b"aerugo token-signing key v1")
+            .map_err(|e| KeyError::Unreadable(e.to_string()))?;
+        let mut der = ED25519_PKCS8_PREFIX.to_vec();
+        der.extend_from_slice(&seed);
+        Self::from_der(&der)
     }
 
     /// Reads a PKCS#8 PEM Ed25519 private key (what `openssl genpkey -algorithm ed25519`
@@ -233,6 +254,21 @@ mod tests {
         let again = SigningKey::from_pem(&key.to_pem()).unwrap();
         assert_eq!(key.kid, again.kid);
         assert_ne!(SigningKey::generate().kid, key.kid);
+    }
+
+    #[test]
+    fn a_shared_secret_gives_every_node_the_same_key() {
+        let secret = "correct horse battery staple, and then some";
+        let one = SigningKey::from_shared_secret(secret).unwrap();
+        let other_node = SigningKey::from_shared_secret(secret).unwrap();
+        assert_eq!(one.kid, other_node.kid);
+        assert_eq!(one.to_pem(), other_node.to_pem());
+        let different = SigningKey::from_shared_secret(&format!("{secret}!")).unwrap();
+        assert_ne!(one.kid, different.kid);
+        assert!(matches!(
+            SigningKey::from_shared_secret("too short"),
+            Err(KeyError::WeakSecret)
+        ));
     }
 
     #[test]

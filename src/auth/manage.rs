@@ -177,7 +177,7 @@ pub fn robot_scope(text: &str, namespace: &AccountName) -> Result<RobotScope, Ro
     }
     let repository = scope.name.strip_suffix("/*").unwrap_or(&scope.name);
     let repo: RepoName = repository.parse().map_err(|_| malformed())?;
-    if super::policy::namespace_of(&repo) != namespace.as_str() {
+    if repo.namespace() != namespace.as_str() {
         return Err(RobotScopeError::OutsideNamespace {
             scope: text.to_owned(),
             namespace: namespace.to_string(),

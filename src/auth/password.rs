@@ -28,6 +28,16 @@ fn hasher() -> Argon2<'static> {
     Argon2::new(Algorithm::Argon2id, Version::V0x13, params)
 }
 
+/// 32 bytes derived from `secret` under a fixed, purpose-naming `salt` (argon2id, as for
+/// passwords: every guess at the secret costs an argon2 run). Blocking.
+pub fn derive_key(secret: &str, salt: &[u8]) -> Result<[u8; 32], PasswordError> {
+    let mut key = [0u8; 32];
+    hasher()
+        .hash_password_into(secret.as_bytes(), salt, &mut key)
+        .map_err(|e| PasswordError::Hashing(e.to_string()))?;
+    Ok(key)
+}
+
 /// Checks a new password's length.
 pub fn check_new(password: &str) -> Result<(), PasswordError> {
     let len = password.chars().count();

@@ -68,11 +68,6 @@ pub struct Facts {
     pub teams: Vec<TeamRef>,
 }
 
-/// The repository's namespace: its first path component.
-pub fn namespace_of(repo: &RepoName) -> &str {
-    repo.as_str().split('/').next().unwrap_or_default()
-}
-
 /// Every action `principal` may take on `repo`.
 pub fn allowed(principal: &Principal, repo: &RepoName, facts: &Facts) -> Actions {
     let mut actions = Actions::new();
@@ -86,7 +81,7 @@ pub fn allowed(principal: &Principal, repo: &RepoName, facts: &Facts) -> Actions
         Principal::Robot {
             namespace, scopes, ..
         } => {
-            if namespace.as_str() == namespace_of(repo) {
+            if namespace.as_str() == repo.namespace() {
                 for scope in scopes.iter().filter(|s| s.covers(repo)) {
                     actions.extend(scope.actions.iter().copied());
                 }

@@ -7,7 +7,9 @@
 //! the account tables), so a change made anywhere — another node, `aerugo admin`, a direct SQL
 //! fix — ends every node's cached decisions within [`EPOCH_REFRESH`], without anyone
 //! enumerating keys. With Redis the cached decisions are the cluster's; a cache that fails only
-//! costs the store more reads.
+//! costs the store more reads. Each node also keeps the decisions it used, typed, in memory
+//! under the same keys: a hit there costs neither decoding nor a round trip to Redis, and ends
+//! with the epoch like the shared entry.
 
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -121,6 +123,9 @@ pub struct Auth {
     /// Tokens whose signature and claims checked out, by their SHA-256: a client sends the
     /// same token with every request, and an Ed25519 check costs more than the request.
     verified: moka::sync::Cache<String, Arc<Claims>>,
+    /// This node's copies of cached decisions, by the shared cache's keys.
+    principals: moka::sync::Cache<String, Option<Principal>>,
+    permissions: moka::sync::Cache<String, Actions>,
     settings: AuthSettings,
     /// Once a user exists the registry stays closed for this process's life.
     closed: AtomicBool,
@@ -151,6 +156,8 @@ impl Auth {
                 .max_capacity(VERIFIED_TOKENS)
                 .time_to_live(VERIFIED_TOKEN_TTL)
                 .build(),
+            principals: local_decisions(),
+            permissions: local_decisions(),
             settings,
             closed: AtomicBool::new(false),
             open_checked: Mutex::new(None),
@@ -378,17 +385,39 @@ impl Auth {
             .epoch()
             .await
             .map(|e| format!("auth:who:{e}:{subject}"));
-        if let Some(key) = &key
-            && let Some(cached) = self.cache.get(key).await
-            && let Ok(principal) = serde_json::from_slice::<Option<Principal>>(&cached)
+        self.decided(&self.principals, key, self.resolve_uncached(subject))
+            .await
+    }
+
+    /// A decision cached under `key` (here, then in the shared cache), or `decide`'s, which
+    /// is then cached in both. No key (the epoch is unknown): decided afresh, not cached.
+    async fn decided<T>(
+        &self,
+        local: &moka::sync::Cache<String, T>,
+        key: Option<String>,
+        decide: impl Future<Output = Result<T, AuthError>>,
+    ) -> Result<T, AuthError>
+    where
+        T: Clone + serde::Serialize + serde::de::DeserializeOwned + Send + Sync + 'static,
+    {
+        let Some(key) = key else {
+            return decide.await;
+        };
+        if let Some(hit) = local.get(&key) {
+            return Ok(hit);
+        }
+        if let Some(cached) = self.cache.get(&key).await
+            && let Ok(shared) = serde_json::from_slice::<T>(&cached)
         {
-            return Ok(principal);
+            local.insert(key, shared.clone());
+            return Ok(shared);
         }
-        let principal = self.resolve_uncached(subject).await?;
-        if let (Some(key), Ok(value)) = (&key, serde_json::to_vec(&principal)) {
-            self.cache.set(key, value.into(), DECISION_TTL).await;
+        let decision = decide.await?;
+        if let Ok(value) = serde_json::to_vec(&decision) {
+            self.cache.set(&key, value.into(), DECISION_TTL).await;
         }
-        Ok(principal)
+        local.insert(key, decision.clone());
+        Ok(decision)
     }
 
     async fn resolve_uncached(&self, subject: &str) -> Result<Option<Principal>, AuthError> {
@@ -471,22 +500,15 @@ impl Auth {
             .epoch()
             .await
             .map(|e| format!("auth:may:{e}:{}:{repo}", principal.subject()));
-        if let Some(key) = &key
-            && let Some(cached) = self.cache.get(key).await
-            && let Ok(actions) = serde_json::from_slice::<Actions>(&cached)
-        {
-            return Ok(actions);
-        }
-        let facts = self.facts(principal, repo).await?;
-        let actions = policy::allowed(principal, repo, &facts);
-        if let (Some(key), Ok(value)) = (&key, serde_json::to_vec(&actions)) {
-            self.cache.set(key, value.into(), DECISION_TTL).await;
-        }
-        Ok(actions)
+        let decide = async {
+            let facts = self.facts(principal, repo).await?;
+            Ok(policy::allowed(principal, repo, &facts))
+        };
+        self.decided(&self.permissions, key, decide).await
     }
 
     async fn facts(&self, principal: &Principal, repo: &RepoName) -> Result<Facts, AuthError> {
-        let namespace = match policy::namespace_of(repo).parse::<AccountName>() {
+        let namespace = match repo.namespace().parse::<AccountName>() {
             Ok(name) => self.store.namespace(&name).await?,
             Err(_) => None,
         };
@@ -704,6 +726,16 @@ const RETIRED_KEY_LIFETIME_SECONDS: i64 = 2 * 3600;
 /// ends it sooner; a key deleted by a rotation stops its tokens within this).
 const VERIFIED_TOKENS: u64 = 100_000;
 const VERIFIED_TOKEN_TTL: Duration = Duration::from_secs(60);
+
+/// A node's in-memory tier of cached decisions.
+fn local_decisions<T: Clone + Send + Sync + 'static>() -> moka::sync::Cache<String, T> {
+    moka::sync::Cache::builder()
+        .max_capacity(LOCAL_DECISIONS)
+        .time_to_live(DECISION_TTL)
+        .build()
+}
+
+const LOCAL_DECISIONS: u64 = 100_000;
 
 /// This node's clock, for the expiry of remembered tokens (issuers stamp tokens with the
 /// store's clock; verification allows for the difference).

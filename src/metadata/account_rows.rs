@@ -14,7 +14,6 @@ use crate::accounts::{
     Session, StoredRobot, StoredSigningKey, StoredUser, Team, TeamRef, Timestamp, UnknownValue,
     User,
 };
-use crate::oci::RepoName;
 
 type Result<T, E = AccountError> = std::result::Result<T, E>;
 
@@ -51,11 +50,6 @@ pub(super) fn quota_to_db(quota_bytes: Option<u64>) -> Result<Option<i64>> {
     quota_bytes
         .map(|q| i64::try_from(q).map_err(invalid))
         .transpose()
-}
-
-/// The namespace a repository belongs to: its first path component.
-pub(super) fn namespace_of(repo: &RepoName) -> &str {
-    repo.as_str().split('/').next().unwrap_or_default()
 }
 
 /// A repository's grants as rows to store: one per grantee, users and teams apart, each in

@@ -47,6 +47,7 @@ macro_rules! metadata_conformance {
             repository_size_sums_its_links,
             namespace_usage_counts_each_blob_once,
             delete_repository_removes_all_of_it,
+            links_racing_a_repository_deletion_all_succeed,
         );
     };
     (@cases $make:path; $($case:ident),* $(,)?) => {
@@ -1081,6 +1082,45 @@ pub(crate) async fn concurrent_puts_of_one_tag_all_succeed(store: Arc<dyn Metada
     }
 }
 
+/// A push linking blobs while the repository is deleted either lands before the deletion (and
+/// is deleted with it) or after (and re-creates the repository): never an error.
+pub(crate) async fn links_racing_a_repository_deletion_all_succeed(store: Arc<dyn MetadataStore>) {
+    let r = repo("acme/raced");
+    let pushes: Vec<_> = (0..4)
+        .map(|n| {
+            let (store, r) = (store.clone(), r.clone());
+            tokio::spawn(async move {
+                for i in 0..25 {
+                    let digest = blob(&format!("raced-{n}-{i}"));
+                    store
+                        .link_blob(&r, &digest, 1)
+                        .await
+                        .expect("link while deleting");
+                }
+            })
+        })
+        .collect();
+    let deleter = {
+        let (store, r) = (store.clone(), r.clone());
+        tokio::spawn(async move {
+            for _ in 0..25 {
+                store
+                    .delete_repository(&r)
+                    .await
+                    .expect("delete while linking");
+                tokio::task::yield_now().await;
+            }
+        })
+    };
+    for task in pushes {
+        task.await.expect("push task");
+    }
+    deleter.await.expect("delete task");
+    let last = blob("raced-after");
+    store.link_blob(&r, &last, 1).await.expect("link");
+    assert_eq!(store.linked_blob(&r, &last).await.expect("read"), Some(1));
+}
+
 pub(crate) async fn repository_size_sums_its_links(store: Arc<dyn MetadataStore>) {
     let store = &*store;
     let r = repo("acme/app");
@@ -1121,6 +1161,45 @@ pub(crate) async fn namespace_usage_counts_each_blob_once(store: Arc<dyn Metadat
     }
     assert_eq!(store.namespace_usage("my_ns").await.expect("usage"), 110);
     assert_eq!(store.namespace_usage("nobody").await.expect("usage"), 0);
+    assert_eq!(
+        store
+            .namespace_repositories("my_ns", 10)
+            .await
+            .expect("list"),
+        ["my_ns", "my_ns/app", "my_ns/deep/app"]
+    );
+    assert_eq!(
+        store
+            .namespace_repositories("my_ns", 1)
+            .await
+            .expect("list"),
+        ["my_ns"]
+    );
+    assert!(
+        store
+            .namespace_repositories("nobody", 10)
+            .await
+            .expect("list")
+            .is_empty()
+    );
+    for (namespace, digest, holds) in [
+        ("my_ns", blob("shared"), true),
+        ("my_ns", blob("own"), true),
+        ("my_ns", blob("top"), true),
+        ("my_ns", blob("x"), false),
+        ("my_ns", blob("w"), false),
+        ("my_ns0", blob("x"), true),
+        ("nobody", blob("shared"), false),
+    ] {
+        assert_eq!(
+            store
+                .namespace_holds_blob(namespace, &digest)
+                .await
+                .expect("holds"),
+            holds,
+            "{namespace} {digest}"
+        );
+    }
 }
 
 pub(crate) async fn delete_repository_removes_all_of_it(store: Arc<dyn MetadataStore>) {

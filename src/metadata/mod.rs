@@ -300,6 +300,14 @@ pub trait MetadataStore: Send + Sync + 'static {
     /// `namespace` or `namespace/…`): a blob linked in two of them counts once.
     async fn namespace_usage(&self, namespace: &str) -> Result<u64>;
 
+    /// Up to `limit` repositories of `namespace` (named `namespace` or `namespace/…`), with or
+    /// without manifests, in name order.
+    async fn namespace_repositories(&self, namespace: &str, limit: usize) -> Result<Vec<String>>;
+
+    /// Whether the blob is linked to a repository of `namespace` (so linking it to another
+    /// one adds nothing to the namespace's usage).
+    async fn namespace_holds_blob(&self, namespace: &str, digest: &Digest) -> Result<bool>;
+
     /// Deletes the repository with its tags, manifests and blob links in one transaction;
     /// `None` when it was unknown. A push racing it either lands before (and is deleted) or
     /// finds the repository gone (its manifest refused for missing blobs).

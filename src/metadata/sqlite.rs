@@ -693,6 +693,40 @@ impl MetadataStore for SqliteStore {
         from_db(size)
     }
 
+    async fn namespace_repositories(
+        &self,
+        namespace: &str,
+        limit_to: usize,
+    ) -> Result<Vec<String>> {
+        let (from, to) = namespace_range(namespace);
+        sqlx::query_scalar(
+            "SELECT name FROM repositories WHERE name = ?1 OR (name >= ?2 AND name < ?3)
+             ORDER BY name LIMIT ?4",
+        )
+        .bind(namespace)
+        .bind(from)
+        .bind(to)
+        .bind(limit(limit_to))
+        .fetch_all(&self.read)
+        .await
+        .map_err(backend)
+    }
+
+    async fn namespace_holds_blob(&self, namespace: &str, digest: &Digest) -> Result<bool> {
+        let (from, to) = namespace_range(namespace);
+        sqlx::query_scalar(
+            "SELECT EXISTS (SELECT 1 FROM repositories r JOIN repo_blobs rb ON rb.repo_id = r.id
+                 WHERE rb.digest = ?1 AND (r.name = ?2 OR (r.name >= ?3 AND r.name < ?4)))",
+        )
+        .bind(digest.as_str())
+        .bind(namespace)
+        .bind(from)
+        .bind(to)
+        .fetch_one(&self.read)
+        .await
+        .map_err(backend)
+    }
+
     async fn delete_repository(&self, repo: &RepoName) -> Result<Option<DeletedRepository>> {
         let mut tx = self.begin().await?;
         let repo_id: Option<i64> =

@@ -61,6 +61,12 @@ impl RepoName {
     pub fn as_str(&self) -> &str {
         &self.0
     }
+
+    /// The first path component: the user or organisation that owns the repository, whose
+    /// permissions and quota apply to it.
+    pub fn namespace(&self) -> &str {
+        self.0.split('/').next().unwrap_or_default()
+    }
 }
 
 impl FromStr for RepoName {
@@ -162,6 +168,18 @@ display_as_str!(RepoName, Tag, UploadId);
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_repository_belongs_to_its_first_path_component() {
+        for (repo, namespace) in [
+            ("alice/app", "alice"),
+            ("acme/team/app", "acme"),
+            ("solo", "solo"),
+        ] {
+            let repo: RepoName = repo.parse().expect("name");
+            assert_eq!(repo.namespace(), namespace);
+        }
+    }
 
     #[test]
     fn repository_names_follow_the_reference_grammar() {

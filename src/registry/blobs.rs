@@ -70,7 +70,8 @@ impl Registry {
     }
 
     /// Links a blob of `from` into `repo` without copying bytes. `false` when `from` does not
-    /// have it (the caller then starts an ordinary upload).
+    /// have it (the caller then starts an ordinary upload); `QuotaExceeded` when `repo`'s
+    /// namespace has no room for it.
     pub async fn mount_blob(
         &self,
         repo: &RepoName,
@@ -84,6 +85,7 @@ impl Registry {
         if self.blobs.stat(digest).await?.is_none() {
             return Ok(false);
         }
+        self.charge(repo, digest, size).await?;
         self.meta.link_blob(repo, digest, size).await?;
         Ok(true)
     }

@@ -51,6 +51,17 @@ pub enum RegistryError {
     /// Another node (or request) is collecting garbage; one collection runs at a time.
     #[error("another garbage collection is running; retry when it has finished")]
     GcRunning,
+    /// The push would take the namespace past its quota (`adding` is 0 for a new upload into
+    /// a namespace already full).
+    #[error("{}", quota_message(namespace, *quota, *used, *adding))]
+    QuotaExceeded {
+        namespace: String,
+        quota: u64,
+        used: u64,
+        adding: u64,
+    },
+    #[error("quota lookup failed")]
+    QuotaLookup(#[source] super::quota::QuotaLookupError),
     #[error("storage failure")]
     Storage(#[from] BlobStoreError),
     #[error("metadata failure")]
@@ -80,8 +91,9 @@ impl RegistryError {
             PaginationInvalid(_) => ErrorCode::PaginationNumberInvalid,
             Unsupported(_) => ErrorCode::Unsupported,
             GcRunning => ErrorCode::Unavailable,
+            QuotaExceeded { .. } => ErrorCode::Denied,
             _ if self.is_transient() => ErrorCode::Unavailable,
-            Storage(_) | Metadata(_) | Coordination(_) => ErrorCode::Unknown,
+            Storage(_) | Metadata(_) | Coordination(_) | QuotaLookup(_) => ErrorCode::Unknown,
         }
     }
 
@@ -101,7 +113,8 @@ impl RegistryError {
         match self {
             RegistryError::Storage(_)
             | RegistryError::Metadata(_)
-            | RegistryError::Coordination(_) => None,
+            | RegistryError::Coordination(_)
+            | RegistryError::QuotaLookup(_) => None,
             other => Some(other.to_string()),
         }
     }
@@ -115,6 +128,15 @@ impl RegistryError {
             RegistryError::DigestMismatch { expected, actual } => Some(serde_json::json!({
                 "expected": expected.to_string(), "actual": actual.to_string()
             })),
+            RegistryError::QuotaExceeded {
+                namespace,
+                quota,
+                used,
+                adding,
+            } => Some(serde_json::json!({
+                "namespace": namespace, "quota_bytes": quota, "used_bytes": used,
+                "adding_bytes": adding
+            })),
             _ => None,
         }
     }
@@ -122,8 +144,22 @@ impl RegistryError {
     pub fn is_internal(&self) -> bool {
         matches!(
             self,
-            RegistryError::Storage(_) | RegistryError::Metadata(_) | RegistryError::Coordination(_)
+            RegistryError::Storage(_)
+                | RegistryError::Metadata(_)
+                | RegistryError::Coordination(_)
+                | RegistryError::QuotaLookup(_)
         )
+    }
+}
+
+fn quota_message(namespace: &str, quota: u64, used: u64, adding: u64) -> String {
+    let state = format!("namespace {namespace} holds {used} of its {quota}-byte quota");
+    if adding == 0 {
+        format!(
+            "{state}; free space (delete images, then run garbage collection) or ask an admin for a larger quota"
+        )
+    } else {
+        format!("pushing {adding} more bytes would exceed the quota: {state}")
     }
 }
 

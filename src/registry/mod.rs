@@ -21,6 +21,7 @@ mod blobs;
 mod error;
 pub mod gc;
 mod manifests;
+pub mod quota;
 mod repositories;
 pub mod uploads;
 
@@ -28,6 +29,7 @@ pub mod uploads;
 pub use crate::metadata::UploadSession;
 pub use error::RegistryError;
 pub use manifests::PutManifestOutcome;
+pub use quota::NamespaceQuotas;
 
 pub type Result<T, E = RegistryError> = std::result::Result<T, E>;
 
@@ -76,6 +78,7 @@ pub struct Registry {
     meta: Arc<dyn MetadataStore>,
     cache: Arc<dyn Cache>,
     coordinator: Arc<dyn Coordinator>,
+    quotas: Arc<dyn NamespaceQuotas>,
     settings: Settings,
 }
 
@@ -92,8 +95,15 @@ impl Registry {
             meta,
             cache,
             coordinator,
+            quotas: Arc::new(quota::Unlimited),
             settings,
         }
+    }
+
+    /// Enforces namespace quotas from `quotas` on every push (none without it).
+    pub fn with_quotas(mut self, quotas: Arc<dyn NamespaceQuotas>) -> Registry {
+        self.quotas = quotas;
+        self
     }
 
     pub fn settings(&self) -> &Settings {

@@ -15,6 +15,15 @@ impl Registry {
         Ok(self.meta.namespace_usage(namespace).await?)
     }
 
+    /// Up to `limit` repository names of the namespace, in order.
+    pub async fn namespace_repositories(
+        &self,
+        namespace: &str,
+        limit: usize,
+    ) -> Result<Vec<String>> {
+        Ok(self.meta.namespace_repositories(namespace, limit).await?)
+    }
+
     /// Deletes every manifest, tag and blob link of the repository, and forgets them in the
     /// cache; garbage collection then removes the bytes nothing else uses.
     ///

@@ -91,7 +91,7 @@ impl Registry {
     ) -> Result<UploadSession> {
         let _busy = self.lock_upload(id).await?;
         let session = self.upload_status(repo, id).await?;
-        match self.receive(session.clone(), info, body).await {
+        match self.receive(session.clone(), info, body, None).await {
             Err(e) if bytes_are_gone(&e) => Err(self.forget_lost_upload(&session).await),
             other => other,
         }
@@ -109,7 +109,8 @@ impl Registry {
     ) -> Result<u64> {
         let _busy = self.lock_upload(id).await?;
         let session = self.upload_status(repo, id).await?;
-        let received = match self.receive(session.clone(), info, body).await {
+        // The exact charge comes with the commit; the body is held to the whole quota.
+        let received = match self.receive(session.clone(), info, body, None).await {
             Ok(received) => self.commit(received, digest).await,
             Err(e) => Err(e),
         };
@@ -129,7 +130,10 @@ impl Registry {
     ) -> Result<u64> {
         let session = self.start_upload(repo, digest.algorithm()).await?;
         let _busy = self.lock_upload(&session.id).await?;
-        match self.receive(session.clone(), info, body).await {
+        match self
+            .receive(session.clone(), info, body, Some(digest))
+            .await
+        {
             Ok(session) => self.commit(session, digest).await,
             Err(e) => {
                 self.discard(&session.id).await;
@@ -166,16 +170,24 @@ impl Registry {
         }
     }
 
-    /// Streams a body into the session: checks the range, hashes and writes every chunk,
-    /// makes the bytes durable, then advances the session. On any failure the session keeps
-    /// its old offset, so the partial bytes are ignored.
+    /// Streams a body into the session: checks the range and the quota's cap (see
+    /// [`Registry::upload_cap`]; `target` is the blob's digest when already known), hashes and
+    /// writes every chunk, makes the bytes durable, then advances the session. On any failure
+    /// the session keeps its old offset, so the partial bytes are ignored.
     async fn receive(
         &self,
         mut session: UploadSession,
         info: BodyInfo,
         mut body: BodyStream,
+        target: Option<&Digest>,
     ) -> Result<UploadSession> {
         let expected_len = expected_length(&session, info)?;
+        let cap = self.upload_cap(&session.repo, target).await?;
+        let over_cap = |len: u64| cap.filter(|cap| session.offset + len > cap.bytes);
+        if let Some(cap) = expected_len.and_then(over_cap) {
+            let size = session.offset + expected_len.unwrap_or_default();
+            return Err(self.refuse_upload(&session.repo, cap, size).await);
+        }
         let mut hasher = saved_hasher(&session)?;
         let mut writer = self
             .blobs
@@ -188,6 +200,10 @@ impl Registry {
             received += chunk.len() as u64;
             if expected_len.is_some_and(|len| received > len) {
                 return Err(size_mismatch(expected_len, received));
+            }
+            if let Some(cap) = over_cap(received) {
+                let size = session.offset + received;
+                return Err(self.refuse_upload(&session.repo, cap, size).await);
             }
             hasher.update(&chunk);
             writer.write(chunk).await?;
@@ -226,6 +242,10 @@ impl Registry {
         let size = session.offset;
         {
             let _publishing = self.coordinator.lock_digest(digest).await?;
+            if let Err(refused) = self.charge(&session.repo, digest, size).await {
+                self.discard(&session.id).await;
+                return Err(refused);
+            }
             self.blobs.commit_upload(&session.id, size, digest).await?;
             self.meta.link_blob(&session.repo, digest, size).await?;
         }

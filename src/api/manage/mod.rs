@@ -35,6 +35,30 @@ mod repos;
 mod robots;
 mod users;
 
+/// Refuses deleting a user or organisation whose namespace still holds repositories: whoever
+/// took the name next would own them.
+async fn refuse_if_holding_repositories(
+    state: &AppState,
+    namespace: &AccountName,
+) -> Result<(), ManageError> {
+    const SHOWN: usize = 3;
+    let mut held = state
+        .registry
+        .namespace_repositories(namespace.as_str(), SHOWN + 1)
+        .await?;
+    if held.is_empty() {
+        return Ok(());
+    }
+    if held.len() > SHOWN {
+        held[SHOWN] = "…".to_owned();
+    }
+    Err(AccountError::Refused(format!(
+        "{namespace} still holds repositories ({}): delete them first",
+        held.join(", ")
+    ))
+    .into())
+}
+
 /// The management routes, merged into the registry's router.
 pub fn routes() -> Router<AppState> {
     Router::new()

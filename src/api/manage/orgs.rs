@@ -181,17 +181,19 @@ pub async fn read(
     Ok(Json(OrgView::new(org, role)))
 }
 
-/// Deletes an organisation with its members, teams, robots and team grants (owners). Its
-/// repositories stay, for registry admins to delete or move.
+/// Deletes an organisation with its members, teams, robots and team grants (owners); refused
+/// while it holds repositories, which whoever took the name next would own.
 #[utoipa::path(delete, operation_id = "orgs_delete", path = "/api/v1/orgs/{org_name}", tag = "organizations",
     params(("org_name" = String, Path)),
-    responses((status = 204), (status = 404, body = ErrorBody)))]
+    responses((status = 204), (status = 404, body = ErrorBody),
+        (status = 409, body = ErrorBody, description = "REFUSED: the organisation still holds repositories")))]
 pub async fn delete(
     State(state): State<AppState>,
     caller: Caller,
     Path(org_name): Path<String>,
 ) -> Result<StatusCode, ManageError> {
     let (org, _) = authorize(&state, &caller, &org_name, OrgRight::Delete, "org.delete").await?;
+    super::refuse_if_holding_repositories(&state, &org.name).await?;
     state.auth.store().delete_org(&org.name).await?;
     caller.done(&state, "org.delete", &org.name).await;
     Ok(StatusCode::NO_CONTENT)

@@ -241,12 +241,13 @@ pub async fn change_password(
     Ok(StatusCode::NO_CONTENT)
 }
 
-/// Deletes a user with its memberships, grants and sessions (registry admins).
+/// Deletes a user with its memberships, grants and sessions (registry admins); refused while
+/// the user's namespace holds repositories.
 #[utoipa::path(delete, operation_id = "users_delete", path = "/api/v1/users/{username}", tag = "users",
     params(("username" = String, Path)),
     responses((status = 204), (status = 404, body = super::openapi::ErrorBody),
         (status = 409, body = super::openapi::ErrorBody,
-            description = "REFUSED: the last owner of an organisation, or the calling admin itself")))]
+            description = "REFUSED: the last owner of an organisation, the calling admin itself, or a namespace holding repositories")))]
 pub async fn delete(
     State(state): State<AppState>,
     caller: Caller,
@@ -254,6 +255,7 @@ pub async fn delete(
 ) -> Result<StatusCode, ManageError> {
     let name = authorize(&state, &caller, &username, UserRight::Delete, "user.delete").await?;
     refuse_self_lockout(&caller, &name, true)?;
+    super::refuse_if_holding_repositories(&state, &name).await?;
     state.auth.store().delete_user(&name).await?;
     caller.done(&state, "user.delete", &name).await;
     Ok(StatusCode::NO_CONTENT)

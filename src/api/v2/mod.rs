@@ -120,13 +120,18 @@ pub(super) async fn dispatch(
                     let response = handle(&state, route, request, body)
                         .await
                         .unwrap_or_else(IntoResponse::into_response);
-                    // Writes answer 201, deletes 202; a 202 upload session is no write yet.
-                    let wrote = response.status() == StatusCode::CREATED
-                        || (is_delete && response.status().is_success());
-                    if let (Some((action, target)), Some(actor)) = (audited, actor)
-                        && wrote
+                    // Writes answer 201, deletes 202; a 202 upload session is no write yet. A
+                    // 403 past the gate is the registry refusing (a namespace over quota).
+                    let outcome = match response.status() {
+                        StatusCode::CREATED => Some(Outcome::Allowed),
+                        status if is_delete && status.is_success() => Some(Outcome::Allowed),
+                        StatusCode::FORBIDDEN => Some(Outcome::Denied),
+                        _ => None,
+                    };
+                    if let (Some((action, target)), Some(actor), Some(outcome)) =
+                        (audited, actor, outcome)
                     {
-                        audit(&state, Some(actor), peer, action, target, Outcome::Allowed);
+                        audit(&state, Some(actor), peer, action, target, outcome);
                     }
                     response
                 }
@@ -175,8 +180,9 @@ fn audited_write(method: &Method, route: &V2Route) -> Option<(&'static str, Stri
         (&Method::DELETE, V2Route::Blob { name, digest }) => {
             Some(("blob.delete", format!("{name}@{digest}")))
         }
-        // A finished upload, a monolithic push or a mount (a `202` session start is not).
-        (&Method::PUT, V2Route::Upload { name, .. })
+        // A finished upload, a monolithic push or a mount (a `202` session start or chunk is
+        // not, but a refused one is recorded).
+        (&Method::PUT | &Method::PATCH, V2Route::Upload { name, .. })
         | (&Method::POST, V2Route::UploadStart { name }) => Some(("blob.push", name.to_string())),
         _ => None,
     }

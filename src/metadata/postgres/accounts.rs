@@ -34,9 +34,9 @@ use crate::accounts::{
 use crate::metadata::MetadataStore;
 use crate::metadata::account_rows::{
     AuditRow, GrantRows, RobotRow, SessionRow, SettingsRow, SigningKeyRow, UserRow, audit_query,
-    found, last_owner, member_key, namespace_of, not_a_member, quota_to_db, read_member,
-    read_membership, read_name, read_namespace, read_org, read_settings, read_team, read_team_ref,
-    robot_key, scopes_json, team_key, team_member_key,
+    found, last_owner, member_key, not_a_member, quota_to_db, read_member, read_membership,
+    read_name, read_namespace, read_org, read_settings, read_team, read_team_ref, robot_key,
+    scopes_json, team_key, team_member_key,
 };
 use crate::metadata::rows::limit;
 use crate::oci::RepoName;
@@ -356,7 +356,7 @@ impl PgStore {
     }
 
     async fn set_grants_once(&self, repo: &RepoName, rows: &GrantRows<'_>) -> Attempt<()> {
-        let org = namespace_of(repo);
+        let org = repo.namespace();
         let mut tx = self.pool.begin().await?;
         // Locks the row: replacements of one repository's grants queue here.
         sqlx::query(

@@ -283,8 +283,8 @@ impl PgStore {
         repo: &RepoName,
     ) -> Result<Option<DeletedRepository>, Failed> {
         let mut tx = self.pool.begin().await?;
-        // The row lock waits for pushes holding the row and makes later ones wait: a link
-        // made meanwhile finds the repository gone (a 500 for that push; it retries).
+        // The row lock waits for pushes holding the row (`ensure_repo`) and makes later ones
+        // wait: once this commits they find the repository gone and create it anew.
         let repo_id: Option<i64> =
             sqlx::query_scalar("SELECT id FROM repositories WHERE name = $1 FOR UPDATE")
                 .bind(repo.as_str())
@@ -388,31 +388,30 @@ impl<'a> ManifestRow<'a> {
 
 /// The repository's id, creating the repository when it is new.
 async fn ensure_repo(conn: &mut PgConnection, repo: &RepoName) -> Result<i64, sqlx::Error> {
-    const FIND: &str = "SELECT id FROM repositories WHERE name = $1";
-    if let Some(id) = sqlx::query_scalar(FIND)
-        .bind(repo.as_str())
-        .fetch_optional(&mut *conn)
-        .await?
-    {
-        return Ok(id);
-    }
-    let created: Option<i64> = sqlx::query_scalar(
-        "INSERT INTO repositories (name) VALUES ($1) ON CONFLICT (name) DO NOTHING RETURNING id",
-    )
-    .bind(repo.as_str())
-    .fetch_optional(&mut *conn)
-    .await?;
-    match created {
-        Some(id) => Ok(id),
-        // Another node created it since: a new statement sees its commit.
-        None => {
-            sqlx::query_scalar(FIND)
+    // The key-share lock keeps the row until this transaction ends, and waits for a deletion
+    // holding it: once that commits the row is not found and a new one is made, where a bare
+    // read would hand out the id of a row about to vanish (a foreign-key failure later).
+    const FIND: &str = "SELECT id FROM repositories WHERE name = $1 FOR KEY SHARE";
+    const CREATE: &str =
+        "INSERT INTO repositories (name) VALUES ($1) ON CONFLICT (name) DO NOTHING RETURNING id";
+    // Another transaction may create the row between the two statements (the insert then
+    // does nothing) and a deletion remove it again before the next look: a few rounds settle.
+    for _ in 0..ENSURE_REPO_ROUNDS {
+        for statement in [FIND, CREATE] {
+            let id: Option<i64> = sqlx::query_scalar(statement)
                 .bind(repo.as_str())
-                .fetch_one(&mut *conn)
-                .await
+                .fetch_optional(&mut *conn)
+                .await?;
+            if let Some(id) = id {
+                return Ok(id);
+            }
         }
     }
+    Err(sqlx::Error::RowNotFound)
 }
+
+/// Rounds of [`ensure_repo`] before giving up on a repository created and deleted meanwhile.
+const ENSURE_REPO_ROUNDS: usize = 8;
 
 /// Every reference of a manifest in one query: the repository's links with their blob sizes,
 /// and its manifests with their sizes, locked against deletion until the push commits.
@@ -883,6 +882,40 @@ impl MetadataStore for PgStore {
         .await
         .map_err(to_metadata_error)?;
         from_db(size)
+    }
+
+    async fn namespace_repositories(
+        &self,
+        namespace: &str,
+        limit_to: usize,
+    ) -> Result<Vec<String>> {
+        let (from, to) = namespace_range(namespace);
+        sqlx::query_scalar(
+            "SELECT name FROM repositories WHERE name = $1 OR (name >= $2 AND name < $3)
+             ORDER BY name LIMIT $4",
+        )
+        .bind(namespace)
+        .bind(from)
+        .bind(to)
+        .bind(limit(limit_to))
+        .fetch_all(&self.pool)
+        .await
+        .map_err(to_metadata_error)
+    }
+
+    async fn namespace_holds_blob(&self, namespace: &str, digest: &Digest) -> Result<bool> {
+        let (from, to) = namespace_range(namespace);
+        sqlx::query_scalar(
+            "SELECT EXISTS (SELECT 1 FROM repositories r JOIN repo_blobs rb ON rb.repo_id = r.id
+                 WHERE rb.digest = $1 AND (r.name = $2 OR (r.name >= $3 AND r.name < $4)))",
+        )
+        .bind(digest.as_str())
+        .bind(namespace)
+        .bind(from)
+        .bind(to)
+        .fetch_one(&self.pool)
+        .await
+        .map_err(to_metadata_error)
     }
 
     async fn delete_repository(&self, repo: &RepoName) -> Result<Option<DeletedRepository>> {

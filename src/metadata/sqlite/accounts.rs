@@ -18,9 +18,9 @@ use crate::accounts::{
 };
 use crate::metadata::account_rows::{
     AuditRow, GrantRows, RobotRow, SessionRow, SettingsRow, SigningKeyRow, UserRow, audit_query,
-    found, last_owner, member_key, namespace_of, not_a_member, quota_to_db, read_member,
-    read_membership, read_name, read_namespace, read_org, read_settings, read_team, read_team_ref,
-    robot_key, scopes_json, team_key, team_member_key,
+    found, last_owner, member_key, not_a_member, quota_to_db, read_member, read_membership,
+    read_name, read_namespace, read_org, read_settings, read_team, read_team_ref, robot_key,
+    scopes_json, team_key, team_member_key,
 };
 use crate::metadata::rows::{backend, limit};
 use crate::metadata::system_now as now;
@@ -557,7 +557,7 @@ impl AccountStore for SqliteStore {
 
     async fn set_grants(&self, repo: &RepoName, grants: &[Grant]) -> Result<()> {
         let rows = GrantRows::of(grants);
-        let org = namespace_of(repo);
+        let org = repo.namespace();
         let mut tx = self.begin().await?;
         for (user, _) in &rows.users {
             require(

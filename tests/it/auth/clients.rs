@@ -1,6 +1,6 @@
 //! Real clients with credentials: `skopeo login` then push and pull, a robot's secret used
 //! by skopeo, an anonymous pull of a public repository, and a denied push with the exact error
-//! skopeo reports. (docker login / push / pull come with the Docker-engine tests.)
+//! skopeo reports. (docker and podman: `engines.rs`.)
 
 use std::path::Path;
 use std::process::{Output, Stdio};

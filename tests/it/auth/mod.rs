@@ -7,6 +7,7 @@
 //! comes later); the registry sees them at once because the first user closes it.
 
 mod clients;
+mod engines;
 
 use aerugo::accounts::{AccountName, AccountStore, NewRobot, OrgRole, RobotScope, Visibility};
 use aerugo::auth::secret;
@@ -937,4 +938,52 @@ async fn expired_tokens_and_path_tricks_open_nothing() {
         claims_of(body["token"].as_str().unwrap())["access"],
         serde_json::json!([])
     );
+}
+
+/// `JWT_SECRET` (`[security] jwt_secret`, the original product's setting): every node given the
+/// same secret signs with the same key, so each accepts the others' tokens; another secret
+/// is another key.
+#[tokio::test]
+async fn nodes_given_one_jwt_secret_accept_each_others_tokens() {
+    const SECRET: &str = "one secret for every node of the cluster, 48 chars";
+    let node = |secret: &'static str| {
+        TestServer::start_with(move |c| {
+            c.auth.bootstrap_admin = Some(ADMIN.into());
+            c.auth.bootstrap_admin_password = Some(ADMIN_PASSWORD.into());
+            c.security.jwt_secret = Some(secret.into());
+        })
+    };
+    let (one, two) = (node(SECRET).await, node(SECRET).await);
+    let other = node("a different secret, also long enough to be taken").await;
+    let query = [("service", "aerugo"), ("scope", "registry:catalog:*")];
+    let url = reqwest::Url::parse_with_params(&one.url("/auth/token"), &query).unwrap();
+    let issued: Value = http()
+        .get(url)
+        .basic_auth(ADMIN, Some(ADMIN_PASSWORD))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let token = issued["token"].as_str().unwrap();
+    let kid = |server: &TestServer| {
+        let url = server.url("/auth/jwks");
+        async move {
+            let jwks: Value = http().get(url).send().await.unwrap().json().await.unwrap();
+            jwks["keys"][0]["kid"].as_str().unwrap().to_owned()
+        }
+    };
+    assert_eq!(kid(&one).await, kid(&two).await);
+    assert_ne!(kid(&one).await, kid(&other).await);
+    for (server, expected) in [(&one, 200), (&two, 200), (&other, 401)] {
+        let status = http()
+            .get(server.url("/v2/"))
+            .bearer_auth(token)
+            .send()
+            .await
+            .unwrap()
+            .status();
+        assert_eq!(status, expected, "{}", server.url("/v2/"));
+    }
 }

@@ -3,6 +3,7 @@
 use reqwest::StatusCode;
 use serde_json::json;
 
+use super::super::auth::{As, PASSWORD, image, push};
 use super::{Api, Who, assert_unauthorized, names};
 
 #[tokio::test]
@@ -343,5 +344,42 @@ async fn teams_and_their_members() {
     assert_eq!(
         names(listed.body["items"].as_array().unwrap(), "name"),
         ["ops"]
+    );
+}
+
+/// Whoever took a deleted namespace's name would own what it held: a user or organisation
+/// with repositories is not deleted until they are.
+#[tokio::test]
+async fn a_namespace_holding_repositories_is_not_deleted() {
+    let api = Api::start().await;
+    for (user, repo) in [("alice", "acme/app"), ("carol", "carol/tool")] {
+        let status = push(&api.t, As::Basic(user, PASSWORD), repo, "v1", &image(repo)).await;
+        assert_eq!(status, StatusCode::CREATED);
+    }
+    let org = api.delete(Who::User("alice"), "/api/v1/orgs/acme").await;
+    assert_eq!(org.refusal(), (409, "REFUSED"));
+    let message = org.body["message"].as_str().unwrap_or_default();
+    assert!(message.contains("acme/app"), "{message}");
+    let user = api.delete(Who::Admin, "/api/v1/users/carol").await;
+    assert_eq!(user.refusal(), (409, "REFUSED"), "{:?}", user.body);
+    assert_eq!(
+        api.get(Who::User("bob"), "/api/v1/orgs/acme").await.status,
+        200
+    );
+    assert_eq!(api.get(Who::Admin, "/api/v1/users/carol").await.status, 200);
+
+    for (who, repo) in [(Who::User("alice"), "acme/app"), (Who::Admin, "carol/tool")] {
+        let path = format!("/api/v1/repos/{repo}");
+        assert_eq!(api.delete(who, &path).await.status, StatusCode::NO_CONTENT);
+    }
+    assert_eq!(
+        api.delete(Who::User("alice"), "/api/v1/orgs/acme")
+            .await
+            .status,
+        StatusCode::NO_CONTENT
+    );
+    assert_eq!(
+        api.delete(Who::Admin, "/api/v1/users/carol").await.status,
+        StatusCode::NO_CONTENT
     );
 }

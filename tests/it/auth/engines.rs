@@ -1,0 +1,376 @@
+//! Container engines with credentials: `docker login` / `push` / `pull` through the machine's
+//! Docker engine (the OAuth2 refresh-token flow docker uses: the login keeps an identity token,
+//! never the password) and `podman login` / `pull` / `push`; each refused without login or
+//! without the right to push.
+
+use std::path::{Path, PathBuf};
+use std::process::{Output, Stdio};
+use std::time::Duration;
+
+use base64::Engine;
+use reqwest::StatusCode;
+use serde_json::Value;
+use tempfile::TempDir;
+use tokio::io::AsyncWriteExt;
+
+use super::{ADMIN, ADMIN_PASSWORD, As, PASSWORD, Tenants, http, push};
+use crate::support::image::{DOCKER_MANIFEST, OCI_MANIFEST, TestImage};
+use crate::support::require_tool;
+
+const CLIENT_TIMEOUT: Duration = Duration::from_secs(300);
+
+/// Runs `program` with `envs`, feeding `stdin`; killed if it outlives [`CLIENT_TIMEOUT`].
+async fn run(program: &str, args: &[&str], envs: &[(&str, &Path)], stdin: &[u8]) -> Output {
+    let mut cmd = tokio::process::Command::new(program);
+    cmd.args(args)
+        .envs(envs.iter().copied())
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true);
+    let mut child = cmd
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot run {program}: {e}"));
+    let mut input = child.stdin.take().expect("stdin");
+    input.write_all(stdin).await.expect("writing stdin");
+    drop(input);
+    match tokio::time::timeout(CLIENT_TIMEOUT, child.wait_with_output()).await {
+        Ok(out) => out.expect("waiting for the client"),
+        Err(_) => panic!("{program} {} timed out", args.join(" ")),
+    }
+}
+
+fn describe(args: &[&str], out: &Output) -> String {
+    format!(
+        "{}\nexit: {}\n--- stdout ---\n{}\n--- stderr ---\n{}",
+        args.join(" "),
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+    )
+}
+
+/// The status of a manifest `GET`, asked as the admin (so visibility plays no part) for any
+/// of the media types engines push.
+async fn manifest_status(t: &Tenants, repo: &str, tag: &str) -> StatusCode {
+    http()
+        .get(t.url(&format!("/v2/{repo}/manifests/{tag}")))
+        .basic_auth(ADMIN, Some(ADMIN_PASSWORD))
+        .header("accept", format!("{OCI_MANIFEST}, {DOCKER_MANIFEST}"))
+        .send()
+        .await
+        .unwrap()
+        .status()
+}
+
+/// Whether the Docker engine answers; like `require_tool`, a missing engine fails the test
+/// when `AERUGO_REQUIRE_TOOLS` is set and skips it otherwise.
+async fn require_docker_engine() -> bool {
+    if !require_tool("docker") {
+        return false;
+    }
+    let out = run(
+        "docker",
+        &["info", "--format", "{{.ServerVersion}}"],
+        &[],
+        b"",
+    )
+    .await;
+    if out.status.success() {
+        return true;
+    }
+    let why = describe(&["docker", "info"], &out);
+    if std::env::var_os("AERUGO_REQUIRE_TOOLS").is_some() {
+        panic!(
+            "the Docker engine is required (AERUGO_REQUIRE_TOOLS is set) but does not answer: {why}"
+        );
+    }
+    eprintln!("SKIPPED: the Docker engine does not answer: {why}");
+    false
+}
+
+/// The docker CLI with a configuration directory of its own (`DOCKER_CONFIG`), so logins
+/// never touch the machine's; images it made are removed when dropped.
+struct Docker {
+    config: TempDir,
+    images: std::sync::Mutex<Vec<String>>,
+}
+
+impl Docker {
+    fn new() -> Docker {
+        Docker {
+            config: tempfile::tempdir().unwrap(),
+            images: Default::default(),
+        }
+    }
+
+    async fn run_with(&self, args: &[&str], stdin: &[u8]) -> Output {
+        let envs = [("DOCKER_CONFIG", self.config.path())];
+        run("docker", args, &envs, stdin).await
+    }
+
+    /// Runs docker, which must succeed.
+    async fn ok(&self, args: &[&str]) -> Output {
+        let out = self.run_with(args, b"").await;
+        assert!(out.status.success(), "docker {}", describe(args, &out));
+        out
+    }
+
+    async fn login(&self, host: &str, user: &str, password: &str) -> Output {
+        let args = ["login", "--username", user, "--password-stdin", host];
+        self.run_with(&args, password.as_bytes()).await
+    }
+
+    /// What `docker login` stored for `host` in its config.json.
+    fn stored_auth(&self, host: &str) -> Value {
+        let config = std::fs::read(self.config.path().join("config.json")).expect("config.json");
+        let config: Value = serde_json::from_slice(&config).unwrap();
+        config["auths"][host].clone()
+    }
+
+    /// Imports the single tar layer of `image` as a local image named `reference`.
+    async fn import(&self, image: &TestImage, reference: &str) {
+        let tar = image.layers[0].bytes();
+        let out = self.run_with(&["import", "-", reference], &tar).await;
+        assert!(
+            out.status.success(),
+            "docker import: {}",
+            describe(&[], &out)
+        );
+        self.images.lock().unwrap().push(reference.to_owned());
+    }
+
+    async fn tag(&self, from: &str, to: &str) {
+        self.ok(&["tag", from, to]).await;
+        self.images.lock().unwrap().push(to.to_owned());
+    }
+
+    async fn image_id(&self, reference: &str) -> String {
+        let out = self
+            .ok(&["image", "inspect", "--format", "{{.Id}}", reference])
+            .await;
+        String::from_utf8_lossy(&out.stdout).trim().to_owned()
+    }
+}
+
+impl Drop for Docker {
+    fn drop(&mut self) {
+        let images = std::mem::take(&mut *self.images.lock().unwrap());
+        if !images.is_empty() {
+            let _ = std::process::Command::new("docker")
+                .args(["rmi", "--force"])
+                .args(&images)
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .status();
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn docker_login_push_and_pull_with_a_refresh_token() {
+    if !require_docker_engine().await {
+        return;
+    }
+    let t = Tenants::start().await;
+    let host = t.server.host();
+    let docker = Docker::new();
+    let local = aerugo::testkit::unique_name("aerugo-it/docker-");
+    let image = TestImage::unpackable("docker login", &[256 << 10]);
+    docker.import(&image, &format!("{local}:1")).await;
+    let remote = format!("{host}/acme/docker:1");
+    docker.tag(&format!("{local}:1"), &remote).await;
+
+    let wrong = docker.login(&host, "alice", "wrong-password").await;
+    assert!(!wrong.status.success(), "{}", describe(&[], &wrong));
+    let out = docker.login(&host, "alice", PASSWORD).await;
+    assert!(
+        out.status.success(),
+        "docker login: {}",
+        describe(&[], &out)
+    );
+    // docker keeps the user name and the refresh token it got, never the password.
+    let stored = docker.stored_auth(&host);
+    let user_only = base64::engine::general_purpose::STANDARD.encode("alice:");
+    assert!(
+        stored["identitytoken"]
+            .as_str()
+            .is_some_and(|t| !t.is_empty())
+            && stored["auth"] == user_only.as_str(),
+        "{stored}"
+    );
+
+    docker.ok(&["push", &remote]).await;
+    assert_eq!(
+        manifest_status(&t, "acme/docker", "1").await,
+        StatusCode::OK
+    );
+
+    let id = docker.image_id(&remote).await;
+    docker.ok(&["rmi", &remote, &format!("{local}:1")]).await;
+    docker.ok(&["pull", &remote]).await;
+    assert_eq!(
+        docker.image_id(&remote).await,
+        id,
+        "the same image came back"
+    );
+
+    // A member may pull but not push; the engine reports the refusal.
+    let bob = Docker::new();
+    let out = bob.login(&host, "bob", PASSWORD).await;
+    assert!(out.status.success(), "bob's login: {}", describe(&[], &out));
+    bob.ok(&["pull", &remote]).await;
+    let theirs = format!("{host}/acme/docker:bob");
+    bob.tag(&remote, &theirs).await;
+    let out = bob.run_with(&["push", &theirs], b"").await;
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && (stderr.contains("denied") || stderr.contains("unauthorized")),
+        "bob's push is refused: {}",
+        describe(&[], &out)
+    );
+
+    // The engine signs in with the refresh token alone: revoked, it no longer gets in.
+    let revoked = http()
+        .post(t.url("/api/v1/auth/logout"))
+        .json(&serde_json::json!({"refresh_token": stored["identitytoken"]}))
+        .send()
+        .await
+        .unwrap();
+    assert!(revoked.status().is_success(), "{}", revoked.status());
+    let out = docker.run_with(&["pull", &remote], b"").await;
+    assert!(
+        !out.status.success(),
+        "a revoked refresh token: {}",
+        describe(&[], &out)
+    );
+
+    docker.ok(&["logout", &host]).await;
+    assert!(docker.stored_auth(&host).is_null(), "logged out");
+}
+
+/// podman with its own storage (vfs, under a temp dir) and auth file.
+struct Podman {
+    storage: TempDir,
+    runroot: TempDir,
+    auth_file: PathBuf,
+}
+
+impl Podman {
+    fn new() -> Podman {
+        let storage = tempfile::tempdir().unwrap();
+        let auth_file = storage.path().join("auth.json");
+        std::fs::write(&auth_file, br#"{"auths":{}}"#).unwrap();
+        // A short --runroot: podman puts sockets under it, and socket paths are limited.
+        let runroot = tempfile::Builder::new()
+            .prefix("pr")
+            .tempdir_in("/tmp")
+            .unwrap();
+        Podman {
+            storage,
+            runroot,
+            auth_file,
+        }
+    }
+
+    async fn run_with(&self, args: &[&str], stdin: &[u8]) -> Output {
+        let root = self.storage.path().join("root");
+        let mut full = vec![
+            "--root",
+            root.to_str().unwrap(),
+            "--runroot",
+            self.runroot.path().to_str().unwrap(),
+            "--storage-driver",
+            "vfs",
+            "--cgroup-manager",
+            "cgroupfs",
+            "--events-backend",
+            "none",
+        ];
+        full.extend_from_slice(args);
+        let envs = [("REGISTRY_AUTH_FILE", self.auth_file.as_path())];
+        run("podman", &full, &envs, stdin).await
+    }
+
+    async fn ok(&self, args: &[&str]) -> Output {
+        let out = self.run_with(args, b"").await;
+        assert!(out.status.success(), "podman {}", describe(args, &out));
+        out
+    }
+}
+
+impl Drop for Podman {
+    fn drop(&mut self) {
+        // Best effort: vfs layers may belong to sub-uids the test cannot delete otherwise.
+        let root = self.storage.path().join("root");
+        let _ = std::process::Command::new("podman")
+            .arg("--root")
+            .arg(root)
+            .arg("--runroot")
+            .arg(self.runroot.path())
+            .args(["--storage-driver", "vfs", "--events-backend", "none"])
+            .args(["rmi", "--all", "--force"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn podman_login_pull_and_push() {
+    if !require_tool("podman") {
+        return;
+    }
+    let t = Tenants::start().await;
+    let host = t.server.host();
+    let image = TestImage::unpackable("podman login", &[128 << 10]);
+    let status = push(
+        &t,
+        As::Basic(ADMIN, ADMIN_PASSWORD),
+        "acme/pod",
+        "1",
+        &image,
+    )
+    .await;
+    assert_eq!(status, StatusCode::CREATED);
+    let source = format!("{host}/acme/pod:1");
+
+    let podman = Podman::new();
+    let out = podman
+        .run_with(&["pull", "--tls-verify=false", &source], b"")
+        .await;
+    assert!(
+        !out.status.success(),
+        "anonymous pull of a private repository"
+    );
+    let login = [
+        "login",
+        "--tls-verify=false",
+        "--username",
+        "alice",
+        "--password-stdin",
+        &host,
+    ];
+    let out = podman.run_with(&login, PASSWORD.as_bytes()).await;
+    assert!(
+        out.status.success(),
+        "podman login: {}",
+        describe(&login, &out)
+    );
+    podman.ok(&["pull", "--tls-verify=false", &source]).await;
+    let copy = format!("docker://{host}/acme/pod-copy:1");
+    podman
+        .ok(&["push", "--tls-verify=false", &source, &copy])
+        .await;
+    assert_eq!(
+        manifest_status(&t, "acme/pod-copy", "1").await,
+        StatusCode::OK
+    );
+
+    podman.ok(&["logout", &host]).await;
+    let elsewhere = format!("docker://{host}/acme/pod-copy:2");
+    let out = podman
+        .run_with(&["push", "--tls-verify=false", &source, &elsewhere], b"")
+        .await;
+    assert!(!out.status.success(), "a push after logout is refused");
+}
