@@ -225,8 +225,10 @@ ensure_s3() {
     local dir="$SERVICES_DIR/s3"
     mkdir -p "$dir/data"
     echo "s3: starting s3s-fs (log: $dir/s3s.log, data: $dir/data)"
-    setsid nohup "$(cargo_binary s3s-fs)" --host 127.0.0.1 --port 9100 \
-        --access-key aerugo --secret-key aerugo-secret "$dir/data" \
+    # Started in its own directory: s3s-fs resolves paths against its working directory, and
+    # the caller's (a checkout, a worktree) may be deleted while the server runs.
+    (cd "$dir" && exec setsid nohup "$(cargo_binary s3s-fs)" --host 127.0.0.1 --port 9100 \
+        --access-key aerugo --secret-key aerugo-secret "$dir/data") \
         >"$dir/s3s.log" 2>&1 </dev/null &
     wait_for_port 9100 15 || {
         show_log "$dir/s3s.log"
@@ -281,9 +283,9 @@ ensure_garage() {
     echo "garage: starting (log: $dir/garage.log, data: $dir)"
     # --single-node makes the one-node layout on first start; --default-access-key creates
     # the key (allowed to create buckets) from the environment, or checks it.
-    GARAGE_DEFAULT_ACCESS_KEY=aerugo-garage GARAGE_DEFAULT_SECRET_KEY=aerugo-garage-secret \
-        setsid nohup "$(cargo_binary garage)" -c "$dir/garage.toml" server \
-        --single-node --default-access-key >"$dir/garage.log" 2>&1 </dev/null &
+    (cd "$dir" && GARAGE_DEFAULT_ACCESS_KEY=aerugo-garage GARAGE_DEFAULT_SECRET_KEY=aerugo-garage-secret \
+        exec setsid nohup "$(cargo_binary garage)" -c "$dir/garage.toml" server \
+        --single-node --default-access-key) >"$dir/garage.log" 2>&1 </dev/null &
     wait_for_port 9101 30 || {
         show_log "$dir/garage.log"
         unavailable "Garage did not start on 127.0.0.1:9101"
