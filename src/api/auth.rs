@@ -4,10 +4,10 @@
 //! `refresh_token` grants, the same at `/api/v1/auth/token`), logout, and the JWK set edges
 //! verify tokens with (`GET /auth/jwks`).
 
-use std::net::{IpAddr, SocketAddr};
+use std::net::IpAddr;
 
 use axum::Json;
-use axum::extract::{ConnectInfo, State};
+use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use base64::Engine;
@@ -16,6 +16,7 @@ use serde::Deserialize;
 
 use super::AppState;
 use super::error::AccessError;
+use super::origin::ClientAddress;
 use crate::auth::{Credentials, Identity, IssuedToken, Principal, Requirement, Verdict};
 use crate::oci::scope::ResourceScope;
 
@@ -163,7 +164,7 @@ pub struct TokenForm {
 /// anonymous (docker-auth-token.md).
 pub async fn token_get(
     State(state): State<AppState>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    ClientAddress(client): ClientAddress,
     uri: axum::http::Uri,
     headers: HeaderMap,
 ) -> Response {
@@ -184,10 +185,7 @@ pub async fn token_get(
         let principal = match credentials(&headers)? {
             Credentials::None => Principal::Anonymous,
             Credentials::Basic { user, password } => {
-                state
-                    .auth
-                    .sign_in(&user, &password, Some(peer.ip()))
-                    .await?
+                state.auth.sign_in(&user, &password, client).await?
             }
             Credentials::Bearer(_) => return Err(AccessError::Malformed),
         };
@@ -207,7 +205,7 @@ pub async fn token_get(
 /// `grant_type=password` or `refresh_token`.
 pub async fn token_post(
     State(state): State<AppState>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    ClientAddress(client): ClientAddress,
     axum::Form(form): axum::Form<TokenForm>,
 ) -> Response {
     let result = async {
@@ -222,7 +220,7 @@ pub async fn token_post(
                         "username and password are required",
                     ));
                 };
-                let principal = state.auth.sign_in(user, password, Some(peer.ip())).await?;
+                let principal = state.auth.sign_in(user, password, client).await?;
                 let refresh = if offline {
                     state.auth.start_session(&principal).await?
                 } else {

@@ -116,7 +116,14 @@ async fn require_admin(
     }
     let identity = state
         .auth
-        .identify(&credentials, Some(peer.ip()))
+        .identify(
+            &credentials,
+            Some(origin::client_address(
+                peer.ip(),
+                headers,
+                &state.trusted_proxies,
+            )),
+        )
         .await
         .map_err(|e| refuse(e.into()))?;
     // A bearer token stands for its subject here: the management API's rights are the

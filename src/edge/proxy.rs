@@ -67,7 +67,9 @@ fn edge_request(session: &Session) -> EdgeRequest {
 
 /// What the gateway tells a core about how the client reached it, so the absolute URLs the
 /// core builds (`Location`, a challenge's realm) point back through the gateway: the scheme
-/// (`https` when the edge terminated TLS) and the client's `Host`.
+/// (`https` when the edge terminated TLS) and the client's `Host`; and who the client is
+/// (`X-Forwarded-For`, the client's address appended), so that the core throttles sign-ins
+/// and audits per client rather than per gateway.
 fn forwarded_headers(session: &Session) -> Vec<(http::HeaderName, http::HeaderValue)> {
     let tls = session.digest().is_some_and(|d| d.ssl_digest.is_some());
     let proto = http::HeaderValue::from_static(if tls { "https" } else { "http" });
@@ -85,6 +87,20 @@ fn forwarded_headers(session: &Session) -> Vec<(http::HeaderName, http::HeaderVa
         });
     if let Some(host) = host {
         headers.push((http::HeaderName::from_static("x-forwarded-host"), host));
+    }
+    if let Some(client) = session.client_addr().and_then(|a| a.as_inet()) {
+        let earlier = request
+            .headers
+            .get("x-forwarded-for")
+            .and_then(|v| v.to_str().ok())
+            .filter(|v| !v.trim().is_empty());
+        let chain = match earlier {
+            Some(earlier) => format!("{earlier}, {}", client.ip()),
+            None => client.ip().to_string(),
+        };
+        if let Ok(value) = http::HeaderValue::from_str(&chain) {
+            headers.push((http::HeaderName::from_static("x-forwarded-for"), value));
+        }
     }
     headers
 }

@@ -10,10 +10,10 @@
 //! exist, like a missing one.
 
 use std::fmt::Display;
-use std::net::{IpAddr, SocketAddr};
+use std::net::IpAddr;
 
 use axum::Router;
-use axum::extract::{ConnectInfo, FromRequest, FromRequestParts, Query, Request};
+use axum::extract::{FromRequest, FromRequestParts, Query, Request};
 use axum::http::request::Parts;
 use axum::routing::{get, post, put};
 use bytes::Bytes;
@@ -151,10 +151,7 @@ impl FromRequestParts<AppState> for Caller {
         parts: &mut Parts,
         state: &AppState,
     ) -> Result<Caller, ManageError> {
-        let client = parts
-            .extensions
-            .get::<ConnectInfo<SocketAddr>>()
-            .map(|peer| peer.0.ip());
+        let client = super::origin::client_of(parts, &state.trusted_proxies);
         let credentials =
             super::auth::credentials(&parts.headers).map_err(|_| ManageError::Unauthorized)?;
         if credentials == Credentials::None {

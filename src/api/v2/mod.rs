@@ -32,8 +32,10 @@ pub(super) struct Request {
     pub method: Method,
     pub uri: Uri,
     pub headers: HeaderMap,
-    /// The client's address (the proxy's, behind one).
+    /// The connection's address (the proxy's, behind one).
     pub peer: Option<IpAddr>,
+    /// Who the client is: the peer, or whom a trusted proxy says it asks for.
+    pub client: Option<IpAddr>,
     pub trusted_proxies: TrustedProxies,
     /// Who is asking and what the gate allowed beyond the route's own requirement.
     pub admission: Admission,
@@ -95,6 +97,7 @@ pub(super) async fn dispatch(
         .extensions
         .get::<ConnectInfo<SocketAddr>>()
         .map(|ConnectInfo(peer)| peer.ip());
+    let client = origin::client_of(&parts, &state.trusted_proxies);
     let route = path::parse(parts.uri.path());
     let route_label = route.as_ref().map(route_kind).unwrap_or("unknown");
     let method_label = parts.method.as_str().to_owned();
@@ -106,6 +109,7 @@ pub(super) async fn dispatch(
         uri: parts.uri,
         headers: parts.headers,
         peer,
+        client,
         trusted_proxies: state.trusted_proxies.clone(),
         admission: Admission::default(),
     };
@@ -131,7 +135,7 @@ pub(super) async fn dispatch(
                     if let (Some((action, target)), Some(actor), Some(outcome)) =
                         (audited, actor, outcome)
                     {
-                        audit(&state, Some(actor), peer, action, target, outcome);
+                        audit(&state, Some(actor), client, action, target, outcome);
                     }
                     response
                 }
@@ -142,7 +146,7 @@ pub(super) async fn dispatch(
                     if denied.is_some() || presented_credentials {
                         let target = route.name().map(ToString::to_string).unwrap_or_default();
                         let action = audited.map_or("access", |(action, _)| action);
-                        audit(&state, denied, peer, action, target, Outcome::Denied);
+                        audit(&state, denied, client, action, target, Outcome::Denied);
                     }
                     refused.into_response()
                 }
@@ -230,7 +234,7 @@ async fn admit_request(
     admit(
         state,
         &request.headers,
-        request.peer,
+        request.client,
         challenge,
         &requirement,
     )

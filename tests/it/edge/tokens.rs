@@ -351,3 +351,38 @@ async fn gateway_fills_private_blobs_as_its_service_account() {
         .expect("audit");
     assert!(alice_refused.is_empty(), "{alice_refused:?}");
 }
+
+/// The core throttles sign-ins and audits per client, not per gateway: the gateway appends
+/// the client's address to `X-Forwarded-For`, and the core (which trusts loopback proxies by
+/// default) takes the first untrusted address from the right. Here the test client is on
+/// loopback too, so the address it claims itself is the one believed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_core_records_the_client_behind_the_gateway() {
+    let closed = ClosedCore::start().await;
+    let edge = closed.gateway().await;
+    let refused = edge
+        .http
+        .get(edge.url("/v2/acme/app/tags/list"))
+        .basic_auth("bob", Some("not-his-password"))
+        .header("x-forwarded-for", "198.51.100.7")
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(refused.status(), 401);
+    let refusals = AuditQuery {
+        outcome: Some(Outcome::Denied),
+        limit: 10,
+        ..AuditQuery::default()
+    };
+    let recorded = eventually(Duration::from_secs(10), || async {
+        closed
+            .accounts
+            .audit(&refusals)
+            .await
+            .expect("audit")
+            .iter()
+            .any(|r| r.event.client.as_deref() == Some("198.51.100.7"))
+    })
+    .await;
+    assert!(recorded, "the refusal names the client, not the gateway");
+}
