@@ -50,7 +50,7 @@ forbid api -- storage metadata cache coordination upstream edge app cli config
 forbid upstream -- accounts auth metadata cache coordination registry api edge app cli config
 forbid edge -- accounts storage metadata cache coordination registry api app cli
 # A gateway verifies the cores' tokens offline: of auth, it names the keys and tokens only.
-if hits=$(grep -rnE 'crate::auth\b' edge 2>/dev/null | grep -vE 'crate::auth::(keys|token)::'); then
+if hits=$(grep -rnE 'crate::auth\b' edge 2>/dev/null | grep -vE 'crate::auth::(keys|token)\b'); then
     echo "forbidden dependency: edge -> auth beyond auth::keys and auth::token" >&2
     echo "$hits" >&2
     failed=1

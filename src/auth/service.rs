@@ -23,7 +23,7 @@ use super::keys::{KeyError, KeyRing, SigningKey};
 use super::password;
 use super::policy::{self, Facts, Principal};
 use super::secret::{self, SplitToken};
-use super::token::{self, Claims, TokenError, TokenParties};
+use super::token::{self, Claims, TokenError, TokenParties, VerifiedTokens};
 use crate::accounts::{
     AccountError, AccountName, AccountStore, AuditEvent, NewSession, StoredRobot, Timestamp,
 };
@@ -120,9 +120,7 @@ pub struct Auth {
     keys_from_store: bool,
     /// When the ring was last reloaded for a token naming an unknown key.
     unknown_key_reload: Mutex<Option<Instant>>,
-    /// Tokens whose signature and claims checked out, by their SHA-256: a client sends the
-    /// same token with every request, and an Ed25519 check costs more than the request.
-    verified: moka::sync::Cache<String, Arc<Claims>>,
+    verified: VerifiedTokens,
     /// This node's copies of cached decisions, by the shared cache's keys.
     principals: moka::sync::Cache<String, Option<Principal>>,
     permissions: moka::sync::Cache<String, Actions>,
@@ -152,10 +150,7 @@ impl Auth {
             keys: RwLock::new(Arc::new(keys)),
             keys_from_store,
             unknown_key_reload: Mutex::new(None),
-            verified: moka::sync::Cache::builder()
-                .max_capacity(VERIFIED_TOKENS)
-                .time_to_live(VERIFIED_TOKEN_TTL)
-                .build(),
+            verified: VerifiedTokens::default(),
             principals: local_decisions(),
             permissions: local_decisions(),
             settings,
@@ -250,17 +245,9 @@ impl Auth {
         }
     }
 
-    /// The claims of a valid token: remembered ones while unexpired, else a full check.
     fn verify_token(&self, token: &str) -> Result<Claims, TokenError> {
-        let key = secret::digest(token);
-        if let Some(claims) = self.verified.get(&key)
-            && claims.exp > unix_now()
-        {
-            return Ok((*claims).clone());
-        }
-        let claims = token::verify(&*self.ring(), &self.settings.parties, token)?;
-        self.verified.insert(key, Arc::new(claims.clone()));
-        Ok(claims)
+        self.verified
+            .verify(&*self.ring(), &self.settings.parties, token)
     }
 
     /// Reloads the ring for a token naming a key this node does not know, at most every
@@ -722,11 +709,6 @@ impl Auth {
 /// verification leeway, with room for nodes that have not reloaded yet.
 const RETIRED_KEY_LIFETIME_SECONDS: i64 = 2 * 3600;
 
-/// How many verified tokens a node remembers, and for how long at most (a token's own expiry
-/// ends it sooner; a key deleted by a rotation stops its tokens within this).
-const VERIFIED_TOKENS: u64 = 100_000;
-const VERIFIED_TOKEN_TTL: Duration = Duration::from_secs(60);
-
 /// A node's in-memory tier of cached decisions.
 fn local_decisions<T: Clone + Send + Sync + 'static>() -> moka::sync::Cache<String, T> {
     moka::sync::Cache::builder()
@@ -736,14 +718,6 @@ fn local_decisions<T: Clone + Send + Sync + 'static>() -> moka::sync::Cache<Stri
 }
 
 const LOCAL_DECISIONS: u64 = 100_000;
-
-/// This node's clock, for the expiry of remembered tokens (issuers stamp tokens with the
-/// store's clock; verification allows for the difference).
-fn unix_now() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs() as i64)
-}
 
 /// The least time between two reloads caused by unknown key ids.
 const UNKNOWN_KEY_RELOAD: Duration = Duration::from_secs(5);

@@ -3,6 +3,9 @@
 //! any key of the ring. Only the ring's algorithm is accepted, so `alg: none` and an HMAC
 //! token keyed with a public key are refused before any signature is checked.
 
+use std::sync::Arc;
+use std::time::Duration;
+
 use jsonwebtoken::{Header, Validation};
 use serde::{Deserialize, Serialize};
 
@@ -89,6 +92,57 @@ pub fn verify(
     validation.set_issuer(&[&parties.issuer]);
     validation.set_required_spec_claims(&["exp", "nbf", "iat", "iss", "aud", "sub"]);
     Ok(jsonwebtoken::decode::<Claims>(token, key, &validation)?.claims)
+}
+
+/// Tokens whose signature and claims checked out, by their SHA-256, until they expire (at most
+/// [`VERIFIED_TOKEN_TTL`]): a client sends the same token with every request, and an Ed25519
+/// check costs more than answering the request. Shared by the cores and the edge.
+pub struct VerifiedTokens {
+    remembered: moka::sync::Cache<String, Arc<Claims>>,
+}
+
+impl Default for VerifiedTokens {
+    fn default() -> Self {
+        VerifiedTokens {
+            remembered: moka::sync::Cache::builder()
+                .max_capacity(VERIFIED_TOKENS)
+                .time_to_live(VERIFIED_TOKEN_TTL)
+                .build(),
+        }
+    }
+}
+
+impl VerifiedTokens {
+    /// [`verify`], or the claims it gave for this token before while they are unexpired.
+    pub fn verify(
+        &self,
+        keys: &impl VerifyingKeys,
+        parties: &TokenParties,
+        token: &str,
+    ) -> Result<Claims, TokenError> {
+        let key = secret::digest(token);
+        if let Some(claims) = self.remembered.get(&key)
+            && claims.exp > unix_now()
+        {
+            return Ok((*claims).clone());
+        }
+        let claims = verify(keys, parties, token)?;
+        self.remembered.insert(key, Arc::new(claims.clone()));
+        Ok(claims)
+    }
+}
+
+/// How many verified tokens a node remembers, and for how long at most (a token's own expiry
+/// ends it sooner; a key deleted by a rotation stops its tokens within this).
+const VERIFIED_TOKENS: u64 = 100_000;
+const VERIFIED_TOKEN_TTL: Duration = Duration::from_secs(60);
+
+/// This node's clock, for the expiry of remembered tokens (issuers stamp tokens with the
+/// store's clock; verification allows for the difference).
+fn unix_now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64)
 }
 
 #[cfg(test)]

@@ -17,7 +17,7 @@ use jsonwebtoken::jwk::JwkSet;
 
 use super::confirm::ClientCredentials;
 use crate::auth::keys::{KeyError, PublicKeys};
-use crate::auth::token::{self, Claims, TokenError, TokenParties};
+use crate::auth::token::{Claims, TokenError, TokenParties, VerifiedTokens};
 use crate::oci::RepoName;
 use crate::oci::scope::Action;
 
@@ -85,6 +85,7 @@ pub struct TokenKeys {
     /// When the keys were last fetched (or tried); held while fetching, so one fetch runs at a
     /// time and callers that waited for it use its result.
     last_fetch: tokio::sync::Mutex<Option<Instant>>,
+    verified: VerifiedTokens,
 }
 
 impl std::fmt::Debug for TokenKeys {
@@ -131,6 +132,7 @@ impl TokenKeys {
             cores,
             http,
             last_fetch: tokio::sync::Mutex::new(None),
+            verified: VerifiedTokens::default(),
         })
     }
 
@@ -167,7 +169,7 @@ impl TokenKeys {
     /// `None` without a key set.
     fn verify(&self, token: &str) -> Option<Result<Claims, TokenError>> {
         let keys = self.keys()?;
-        Some(token::verify(&*keys, &self.parties, token))
+        Some(self.verified.verify(&*keys, &self.parties, token))
     }
 
     async fn refetch_unless_recent(&self) {
@@ -331,6 +333,7 @@ mod tests {
 
     use super::*;
     use crate::auth::keys::{KeyRing, SigningKey};
+    use crate::auth::token;
     use crate::oci::scope::{AccessEntry, ResourceScope};
 
     fn parties() -> TokenParties {
