@@ -182,7 +182,11 @@ impl Registry {
         target: Option<&Digest>,
     ) -> Result<UploadSession> {
         let expected_len = expected_length(&session, info)?;
-        let cap = self.upload_cap(&session.repo, target).await?;
+        // A request declaring no body (the usual finishing `PUT`) adds nothing to hold back.
+        let cap = match expected_len {
+            Some(0) => None,
+            _ => self.upload_cap(&session.repo, target).await?,
+        };
         let over_cap = |len: u64| cap.filter(|cap| session.offset + len > cap.bytes);
         if let Some(cap) = expected_len.and_then(over_cap) {
             let size = session.offset + expected_len.unwrap_or_default();

@@ -20,6 +20,7 @@ use std::time::Duration;
 use serde_json::Value;
 use tempfile::TempDir;
 
+use super::support::engines::Podman;
 use super::support::image::{
     Descriptor, EMPTY_DIGEST, OCI_INDEX, OCI_MANIFEST, Platform, TEST_ARTIFACT_TYPE, TestImage,
     TestIndex, fresh_seed, layout, sha256,
@@ -680,50 +681,28 @@ async fn podman_pull_and_push() {
     )
     .await;
 
-    // A short --runroot: podman puts sockets under it, and socket paths are limited in length.
-    let storage = TempDir::new().unwrap();
-    let runroot = tempfile::Builder::new()
-        .prefix("pr")
-        .tempdir_in("/tmp")
-        .unwrap();
-    let podman = |args: &[&str]| {
-        let mut full: Vec<String> = vec![
-            "--root".into(),
-            storage.path().join("root").display().to_string(),
-            "--runroot".into(),
-            runroot.path().display().to_string(),
-            "--storage-driver".into(),
-            "vfs".into(),
-            "--cgroup-manager".into(),
-            "cgroupfs".into(),
-            "--events-backend".into(),
-            "none".into(),
-        ];
-        full.extend(args.iter().map(|a| (*a).to_owned()));
-        async move {
-            let out = run("podman", &full).await;
-            assert!(out.status.success(), "{}", describe("podman", &full, &out));
-            out
-        }
-    };
-
+    // Its own vfs storage, removed (best effort) when dropped.
+    let podman = Podman::new();
     let host = server.host().to_string();
     let src_ref = format!("{host}/pod/src:1");
-    podman(&["pull", "--tls-verify=false", &src_ref]).await;
-    let out = podman(&["image", "inspect", "--format", "{{.Id}}", &src_ref]).await;
+    podman.ok(&["pull", "--tls-verify=false", &src_ref]).await;
+    let out = podman
+        .ok(&["image", "inspect", "--format", "{{.Id}}", &src_ref])
+        .await;
     assert_eq!(
         String::from_utf8_lossy(&out.stdout).trim(),
         image.config.hex(),
         "podman's image id is the config digest"
     );
 
-    podman(&[
-        "push",
-        "--tls-verify=false",
-        &src_ref,
-        &format!("docker://{host}/pod/dst:1"),
-    ])
-    .await;
+    podman
+        .ok(&[
+            "push",
+            "--tls-verify=false",
+            &src_ref,
+            &format!("docker://{host}/pod/dst:1"),
+        ])
+        .await;
     let raw = inspect_raw(&docker_ref(&server, "pod/dst:1")).await;
     let v: Value = serde_json::from_slice(&raw).unwrap();
     assert_eq!(
@@ -739,25 +718,4 @@ async fn podman_pull_and_push() {
     let desc = layout::resolve_tag(back.path(), "back");
     let pulled = layout::read_image(back.path(), &desc);
     assert_eq!(pulled.config.digest, image.config.digest);
-
-    // Best effort: vfs layers of a rootless podman belong to sub-uids the test cannot delete.
-    let _ = run(
-        "podman",
-        &[
-            "--root".to_owned(),
-            storage.path().join("root").display().to_string(),
-            "--runroot".to_owned(),
-            runroot.path().display().to_string(),
-            "--storage-driver".to_owned(),
-            "vfs".to_owned(),
-            "--cgroup-manager".to_owned(),
-            "cgroupfs".to_owned(),
-            "--events-backend".to_owned(),
-            "none".to_owned(),
-            "rmi".to_owned(),
-            "--all".to_owned(),
-            "--force".to_owned(),
-        ],
-    )
-    .await;
 }

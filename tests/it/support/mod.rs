@@ -5,6 +5,7 @@
 
 pub mod distribution;
 pub mod edge;
+pub mod engines;
 pub mod fault_upstream;
 pub mod process;
 pub mod seed;
