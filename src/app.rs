@@ -568,40 +568,22 @@ pub async fn run_server(
     })?;
     lock.record_address(listener.local_addr()?)?;
     let local_admin_token = lock.issue_admin_token(&config.server.data_dir)?;
-    let stores = open_stores(&config).await?;
-    let auth = build_auth(
-        &config,
-        stores.accounts.clone(),
-        stores.backends.cache.clone(),
-    )
-    .await?;
-    if !auth.enforced().await? {
+    let state = app_state(&config, local_admin_token).await?;
+    if !state.auth.enforced().await? {
         tracing::warn!(
             "NO USERS: this registry is OPEN — anyone who can reach it may push, pull and \
              delete. Create an admin (`aerugo admin create-user NAME --admin --password-stdin`) \
              to require sign-in for every request."
         );
     }
-    let registry = registry_on(&config, stores);
-    let key_reload = spawn_key_reload(&auth, config.auth.key_reload_seconds);
-    match registry.reconcile_uploads().await {
+    let key_reload = spawn_key_reload(&state.auth, config.auth.key_reload_seconds);
+    match state.registry.reconcile_uploads().await {
         Ok(0) => {}
         Ok(ended) => tracing::info!(ended, "ended upload sessions whose bytes were lost"),
         Err(e) => tracing::warn!(error = %e, "could not reconcile upload sessions"),
     }
-    let gc_grace = Duration::from_secs(config.gc.grace_period_seconds);
-    let gc_task = spawn_periodic_gc(&registry, config.gc.interval_seconds, gc_grace);
-    let trusted_proxies = TrustedProxies::new(config.server.trusted_proxy_networks());
-    let limits = connection_limits(&config.server, &trusted_proxies);
-    let state = AppState {
-        registry,
-        max_page_size: config.registry.max_page_size,
-        gc_grace,
-        trusted_proxies,
-        auth,
-        token_realm: config.auth.realm.clone(),
-        local_admin_token,
-    };
+    let gc_task = spawn_periodic_gc(&state.registry, config.gc.interval_seconds, state.gc_grace);
+    let limits = connection_limits(&config.server, &state.trusted_proxies);
     tracing::info!(address = %listener.local_addr()?, "aerugo registry listening");
     let grace = Duration::from_secs(config.server.shutdown_grace_seconds);
     let result = api::serve(listener, api::router(state), limits, shutdown, grace).await;
@@ -610,6 +592,27 @@ pub async fn run_server(
     }
     key_reload.abort();
     result.context("serving HTTP")
+}
+
+/// What the router serves: the registry and the token service on the configured stores.
+/// `run_server` serves it; the router benchmarks drive it in-process.
+pub async fn app_state(config: &Config, local_admin_token: String) -> anyhow::Result<AppState> {
+    let stores = open_stores(config).await?;
+    let auth = build_auth(
+        config,
+        stores.accounts.clone(),
+        stores.backends.cache.clone(),
+    )
+    .await?;
+    Ok(AppState {
+        registry: registry_on(config, stores),
+        max_page_size: config.registry.max_page_size,
+        gc_grace: Duration::from_secs(config.gc.grace_period_seconds),
+        trusted_proxies: TrustedProxies::new(config.server.trusted_proxy_networks()),
+        auth,
+        token_realm: config.auth.realm.clone(),
+        local_admin_token,
+    })
 }
 
 /// The `[server]` connection settings; also raises the open-file limit they need.

@@ -982,6 +982,92 @@ fn original_product_env() -> Figment {
     figment.merge(env)
 }
 
+/// The settings that hold secrets. Each may also be read from a file named by its variable
+/// with `_FILE` appended (`JWT_SECRET_FILE`, `AERUGO__DATABASE__URL_FILE`, …): Docker and
+/// Kubernetes mount secrets as read-only files, and a file keeps the value out of the
+/// process environment, `docker inspect` and shell history.
+struct SecretVariable {
+    key: &'static str,
+    /// The original product's name for it, if it had one.
+    original: Option<&'static str>,
+}
+
+const SECRET_VARIABLES: [SecretVariable; 7] = [
+    SecretVariable::new("database.url", Some("DATABASE_URL")),
+    SecretVariable::new("cache.redis_url", Some("REDIS_URL")),
+    SecretVariable::new("security.jwt_secret", Some("JWT_SECRET")),
+    SecretVariable::new("storage.access_key", Some("S3_ACCESS_KEY")),
+    SecretVariable::new("storage.secret_key", Some("S3_SECRET_KEY")),
+    SecretVariable::new("auth.bootstrap_admin_password", None),
+    SecretVariable::new("edge.gateway.service_password", None),
+];
+
+impl SecretVariable {
+    const fn new(key: &'static str, original: Option<&'static str>) -> Self {
+        SecretVariable { key, original }
+    }
+
+    fn original(&self) -> Option<String> {
+        self.original.map(str::to_owned)
+    }
+
+    /// `AERUGO__SECTION__KEY`.
+    fn prefixed(&self) -> Option<String> {
+        Some(format!(
+            "AERUGO__{}",
+            self.key.replace('.', "__").to_ascii_uppercase()
+        ))
+    }
+
+    /// Whether `key` (an `AERUGO__` variable without its prefix) names a secret's file
+    /// rather than a setting.
+    fn is_prefixed_file(key: &str) -> bool {
+        let key = key.to_ascii_uppercase();
+        SECRET_VARIABLES
+            .iter()
+            .filter_map(SecretVariable::prefixed)
+            .any(|name| key == format!("{}_FILE", &name["AERUGO__".len()..]))
+    }
+}
+
+/// The secrets read from the files that `<VARIABLE>_FILE` variables name, for the variables
+/// `name` gives. A variable set both ways, or a file that cannot be read, is a problem (naming
+/// the file, never its content).
+fn secret_files(
+    name: fn(&SecretVariable) -> Option<String>,
+    problems: &mut Vec<String>,
+) -> Figment {
+    let mut figment = Figment::new();
+    for secret in &SECRET_VARIABLES {
+        let Some(variable) = name(secret) else {
+            continue;
+        };
+        let Some(path) = std::env::var_os(format!("{variable}_FILE")) else {
+            continue;
+        };
+        if std::env::var_os(&variable).is_some() {
+            problems.push(format!("set {variable} or {variable}_FILE, not both"));
+            continue;
+        }
+        match read_secret_file(Path::new(&path)) {
+            Ok(value) => figment = figment.merge(Serialized::default(secret.key, value)),
+            Err(problem) => problems.push(format!("{variable}_FILE: {problem}")),
+        }
+    }
+    figment
+}
+
+/// A secret file's content without the line ending editors and `echo` leave at its end.
+fn read_secret_file(path: &Path) -> Result<String, String> {
+    let content = std::fs::read_to_string(path)
+        .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    let value = content.trim_end_matches(['\n', '\r']);
+    if value.is_empty() {
+        return Err(format!("{} is empty", path.display()));
+    }
+    Ok(value.to_owned())
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     #[error("cannot read configuration: {0}")]
@@ -1003,9 +1089,21 @@ impl Config {
             }
             figment = figment.merge(Toml::file_exact(file));
         }
+        let mut problems = Vec::new();
+        let original_files = secret_files(SecretVariable::original, &mut problems);
+        let prefixed_files = secret_files(SecretVariable::prefixed, &mut problems);
+        if !problems.is_empty() {
+            return Err(ConfigError::Invalid(problems));
+        }
         figment = figment
             .merge(original_product_env())
-            .merge(Env::prefixed("AERUGO__").split("__"));
+            .merge(original_files)
+            .merge(
+                Env::prefixed("AERUGO__")
+                    .filter(|key| !SecretVariable::is_prefixed_file(key.as_str()))
+                    .split("__"),
+            )
+            .merge(prefixed_files);
         let mut config: Config = figment.extract().map_err(Box::new)?;
         if let Some(listen) = &overrides.listen {
             config.server.listen_address.clone_from(listen);
@@ -1345,6 +1443,82 @@ mod tests {
                 .to_string();
             assert!(err.contains("at least 32 characters"), "{err}");
             assert!(err.contains("set one"), "{err}");
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn every_secret_may_come_from_a_file_named_by_its_variable() {
+        figment::Jail::expect_with(|jail| {
+            let files = [
+                ("DATABASE_URL", "postgres://aerugo:pg-secret@db/aerugo"),
+                ("REDIS_URL", "redis://:redis-secret@cache:6379"),
+                ("JWT_SECRET", "a-long-shared-secret-for-every-node-0123"),
+                ("S3_ACCESS_KEY", "AKFILE"),
+                ("S3_SECRET_KEY", "s3-secret"),
+                ("AERUGO__AUTH__BOOTSTRAP_ADMIN_PASSWORD", "admin-secret"),
+                ("AERUGO__EDGE__GATEWAY__SERVICE_PASSWORD", "edge-secret"),
+            ];
+            for (variable, value) in files {
+                // A secret file written by `echo` ends with a line break: it is not the secret's.
+                jail.create_file(variable, &format!("{value}\n"))?;
+                jail.set_env(format!("{variable}_FILE"), variable);
+            }
+            jail.set_env("S3_BUCKET", "registry");
+            jail.set_env("AERUGO__AUTH__BOOTSTRAP_ADMIN", "admin");
+            let config = Config::load(None, &Overrides::default()).unwrap();
+            assert_eq!(config.database.url.as_deref(), Some(files[0].1));
+            assert_eq!(config.cache.redis_url.as_deref(), Some(files[1].1));
+            assert_eq!(config.security.jwt_secret.as_deref(), Some(files[2].1));
+            let StorageConfig::S3(s3) = &config.storage else {
+                panic!("S3_BUCKET selects S3");
+            };
+            assert_eq!(s3.access_key.as_deref(), Some(files[3].1));
+            assert_eq!(s3.secret_key.as_deref(), Some(files[4].1));
+            assert_eq!(
+                config.auth.bootstrap_admin_password.as_deref(),
+                Some(files[5].1)
+            );
+            assert_eq!(
+                config.edge.gateway.service_password.as_deref(),
+                Some(files[6].1)
+            );
+            let shown = toml::to_string(&config.redacted()).unwrap();
+            for secret in [
+                "pg-secret",
+                "redis-secret",
+                files[2].1,
+                "s3-secret",
+                "admin-secret",
+                "edge-secret",
+            ] {
+                assert!(!shown.contains(secret), "{secret} shown: {shown}");
+            }
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn a_secret_set_twice_or_unreadable_is_refused_without_its_content() {
+        figment::Jail::expect_with(|jail| {
+            jail.create_file("jwt", "a-long-shared-secret-for-every-node-0123")?;
+            jail.set_env("JWT_SECRET_FILE", "jwt");
+            jail.set_env("JWT_SECRET", "another-long-shared-secret-0123456789");
+            jail.set_env("AERUGO__DATABASE__URL_FILE", "missing-file");
+            jail.create_file("empty", "\n")?;
+            jail.set_env("AERUGO__SECURITY__JWT_SECRET_FILE", "empty");
+            let err = Config::load(None, &Overrides::default())
+                .unwrap_err()
+                .to_string();
+            assert!(
+                err.contains("set JWT_SECRET or JWT_SECRET_FILE, not both"),
+                "{err}"
+            );
+            assert!(!err.contains("another-long"), "{err}");
+            assert!(
+                err.contains("AERUGO__DATABASE__URL_FILE: cannot read missing-file"),
+                "{err}"
+            );
             Ok(())
         });
     }

@@ -17,7 +17,7 @@ use serde::Deserialize;
 use super::AppState;
 use super::error::AccessError;
 use super::origin::ClientAddress;
-use crate::auth::{Credentials, Identity, IssuedToken, Principal, Requirement, Verdict};
+use crate::auth::{Admission, Credentials, IssuedToken, Principal, Requirement, Verdict};
 use crate::oci::scope::ResourceScope;
 
 /// Path of the token endpoint, under the registry's own origin.
@@ -48,15 +48,6 @@ pub fn credentials(headers: &HeaderMap) -> Result<Credentials, AccessError> {
     }
 }
 
-/// What the gate decided for a request the caller may make.
-#[derive(Debug, Clone, Default)]
-pub struct Admission {
-    /// Who asked; `None` on an open registry (no users yet).
-    pub identity: Option<Identity>,
-    /// Whether a mount may take the blob from its source repository.
-    pub may_mount: bool,
-}
-
 /// The context a challenge needs: where the token service is.
 pub struct ChallengeContext {
     pub realm: String,
@@ -81,7 +72,9 @@ impl ChallengeContext {
     }
 }
 
-/// Checks a `/v2/` request against what its endpoint requires.
+/// Checks a `/v2/` request against what its endpoint requires. A repeat of a request this
+/// node admitted (same header, same requirement, same account epoch) is admitted again at
+/// once (`auth::admission`).
 pub async fn admit(
     state: &AppState,
     headers: &HeaderMap,
@@ -96,6 +89,29 @@ pub async fn admit(
             may_mount: true,
         });
     }
+    let authorization = headers
+        .get(header::AUTHORIZATION)
+        .map_or(&b""[..], |value| value.as_bytes());
+    let key = auth.admission_key(authorization, requirement).await;
+    if let Some(admitted) = key.as_ref().and_then(|key| auth.recall_admission(key)) {
+        return Ok(admitted);
+    }
+    let admission = decide(state, headers, client, challenge, requirement).await?;
+    if let Some(key) = key {
+        auth.remember_admission(key, &admission);
+    }
+    Ok(admission)
+}
+
+/// The gate's decision from the credentials, the policy and the token's grants.
+async fn decide(
+    state: &AppState,
+    headers: &HeaderMap,
+    client: Option<IpAddr>,
+    challenge: impl FnOnce() -> ChallengeContext,
+    requirement: &Requirement,
+) -> Result<Admission, AccessError> {
+    let auth = &state.auth;
     let credentials = credentials(headers)?;
     let anonymous = credentials == Credentials::None;
     let identity = match auth.identify(&credentials, client).await {
@@ -141,7 +157,7 @@ pub async fn admit(
         None => false,
     };
     Ok(Admission {
-        identity: Some(identity),
+        identity: Some(std::sync::Arc::new(identity)),
         may_mount,
     })
 }

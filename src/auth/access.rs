@@ -9,7 +9,7 @@ use crate::oci::V2Route;
 use crate::oci::scope::{Action, ResourceScope};
 
 /// What one request needs.
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Default)]
 pub struct Requirement {
     /// Scopes that must all be granted, or the request is refused.
     pub needed: Vec<ResourceScope>,

@@ -6,6 +6,7 @@
 //! answers (challenges, token responses). Depends on `accounts`, `cache` and `oci`.
 
 pub mod access;
+pub mod admission;
 pub mod keys;
 pub mod manage;
 pub mod password;
@@ -15,6 +16,7 @@ mod service;
 pub mod token;
 
 pub use access::{Requirement, required};
+pub use admission::Admission;
 pub use keys::{KeyRing, SigningKey};
 pub use policy::Principal;
 pub use service::{

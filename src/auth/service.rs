@@ -9,7 +9,8 @@
 //! enumerating keys. With Redis the cached decisions are the cluster's; a cache that fails only
 //! costs the store more reads. Each node also keeps the decisions it used, typed, in memory
 //! under the same keys: a hit there costs neither decoding nor a round trip to Redis, and ends
-//! with the epoch like the shared entry.
+//! with the epoch like the shared entry. In front of all of that, a node remembers whole
+//! admissions of repeated requests under the same epoch (`admission`).
 
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -19,6 +20,8 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use jsonwebtoken::jwk::JwkSet;
 
+use super::access::Requirement;
+use super::admission::{Admission, AdmissionKey, Admissions};
 use super::keys::{KeyError, KeyRing, SigningKey};
 use super::password;
 use super::policy::{self, Facts, Principal};
@@ -91,6 +94,8 @@ pub struct Identity {
     /// For a bearer token: what it grants. The caller gets the intersection of this and what
     /// the policy allows now (so revocations apply to tokens already issued).
     pub token_access: Option<Vec<AccessEntry>>,
+    /// For a bearer token: when it expires (Unix seconds).
+    pub token_expires_at: Option<i64>,
 }
 
 /// Whether an identity may take a set of actions.
@@ -121,6 +126,7 @@ pub struct Auth {
     /// When the ring was last reloaded for a token naming an unknown key.
     unknown_key_reload: Mutex<Option<Instant>>,
     verified: VerifiedTokens,
+    admissions: Admissions,
     /// This node's copies of cached decisions, by the shared cache's keys.
     principals: moka::sync::Cache<String, Option<Principal>>,
     permissions: moka::sync::Cache<String, Actions>,
@@ -128,7 +134,7 @@ pub struct Auth {
     /// Once a user exists the registry stays closed for this process's life.
     closed: AtomicBool,
     open_checked: Mutex<Option<Instant>>,
-    epoch: Mutex<Option<(String, Instant)>>,
+    epoch: Mutex<Option<(Arc<str>, Instant)>>,
     /// Mixed into remembered-credential keys, so what the (possibly shared) cache holds
     /// cannot be brute-forced back into passwords without this process's memory.
     pepper: String,
@@ -151,6 +157,7 @@ impl Auth {
             keys_from_store,
             unknown_key_reload: Mutex::new(None),
             verified: VerifiedTokens::default(),
+            admissions: Admissions::default(),
             principals: local_decisions(),
             permissions: local_decisions(),
             settings,
@@ -216,10 +223,12 @@ impl Auth {
             Credentials::None => Ok(Identity {
                 principal: Principal::Anonymous,
                 token_access: None,
+                token_expires_at: None,
             }),
             Credentials::Basic { user, password } => Ok(Identity {
                 principal: self.sign_in(user, password, client).await?,
                 token_access: None,
+                token_expires_at: None,
             }),
             Credentials::Bearer(token) => {
                 let claims = match self.verify_token(token) {
@@ -240,6 +249,7 @@ impl Auth {
                 Ok(Identity {
                     principal,
                     token_access: Some(claims.access),
+                    token_expires_at: Some(claims.exp),
                 })
             }
         }
@@ -541,6 +551,31 @@ impl Auth {
         }
     }
 
+    // ---- whole admissions ----
+
+    /// The key a request's admission is remembered under (`authorization`: its
+    /// `Authorization` header, empty without one); `None` while the epoch is unknown.
+    pub async fn admission_key(
+        &self,
+        authorization: &[u8],
+        requirement: &Requirement,
+    ) -> Option<AdmissionKey> {
+        Some(AdmissionKey::new(
+            self.epoch().await?,
+            authorization,
+            requirement,
+        ))
+    }
+
+    /// The admission remembered under `key`, unless its token has expired since.
+    pub fn recall_admission(&self, key: &AdmissionKey) -> Option<Admission> {
+        self.admissions.recall(key, token::unix_now())
+    }
+
+    pub fn remember_admission(&self, key: AdmissionKey, admission: &Admission) {
+        self.admissions.remember(key, admission);
+    }
+
     // ---- tokens ----
 
     /// A token granting, of each requested repository scope, the actions `principal` may
@@ -649,7 +684,7 @@ impl Auth {
 
     /// The account store's epoch, re-read at most every [`EPOCH_REFRESH`]; `None` when the
     /// store does not answer (then nothing is cached or reused).
-    async fn epoch(&self) -> Option<String> {
+    async fn epoch(&self) -> Option<Arc<str>> {
         {
             let local = self.epoch.lock().unwrap_or_else(|p| p.into_inner());
             if let Some((epoch, at)) = local.as_ref()
@@ -658,8 +693,8 @@ impl Auth {
                 return Some(epoch.clone());
             }
         }
-        let epoch = match self.store.epoch().await {
-            Ok(epoch) => epoch,
+        let epoch: Arc<str> = match self.store.epoch().await {
+            Ok(epoch) => epoch.into(),
             Err(e) => {
                 tracing::warn!(error = %e, "cannot read the account epoch; not caching decisions");
                 return None;

@@ -139,7 +139,7 @@ const VERIFIED_TOKEN_TTL: Duration = Duration::from_secs(60);
 
 /// This node's clock, for the expiry of remembered tokens (issuers stamp tokens with the
 /// store's clock; verification allows for the difference).
-fn unix_now() -> i64 {
+pub(super) fn unix_now() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_secs() as i64)

@@ -11,5 +11,7 @@ mod full_disk;
 mod lifecycle;
 mod locations;
 mod manage;
+mod operations;
+mod secrets;
 mod skopeo;
 mod support;

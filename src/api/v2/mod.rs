@@ -11,11 +11,12 @@ use axum::response::{IntoResponse, Response};
 use futures_util::TryStreamExt;
 
 use super::AppState;
-use super::auth::{Admission, ChallengeContext, TOKEN_PATH, admit};
+use super::auth::{ChallengeContext, TOKEN_PATH, admit};
 use super::error::{AccessError, ApiError};
 use super::origin::{self, TrustedProxies};
 use crate::accounts::{AuditEvent, Outcome};
 use crate::auth;
+use crate::auth::Admission;
 use crate::oci::path;
 use crate::oci::{RepoName, V2Route};
 use crate::registry::{BodyStream, RegistryError};
@@ -119,7 +120,10 @@ pub(super) async fn dispatch(
             let presented_credentials = request.headers.contains_key(header::AUTHORIZATION);
             match admit_request(&state, &route, &request).await {
                 Ok(admission) => {
-                    let actor = admission.identity.as_ref().map(|i| i.principal.subject());
+                    let actor = audited
+                        .as_ref()
+                        .and(admission.identity.as_ref())
+                        .map(|i| i.principal.subject());
                     request.admission = admission;
                     let response = handle(&state, route, request, body)
                         .await

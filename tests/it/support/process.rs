@@ -105,9 +105,15 @@ pub fn read_log(path: &Path) -> String {
     std::fs::read_to_string(path).unwrap_or_else(|e| format!("(no log: {e})"))
 }
 
+/// Starts `command` with its output in `log`, logging warnings only unless the test asked for
+/// another level (`AERUGO__SERVER__LOG_LEVEL` in the command's environment).
 pub fn spawn_logged(command: &mut Command, log: &Path) -> Child {
+    const LEVEL: &str = "AERUGO__SERVER__LOG_LEVEL";
     let out = File::create(log).expect("creating a log file");
     let err = out.try_clone().expect("cloning the log file");
+    if !command.get_envs().any(|(name, _)| name == LEVEL) {
+        command.env(LEVEL, "warn");
+    }
     command
         .stdin(Stdio::null())
         .stdout(Stdio::from(out))
@@ -116,7 +122,6 @@ pub fn spawn_logged(command: &mut Command, log: &Path) -> Child {
         .env_remove("AERUGO_CONFIG")
         .env_remove("LISTEN_ADDRESS")
         .env_remove("LOG_LEVEL")
-        .env("AERUGO__SERVER__LOG_LEVEL", "warn")
         .spawn()
         .unwrap_or_else(|e| panic!("cannot run {command:?}: {e}"))
 }

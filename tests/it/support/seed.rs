@@ -24,6 +24,25 @@ impl Seeder {
         }
     }
 
+    /// A client sending `user`'s basic credentials with every request (a registry with users).
+    pub fn signed_in(base: &str, user: &str, password: &str) -> Seeder {
+        use base64::Engine;
+        let pair = base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"));
+        let mut credentials =
+            reqwest::header::HeaderValue::from_str(&format!("Basic {pair}")).expect("header");
+        credentials.set_sensitive(true);
+        let headers =
+            reqwest::header::HeaderMap::from_iter([(reqwest::header::AUTHORIZATION, credentials)]);
+        Seeder {
+            base: Url::parse(base).expect("registry base URL"),
+            http: reqwest::Client::builder()
+                .default_headers(headers)
+                .redirect(reqwest::redirect::Policy::none())
+                .build()
+                .expect("http client"),
+        }
+    }
+
     fn url(&self, path_or_url: &str) -> Url {
         self.base.join(path_or_url).expect("URL")
     }

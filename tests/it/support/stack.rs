@@ -138,7 +138,7 @@ fn short_bucket_name() -> String {
     format!("aerugo-{}", &unique[..12])
 }
 
-async fn run_sql(url: &str, statement: &str) {
+pub async fn run_sql(url: &str, statement: &str) {
     use sqlx::Connection;
     let mut conn = sqlx::PgConnection::connect(url)
         .await
