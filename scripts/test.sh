@@ -35,8 +35,8 @@ export CARGO_TERM_COLOR="${CARGO_TERM_COLOR:-always}"
 # --- Debian packages -------------------------------------------------------------------------
 # skopeo (+ podman, containerd): the real-client tests;
 # docker-registry: the CNCF distribution registry (benchmark anchor, edge upstream in tests);
-# jq: scripts.
-packages=(skopeo docker-registry jq)
+# jq: scripts; prometheus: promtool checks deploy/prometheus and the dashboard's queries.
+packages=(skopeo docker-registry jq prometheus)
 if [[ "${AERUGO_NO_PODMAN:-0}" != 1 ]]; then
     packages+=(podman)
 fi
@@ -62,7 +62,7 @@ step "local services (scripts/services.sh)"
 step "tools"
 cargo --version
 rustc --version
-for t in skopeo podman containerd docker docker-registry jq psql redis-server s3s-fs; do
+for t in skopeo podman containerd docker docker-registry jq promtool psql redis-server s3s-fs; do
     if command -v "$t" >/dev/null 2>&1; then
         case $t in
             docker-registry) echo "docker-registry: $(dpkg-query -W -f='${Version}' docker-registry 2>/dev/null || echo present)" ;;

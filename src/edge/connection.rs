@@ -22,7 +22,7 @@
 //!   fixed 60 s, for as long as its socket lives, and the client must start the handshake
 //!   within the header-read timeout ([`TlsAdmission`]).
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
@@ -41,7 +41,7 @@ use pingora::{Error, ErrorType, Result};
 use tokio::sync::oneshot;
 
 use super::proxy::EdgeProxy;
-use crate::limits::connections::{ConnectionLimits, ConnectionPermit};
+use crate::limits::connections::{ConnectionLimits, ConnectionPermit, Refusal};
 use crate::telemetry::metrics;
 
 /// The timeouts of [`EdgeApp`] (`[edge]` `header_read_timeout_seconds`,
@@ -190,14 +190,16 @@ fn admit(
     let client = connection.map(|c| c.client.ip());
     limits
         .admit(client)
-        .inspect_err(|refusal| {
-            tracing::debug!(?client, reason = refusal.label(), "connection refused");
-            metrics()
-                .connections_refused
-                .with_label_values(&[refusal.label()])
-                .inc();
-        })
+        .inspect_err(|refusal| count_refusal(client, *refusal))
         .ok()
+}
+
+fn count_refusal(client: Option<IpAddr>, refusal: Refusal) {
+    tracing::debug!(?client, reason = refusal.label(), "connection refused");
+    metrics()
+        .connections_refused
+        .with_label_values(&[refusal.label()])
+        .inc();
 }
 
 /// Connections waiting for a request header; the proxy reports each header it reads with
@@ -234,7 +236,12 @@ impl AwaitedHeaders {
 #[async_trait]
 impl ConnectionFilter for ConnectionLimits {
     async fn should_accept(&self, addr: Option<&SocketAddr>) -> bool {
-        self.has_room(addr.map(SocketAddr::ip))
+        let client = addr.map(SocketAddr::ip);
+        let refusal = self.refusal(client);
+        if let Some(refusal) = refusal {
+            count_refusal(client, refusal);
+        }
+        refusal.is_none()
     }
 }
 

@@ -64,16 +64,19 @@ impl ConnectionLimits {
         self.open.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// Whether a connection from `client` would be admitted now: a hint for refusing early
-    /// (before a TLS handshake); [`ConnectionLimits::admit`] decides.
-    pub fn has_room(&self, client: Option<IpAddr>) -> bool {
+    /// Why a connection from `client` would be refused now, if it would: a hint for refusing
+    /// early (before a TLS handshake); [`ConnectionLimits::admit`] decides.
+    pub fn refusal(&self, client: Option<IpAddr>) -> Option<Refusal> {
         let open = self.open_connections();
-        open.total < self.max_total
-            && client.is_none_or(|ip| {
-                open.per_client
-                    .get(&client_key(ip))
-                    .is_none_or(|count| *count < self.max_per_client)
-            })
+        if open.total >= self.max_total {
+            return Some(Refusal::TooManyConnections);
+        }
+        let crowded = client.is_some_and(|ip| {
+            open.per_client
+                .get(&client_key(ip))
+                .is_some_and(|count| *count >= self.max_per_client)
+        });
+        crowded.then_some(Refusal::TooManyFromClient)
     }
 
     /// Counts a connection from `client`; `None` counts in the total only (a trusted proxy
@@ -145,12 +148,15 @@ mod tests {
         let limits = ConnectionLimits::new(10, 2);
         let first = limits.admit(ip("10.0.0.1")).unwrap();
         let _second = limits.admit(ip("10.0.0.1")).unwrap();
-        assert!(!limits.has_room(ip("10.0.0.1")));
+        assert_eq!(
+            limits.refusal(ip("10.0.0.1")),
+            Some(Refusal::TooManyFromClient)
+        );
         assert_eq!(
             limits.admit(ip("10.0.0.1")).err(),
             Some(Refusal::TooManyFromClient)
         );
-        assert!(limits.has_room(ip("10.0.0.2")));
+        assert_eq!(limits.refusal(ip("10.0.0.2")), None);
         let _other = limits.admit(ip("10.0.0.2")).unwrap();
         assert_eq!(limits.open(), 3);
         drop(first);
@@ -163,7 +169,10 @@ mod tests {
         let limits = ConnectionLimits::new(2, 2);
         let _a = limits.admit(ip("10.0.0.1")).unwrap();
         let _b = limits.admit(None).unwrap();
-        assert!(!limits.has_room(ip("10.0.0.3")));
+        assert_eq!(
+            limits.refusal(ip("10.0.0.3")),
+            Some(Refusal::TooManyConnections)
+        );
         assert_eq!(
             limits.admit(ip("10.0.0.3")).err(),
             Some(Refusal::TooManyConnections)

@@ -6,6 +6,7 @@ mod cluster;
 mod connections;
 mod crash;
 mod distribution;
+mod docker;
 mod edge;
 mod full_disk;
 mod lifecycle;

@@ -3,15 +3,11 @@
 //! never the password) and `podman login` / `pull` / `push`; each refused without login or
 //! without the right to push.
 
-use std::process::{Output, Stdio};
-
 use base64::Engine;
 use reqwest::StatusCode;
-use serde_json::Value;
-use tempfile::TempDir;
 
 use super::{ADMIN, ADMIN_PASSWORD, As, PASSWORD, Tenants, http, push};
-use crate::support::engines::{Podman, describe, run};
+use crate::support::engines::{Docker, Podman, describe, require_docker_engine};
 use crate::support::image::{DOCKER_MANIFEST, OCI_MANIFEST, TestImage};
 use crate::support::require_tool;
 
@@ -26,110 +22,6 @@ async fn manifest_status(t: &Tenants, repo: &str, tag: &str) -> StatusCode {
         .await
         .unwrap()
         .status()
-}
-
-/// Whether the Docker engine answers; like `require_tool`, a missing engine fails the test
-/// when `AERUGO_REQUIRE_TOOLS` is set and skips it otherwise.
-async fn require_docker_engine() -> bool {
-    if !require_tool("docker") {
-        return false;
-    }
-    let out = run(
-        "docker",
-        &["info", "--format", "{{.ServerVersion}}"],
-        &[],
-        b"",
-    )
-    .await;
-    if out.status.success() {
-        return true;
-    }
-    let why = describe(&["docker", "info"], &out);
-    if std::env::var_os("AERUGO_REQUIRE_TOOLS").is_some() {
-        panic!(
-            "the Docker engine is required (AERUGO_REQUIRE_TOOLS is set) but does not answer: {why}"
-        );
-    }
-    eprintln!("SKIPPED: the Docker engine does not answer: {why}");
-    false
-}
-
-/// The docker CLI with a configuration directory of its own (`DOCKER_CONFIG`), so logins
-/// never touch the machine's; images it made are removed when dropped.
-struct Docker {
-    config: TempDir,
-    images: std::sync::Mutex<Vec<String>>,
-}
-
-impl Docker {
-    fn new() -> Docker {
-        Docker {
-            config: tempfile::tempdir().unwrap(),
-            images: Default::default(),
-        }
-    }
-
-    async fn run_with(&self, args: &[&str], stdin: &[u8]) -> Output {
-        let envs = [("DOCKER_CONFIG", self.config.path())];
-        run("docker", args, &envs, stdin).await
-    }
-
-    /// Runs docker, which must succeed.
-    async fn ok(&self, args: &[&str]) -> Output {
-        let out = self.run_with(args, b"").await;
-        assert!(out.status.success(), "docker {}", describe(args, &out));
-        out
-    }
-
-    async fn login(&self, host: &str, user: &str, password: &str) -> Output {
-        let args = ["login", "--username", user, "--password-stdin", host];
-        self.run_with(&args, password.as_bytes()).await
-    }
-
-    /// What `docker login` stored for `host` in its config.json.
-    fn stored_auth(&self, host: &str) -> Value {
-        let config = std::fs::read(self.config.path().join("config.json")).expect("config.json");
-        let config: Value = serde_json::from_slice(&config).unwrap();
-        config["auths"][host].clone()
-    }
-
-    /// Imports the single tar layer of `image` as a local image named `reference`.
-    async fn import(&self, image: &TestImage, reference: &str) {
-        let tar = image.layers[0].bytes();
-        let out = self.run_with(&["import", "-", reference], &tar).await;
-        assert!(
-            out.status.success(),
-            "docker import: {}",
-            describe(&[], &out)
-        );
-        self.images.lock().unwrap().push(reference.to_owned());
-    }
-
-    async fn tag(&self, from: &str, to: &str) {
-        self.ok(&["tag", from, to]).await;
-        self.images.lock().unwrap().push(to.to_owned());
-    }
-
-    async fn image_id(&self, reference: &str) -> String {
-        let out = self
-            .ok(&["image", "inspect", "--format", "{{.Id}}", reference])
-            .await;
-        String::from_utf8_lossy(&out.stdout).trim().to_owned()
-    }
-}
-
-impl Drop for Docker {
-    fn drop(&mut self) {
-        let images = std::mem::take(&mut *self.images.lock().unwrap());
-        if !images.is_empty() {
-            let _ = std::process::Command::new("docker")
-                .args(["rmi", "--force"])
-                .args(&images)
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .status();
-        }
-    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

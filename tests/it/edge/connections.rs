@@ -199,6 +199,13 @@ async fn connections_over_the_per_client_cap_are_refused_while_admitted_ones_wor
     }
     // Another client is not affected.
     healthz(&mut connect_from("127.0.0.3", edge.addr).await).await;
+    let counted = edge
+        .metric(
+            "aerugo_connections_refused_total",
+            &[("reason", "max_connections_per_client")],
+        )
+        .await;
+    assert!(counted >= 1.0, "the refusal is counted: {counted}");
 
     // A closed connection frees its place.
     drop(open.pop());
