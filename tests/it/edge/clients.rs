@@ -3,12 +3,13 @@
 //! `hosts.toml` under `--hosts-dir`, talking to a private containerd started by the test.
 
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 
 use crate::skopeo::skopeo;
 use crate::support::distribution::DistributionRegistry;
 use crate::support::edge::{CoreProcess, EdgeProcess, metric_sum, upstream};
+use crate::support::engines::{as_root, command_as};
 use crate::support::image::{TestImage, layout};
 use crate::support::process::{read_log, terminate};
 use crate::support::require_tool;
@@ -114,34 +115,6 @@ async fn skopeo_pulls_through_the_edge_as_a_registries_conf_mirror() {
         ) >= image.blobs().len() as f64,
         "the second copy was served from the edge's cache; metrics:\n{metrics}"
     );
-}
-
-/// How this test runs containerd and ctr, which need root: directly when it is root, through
-/// `sudo -n` when that works (CI runners that are not root), `None` otherwise.
-fn as_root() -> Option<Vec<&'static str>> {
-    let uid = Command::new("id").arg("-u").output().ok()?;
-    if String::from_utf8_lossy(&uid.stdout).trim() == "0" {
-        return Some(Vec::new());
-    }
-    let sudo = Command::new("sudo")
-        .args(["-n", "true"])
-        .stdin(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .ok()?;
-    sudo.success().then(|| vec!["sudo", "-n"])
-}
-
-/// `program` run through `prefix` (nothing, or `sudo -n`).
-fn command_as(prefix: &[&str], program: &str) -> Command {
-    match prefix.split_first() {
-        None => Command::new(program),
-        Some((first, rest)) => {
-            let mut command = Command::new(first);
-            command.args(rest).arg(program);
-            command
-        }
-    }
 }
 
 /// A private containerd (run as root) with its configuration, root, state and sockets in a

@@ -38,6 +38,7 @@ mod check_config;
 mod clients;
 mod confirm;
 mod connections;
+mod dockerd;
 mod faults;
 mod gateway;
 mod mirror;

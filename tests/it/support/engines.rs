@@ -3,7 +3,7 @@
 //! docker CLI with a configuration of its own.
 
 use std::path::{Path, PathBuf};
-use std::process::{Output, Stdio};
+use std::process::{Command, Output, Stdio};
 use std::time::Duration;
 
 use serde_json::Value;
@@ -248,6 +248,35 @@ impl Drop for Docker {
                 .stdout(Stdio::null())
                 .stderr(Stdio::null())
                 .status();
+        }
+    }
+}
+
+/// How a test runs what needs root (containerd, changes to dockerd's configuration): directly
+/// when it is root, through `sudo -n` when that works (CI runners that are not root), `None`
+/// otherwise.
+pub fn as_root() -> Option<Vec<&'static str>> {
+    let uid = Command::new("id").arg("-u").output().ok()?;
+    if String::from_utf8_lossy(&uid.stdout).trim() == "0" {
+        return Some(Vec::new());
+    }
+    let sudo = Command::new("sudo")
+        .args(["-n", "true"])
+        .stdin(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .ok()?;
+    sudo.success().then(|| vec!["sudo", "-n"])
+}
+
+/// `program` run through `prefix` (nothing, or `sudo -n`).
+pub fn command_as(prefix: &[&str], program: &str) -> Command {
+    match prefix.split_first() {
+        None => Command::new(program),
+        Some((first, rest)) => {
+            let mut command = Command::new(first);
+            command.args(rest).arg(program);
+            command
         }
     }
 }
