@@ -3,14 +3,16 @@
 //! layers), pushed under several tags and again, pulled back by tag and by digest with the same
 //! image id; a robot's login; a public repository pulled without login and a refused push; a
 //! 256 MiB layer; a multi-platform index pushed by another client, from which docker picks its
-//! own platform. dockerd sends chunked bodies, its own `Accept` list and the OAuth2
+//! own platform; the same through an edge gateway over TLS, its CA trusted in
+//! `/etc/docker/certs.d`. dockerd sends chunked bodies, its own `Accept` list and the OAuth2
 //! refresh-token login: what skopeo and podman never exercise.
 
 use reqwest::StatusCode;
 use serde_json::Value;
 
 use crate::auth::{ADMIN, ADMIN_PASSWORD, As, PASSWORD, Tenants, http, push};
-use crate::support::engines::{Docker, describe, require_docker_engine};
+use crate::support::edge::EdgeProcess;
+use crate::support::engines::{Docker, as_root, command_as, describe, require_docker_engine};
 use crate::support::image::{
     DOCKER_MANIFEST, OCI_INDEX, OCI_MANIFEST, Platform, TestImage, TestIndex,
 };
@@ -310,4 +312,160 @@ async fn docker_picks_its_platform_from_an_index_another_client_pushed() {
             .await,
         index.digest
     );
+}
+
+/// A certificate authority made for one test and a server certificate it signed for `ip`.
+struct TestAuthority {
+    ca_pem: String,
+    cert_path: std::path::PathBuf,
+    key_path: std::path::PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl TestAuthority {
+    fn for_address(ip: std::net::IpAddr) -> TestAuthority {
+        use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair};
+        let ca_key = KeyPair::generate().unwrap();
+        let mut ca = CertificateParams::new(Vec::new()).unwrap();
+        ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        ca.distinguished_name
+            .push(rcgen::DnType::CommonName, "aerugo test CA");
+        let ca_cert = ca.self_signed(&ca_key).unwrap();
+        let server_key = KeyPair::generate().unwrap();
+        let server = CertificateParams::new(vec![ip.to_string()])
+            .unwrap()
+            .signed_by(&server_key, &Issuer::new(ca, &ca_key))
+            .unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let (cert_path, key_path) = (dir.path().join("server.pem"), dir.path().join("server.key"));
+        std::fs::write(&cert_path, server.pem()).unwrap();
+        std::fs::write(&key_path, server_key.serialize_pem()).unwrap();
+        TestAuthority {
+            ca_pem: ca_cert.pem(),
+            cert_path,
+            key_path,
+            _dir: dir,
+        }
+    }
+}
+
+/// `/etc/docker/certs.d/<host:port>/ca.crt`: dockerd trusts the CA for that registry only,
+/// until dropped.
+struct TrustedByDockerd {
+    root: Vec<&'static str>,
+    dir: String,
+}
+
+impl TrustedByDockerd {
+    fn install(root: Vec<&'static str>, host: &str, ca_pem: &str) -> TrustedByDockerd {
+        use std::io::Write;
+        let dir = format!("/etc/docker/certs.d/{host}");
+        let made = command_as(&root, "mkdir")
+            .args(["-p", &dir])
+            .status()
+            .unwrap();
+        assert!(made.success(), "mkdir {dir}");
+        let mut tee = command_as(&root, "tee")
+            .arg(format!("{dir}/ca.crt"))
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        tee.stdin
+            .take()
+            .unwrap()
+            .write_all(ca_pem.as_bytes())
+            .unwrap();
+        assert!(tee.wait().unwrap().success(), "writing {dir}/ca.crt");
+        TrustedByDockerd { root, dir }
+    }
+}
+
+impl Drop for TrustedByDockerd {
+    fn drop(&mut self) {
+        let _ = command_as(&self.root, "rm")
+            .args(["-rf", &self.dir])
+            .status();
+    }
+}
+
+/// This machine's first address that is not loopback: dockerd talks plain HTTP to loopback
+/// registries (it trusts 127.0.0.0/8), so only another address makes it verify TLS.
+fn outside_address() -> Option<std::net::IpAddr> {
+    let out = std::process::Command::new("hostname")
+        .arg("-I")
+        .output()
+        .ok()?;
+    String::from_utf8_lossy(&out.stdout)
+        .split_whitespace()
+        .filter_map(|a| a.parse::<std::net::IpAddr>().ok())
+        .find(|ip| ip.is_ipv4() && !ip.is_loopback())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn docker_pushes_and_pulls_through_a_tls_gateway_whose_ca_it_trusts_in_certs_d() {
+    if !require_docker_engine().await {
+        return;
+    }
+    let (Some(root), Some(ip)) = (as_root(), outside_address()) else {
+        assert!(
+            std::env::var_os("AERUGO_REQUIRE_TOOLS").is_none(),
+            "certs.d needs root (or passwordless sudo) and an address other than loopback"
+        );
+        eprintln!("SKIPPED: certs.d needs root (or passwordless sudo) and a non-loopback address");
+        return;
+    };
+    let t = Tenants::start().await;
+    let authority = TestAuthority::for_address(ip);
+    let edge = EdgeProcess::start(|e| {
+        e.gateway.cores = vec![t.server.host()];
+        e.gateway.service_username = Some(ADMIN.into());
+        e.gateway.service_password = Some(ADMIN_PASSWORD.into());
+        e.tls_cert_path = Some(authority.cert_path.clone());
+        e.tls_key_path = Some(authority.key_path.clone());
+        e.tls_listen_address = Some(format!("{ip}:0"));
+    })
+    .await;
+    let gateway = edge.tls_addr.expect("the TLS listener").to_string();
+    let docker = Docker::new();
+    let untrusted = docker.login(&gateway, "alice", PASSWORD).await;
+    assert!(
+        !untrusted.status.success()
+            && String::from_utf8_lossy(&untrusted.stderr).contains("certificate"),
+        "a login before the CA is trusted: {}",
+        describe(&[], &untrusted)
+    );
+    let _trusted = TrustedByDockerd::install(root, &gateway, &authority.ca_pem);
+    let out = docker.login(&gateway, "alice", PASSWORD).await;
+    assert!(
+        out.status.success(),
+        "docker login through the gateway: {}",
+        describe(&[], &out)
+    );
+
+    let local = unique("gateway");
+    docker
+        .import(
+            &TestImage::unpackable(&local, &[300 << 10]),
+            &format!("{local}:1"),
+        )
+        .await;
+    let remote = format!("{gateway}/acme/through-tls:1");
+    docker.tag(&format!("{local}:1"), &remote).await;
+    docker.ok(&["push", &remote]).await;
+    assert_eq!(
+        manifest(&t, "acme/through-tls", "1").await.0,
+        StatusCode::OK,
+        "pushed to the core"
+    );
+    let id = docker.image_id(&remote).await;
+    docker.ok(&["rmi", &remote, &format!("{local}:1")]).await;
+    docker.pull(&remote).await;
+    assert_eq!(docker.image_id(&remote).await, id);
+    let served = edge.metric("aerugo_edge_bytes_served_total", &[]).await;
+    assert!(
+        served >= (300 << 10) as f64,
+        "the layer came through the gateway: {served} bytes"
+    );
+    docker.ok(&["logout", &gateway]).await;
 }

@@ -10,6 +10,7 @@ use aerugo::config::MirrorUpstream;
 use aerugo::config::{Config, EdgeConfig};
 use tempfile::TempDir;
 
+use super::process::free_port_on;
 pub use super::process::{AERUGO, CoreProcess, free_addr, http_client};
 use super::process::{read_log, send_signal, spawn_logged, terminate, wait_until_ready};
 
@@ -129,12 +130,23 @@ impl EdgeProcess {
         process
     }
 
-    /// Launches the process on `self.addr` (and a fresh TLS port when TLS is configured).
+    /// Launches the process on `self.addr` (and a fresh TLS port when TLS is configured: on
+    /// loopback, or on the address the test gave as `IP:0`).
     async fn spawn(&mut self) {
         if let Launch::Config(config) = &mut self.launch {
             config.edge.listen_address = self.addr.to_string();
             if config.edge.tls_cert_path.is_some() {
-                let tls = free_addr();
+                let tls = match config.edge.tls_listen_address.as_deref() {
+                    Some(given) => {
+                        let given: SocketAddr = given.parse().expect("tls_listen_address");
+                        if given.port() == 0 {
+                            free_port_on(given.ip())
+                        } else {
+                            given
+                        }
+                    }
+                    None => free_addr(),
+                };
                 config.edge.tls_listen_address = Some(tls.to_string());
                 self.tls_addr = Some(tls);
             }

@@ -18,9 +18,14 @@ pub const AERUGO: &str = env!("CARGO_BIN_EXE_aerugo");
 /// A loopback address with a port that was free a moment ago (bound to port 0, then released),
 /// for servers that must be told their port on the command line.
 pub fn free_addr() -> SocketAddr {
-    TcpListener::bind("127.0.0.1:0")
+    free_port_on(std::net::Ipv4Addr::LOCALHOST.into())
+}
+
+/// An address on `ip` with a port that was free a moment ago.
+pub fn free_port_on(ip: std::net::IpAddr) -> SocketAddr {
+    TcpListener::bind((ip, 0))
         .and_then(|l| l.local_addr())
-        .expect("binding a loopback port")
+        .expect("binding a port")
 }
 
 /// An HTTP client for tests: no redirects followed, generous timeout.
