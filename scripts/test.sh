@@ -7,7 +7,8 @@
 # and starts PostgreSQL, Redis and the S3 server (scripts/services.sh) when they are not
 # running, then runs fmt, clippy, the whole test suite (nextest when available), the API tests
 # a second time on the production stack (PostgreSQL, S3, Redis) and the real-client tests a
-# third time with presigned S3 redirects, and builds the benches so they do not rot.
+# third time with presigned S3 redirects; before the tests it builds the benches (so they do
+# not rot) and the runtime image the image test runs (scripts/image.sh).
 #
 # Environment:
 #   CARGO_TARGET_DIR        defaults to ~/.cache/aerugo-target
@@ -109,6 +110,19 @@ tests_of() {
     fi
 }
 
+# The benches first (so they do not rot): their release build is also most of the release
+# binary's, which the runtime image is built around.
+step "cargo bench --no-run"
+cargo bench --no-run
+
+step "runtime image (scripts/image.sh): deploy/Dockerfile.runtime on a debootstrap base"
+if docker info >/dev/null 2>&1; then
+    ./scripts/image.sh
+    export AERUGO_TEST_IMAGE="${AERUGO_IMAGE_TAG:-aerugo:test}"
+else
+    warn "no Docker engine: the image is not built (its test fails while AERUGO_REQUIRE_TOOLS is set)"
+fi
+
 step "tests, embedded stack: run --workspace"
 run_tests --workspace
 
@@ -119,8 +133,5 @@ AERUGO_TEST_STACK=production run_tests "${selected[@]}"
 tests_of skopeo auth::clients auth::engines
 step "real clients, production stack, presigned redirects: AERUGO_TEST_S3_REDIRECT=1 run ${selected[*]}"
 AERUGO_TEST_STACK=production AERUGO_TEST_S3_REDIRECT=1 run_tests "${selected[@]}"
-
-step "cargo bench --no-run"
-cargo bench --no-run
 
 step "all checks passed"

@@ -59,6 +59,13 @@ pub enum Command {
         #[arg(long)]
         upgrade: bool,
     },
+    /// Exit 0 when the node at `--url` answers its health check: the container image's
+    /// HEALTHCHECK, which has no curl.
+    Healthcheck {
+        /// The node's health endpoint (a core's or an edge's `/healthz`).
+        #[arg(long, default_value = "http://127.0.0.1:5000/healthz")]
+        url: String,
+    },
     /// Operator commands.
     Admin {
         #[command(flatten)]
@@ -124,6 +131,8 @@ impl Cli {
                 }),
             ),
             Command::Admin { common, .. } => (common, None, None),
+            // Asks a running node; its own configuration plays no part.
+            Command::Healthcheck { .. } => return Ok(Config::default()),
         };
         let overrides = Overrides {
             listen,
@@ -160,6 +169,25 @@ pub fn is_edge_upgrade(cli: &Cli) -> bool {
     matches!(cli.command, Command::Edge { upgrade: true, .. })
 }
 
+/// How long a health check waits for the node.
+const HEALTHCHECK_TIMEOUT: Duration = Duration::from_secs(5);
+
+async fn healthcheck(url: &str) -> anyhow::Result<()> {
+    let response = reqwest::Client::builder()
+        .timeout(HEALTHCHECK_TIMEOUT)
+        .build()?
+        .get(url)
+        .send()
+        .await
+        .with_context(|| format!("GET {url}"))?;
+    anyhow::ensure!(
+        response.status().is_success(),
+        "GET {url}: {}",
+        response.status()
+    );
+    Ok(())
+}
+
 pub async fn run(cli: Cli, config: Config) -> anyhow::Result<()> {
     match cli.command {
         Command::Edge { .. } => {
@@ -172,6 +200,7 @@ pub async fn run(cli: Cli, config: Config) -> anyhow::Result<()> {
                 .with_context(|| format!("binding {addr}"))?;
             app::run_server(config, listener, shutdown_signal()).await
         }
+        Command::Healthcheck { url } => healthcheck(&url).await,
         Command::Admin {
             command: AdminCommand::Gc { grace_period },
             ..

@@ -9,6 +9,7 @@ mod distribution;
 mod docker;
 mod edge;
 mod full_disk;
+mod image;
 mod lifecycle;
 mod locations;
 mod manage;
