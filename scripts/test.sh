@@ -36,8 +36,9 @@ export CARGO_TERM_COLOR="${CARGO_TERM_COLOR:-always}"
 # --- Debian packages -------------------------------------------------------------------------
 # skopeo (+ podman, containerd): the real-client tests;
 # docker-registry: the CNCF distribution registry (benchmark anchor, edge upstream in tests);
-# jq: scripts; prometheus: promtool checks deploy/prometheus and the dashboard's queries.
-packages=(skopeo docker-registry jq prometheus)
+# jq: scripts; prometheus: promtool checks deploy/prometheus and the dashboard's queries;
+# docker-compose: the compose cluster test; debootstrap: the images' bases (scripts/image.sh).
+packages=(skopeo docker-registry jq prometheus docker-compose debootstrap)
 if [[ "${AERUGO_NO_PODMAN:-0}" != 1 ]]; then
     packages+=(podman)
 fi
@@ -63,7 +64,7 @@ step "local services (scripts/services.sh)"
 step "tools"
 cargo --version
 rustc --version
-for t in skopeo podman containerd docker docker-registry jq promtool psql redis-server s3s-fs; do
+for t in skopeo podman containerd docker docker-compose docker-registry jq promtool psql redis-server s3s-fs; do
     if command -v "$t" >/dev/null 2>&1; then
         case $t in
             docker-registry) echo "docker-registry: $(dpkg-query -W -f='${Version}' docker-registry 2>/dev/null || echo present)" ;;
@@ -110,17 +111,19 @@ tests_of() {
     fi
 }
 
-# The benches first (so they do not rot): their release build is also most of the release
-# binary's, which the runtime image is built around.
-step "cargo bench --no-run"
-cargo bench --no-run
+# One optimised build of the benches (so they do not rot) and of the binary the runtime image
+# holds: built together, they share one feature set (the benches' dev-dependencies unify
+# features), so the dependencies compile once rather than once for each.
+step "cargo build --profile bench --bins --benches"
+cargo build --profile bench --bins --benches
 
-step "runtime image (scripts/image.sh): deploy/Dockerfile.runtime on a debootstrap base"
+step "images (scripts/image.sh --services): the runtime image and the compose test's services"
 if docker info >/dev/null 2>&1; then
-    ./scripts/image.sh
+    AERUGO_IMAGE_BINARY="$CARGO_TARGET_DIR/release/aerugo" ./scripts/image.sh --services
     export AERUGO_TEST_IMAGE="${AERUGO_IMAGE_TAG:-aerugo:test}"
+    export AERUGO_TEST_SERVICES_IMAGE="${AERUGO_SERVICES_IMAGE_TAG:-aerugo-services:test}"
 else
-    warn "no Docker engine: the image is not built (its test fails while AERUGO_REQUIRE_TOOLS is set)"
+    warn "no Docker engine: no image is built (the image and compose tests fail while AERUGO_REQUIRE_TOOLS is set)"
 fi
 
 step "tests, embedded stack: run --workspace"

@@ -179,6 +179,9 @@ pub struct GatewayConfig {
     pub cores: Vec<String>,
     /// Seconds between TCP health checks of the cores.
     pub health_check_interval_seconds: u64,
+    /// Seconds a proxied request waits to connect to a core before it tries another: a core
+    /// cut off by the network answers nothing, and the system's own timeout is minutes.
+    pub connect_timeout_seconds: u64,
     /// Seconds between fetches of the cores' token keys (`GET /auth/jwks`); a token naming an
     /// unknown key fetches them sooner.
     pub jwks_refresh_seconds: u64,
@@ -198,6 +201,7 @@ impl Default for GatewayConfig {
         GatewayConfig {
             cores: Vec::new(),
             health_check_interval_seconds: 2,
+            connect_timeout_seconds: 2,
             jwks_refresh_seconds: 300,
             service: "aerugo".into(),
             issuer: "aerugo".into(),
@@ -215,6 +219,7 @@ impl std::fmt::Debug for GatewayConfig {
                 "health_check_interval_seconds",
                 &self.health_check_interval_seconds,
             )
+            .field("connect_timeout_seconds", &self.connect_timeout_seconds)
             .field("jwks_refresh_seconds", &self.jwks_refresh_seconds)
             .field("service", &self.service)
             .field("issuer", &self.issuer)
@@ -237,6 +242,9 @@ impl GatewayConfig {
         }
         if self.jwks_refresh_seconds == 0 {
             problems.push("edge.gateway.jwks_refresh_seconds must be at least 1".into());
+        }
+        if self.connect_timeout_seconds == 0 {
+            problems.push("edge.gateway.connect_timeout_seconds must be at least 1".into());
         }
         if self.service.is_empty() || self.service.contains('"') {
             problems.push("edge.gateway.service must be non-empty and hold no quote".into());

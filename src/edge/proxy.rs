@@ -15,7 +15,7 @@ use pingora::http::ResponseHeader;
 use pingora::lb::LoadBalancer;
 use pingora::lb::selection::RoundRobin;
 use pingora::prelude::*;
-use pingora::proxy::{ProxyHttp, Session};
+use pingora::proxy::{FailToProxy, ProxyHttp, Session};
 
 use super::confirm::ClientCredentials;
 use super::connection::{AwaitedHeaders, Endpoints};
@@ -34,6 +34,8 @@ pub enum Mode {
         cores: Arc<LoadBalancer<RoundRobin>>,
         mirror: Arc<Mirror>,
         keys: Arc<TokenKeys>,
+        /// How long a proxied request waits to connect to a core.
+        connect_timeout: Duration,
     },
 }
 
@@ -238,6 +240,7 @@ impl ProxyHttp for EdgeProxy {
                 cores,
                 mirror,
                 keys,
+                ..
             } => {
                 if Self::is_blob_read(&request) {
                     let core = cores.select(b"", 256).map(|core| core.addr.to_string());
@@ -275,17 +278,76 @@ impl ProxyHttp for EdgeProxy {
         Ok(())
     }
 
+    /// A core that cannot be connected to was sent nothing, so any request may go to the next
+    /// one (round robin moves on; pingora bounds the retries): a core that died answers
+    /// nothing until the health check notices.
+    fn fail_to_connect(
+        &self,
+        _session: &mut Session,
+        peer: &HttpPeer,
+        _ctx: &mut Self::CTX,
+        mut e: Box<Error>,
+    ) -> Box<Error> {
+        tracing::debug!(core = %peer._address, error = %e, "cannot connect to a core; trying another");
+        e.set_retry(true);
+        e
+    }
+
+    /// A proxied request that no core answered (none healthy, the chosen one unreachable or
+    /// failing before its answer began) gets the error a registry gives when it cannot serve,
+    /// `503 UNAVAILABLE` with an OCI body, rather than pingora's bare 500 or 502; a client's own
+    /// broken request stays a 400, and an answer already under way is cut off.
+    async fn fail_to_proxy(
+        &self,
+        session: &mut Session,
+        e: &Error,
+        _ctx: &mut Self::CTX,
+    ) -> FailToProxy {
+        let code = match (e.etype(), e.esource()) {
+            (ErrorType::HTTPStatus(code), _) => *code,
+            (
+                ErrorType::WriteError | ErrorType::ReadError | ErrorType::ConnectionClosed,
+                ErrorSource::Downstream,
+            ) => 0,
+            (_, ErrorSource::Downstream) => 400,
+            (ErrorType::ConnectNoRoute, _) | (_, ErrorSource::Upstream) => 503,
+            _ => 500,
+        };
+        if code > 0 && session.response_written().is_none() {
+            let written = if code == 503 {
+                tracing::warn!(error = %e, "no core answered a proxied request");
+                let response = EdgeResponse::error(ErrorCode::Unavailable, "no core answered");
+                write_response(session, response).await
+            } else {
+                session.respond_error(code).await
+            };
+            if let Err(e) = written {
+                tracing::debug!(error = %e, "cannot send the error response");
+            }
+        }
+        FailToProxy {
+            error_code: code,
+            can_reuse_downstream: false,
+        }
+    }
+
     async fn upstream_peer(
         &self,
         _session: &mut Session,
         _ctx: &mut Self::CTX,
     ) -> Result<Box<HttpPeer>> {
         match &self.mode {
-            Mode::Gateway { cores, .. } => {
+            Mode::Gateway {
+                cores,
+                connect_timeout,
+                ..
+            } => {
                 let core = cores
                     .select(b"", 256)
                     .ok_or_else(|| Error::explain(ErrorType::ConnectNoRoute, "no healthy core"))?;
-                Ok(Box::new(HttpPeer::new(core.addr, false, String::new())))
+                let mut peer = HttpPeer::new(core.addr, false, String::new());
+                peer.options.connection_timeout = Some(*connect_timeout);
+                Ok(Box::new(peer))
             }
             Mode::Mirror(_) => Err(Error::explain(
                 ErrorType::InternalError,

@@ -191,6 +191,7 @@ fn gateway(server: &mut Server, edge: &EdgeConfig, cache: Arc<DiskCache>) -> any
         cores,
         mirror,
         keys,
+        connect_timeout: Duration::from_secs(gateway.connect_timeout_seconds),
     })
 }
 

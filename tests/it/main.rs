@@ -3,6 +3,7 @@
 mod auth;
 mod check_backends;
 mod cluster;
+mod compose;
 mod connections;
 mod crash;
 mod distribution;

@@ -13,7 +13,7 @@ const PULLS: usize = 20;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn balances_over_two_cores_caches_blobs_and_survives_one_killed() {
-    let (mut a, b) = tokio::join!(CoreProcess::start(), CoreProcess::start());
+    let (mut a, mut b) = tokio::join!(CoreProcess::start(), CoreProcess::start());
     // Each core has its own data directory, so both get the same content directly.
     let image = TestImage::with_layers("behind the gateway", &[256 << 10, 64 << 10, 1000]);
     for core in [&a, &b] {
@@ -137,4 +137,13 @@ async fn balances_over_two_cores_caches_blobs_and_survives_one_killed() {
         .expect("GET from the surviving core");
     assert_eq!(direct.status(), 200);
     assert!(direct.bytes().await.expect("body") == pushed);
+
+    // With no core left, what the gateway proxies is refused as a registry that cannot serve
+    // refuses: before the health check noticed (the connection fails) and after (none healthy).
+    b.kill9();
+    for wait in [0, 3] {
+        tokio::time::sleep(Duration::from_secs(wait)).await;
+        let response = edge.http.get(edge.url(tag)).send().await.expect("GET");
+        expect_error(response, 503, "UNAVAILABLE").await;
+    }
 }
