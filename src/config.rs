@@ -1053,7 +1053,8 @@ fn secret_files(
         let Some(path) = std::env::var_os(format!("{variable}_FILE")) else {
             continue;
         };
-        if std::env::var_os(&variable).is_some() {
+        // An empty variable counts as unset: a compose override cannot remove one.
+        if std::env::var_os(&variable).is_some_and(|value| !value.is_empty()) {
             problems.push(format!("set {variable} or {variable}_FILE, not both"));
             continue;
         }
@@ -1474,6 +1475,8 @@ mod tests {
             }
             jail.set_env("S3_BUCKET", "registry");
             jail.set_env("AERUGO__AUTH__BOOTSTRAP_ADMIN", "admin");
+            // An empty variable is unset (a compose override cannot remove one).
+            jail.set_env("REDIS_URL", "");
             let config = Config::load(None, &Overrides::default()).unwrap();
             assert_eq!(config.database.url.as_deref(), Some(files[0].1));
             assert_eq!(config.cache.redis_url.as_deref(), Some(files[1].1));

@@ -278,3 +278,31 @@ async fn the_compose_cluster_serves_through_a_core_loss_and_an_edge_partition() 
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
 }
+
+/// Every compose file parses, alone or over the base, as the file headers tell to run them.
+#[tokio::test]
+async fn every_compose_file_is_valid_as_documented() {
+    if !crate::support::require_tool("docker-compose") {
+        return;
+    }
+    let runs: [&[&str]; 4] = [
+        &["-f", "docker-compose.single.yml"],
+        &["-f", "docker-compose.yml", "-f", "docker-compose.dev.yml"],
+        &["-f", "docker-compose.yml", "-f", "docker-compose.prod.yml"],
+        &["-f", "docker-compose.yml", "-f", "docker-compose.test.yml"],
+    ];
+    for files in runs {
+        let out = tokio::process::Command::new("docker-compose")
+            .args(files)
+            .args(["config", "--quiet"])
+            .current_dir(env!("CARGO_MANIFEST_DIR"))
+            .output()
+            .await
+            .expect("running docker-compose");
+        assert!(
+            out.status.success(),
+            "docker-compose {}",
+            describe(files, &out)
+        );
+    }
+}
