@@ -95,15 +95,21 @@ BASIC="Authorization: Basic $(printf '%s:%s' "$ADMIN" "$PASSWORD" | base64 -w0)"
 BEARER="Authorization: Bearer $TOKEN"
 ACCEPT="Accept: $MT"
 
-best() { # pid method url header...: the run with the most req/s of OHA_REPEAT
-    local pid=$1 method=$2 url=$3 header=${4:-} best_line="" line i
+# rounds ROW...: each ROW is "name|pid|method|url|header"; measures every row once per round,
+# OHA_REPEAT rounds, and keeps each row's run with the most req/s in ROW[name]. The rows of
+# a group alternate (open, bearer, basic, open, …) rather than each taking its runs in a row,
+# so that a drift of the machine during the group weighs on all of them alike.
+rounds() {
+    local i spec name pid method url header line
     for ((i = 0; i < OHA_REPEAT; i++)); do
-        line=$(oha_measure "$pid" "$CONNS" "$SECONDS_PER_RUN" "$method" "$url" "$header")
-        if [[ -z $best_line ]] || python3 -c "import sys; sys.exit(0 if float('${line%% *}') > float('${best_line%% *}') else 1)"; then
-            best_line=$line
-        fi
+        for spec in "$@"; do
+            IFS='|' read -r name pid method url header <<<"$spec"
+            line=$(oha_measure "$pid" "$CONNS" "$SECONDS_PER_RUN" "$method" "$url" "$header")
+            if [[ -z ${ROW[$name]:-} ]] || python3 -c "import sys; sys.exit(0 if float('${line%% *}') > float('${ROW[$name]%% *}') else 1)"; then
+                ROW[$name]=$line
+            fi
+        done
     done
-    echo "$best_line"
 }
 
 # oha_measure takes one header: an Accept for manifests is sent with the open registry;
@@ -111,13 +117,13 @@ best() { # pid method url header...: the run with the most req/s of OHA_REPEAT
 # by digest, so the answer is the same manifest).
 declare -A ROW=()
 step "manifest GET by digest"
-ROW[manifest_open]=$(best "${PID[open]}" GET "${URL[open]}/v2/bench/app/manifests/$MANIFEST_DIGEST" "$ACCEPT")
-ROW[manifest_bearer]=$(best "${PID[closed]}" GET "${URL[closed]}/v2/bench/app/manifests/$MANIFEST_DIGEST" "$BEARER")
-ROW[manifest_basic]=$(best "${PID[closed]}" GET "${URL[closed]}/v2/bench/app/manifests/$MANIFEST_DIGEST" "$BASIC")
+rounds "manifest_open|${PID[open]}|GET|${URL[open]}/v2/bench/app/manifests/$MANIFEST_DIGEST|$ACCEPT" \
+    "manifest_bearer|${PID[closed]}|GET|${URL[closed]}/v2/bench/app/manifests/$MANIFEST_DIGEST|$BEARER" \
+    "manifest_basic|${PID[closed]}|GET|${URL[closed]}/v2/bench/app/manifests/$MANIFEST_DIGEST|$BASIC"
 step "blob HEAD"
-ROW[head_open]=$(best "${PID[open]}" HEAD "${URL[open]}/v2/bench/app/blobs/$LAYER_DIGEST")
-ROW[head_bearer]=$(best "${PID[closed]}" HEAD "${URL[closed]}/v2/bench/app/blobs/$LAYER_DIGEST" "$BEARER")
-ROW[head_basic]=$(best "${PID[closed]}" HEAD "${URL[closed]}/v2/bench/app/blobs/$LAYER_DIGEST" "$BASIC")
+rounds "head_open|${PID[open]}|HEAD|${URL[open]}/v2/bench/app/blobs/$LAYER_DIGEST|" \
+    "head_bearer|${PID[closed]}|HEAD|${URL[closed]}/v2/bench/app/blobs/$LAYER_DIGEST|$BEARER" \
+    "head_basic|${PID[closed]}|HEAD|${URL[closed]}/v2/bench/app/blobs/$LAYER_DIGEST|$BASIC"
 step "edge gateways in front of both, the blob cached"
 start_gateway() { # name core
     local name=$1 core=$2 port
@@ -147,12 +153,12 @@ for name in edge_open edge_closed; do
     code=$(curl -s -o /dev/null -w '%{http_code}' "${header[@]}" "${URL[$name]}/v2/bench/app/blobs/$LAYER_DIGEST")
     [[ $code == 200 ]] || die "blob GET through $name: HTTP $code"
 done
-ROW[edgeget_open]=$(best "${PID[edge_open]}" GET "${URL[edge_open]}/v2/bench/app/blobs/$LAYER_DIGEST")
-ROW[edgeget_bearer]=$(best "${PID[edge_closed]}" GET "${URL[edge_closed]}/v2/bench/app/blobs/$LAYER_DIGEST" "$BEARER")
+rounds "edgeget_open|${PID[edge_open]}|GET|${URL[edge_open]}/v2/bench/app/blobs/$LAYER_DIGEST|" \
+    "edgeget_bearer|${PID[edge_closed]}|GET|${URL[edge_closed]}/v2/bench/app/blobs/$LAYER_DIGEST|$BEARER"
 
 step "token issuance"
-ROW[token_basic]=$(best "${PID[closed]}" GET "${URL[closed]}/auth/token?service=aerugo&scope=repository:bench/app:pull" "$BASIC")
-ROW[token_anonymous]=$(best "${PID[closed]}" GET "${URL[closed]}/auth/token?service=aerugo&scope=repository:bench/app:pull")
+rounds "token_basic|${PID[closed]}|GET|${URL[closed]}/auth/token?service=aerugo&scope=repository:bench/app:pull|$BASIC" \
+    "token_anonymous|${PID[closed]}|GET|${URL[closed]}/auth/token?service=aerugo&scope=repository:bench/app:pull|"
 
 report() {
     echo "## Authorization cost ($(date -u '+%Y-%m-%d %H:%M UTC'), $(nproc) cores, load $(uptime | sed 's/.*load average: //'))"
