@@ -37,8 +37,9 @@ export CARGO_TERM_COLOR="${CARGO_TERM_COLOR:-always}"
 # skopeo (+ podman, containerd): the real-client tests;
 # docker-registry: the CNCF distribution registry (benchmark anchor, edge upstream in tests);
 # jq: scripts; prometheus: promtool checks deploy/prometheus and the dashboard's queries;
-# docker-compose: the compose cluster test; debootstrap: the images' bases (scripts/image.sh).
-packages=(skopeo docker-registry jq prometheus docker-compose debootstrap)
+# docker-compose: the compose cluster test; debootstrap: the images' bases (scripts/image.sh);
+# valgrind: instruction counts (scripts/bench-callgrind.sh).
+packages=(skopeo docker-registry jq prometheus docker-compose debootstrap valgrind)
 if [[ "${AERUGO_NO_PODMAN:-0}" != 1 ]]; then
     packages+=(podman)
 fi
@@ -125,6 +126,13 @@ if docker info >/dev/null 2>&1; then
 else
     warn "no Docker engine: no image is built (the image and compose tests fail while AERUGO_REQUIRE_TOOLS is set)"
 fi
+
+step "cargo audit, cargo deny"
+echo "skipped here: they need the network (RustSec's database, crates' metadata); they run as"
+echo "the audit and deny jobs of .github/workflows/ci.yml"
+
+step "instruction counts of the hot paths against benches/baseline/callgrind.json"
+CALLGRIND_SAME_CPU_ONLY=1 ./scripts/bench-callgrind.sh
 
 step "tests, embedded stack: run --workspace"
 run_tests --workspace
