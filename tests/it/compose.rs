@@ -64,15 +64,16 @@ impl Cluster {
         cluster
     }
 
+    /// The project and its files, which every `docker-compose` call names.
+    fn project_args(&self) -> Vec<&str> {
+        let files = ["-f", "docker-compose.yml", "-f", "docker-compose.test.yml"];
+        let mut args = vec!["-p", self.project.as_str()];
+        args.extend(files);
+        args
+    }
+
     async fn compose(&self, args: &[&str]) -> Output {
-        let mut full = vec![
-            "-p",
-            &self.project,
-            "-f",
-            "docker-compose.yml",
-            "-f",
-            "docker-compose.test.yml",
-        ];
+        let mut full = self.project_args();
         full.extend_from_slice(args);
         let mut command = tokio::process::Command::new("docker-compose");
         command
@@ -143,14 +144,7 @@ impl Cluster {
 impl Drop for Cluster {
     fn drop(&mut self) {
         let _ = std::process::Command::new("docker-compose")
-            .args([
-                "-p",
-                &self.project,
-                "-f",
-                "docker-compose.yml",
-                "-f",
-                "docker-compose.test.yml",
-            ])
+            .args(self.project_args())
             .args(["down", "--volumes", "--remove-orphans", "--timeout", "5"])
             .current_dir(env!("CARGO_MANIFEST_DIR"))
             .envs(self.env.iter().map(|(k, v)| (k, v)))

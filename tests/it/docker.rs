@@ -12,7 +12,9 @@ use serde_json::Value;
 
 use crate::auth::{ADMIN, ADMIN_PASSWORD, As, PASSWORD, Tenants, http, push};
 use crate::support::edge::EdgeProcess;
-use crate::support::engines::{Docker, as_root, command_as, describe, require_docker_engine};
+use crate::support::engines::{
+    Docker, as_root, command_as, describe, require_docker_engine, write_as_root,
+};
 use crate::support::image::{
     DOCKER_MANIFEST, OCI_INDEX, OCI_MANIFEST, Platform, TestImage, TestIndex,
 };
@@ -358,25 +360,13 @@ struct TrustedByDockerd {
 
 impl TrustedByDockerd {
     fn install(root: Vec<&'static str>, host: &str, ca_pem: &str) -> TrustedByDockerd {
-        use std::io::Write;
         let dir = format!("/etc/docker/certs.d/{host}");
         let made = command_as(&root, "mkdir")
             .args(["-p", &dir])
             .status()
             .unwrap();
         assert!(made.success(), "mkdir {dir}");
-        let mut tee = command_as(&root, "tee")
-            .arg(format!("{dir}/ca.crt"))
-            .stdin(std::process::Stdio::piped())
-            .stdout(std::process::Stdio::null())
-            .spawn()
-            .unwrap();
-        tee.stdin
-            .take()
-            .unwrap()
-            .write_all(ca_pem.as_bytes())
-            .unwrap();
-        assert!(tee.wait().unwrap().success(), "writing {dir}/ca.crt");
+        write_as_root(&root, &format!("{dir}/ca.crt"), ca_pem.as_bytes());
         TrustedByDockerd { root, dir }
     }
 }

@@ -9,14 +9,15 @@
 //! midway leaves a backup that the next run restores first.
 
 use std::path::Path;
-use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
 use crate::support::distribution::DistributionRegistry;
 use crate::support::edge::{EdgeProcess, upstream};
-use crate::support::engines::{Docker, as_root, command_as, describe, require_docker_engine};
+use crate::support::engines::{
+    Docker, as_root, command_as, describe, require_docker_engine, write_as_root,
+};
 use crate::support::image::TestImage;
 use crate::support::require_tool;
 use crate::support::seed::Seeder;
@@ -73,15 +74,7 @@ impl DaemonMirrors {
     }
 
     fn write(&self, path: &str, bytes: &[u8]) {
-        use std::io::Write;
-        let mut tee = command_as(&self.root, "tee")
-            .arg(path)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::null())
-            .spawn()
-            .expect("tee");
-        tee.stdin.take().unwrap().write_all(bytes).unwrap();
-        assert!(tee.wait().unwrap().success(), "writing {path}");
+        write_as_root(&self.root, path, bytes);
     }
 
     /// Until `docker info` reports exactly these mirrors.

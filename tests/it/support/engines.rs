@@ -280,3 +280,17 @@ pub fn command_as(prefix: &[&str], program: &str) -> Command {
         }
     }
 }
+
+/// Writes `bytes` to `path` as root (through `prefix`: nothing, or `sudo -n`), for files of the
+/// machine's configuration that tests change (dockerd's `daemon.json`, its `certs.d`).
+pub fn write_as_root(prefix: &[&str], path: &str, bytes: &[u8]) {
+    use std::io::Write;
+    let mut tee = command_as(prefix, "tee")
+        .arg(path)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .spawn()
+        .expect("tee");
+    tee.stdin.take().unwrap().write_all(bytes).unwrap();
+    assert!(tee.wait().unwrap().success(), "writing {path}");
+}
