@@ -7,7 +7,7 @@
 #   oci  ←  accounts, cache  ←  auth  ←  api
 #   oci  ←  upstream  ←  edge  ←  cli      (edge → auth: keys and tokens, to verify them)
 #
-# telemetry, locks, limits and fileio are leaves anyone may use. config holds the settings types and
+# telemetry, locks, limits, fileio and digesting are leaves anyone may use. config holds the settings types and
 # their validation; it may name a lower component's own settings type (upstream's
 # `UpstreamConfig`), and is read by the wiring (app, cli) and the edge's node builder.
 set -euo pipefail
@@ -30,10 +30,12 @@ forbid() {
     fi
 }
 
-all_components=(accounts auth storage metadata cache coordination registry api upstream edge app cli config telemetry locks limits fileio)
+all_components=(accounts auth storage metadata cache coordination registry api upstream edge app cli config telemetry locks limits fileio digesting)
 forbid oci -- "${all_components[@]}"
 # The positioned file I/O that storage and the edge share uses nothing of the crate.
 forbid fileio.rs -- accounts storage metadata cache coordination registry api upstream edge app cli config telemetry locks limits
+# Hashing beside a byte stream knows only oci's hasher.
+forbid digesting.rs -- accounts auth storage metadata cache coordination registry api upstream edge app cli config telemetry locks limits fileio
 # The account seam knows only the protocol vocabulary (token scopes, repository names).
 forbid accounts -- auth storage metadata cache coordination registry api upstream edge app cli config telemetry locks limits fileio
 forbid storage -- accounts auth metadata cache coordination registry api upstream edge app cli config

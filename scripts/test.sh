@@ -145,4 +145,12 @@ tests_of skopeo auth::clients auth::engines
 step "real clients, production stack, presigned redirects: AERUGO_TEST_S3_REDIRECT=1 run ${selected[*]}"
 AERUGO_TEST_STACK=production AERUGO_TEST_S3_REDIRECT=1 run_tests "${selected[@]}"
 
+# The API suites once more against the runtime image: every TestServer runs `aerugo serve`
+# in a container of it (tests/it/support/container.rs), on the host's network.
+if [[ -n ${AERUGO_TEST_IMAGE:-} ]]; then
+    tests_of distribution skopeo auth manage docker
+    step "API and real-client tests, servers from the image: AERUGO_TEST_SERVER_IMAGE=$AERUGO_TEST_IMAGE run ${selected[*]}"
+    AERUGO_TEST_SERVER_IMAGE="$AERUGO_TEST_IMAGE" run_tests "${selected[@]}"
+fi
+
 step "all checks passed"

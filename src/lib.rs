@@ -15,6 +15,8 @@
 //!   retries, digest-verified manifests and blob streams).
 //! - [`fileio`]: positioned file I/O for blob bodies (pooled reads, double-buffered writes,
 //!   durable rename), shared by `storage::fs` and the edge's disk cache. A leaf.
+//! - [`digesting`]: hashing beside a byte stream on another core (pushes, upstream blobs).
+//!   A leaf.
 //!
 //! Dependency rule: `oci` ← `accounts` ← `metadata`; `oci` ← `storage`/`metadata`/`cache`/
 //! `coordination` ← `registry` ← `api`.
@@ -31,6 +33,7 @@ pub mod cache;
 pub mod cli;
 pub mod config;
 pub mod coordination;
+pub mod digesting;
 pub mod edge;
 pub mod fileio;
 pub mod limits;

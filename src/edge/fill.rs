@@ -1,18 +1,23 @@
 //! Request coalescing for blob misses: however many clients ask for the same uncached blob,
 //! one fetch goes to the origin, and every client is streamed the bytes as they arrive.
 //!
-//! The fetch runs in its own task (a client hanging up does not cancel it for the others),
-//! writing to a temp file in the cache while hashing (the upstream's verifying stream).
-//! Readers follow the file through a shared descriptor with positioned reads, so they can
-//! start at any offset (`Range`) and keep reading after the file is renamed into the cache.
-//! Both sides are `fileio`'s, the filesystem store's too: double-buffered block writes with
-//! write-back, reads into reused buffers.
+//! The fetch runs in its own task (a client hanging up does not cancel it for the others).
+//! The origin's bytes go three ways at once, none waiting for another:
+//!
+//! - to the readers, as the origin's own `Bytes` ([`Arrivals`]): a client keeping up with the
+//!   origin gets each chunk the moment it arrived, without a copy or a file read;
+//! - to the hash, on another core (the upstream's verifying stream, `digesting`), which gates
+//!   only the withheld last byte;
+//! - to a temp file in the cache (`fileio`'s double-buffered block writer, each block's
+//!   write-back started at once), committed once verified. Readers that fall behind, or start
+//!   at an offset the memory no longer holds (`Range`), read the file through a shared
+//!   descriptor with positioned reads, and may keep reading after it is renamed into the cache.
 //!
 //! Guarantee: no reader is ever handed the final byte of its response before the whole blob
 //! was verified. On a digest mismatch or a broken origin every reader gets an error instead,
 //! which aborts the client connection — never a silently truncated or corrupted body.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::fs::File;
 use std::io;
 use std::ops::Range;
@@ -36,14 +41,18 @@ const WRITE_STEP: usize = 256 * 1024;
 /// Bytes a response reads (and holds) at a time: a few reused buffers per download, so 256
 /// concurrent downloads stay within a few tens of MiB.
 const READ_STEP: u64 = 128 * 1024;
+/// Bytes already in the temp file that a fill keeps in memory too, for readers slightly behind
+/// the origin; the ones not yet in the file are always kept (at most two blocks and a chunk,
+/// since the fill waits for its writer).
+const RETAINED_BYTES: usize = 1024 * 1024;
 
 /// Progress of one fill, broadcast to its readers.
 #[derive(Debug, Clone, Default)]
 pub struct Progress {
     /// Blob size, once the origin answered.
     pub total: Option<u64>,
-    /// Bytes durable in the temp file.
-    pub written: u64,
+    /// Bytes arrived from the origin, readable from memory or from the temp file.
+    pub received: u64,
     /// `Some` when the fill ended: `Ok` = every byte verified (the cache commit follows).
     pub outcome: Option<Result<(), Arc<FillError>>>,
 }
@@ -61,7 +70,69 @@ pub enum FillError {
 /// One fetch in flight.
 pub struct Fill {
     reader: ChunkReader,
+    arrivals: Arc<Mutex<Arrivals>>,
     progress: watch::Receiver<Progress>,
+}
+
+/// The bytes of a fill held in memory: every arrived byte not yet in the temp file, and the
+/// latest [`RETAINED_BYTES`] of those that are. Invariant: every byte below `received` is in
+/// `chunks` or below `written` (a chunk leaves only once the file holds it).
+#[derive(Default)]
+struct Arrivals {
+    /// `(offset, bytes)`, contiguous and in order.
+    chunks: VecDeque<(u64, Bytes)>,
+    held: usize,
+    /// Where the temp file's bytes end.
+    written: u64,
+}
+
+/// Where a reader finds the bytes at its position.
+enum Located {
+    Memory(Bytes),
+    /// In the temp file only: this many of them.
+    File(u64),
+}
+
+impl Arrivals {
+    /// `chunk` arrived at `offset` (right after the previous one).
+    fn push(&mut self, offset: u64, chunk: Bytes) {
+        self.held += chunk.len();
+        self.chunks.push_back((offset, chunk));
+    }
+
+    /// The temp file holds the bytes up to `written`: the oldest of them may leave memory.
+    fn wrote(&mut self, written: u64) {
+        self.written = written;
+        while self.held > RETAINED_BYTES
+            && let Some((offset, chunk)) = self.chunks.front()
+            && offset + chunk.len() as u64 <= written
+        {
+            self.held -= chunk.len();
+            self.chunks.pop_front();
+        }
+    }
+
+    /// The bytes from `pos` on, short of `end` (which they must not pass): the origin's own
+    /// while memory holds them, else how many the file has.
+    fn locate(&self, pos: u64, end: u64) -> io::Result<Located> {
+        let index = self
+            .chunks
+            .partition_point(|(offset, chunk)| offset + chunk.len() as u64 <= pos);
+        if let Some((offset, chunk)) = self.chunks.get(index)
+            && *offset <= pos
+        {
+            let from = (pos - offset) as usize;
+            let to = (end - offset).min(chunk.len() as u64) as usize;
+            return Ok(Located::Memory(chunk.slice(from..to)));
+        }
+        match end.min(self.written).checked_sub(pos) {
+            Some(len) if len > 0 => Ok(Located::File(len.min(READ_STEP))),
+            // The invariant rules it out; a stream that would stall instead fails.
+            _ => Err(io::Error::other(
+                "fill: bytes neither in memory nor in the file",
+            )),
+        }
+    }
 }
 
 impl Fill {
@@ -87,46 +158,73 @@ impl Fill {
         matches!(self.progress.borrow().outcome, Some(Ok(())))
     }
 
-    /// Streams `range` of the blob as the fill writes it. The response's last byte is held back
-    /// until the blob is verified; a failed fill ends the stream with an error.
+    /// Streams `range` of the blob as it arrives. The response's last byte is held back until
+    /// the blob is verified; a failed fill ends the stream with an error.
     pub fn read(
         &self,
         range: Range<u64>,
     ) -> impl Stream<Item = io::Result<Bytes>> + Send + 'static {
-        let state = (self.reader.clone(), self.progress.clone(), range.start);
-        futures_util::stream::unfold(state, move |(reader, mut rx, pos)| {
+        let state = (
+            self.reader.clone(),
+            Arc::clone(&self.arrivals),
+            self.progress.clone(),
+            range.start,
+        );
+        futures_util::stream::unfold(state, move |(reader, arrivals, mut rx, pos)| {
             let end = range.end;
             async move {
                 if pos >= end {
                     return None;
                 }
-                let readable = loop {
-                    let p = rx.borrow_and_update().clone();
-                    match &p.outcome {
-                        Some(Err(e)) => {
-                            return Some((Err(io::Error::other(e.to_string())), (reader, rx, end)));
-                        }
-                        Some(Ok(())) => break end,
-                        // Keep one byte back until verification says the blob is right.
-                        None if p.written.min(end.saturating_sub(1)) > pos => {
-                            break p.written.min(end - 1);
-                        }
-                        None => {}
-                    }
-                    if rx.changed().await.is_err() {
-                        let e = io::Error::other("fill task vanished");
-                        return Some((Err(e), (reader, rx, end)));
-                    }
+                let read = match readable_end(&mut rx, pos, end).await {
+                    Ok(readable) => locked(&arrivals).locate(pos, readable),
+                    Err(e) => Err(e),
                 };
-                // Bounded by READ_STEP, so the cast cannot truncate.
-                let len = (readable - pos).min(READ_STEP);
-                match reader.read_at(pos, len as usize).await {
-                    Ok(bytes) => Some((Ok(bytes), (reader, rx, pos + len))),
-                    Err(e) => Some((Err(e), (reader, rx, end))),
+                let read = match read {
+                    Ok(Located::Memory(bytes)) => Ok(bytes),
+                    // Bounded by READ_STEP, so the cast cannot truncate.
+                    Ok(Located::File(len)) => reader.read_at(pos, len as usize).await,
+                    Err(e) => Err(e),
+                };
+                match read {
+                    Ok(bytes) => {
+                        let next = pos + bytes.len() as u64;
+                        Some((Ok(bytes), (reader, arrivals, rx, next)))
+                    }
+                    Err(e) => Some((Err(e), (reader, arrivals, rx, end))),
                 }
             }
         })
     }
+}
+
+/// Waits until bytes past `pos` may be handed out, and says where they end: at `end` once the
+/// blob is verified, else one byte short of it (the withheld last byte) or where the arrived
+/// bytes end. A failed fill is an error.
+async fn readable_end(rx: &mut watch::Receiver<Progress>, pos: u64, end: u64) -> io::Result<u64> {
+    loop {
+        let readable = {
+            let p = rx.borrow_and_update();
+            match &p.outcome {
+                Some(Err(e)) => return Err(io::Error::other(e.to_string())),
+                Some(Ok(())) => end,
+                None => p.received.min(end.saturating_sub(1)),
+            }
+        };
+        if readable > pos {
+            return Ok(readable);
+        }
+        if rx.changed().await.is_err() {
+            return Err(io::Error::other("fill task vanished"));
+        }
+    }
+}
+
+fn locked(arrivals: &Mutex<Arrivals>) -> std::sync::MutexGuard<'_, Arrivals> {
+    // Each change to the chunks is one push or pop: a panicking holder leaves them consistent.
+    arrivals
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 /// Streams `range` of a complete file (a cached blob). An eviction meanwhile does not matter:
@@ -174,8 +272,10 @@ impl Fills {
         let (temp, file) = cache.temp_file()?;
         let file = Arc::new(file);
         let (tx, rx) = watch::channel(Progress::default());
+        let arrivals = Arc::new(Mutex::new(Arrivals::default()));
         let fill = Arc::new(Fill {
             reader: ChunkReader::new(Arc::clone(&file)),
+            arrivals: Arc::clone(&arrivals),
             progress: rx,
         });
         inflight.insert(digest.clone(), Arc::clone(&fill));
@@ -186,6 +286,7 @@ impl Fills {
             digest: digest.clone(),
             temp,
             file,
+            arrivals,
             tx,
         };
         tokio::spawn(job.run(fetch));
@@ -206,6 +307,7 @@ struct Job {
     digest: Digest,
     temp: PathBuf,
     file: Arc<File>,
+    arrivals: Arc<Mutex<Arrivals>>,
     tx: watch::Sender<Progress>,
 }
 
@@ -259,14 +361,19 @@ impl Job {
         })?;
         self.tx.send_modify(|p| p.total = Some(total));
         let mut stream = blob.stream;
-        let progress = self.tx.clone();
+        let arrivals = Arc::clone(&self.arrivals);
         let mut writer = BlockWriter::new(Arc::clone(&self.file), 0, WRITE_STEP)
-            .on_written(move |written| progress.send_modify(|p| p.written = written));
+            .on_written(move |written| locked(&arrivals).wrote(written));
+        let mut received = 0;
         while let Some(chunk) = stream.next().await {
             let chunk = chunk.map_err(|e| match UpstreamError::from_io(&e) {
                 Some(upstream) => FillError::Upstream(upstream.clone()),
                 None => FillError::Io(e),
             })?;
+            // The readers first: the chunk is theirs before the writer has it.
+            locked(&self.arrivals).push(received, chunk.clone());
+            received += chunk.len() as u64;
+            self.tx.send_modify(|p| p.received = received);
             writer.write(chunk).await?;
         }
         let written = writer.flush().await?;

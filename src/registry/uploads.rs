@@ -11,6 +11,7 @@ use futures_util::StreamExt;
 
 use super::{BodyStream, Registry, RegistryError, Result};
 use crate::coordination::LockGuard;
+use crate::digesting::BackgroundHasher;
 use crate::metadata::UploadSession;
 use crate::oci::{Algorithm, ChunkRange, Digest, Hasher, RepoName, UploadId};
 use crate::storage::BlobStoreError;
@@ -59,6 +60,15 @@ pub struct BodyInfo {
     pub content_length: Option<u64>,
 }
 
+/// Where an upload's progress is kept.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Tracking {
+    /// In a metadata session row, which a client resumes over several requests (and nodes).
+    Recorded,
+    /// In the request that carries the whole blob, which nobody resumes.
+    InRequest,
+}
+
 impl Registry {
     /// Opens a session. Hashing uses `algorithm` from the start (`?digest-algorithm=`).
     pub async fn start_upload(
@@ -91,7 +101,10 @@ impl Registry {
     ) -> Result<UploadSession> {
         let _busy = self.lock_upload(id).await?;
         let session = self.upload_status(repo, id).await?;
-        match self.receive(session.clone(), info, body, None).await {
+        match self
+            .receive(session.clone(), info, body, None, Tracking::Recorded)
+            .await
+        {
             Err(e) if bytes_are_gone(&e) => Err(self.forget_lost_upload(&session).await),
             other => other,
         }
@@ -110,8 +123,11 @@ impl Registry {
         let _busy = self.lock_upload(id).await?;
         let session = self.upload_status(repo, id).await?;
         // The exact charge comes with the commit; the body is held to the whole quota.
-        let received = match self.receive(session.clone(), info, body, None).await {
-            Ok(received) => self.commit(received, digest).await,
+        let received = match self
+            .receive(session.clone(), info, body, None, Tracking::Recorded)
+            .await
+        {
+            Ok(received) => self.commit(received, digest, Tracking::Recorded).await,
             Err(e) => Err(e),
         };
         match received {
@@ -120,7 +136,11 @@ impl Registry {
         }
     }
 
-    /// Pushes a whole blob in one request (`POST ?digest=`).
+    /// Pushes a whole blob in one request (`POST ?digest=`). Nothing about it is resumable, so
+    /// its progress lives in this request only: no session row is written, advanced or
+    /// deleted, and the blob's link is the one metadata write. The upload area is as durable
+    /// as a session's, and GC leaves it alone while this request holds its lock (taken before
+    /// the area exists); one a crash left behind is an orphan GC removes after the grace period.
     pub async fn push_blob(
         &self,
         repo: &RepoName,
@@ -128,13 +148,30 @@ impl Registry {
         info: BodyInfo,
         body: BodyStream,
     ) -> Result<u64> {
-        let session = self.start_upload(repo, digest.algorithm()).await?;
-        let _busy = self.lock_upload(&session.id).await?;
-        match self
-            .receive(session.clone(), info, body, Some(digest))
-            .await
-        {
-            Ok(session) => self.commit(session, digest).await,
+        let id = UploadId::generate();
+        let _busy = self.lock_upload(&id).await?;
+        self.blobs.create_upload(&id).await?;
+        metrics().uploads_started.inc();
+        let now = crate::metadata::system_now();
+        let session = UploadSession {
+            id,
+            repo: repo.clone(),
+            offset: 0,
+            hash_state: Hasher::new(digest.algorithm()).save_state(),
+            created_at: now,
+            updated_at: now,
+        };
+        let received = self
+            .receive(
+                session.clone(),
+                info,
+                body,
+                Some(digest),
+                Tracking::InRequest,
+            )
+            .await;
+        match received {
+            Ok(session) => self.commit(session, digest, Tracking::InRequest).await,
             Err(e) => {
                 self.discard(&session.id).await;
                 Err(e)
@@ -172,14 +209,16 @@ impl Registry {
 
     /// Streams a body into the session: checks the range and the quota's cap (see
     /// [`Registry::upload_cap`]; `target` is the blob's digest when already known), hashes and
-    /// writes every chunk, makes the bytes durable, then advances the session. On any failure
-    /// the session keeps its old offset, so the partial bytes are ignored.
+    /// writes every chunk, makes the bytes durable, then advances the session (its row too,
+    /// when `Recorded`). On any failure the session keeps its old offset, so the partial bytes
+    /// are ignored.
     async fn receive(
         &self,
         mut session: UploadSession,
         info: BodyInfo,
         mut body: BodyStream,
         target: Option<&Digest>,
+        tracking: Tracking,
     ) -> Result<UploadSession> {
         let expected_len = expected_length(&session, info)?;
         // A request declaring no body (the usual finishing `PUT`) adds nothing to hold back.
@@ -192,7 +231,8 @@ impl Registry {
             let size = session.offset + expected_len.unwrap_or_default();
             return Err(self.refuse_upload(&session.repo, cap, size).await);
         }
-        let mut hasher = saved_hasher(&session)?;
+        // The hash runs beside the socket reads and the file writes, not in front of them.
+        let mut hasher = BackgroundHasher::new(saved_hasher(&session)?);
         let mut writer = self
             .blobs
             .append_upload(&session.id, session.offset)
@@ -209,7 +249,7 @@ impl Registry {
                 let size = session.offset + received;
                 return Err(self.refuse_upload(&session.repo, cap, size).await);
             }
-            hasher.update(&chunk);
+            hasher.update(chunk.clone()).await;
             writer.write(chunk).await?;
         }
         if expected_len.is_some_and(|len| received != len) {
@@ -218,14 +258,18 @@ impl Registry {
         if received == 0 {
             return Ok(session);
         }
-        writer.finish().await?;
+        // The last hash batch and the fsync overlap too.
+        let (hasher, written) = tokio::join!(hasher.finish(), writer.finish());
+        written?;
+        let hasher = hasher.map_err(|e| BlobStoreError::from(std::io::Error::other(e)))?;
         metrics().bytes_received.inc_by(received);
         let new_offset = session.offset + received;
         let state = hasher.save_state();
-        if !self
-            .meta
-            .advance_upload(&session.id, session.offset, new_offset, &state)
-            .await?
+        if tracking == Tracking::Recorded
+            && !self
+                .meta
+                .advance_upload(&session.id, session.offset, new_offset, &state)
+                .await?
         {
             return Err(RegistryError::UploadUnknown);
         }
@@ -234,7 +278,12 @@ impl Registry {
         Ok(session)
     }
 
-    async fn commit(&self, session: UploadSession, digest: &Digest) -> Result<u64> {
+    async fn commit(
+        &self,
+        session: UploadSession,
+        digest: &Digest,
+        tracking: Tracking,
+    ) -> Result<u64> {
         let actual = self.digest_of_upload(&session, digest.algorithm()).await?;
         if actual != *digest {
             self.discard(&session.id).await;
@@ -253,12 +302,19 @@ impl Registry {
             self.blobs.commit_upload(&session.id, size, digest).await?;
             self.meta.link_blob(&session.repo, digest, size).await?;
         }
-        self.close_upload(&session, digest).await?;
+        self.close_upload(&session, digest, tracking).await?;
         Ok(size)
     }
 
-    async fn close_upload(&self, session: &UploadSession, digest: &Digest) -> Result<()> {
-        self.meta.delete_upload(&session.id).await?;
+    async fn close_upload(
+        &self,
+        session: &UploadSession,
+        digest: &Digest,
+        tracking: Tracking,
+    ) -> Result<()> {
+        if tracking == Tracking::Recorded {
+            self.meta.delete_upload(&session.id).await?;
+        }
         self.forget_blob_link(&session.repo, digest).await;
         metrics().uploads_completed.inc();
         Ok(())
@@ -284,7 +340,8 @@ impl Registry {
             };
             if linked {
                 tracing::info!(upload = %session.id, %digest, "completed an upload published before a crash");
-                self.close_upload(session, digest).await?;
+                self.close_upload(session, digest, Tracking::Recorded)
+                    .await?;
                 return Ok(session.offset);
             }
         }

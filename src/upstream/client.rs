@@ -19,7 +19,7 @@ use reqwest::{Method, Response, StatusCode, Url};
 
 use super::challenge::{self, Challenge};
 use super::token_cache::{CachedToken, TokenCache, TokenKey};
-use super::verify::VerifyingStream;
+use super::verify::verify;
 use super::{UpstreamConfig, UpstreamError};
 use crate::oci::manifest::{self, SUPPORTED_MEDIA_TYPES};
 use crate::oci::{Algorithm, Digest, Reference, RepoName};
@@ -523,7 +523,7 @@ impl UpstreamClient {
         let expected_len = content_length.or(served.as_ref().map(|s| s.range.end - s.range.start));
         let response = answer.unread()?;
         let body: ByteStream = Box::pin(response.bytes_stream().map_err(body_error));
-        let stream = VerifyingStream::new(body, verify_digest, expected_len).boxed();
+        let stream = verify(body, verify_digest, expected_len);
         Ok(Some(FetchedBlob {
             content_length: expected_len,
             range: served,

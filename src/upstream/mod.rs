@@ -10,8 +10,9 @@
 //! - retries with backoff on connect errors, timeouts and 5xx, before any byte reached the
 //!   caller; `429` is surfaced (never retried blindly) so the edge can serve stale content;
 //! - digest verification of everything fetched: manifests are hashed before they are returned,
-//!   blob bodies are wrapped in a [`verify::VerifyingStream`] that ends with an error instead
-//!   of a clean end when the bytes do not hash to the digest or fall short of `Content-Length`;
+//!   blob bodies are wrapped in a verifying stream ([`verify()`]) that ends with an error
+//!   instead of a clean end when the bytes do not hash to the digest or fall short of
+//!   `Content-Length`, hashing beside the stream on another core;
 //! - redirects (an origin on S3, Docker Hub's CDN): followed, and our credentials are never
 //!   sent to the other host.
 //! - for a gateway in front of its own origin, a blob `HEAD` as the gateway's client
@@ -35,7 +36,7 @@ pub use client::{
     BlobHead, ClientAnswer, FetchedBlob, FetchedManifest, ManifestHead, ServedRange, UpstreamClient,
 };
 pub use token_cache::TokenCache;
-pub use verify::VerifyingStream;
+pub use verify::verify;
 
 /// Largest manifest fetched by default: the OCI spec asks registries to accept at least 4 MiB,
 /// so nothing a registry serves legitimately is bigger.
@@ -109,7 +110,7 @@ impl std::fmt::Debug for UpstreamConfig {
 /// Why an upstream call failed. "Not found" is not an error: the methods return `Ok(None)`.
 ///
 /// Cloneable plain data (no boxed sources) so one failure can be handed to every caller
-/// coalesced on the same fetch, and so a [`VerifyingStream`] can carry it inside an
+/// coalesced on the same fetch, and so a verifying stream can carry it inside an
 /// `io::Error` (see [`UpstreamError::from_io`]).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum UpstreamError {

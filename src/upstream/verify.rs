@@ -8,48 +8,75 @@
 //! connection on an error, therefore never treats a truncated or corrupted body as complete.
 
 use std::io;
-use std::pin::Pin;
-use std::task::{Context, Poll, ready};
 
 use bytes::Bytes;
-use futures_util::Stream;
+use futures_util::StreamExt;
 
 use super::UpstreamError;
+use crate::digesting::BackgroundHasher;
 use crate::oci::{Digest, Hasher};
 use crate::storage::ByteStream;
 
-/// Wraps a [`ByteStream`]; see the module docs.
-pub struct VerifyingStream {
-    inner: ByteStream,
-    /// The hasher and the digest it must produce; `None` for ranged fetches, whose bytes are
-    /// a slice of the blob and cannot be checked on their own.
-    digest: Option<(Hasher, Digest)>,
-    expected_len: Option<u64>,
-    received: u64,
-    /// Set after the last item (an error or the verdict), so nothing follows it.
-    finished: bool,
+/// Wraps `inner`; see the module docs. `digest`: the bytes must hash to it (its algorithm picks
+/// the hasher; `None` for ranged fetches, whose bytes are a slice of the blob and cannot be
+/// checked on their own). `expected_len`: the bytes must number exactly this many.
+///
+/// The hash runs beside the stream (`digesting`): a chunk is handed on as soon as it is handed
+/// to the hasher, and only the verdict waits for the hash to catch up.
+pub fn verify(inner: ByteStream, digest: Option<Digest>, expected_len: Option<u64>) -> ByteStream {
+    let check = Check {
+        inner,
+        digest: digest.map(|d| (BackgroundHasher::new(Hasher::new(d.algorithm())), d)),
+        expected_len,
+        received: 0,
+    };
+    // `None` after the last item (an error or the verdict), so nothing follows it.
+    Box::pin(futures_util::stream::unfold(
+        Some(check),
+        |check| async move {
+            let mut check = check?;
+            let item = match check.inner.next().await {
+                Some(Ok(chunk)) => match check.take(chunk).await {
+                    Ok(chunk) => return Some((Ok(chunk), Some(check))),
+                    Err(e) => e,
+                },
+                Some(Err(e)) => e,
+                None => check.verdict().await?,
+            };
+            Some((Err(item), None))
+        },
+    ))
 }
 
-impl VerifyingStream {
-    /// `digest`: the bytes must hash to it (its algorithm picks the hasher).
-    /// `expected_len`: the bytes must number exactly this many.
-    pub fn new(inner: ByteStream, digest: Option<Digest>, expected_len: Option<u64>) -> Self {
-        let digest = digest.map(|d| (Hasher::new(d.algorithm()), d));
-        VerifyingStream {
-            inner,
-            digest,
-            expected_len,
-            received: 0,
-            finished: false,
+/// What a verifying stream has seen so far.
+struct Check {
+    inner: ByteStream,
+    digest: Option<(BackgroundHasher, Digest)>,
+    expected_len: Option<u64>,
+    received: u64,
+}
+
+impl Check {
+    async fn take(&mut self, chunk: Bytes) -> io::Result<Bytes> {
+        self.received += chunk.len() as u64;
+        if let Some(expected) = self.expected_len
+            && self.received > expected
+        {
+            // hyper never lets this happen under Content-Length framing; a bug or an exotic
+            // transport must still not slip extra bytes through.
+            let err = UpstreamError::Protocol(format!(
+                "body longer than its Content-Length of {expected} bytes"
+            ));
+            return Err(err.into_io(io::ErrorKind::InvalidData));
         }
+        if let Some((hasher, _)) = &mut self.digest {
+            hasher.update(chunk.clone()).await;
+        }
+        Ok(chunk)
     }
 
-    pub fn boxed(self) -> ByteStream {
-        Box::pin(self)
-    }
-
-    /// The verdict once the inner stream ended cleanly.
-    fn verdict(&mut self) -> Option<io::Error> {
+    /// The verdict once the inner stream ended cleanly: `None` when the bytes are right.
+    async fn verdict(self) -> Option<io::Error> {
         if let Some(expected) = self.expected_len
             && self.received != expected
         {
@@ -59,50 +86,14 @@ impl VerifyingStream {
             };
             return Some(err.into_io(io::ErrorKind::UnexpectedEof));
         }
-        let (hasher, expected) = self.digest.take()?;
-        let actual = hasher.finish();
+        let (hasher, expected) = self.digest?;
+        let actual = match hasher.finish().await {
+            Ok(hasher) => hasher.finish(),
+            Err(e) => return Some(io::Error::other(e)),
+        };
         (actual != expected).then(|| {
             UpstreamError::DigestMismatch { expected, actual }.into_io(io::ErrorKind::InvalidData)
         })
-    }
-}
-
-impl Stream for VerifyingStream {
-    type Item = io::Result<Bytes>;
-
-    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
-        let this = self.get_mut();
-        if this.finished {
-            return Poll::Ready(None);
-        }
-        match ready!(this.inner.as_mut().poll_next(cx)) {
-            Some(Ok(chunk)) => {
-                this.received += chunk.len() as u64;
-                if let Some(expected) = this.expected_len
-                    && this.received > expected
-                {
-                    // hyper never lets this happen under Content-Length framing; a bug or an
-                    // exotic transport must still not slip extra bytes through.
-                    this.finished = true;
-                    let err = UpstreamError::Protocol(format!(
-                        "body longer than its Content-Length of {expected} bytes"
-                    ));
-                    return Poll::Ready(Some(Err(err.into_io(io::ErrorKind::InvalidData))));
-                }
-                if let Some((hasher, _)) = &mut this.digest {
-                    hasher.update(&chunk);
-                }
-                Poll::Ready(Some(Ok(chunk)))
-            }
-            Some(Err(err)) => {
-                this.finished = true;
-                Poll::Ready(Some(Err(err)))
-            }
-            None => {
-                this.finished = true;
-                Poll::Ready(this.verdict().map(Err))
-            }
-        }
     }
 }
 
@@ -118,14 +109,14 @@ mod tests {
         Box::pin(stream::iter(items))
     }
 
-    async fn collect(s: VerifyingStream) -> Vec<io::Result<Bytes>> {
+    async fn collect(s: ByteStream) -> Vec<io::Result<Bytes>> {
         s.collect().await
     }
 
     #[tokio::test]
     async fn passes_matching_bytes_and_ends_cleanly() {
         let digest = Digest::sha256_of(b"hello world");
-        let items = collect(VerifyingStream::new(
+        let items = collect(verify(
             chunks(&[b"hello ", b"world"]),
             Some(digest),
             Some(11),
@@ -138,7 +129,7 @@ mod tests {
     #[tokio::test]
     async fn digest_mismatch_is_the_last_item() {
         let digest = Digest::sha256_of(b"hello world");
-        let items = collect(VerifyingStream::new(
+        let items = collect(verify(
             chunks(&[b"hello ", b"w0rld"]),
             Some(digest.clone()),
             None,
@@ -158,7 +149,7 @@ mod tests {
 
     #[tokio::test]
     async fn short_or_long_bodies_fail() {
-        let short = collect(VerifyingStream::new(chunks(&[b"hello"]), None, Some(11))).await;
+        let short = collect(verify(chunks(&[b"hello"]), None, Some(11))).await;
         let err = short.last().unwrap().as_ref().unwrap_err();
         assert_eq!(err.kind(), io::ErrorKind::UnexpectedEof);
         assert_eq!(
@@ -169,12 +160,7 @@ mod tests {
             })
         );
 
-        let long = collect(VerifyingStream::new(
-            chunks(&[b"hello", b"world"]),
-            None,
-            Some(7),
-        ))
-        .await;
+        let long = collect(verify(chunks(&[b"hello", b"world"]), None, Some(7))).await;
         assert_eq!(
             long.len(),
             2,
@@ -190,7 +176,7 @@ mod tests {
             Err(io::Error::new(io::ErrorKind::ConnectionReset, "reset")),
             Ok(Bytes::from_static(b"b")),
         ];
-        let s = VerifyingStream::new(
+        let s = verify(
             Box::pin(stream::iter(items)),
             Some(Digest::sha256_of(b"ab")),
             None,

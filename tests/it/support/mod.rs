@@ -3,6 +3,7 @@
 
 #![allow(dead_code)]
 
+pub mod container;
 pub mod distribution;
 pub mod edge;
 pub mod engines;
@@ -21,14 +22,15 @@ pub use aerugo::testkit::image;
 use tempfile::TempDir;
 
 /// A running registry. Runs on its own runtime thread, so tests may block (run skopeo,
-/// `std::process`) without starving it. Stops when dropped.
+/// `std::process`) without starving it, or in a container of the runtime image when the run
+/// asks for it (`container`). Stops when dropped.
 pub struct TestServer {
     pub addr: SocketAddr,
     pub data_dir: TempDir,
     /// The configuration the server was started with: the tests open the server's own
     /// backends from it to look at what it stored, whichever stack it runs on.
     pub config: Config,
-    _thread: ServerThread,
+    _running: Running,
     /// The production stack the server runs on, if the run asked for one; dropped (and
     /// cleaned up) after the server has stopped.
     _stack: Option<stack::Stack>,
@@ -69,6 +71,9 @@ impl TestServer {
         }
         configure(&mut config);
         config.validate().expect("test configuration is valid");
+        if let Some(image) = container::requested_image() {
+            return Self::start_in_container(&image, data_dir, config).await;
+        }
         let started_with = config.clone();
         let std_listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind loopback");
         std_listener.set_nonblocking(true).expect("nonblocking");
@@ -92,7 +97,22 @@ impl TestServer {
             addr,
             data_dir,
             config: started_with,
-            _thread: thread,
+            _running: Running::InProcess(thread),
+            _stack: None,
+        };
+        server.wait_ready().await;
+        server
+    }
+
+    async fn start_in_container(image: &str, data_dir: TempDir, mut config: Config) -> TestServer {
+        let addr = process::free_addr();
+        config.server.listen_address = addr.to_string();
+        let container = container::ServerContainer::start(image, &config).await;
+        let server = TestServer {
+            addr,
+            data_dir,
+            config,
+            _running: Running::Container(container),
             _stack: None,
         };
         server.wait_ready().await;
@@ -136,6 +156,12 @@ impl TestServer {
     pub fn redirects_blob_gets(&self) -> bool {
         matches!(&self.config.storage, aerugo::config::StorageConfig::S3(s3) if s3.redirect)
     }
+}
+
+/// Where a `TestServer` runs; dropping it stops the server.
+enum Running {
+    InProcess(ServerThread),
+    Container(container::ServerContainer),
 }
 
 /// Whether `tool` is on PATH. When it is missing: with `AERUGO_REQUIRE_TOOLS` set (the test
