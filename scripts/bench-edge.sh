@@ -289,7 +289,7 @@ pull_many() { # n url
     for c in "${cpids[@]}"; do wait "$c" || fails=$((fails + 1)); done
     t1=$(now)
     local total misses hits
-    total=$(cat "$T"/many.*.out | awk '{s+=$1} END {print s+0}')
+    total=$(cat "$T"/many.*.out | awk '{s+=$1} END {printf "%.0f\n", s}')
     misses=$(cat "$T"/many.*.h | tr -d '\r' | awk 'tolower($1)=="x-aerugo-cache:" && $2=="MISS"' | wc -l)
     hits=$(cat "$T"/many.*.h | tr -d '\r' | awk 'tolower($1)=="x-aerugo-cache:" && $2=="HIT"' | wc -l)
     echo "$total $(calc "$t1 - $t0") $misses $hits $fails"

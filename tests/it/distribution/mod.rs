@@ -300,6 +300,7 @@ impl Api {
             .await
             .expect("writing upload");
         writer.finish().await.expect("finishing upload");
+        self.server.hand_over_data();
         id
     }
 
@@ -313,6 +314,7 @@ impl Api {
             .commit_upload(&id, bytes.len() as u64, &parse_digest(&digest))
             .await
             .expect("committing orphan blob");
+        self.server.hand_over_data();
         digest
     }
 

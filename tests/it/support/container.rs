@@ -114,6 +114,22 @@ impl Drop for ServerContainer {
     }
 }
 
+/// Hands everything under `dir` to the image's user: files a test wrote there as root (an
+/// orphan blob "left by a crash") are the server's to delete.
+pub fn hand_over(dir: &Path) {
+    let out = Command::new("chown")
+        .args(["-R", &format!("{IMAGE_USER}:{IMAGE_USER}")])
+        .arg(dir)
+        .output()
+        .expect("running chown");
+    assert!(
+        out.status.success(),
+        "chown -R {}: {}",
+        dir.display(),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
 fn hand_to_image_user(dir: &Path) {
     std::fs::create_dir_all(dir).expect("creating the data directory");
     std::os::unix::fs::chown(dir, Some(IMAGE_USER), Some(IMAGE_USER))

@@ -30,7 +30,7 @@ pub struct TestServer {
     /// The configuration the server was started with: the tests open the server's own
     /// backends from it to look at what it stored, whichever stack it runs on.
     pub config: Config,
-    _running: Running,
+    running: Running,
     /// The production stack the server runs on, if the run asked for one; dropped (and
     /// cleaned up) after the server has stopped.
     _stack: Option<stack::Stack>,
@@ -97,7 +97,7 @@ impl TestServer {
             addr,
             data_dir,
             config: started_with,
-            _running: Running::InProcess(thread),
+            running: Running::InProcess(thread),
             _stack: None,
         };
         server.wait_ready().await;
@@ -112,7 +112,7 @@ impl TestServer {
             addr,
             data_dir,
             config,
-            _running: Running::Container(container),
+            running: Running::Container(container),
             _stack: None,
         };
         server.wait_ready().await;
@@ -145,6 +145,14 @@ impl TestServer {
 
     pub fn data_path(&self) -> &Path {
         self.data_dir.path()
+    }
+
+    /// After the test wrote into the server's data directory itself: a server running as the
+    /// image's user must own those files as it owns its own.
+    pub fn hand_over_data(&self) {
+        if matches!(self.running, Running::Container(_)) {
+            container::hand_over(self.data_path());
+        }
     }
 
     /// Where the filesystem blob store keeps its files; `None` on the production stack (S3).
