@@ -14,6 +14,8 @@ use std::time::{Duration, Instant};
 use aerugo::config::Config;
 use tempfile::TempDir;
 
+use super::engines::{describe, run};
+
 /// The image's user and group (`deploy/image/setup-runtime.sh`): the data directory is handed
 /// to it, as a volume would be.
 const IMAGE_USER: u32 = 10001;
@@ -46,17 +48,23 @@ impl ServerContainer {
         let temp = std::env::temp_dir();
         let mount = format!("{0}:{0}", temp.display());
         let name = aerugo::testkit::unique_name("aerugo-it-server-");
-        let out = Command::new("docker")
-            .args(["run", "--detach", "--name", &name, "--network", "host"])
-            .args(["--volume", &mount, image, "serve", "--config"])
-            .arg(&config_file)
-            .output()
-            .expect("running docker");
-        assert!(
-            out.status.success(),
-            "docker run {image}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        let config_arg = config_file.to_str().expect("a UTF-8 temp path");
+        let args = [
+            "run",
+            "--detach",
+            "--name",
+            &name,
+            "--network",
+            "host",
+            "--volume",
+            &mount,
+            image,
+            "serve",
+            "--config",
+            config_arg,
+        ];
+        let out = run("docker", &args, &[], b"").await;
+        assert!(out.status.success(), "docker {}", describe(&args, &out));
         let container = ServerContainer {
             name,
             _config_dir: config_dir,
@@ -83,7 +91,7 @@ impl ServerContainer {
         panic!(
             "the server container {} did not answer at {url}; its log:\n{}",
             self.name,
-            self.logs()
+            self.logs().await
         );
     }
 
@@ -94,15 +102,9 @@ impl ServerContainer {
             .is_ok_and(|out| String::from_utf8_lossy(&out.stdout).trim() == "true")
     }
 
-    fn logs(&self) -> String {
-        Command::new("docker")
-            .args(["logs", &self.name])
-            .output()
-            .map(|out| {
-                String::from_utf8_lossy(&out.stdout).into_owned()
-                    + &String::from_utf8_lossy(&out.stderr)
-            })
-            .unwrap_or_else(|e| format!("(docker logs failed: {e})"))
+    async fn logs(&self) -> String {
+        let args = ["logs", &self.name];
+        describe(&args, &run("docker", &args, &[], b"").await)
     }
 }
 
