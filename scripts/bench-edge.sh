@@ -27,6 +27,9 @@
 #   BENCH_CONCURRENCY="16 32"   concurrent cold pulls whose upstream GETs are counted
 #   BENCH_WARM_CLIENTS=8        concurrent warm pulls of the CPU-per-GiB figure
 #   BENCH_RSS_CLIENTS=256       concurrent downloads of the RSS figure
+#   BENCH_PIN=1                 pin the proxy under test (edge, distribution) to CPU 1 and
+#                               everything else (upstream, nginx, clients, this script) to
+#                               CPU 0: what each proxy does with a core to itself
 #   BENCH_OUT=FILE              also write the Markdown report to FILE
 #   BENCH_KEEP=1                keep the temporary directory (logs, data) for inspection
 #   AERUGO_BIN=PATH             use this binary instead of building one
@@ -56,6 +59,14 @@ for t in curl python3 sha256sum "$NGINX" "$DISTRIBUTION"; do
     command -v "$t" >/dev/null 2>&1 || die "$t is not installed"
 done
 build_aerugo
+# The proxies' CPU when pinned (BENCH_PIN=1); everything this script starts inherits CPU 0.
+PROXY_CPU=()
+if [[ "${BENCH_PIN:-0}" == 1 ]]; then
+    command -v taskset >/dev/null 2>&1 || die "BENCH_PIN=1 needs taskset (util-linux)"
+    (($(nproc) >= 2)) || die "BENCH_PIN=1 needs two CPUs"
+    taskset -cp 0 $$ >/dev/null
+    PROXY_CPU=(taskset -c 1)
+fi
 # The many-client runs start one curl per client.
 ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
 
@@ -84,7 +95,10 @@ trap 'exit 143' TERM
 record() { echo "$1=$2" >>"$RESULTS"; }
 
 step "machine"
-machine_info | tee "$T/machine.txt" >&2
+{
+    machine_info
+    if ((${#PROXY_CPU[@]})); then echo "pinned:    the proxy under test on CPU 1, everything else on CPU 0"; fi
+} | tee "$T/machine.txt" >&2
 
 # --- test data ---------------------------------------------------------------------------------
 BLOB_BYTES=$((BLOB_MIB * 1048576))
@@ -155,14 +169,14 @@ start() {
             wait_ready upstream "${PID[upstream]}" "${URL[upstream]}/v2/" "$T/upstream.err"
             ;;
         edge)
-            (cd "$T" && exec env -u AERUGO_CONFIG LOG_LEVEL=warn "$AERUGO_BIN" edge \
+            (cd "$T" && exec "${PROXY_CPU[@]}" env -u AERUGO_CONFIG LOG_LEVEL=warn "$AERUGO_BIN" edge \
                 --listen "${URL[edge]#http://}" --cache-dir "$T/edge-cache" \
                 --upstream "${URL[upstream]}" >>"$T/edge.log" 2>&1) &
             PID[edge]=$!
             wait_ready edge "${PID[edge]}" "${URL[edge]}/healthz" "$T/edge.log"
             ;;
         distribution)
-            "$DISTRIBUTION" serve "$T/distribution.yml" >>"$T/distribution.log" 2>&1 &
+            "${PROXY_CPU[@]}" "$DISTRIBUTION" serve "$T/distribution.yml" >>"$T/distribution.log" 2>&1 &
             PID[distribution]=$!
             wait_ready distribution "${PID[distribution]}" "${URL[distribution]}/v2/" "$T/distribution.log"
             ;;

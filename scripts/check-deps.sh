@@ -6,6 +6,7 @@
 #   oci  ←  accounts  ←  metadata (the SQL stores implement the AccountStore seam too)
 #   oci  ←  accounts, cache  ←  auth  ←  api
 #   oci  ←  upstream  ←  edge  ←  cli      (edge → auth: keys and tokens, to verify them)
+#   oci, registry  ←  seed  ←  cli           (the benchmarks' seeding tool)
 #
 # telemetry, locks, limits, fileio and digesting are leaves anyone may use. config holds the settings types and
 # their validation; it may name a lower component's own settings type (upstream's
@@ -30,7 +31,7 @@ forbid() {
     fi
 }
 
-all_components=(accounts auth storage metadata cache coordination registry api upstream edge app cli config telemetry locks limits fileio digesting)
+all_components=(accounts auth storage metadata cache coordination registry api upstream edge app cli config telemetry locks limits fileio digesting seed)
 forbid oci -- "${all_components[@]}"
 # The positioned file I/O that storage and the edge share uses nothing of the crate.
 forbid fileio.rs -- accounts storage metadata cache coordination registry api upstream edge app cli config telemetry locks limits
@@ -58,6 +59,13 @@ if hits=$(grep -rnE 'crate::auth\b' edge 2>/dev/null | grep -vE 'crate::auth::(k
     failed=1
 fi
 forbid config.rs -- storage metadata cache coordination registry api edge app cli
+# The seeding tool writes through the registry's methods, like the API, and only cli runs it.
+forbid seed.rs -- accounts auth storage metadata cache coordination api upstream edge app config
+if hits=$(grep -rnE 'crate::seed\b' . 2>/dev/null | grep -v '^\./cli\.rs:'); then
+    echo "forbidden dependency: only cli may use seed" >&2
+    echo "$hits" >&2
+    failed=1
+fi
 
 # axum stays in api (and the wiring; test fakes may serve with it); SQL stays in metadata and
 # coordination (PostgreSQL advisory locks).

@@ -92,6 +92,27 @@ pub enum AdminCommand {
         #[arg(long)]
         edge: bool,
     },
+    /// Fill the registry with synthetic content to measure how its costs grow with its size
+    /// (see `aerugo::seed`: `seed/tags` with tags and referrers, `seed/r0000000…`). Writes
+    /// through the registry's own methods, like pushes; refuses while a server holds the data
+    /// directory.
+    Seed {
+        /// Distinct small blobs, dealt round-robin over the repositories.
+        #[arg(long, default_value_t = 10_000)]
+        blobs: u64,
+        /// Repositories `seed/r0000000…`, each with a manifest tagged `latest`.
+        #[arg(long, default_value_t = 1_000)]
+        repositories: u64,
+        /// Tags in `seed/tags`, each its own manifest.
+        #[arg(long, default_value_t = 1_000)]
+        tags: u64,
+        /// Artifact manifests in `seed/tags` whose subject is `t0000000`.
+        #[arg(long, default_value_t = 100)]
+        referrers: u64,
+        /// Writes in flight at once.
+        #[arg(long, default_value_t = 32)]
+        concurrency: usize,
+    },
     /// Create or upgrade the metadata schema.
     Migrate,
     /// Start signing tokens with a new key (kept in the database; every node follows within
@@ -233,6 +254,26 @@ pub async fn run(cli: Cli, config: Config) -> anyhow::Result<()> {
             ..
         } => create_user(&config, &name, admin).await,
         Command::Admin {
+            command:
+                AdminCommand::Seed {
+                    blobs,
+                    repositories,
+                    tags,
+                    referrers,
+                    concurrency,
+                },
+            ..
+        } => {
+            let plan = crate::seed::SeedPlan {
+                blobs,
+                repositories,
+                tags,
+                referrers,
+                concurrency,
+            };
+            seed(&config, plan).await
+        }
+        Command::Admin {
             command: AdminCommand::Migrate,
             ..
         } => {
@@ -292,6 +333,17 @@ async fn gc(config: &Config, grace: Duration) -> anyhow::Result<()> {
             serde_json::from_str(&body).context("reading the server's report")?
         }
     };
+    print_out(&serde_json::to_string_pretty(&report)?)
+}
+
+async fn seed(config: &Config, plan: crate::seed::SeedPlan) -> anyhow::Result<()> {
+    let Some(_lock) = DataDirLock::try_acquire(&config.server.data_dir)? else {
+        anyhow::bail!(
+            "a server holds the data directory {}; stop it first",
+            config.server.data_dir.display()
+        );
+    };
+    let report = crate::seed::seed(app::build_registry(config).await?, plan).await?;
     print_out(&serde_json::to_string_pretty(&report)?)
 }
 

@@ -218,8 +218,9 @@ impl BlockWriter {
         Ok(self.pos)
     }
 
-    /// [`BlockWriter::flush`], then `fdatasync`: the bytes are on the disk.
-    pub async fn finish(mut self) -> io::Result<()> {
+    /// [`BlockWriter::flush`], then `fdatasync`: the bytes are on the disk. The writer takes
+    /// no more bytes after it.
+    pub async fn finish(&mut self) -> io::Result<()> {
         self.flush().await?;
         let file = self.file.take().ok_or_else(failed_earlier)?;
         tokio::task::spawn_blocking(move || file.sync_data())

@@ -41,6 +41,7 @@ pub mod locks;
 pub mod metadata;
 pub mod oci;
 pub mod registry;
+pub mod seed;
 pub mod storage;
 pub mod telemetry;
 #[doc(hidden)]

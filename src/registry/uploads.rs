@@ -14,7 +14,7 @@ use crate::coordination::LockGuard;
 use crate::digesting::BackgroundHasher;
 use crate::metadata::UploadSession;
 use crate::oci::{Algorithm, ChunkRange, Digest, Hasher, RepoName, UploadId};
-use crate::storage::BlobStoreError;
+use crate::storage::{BlobStoreError, BlobWriter, UploadWriter};
 use crate::telemetry::metrics;
 
 /// The blob store's upload areas, walked page by page alongside the sessions: both come in id
@@ -60,13 +60,14 @@ pub struct BodyInfo {
     pub content_length: Option<u64>,
 }
 
-/// Where an upload's progress is kept.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// Where an upload's progress is kept, and so where its bytes wait to be published.
 enum Tracking {
-    /// In a metadata session row, which a client resumes over several requests (and nodes).
+    /// In a metadata session row, which a client resumes over several requests (and nodes);
+    /// the bytes in the session's upload area.
     Recorded,
-    /// In the request that carries the whole blob, which nobody resumes.
-    InRequest,
+    /// In the request that carries the whole blob, which nobody resumes; the bytes in the
+    /// store's whole-blob writer ([`crate::storage::BlobStore::receive_blob`]).
+    InRequest(Box<dyn BlobWriter>),
 }
 
 impl Registry {
@@ -102,7 +103,7 @@ impl Registry {
         let _busy = self.lock_upload(id).await?;
         let session = self.upload_status(repo, id).await?;
         match self
-            .receive(session.clone(), info, body, None, Tracking::Recorded)
+            .receive(session.clone(), info, body, None, &mut Tracking::Recorded)
             .await
         {
             Err(e) if bytes_are_gone(&e) => Err(self.forget_lost_upload(&session).await),
@@ -124,7 +125,7 @@ impl Registry {
         let session = self.upload_status(repo, id).await?;
         // The exact charge comes with the commit; the body is held to the whole quota.
         let received = match self
-            .receive(session.clone(), info, body, None, Tracking::Recorded)
+            .receive(session.clone(), info, body, None, &mut Tracking::Recorded)
             .await
         {
             Ok(received) => self.commit(received, digest, Tracking::Recorded).await,
@@ -138,8 +139,9 @@ impl Registry {
 
     /// Pushes a whole blob in one request (`POST ?digest=`). Nothing about it is resumable, so
     /// its progress lives in this request only: no session row is written, advanced or
-    /// deleted, and the blob's link is the one metadata write. The upload area is as durable
-    /// as a session's, and GC leaves it alone while this request holds its lock (taken before
+    /// deleted, the blob's link is the one metadata write, and its bytes go to the store's
+    /// whole-blob writer (published by one rename or one object put, with the same
+    /// durability). GC leaves its area alone while this request holds its lock (taken before
     /// the area exists); one a crash left behind is an orphan GC removes after the grace period.
     pub async fn push_blob(
         &self,
@@ -150,7 +152,7 @@ impl Registry {
     ) -> Result<u64> {
         let id = UploadId::generate();
         let _busy = self.lock_upload(&id).await?;
-        self.blobs.create_upload(&id).await?;
+        let mut tracking = Tracking::InRequest(self.blobs.receive_blob(&id).await?);
         metrics().uploads_started.inc();
         let now = crate::metadata::system_now();
         let session = UploadSession {
@@ -162,16 +164,10 @@ impl Registry {
             updated_at: now,
         };
         let received = self
-            .receive(
-                session.clone(),
-                info,
-                body,
-                Some(digest),
-                Tracking::InRequest,
-            )
+            .receive(session.clone(), info, body, Some(digest), &mut tracking)
             .await;
         match received {
-            Ok(session) => self.commit(session, digest, Tracking::InRequest).await,
+            Ok(session) => self.commit(session, digest, tracking).await,
             Err(e) => {
                 self.discard(&session.id).await;
                 Err(e)
@@ -218,7 +214,7 @@ impl Registry {
         info: BodyInfo,
         mut body: BodyStream,
         target: Option<&Digest>,
-        tracking: Tracking,
+        tracking: &mut Tracking,
     ) -> Result<UploadSession> {
         let expected_len = expected_length(&session, info)?;
         // A request declaring no body (the usual finishing `PUT`) adds nothing to hold back.
@@ -233,10 +229,17 @@ impl Registry {
         }
         // The hash runs beside the socket reads and the file writes, not in front of them.
         let mut hasher = BackgroundHasher::new(saved_hasher(&session)?);
-        let mut writer = self
-            .blobs
-            .append_upload(&session.id, session.offset)
-            .await?;
+        let mut appending: Box<dyn UploadWriter>;
+        let writer: &mut dyn UploadWriter = match tracking {
+            Tracking::Recorded => {
+                appending = self
+                    .blobs
+                    .append_upload(&session.id, session.offset)
+                    .await?;
+                &mut *appending
+            }
+            Tracking::InRequest(whole) => &mut **whole,
+        };
         let mut received: u64 = 0;
         while let Some(chunk) = body.next().await {
             let chunk = chunk
@@ -265,7 +268,7 @@ impl Registry {
         metrics().bytes_received.inc_by(received);
         let new_offset = session.offset + received;
         let state = hasher.save_state();
-        if tracking == Tracking::Recorded
+        if matches!(tracking, Tracking::Recorded)
             && !self
                 .meta
                 .advance_upload(&session.id, session.offset, new_offset, &state)
@@ -293,31 +296,36 @@ impl Registry {
             });
         }
         let size = session.offset;
-        {
+        let has_row = {
             let _publishing = self.coordinator.lock_digest(digest).await?;
             if let Err(refused) = self.charge(&session.repo, digest, size).await {
                 self.discard(&session.id).await;
                 return Err(refused);
             }
-            self.blobs.commit_upload(&session.id, size, digest).await?;
+            let has_row = match tracking {
+                Tracking::Recorded => {
+                    self.blobs.commit_upload(&session.id, size, digest).await?;
+                    true
+                }
+                Tracking::InRequest(whole) => {
+                    whole.publish(size, digest).await?;
+                    false
+                }
+            };
             self.meta.link_blob(&session.repo, digest, size).await?;
+            has_row
+        };
+        if has_row {
+            self.meta.delete_upload(&session.id).await?;
         }
-        self.close_upload(&session, digest, tracking).await?;
+        self.close_upload(&session, digest).await;
         Ok(size)
     }
 
-    async fn close_upload(
-        &self,
-        session: &UploadSession,
-        digest: &Digest,
-        tracking: Tracking,
-    ) -> Result<()> {
-        if tracking == Tracking::Recorded {
-            self.meta.delete_upload(&session.id).await?;
-        }
+    /// After a blob is linked (and its session row, if any, deleted).
+    async fn close_upload(&self, session: &UploadSession, digest: &Digest) {
         self.forget_blob_link(&session.repo, digest).await;
         metrics().uploads_completed.inc();
-        Ok(())
     }
 
     /// The `PUT` of a session whose bytes are gone. A `PUT` that published them and died
@@ -340,8 +348,8 @@ impl Registry {
             };
             if linked {
                 tracing::info!(upload = %session.id, %digest, "completed an upload published before a crash");
-                self.close_upload(session, digest, Tracking::Recorded)
-                    .await?;
+                self.meta.delete_upload(&session.id).await?;
+                self.close_upload(session, digest).await;
                 return Ok(session.offset);
             }
         }

@@ -12,7 +12,7 @@ use std::time::{Duration, SystemTime};
 use bytes::Bytes;
 use futures_util::StreamExt;
 
-use super::{BlobStore, BlobStoreError, ByteStream};
+use super::{BlobStore, BlobStoreError, BlobWriter, ByteStream};
 use crate::oci::{Digest, UploadId};
 
 /// Expands to one test per conformance case. `$make` is a path to an
@@ -36,6 +36,9 @@ macro_rules! blob_store_conformance {
             listings_page_in_order,
             write_probe_leaves_nothing,
             large_blob_round_trips,
+            whole_blob_round_trips,
+            whole_blob_dropped_unpublished_is_removable,
+            whole_blob_of_a_stored_digest_keeps_one_copy,
         );
     };
     (@cases $make:path; $($case:ident),* $(,)?) => {
@@ -511,12 +514,14 @@ pub(crate) async fn write_probe_leaves_nothing(store: &dyn BlobStore) {
     );
 }
 
-pub(crate) async fn large_blob_round_trips(store: &dyn BlobStore) {
-    let bytes = random_bytes((9 << 20) + 12_345);
-    // Irregular pieces, including one bigger than any sane write buffer, across two requests.
+/// Bigger than one part of an object store's area (5 MiB at least) and not a multiple of it.
+const LARGE: usize = (9 << 20) + 12_345;
+
+/// `bytes` in irregular pieces, including one bigger than any sane write buffer.
+fn irregular_pieces(bytes: &[u8]) -> Vec<&[u8]> {
     let sizes = [1, 16 * 1024, 64 * 1024 + 7, 3 << 20, 1, 100_000];
     let mut pieces: Vec<&[u8]> = Vec::new();
-    let mut rest = &bytes[..];
+    let mut rest = bytes;
     for size in sizes.iter().cycle() {
         if rest.is_empty() {
             break;
@@ -525,6 +530,13 @@ pub(crate) async fn large_blob_round_trips(store: &dyn BlobStore) {
         pieces.push(piece);
         rest = tail;
     }
+    pieces
+}
+
+pub(crate) async fn large_blob_round_trips(store: &dyn BlobStore) {
+    let bytes = random_bytes(LARGE);
+    // Irregular pieces across two requests.
+    let pieces = irregular_pieces(&bytes);
     let (first, second) = pieces.split_at(pieces.len() / 2);
     let id = UploadId::generate();
     store.create_upload(&id).await.expect("create_upload");
@@ -542,5 +554,93 @@ pub(crate) async fn large_blob_round_trips(store: &dyn BlobStore) {
             == bytes[range.start as usize..range.end as usize],
         "large blob range differs"
     );
+    store.delete(&digest).await.expect("delete");
+}
+
+/// Writes `pieces` through a fresh whole-blob writer and finishes it.
+async fn receive_whole(
+    store: &dyn BlobStore,
+    pieces: &[&[u8]],
+) -> (UploadId, Box<dyn BlobWriter>, u64) {
+    let id = UploadId::generate();
+    let mut writer = store.receive_blob(&id).await.expect("receive_blob");
+    let mut len = 0;
+    for piece in pieces {
+        writer
+            .write(Bytes::copy_from_slice(piece))
+            .await
+            .expect("write");
+        len += piece.len() as u64;
+    }
+    writer.finish().await.expect("finish");
+    (id, writer, len)
+}
+
+fn lists_upload(listed: &[(UploadId, SystemTime)], id: &UploadId) -> bool {
+    listed.iter().any(|(u, _)| u == id)
+}
+
+/// Empty, within one part and over several parts: nothing visible before the publish, the
+/// exact bytes after it, no area left.
+pub(crate) async fn whole_blob_round_trips(store: &dyn BlobStore) {
+    for len in [0, 70_000, LARGE] {
+        let bytes = random_bytes(len);
+        let digest = Digest::sha256_of(&bytes);
+        let (id, writer, written) = receive_whole(store, &irregular_pieces(&bytes)).await;
+        assert_eq!(written, len as u64);
+        if len > 0 {
+            // (The empty blob is shared by everyone and may exist already.)
+            assert!(
+                store.stat(&digest).await.expect("stat").is_none(),
+                "a {len}-byte whole blob is visible before its publish"
+            );
+        }
+        let meta = writer.publish(written, &digest).await.expect("publish");
+        assert_eq!(meta.size, written, "publish reports the size");
+        assert_recent(meta.modified, "publish");
+        let stat = store.stat(&digest).await.expect("stat").expect("published");
+        assert_eq!(stat.size, written);
+        assert!(
+            read_blob(store, &digest, None).await == bytes,
+            "a {len}-byte whole blob differs after its publish"
+        );
+        let uploads = store.list_uploads(None, usize::MAX).await.expect("list");
+        assert!(!lists_upload(&uploads, &id), "the publish removes the area");
+        if len > 0 {
+            store.delete(&digest).await.expect("delete");
+        }
+    }
+}
+
+/// A request that fails before the publish (a bad digest, a broken body) leaves nothing that
+/// `delete_upload` does not remove, and no blob.
+pub(crate) async fn whole_blob_dropped_unpublished_is_removable(store: &dyn BlobStore) {
+    for len in [1_000, LARGE] {
+        let bytes = random_bytes(len);
+        let (id, writer, _) = receive_whole(store, &irregular_pieces(&bytes)).await;
+        drop(writer);
+        store.delete_upload(&id).await.expect("delete_upload");
+        let uploads = store.list_uploads(None, usize::MAX).await.expect("list");
+        assert!(
+            !lists_upload(&uploads, &id),
+            "delete_upload removes the area"
+        );
+        let digest = Digest::sha256_of(&bytes);
+        assert!(store.stat(&digest).await.expect("stat").is_none());
+    }
+}
+
+pub(crate) async fn whole_blob_of_a_stored_digest_keeps_one_copy(store: &dyn BlobStore) {
+    let bytes = random_bytes(70_000);
+    let (session, len) = upload(store, &[&bytes]).await;
+    let digest = commit(store, &session, len, &bytes).await;
+    let (id, writer, written) = receive_whole(store, &[&bytes[..9], &bytes[9..]]).await;
+    let meta = writer.publish(written, &digest).await.expect("publish");
+    assert_eq!(meta.size, len);
+    assert_eq!(read_blob(store, &digest, None).await, bytes);
+    let listed = store.list_blobs(None, usize::MAX).await.expect("list");
+    assert_eq!(listed.iter().filter(|(d, _)| *d == digest).count(), 1);
+    let uploads = store.list_uploads(None, usize::MAX).await.expect("list");
+    assert!(!lists_upload(&uploads, &id), "the publish removes the area");
     store.delete(&digest).await.expect("delete");
 }

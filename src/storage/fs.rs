@@ -18,7 +18,7 @@ use std::time::{Duration, Instant, SystemTime};
 use async_trait::async_trait;
 use bytes::Bytes;
 
-use super::{BlobMeta, BlobStore, BlobStoreError, ByteStream, Result, UploadWriter};
+use super::{BlobMeta, BlobStore, BlobStoreError, BlobWriter, ByteStream, Result, UploadWriter};
 use crate::fileio::{self, BlockWriter};
 use crate::oci::{Algorithm, Digest, UploadId};
 
@@ -75,6 +75,79 @@ impl FsBlobStore {
 
     fn upload_data(&self, id: &UploadId) -> PathBuf {
         self.upload_dir(id).join(DATA)
+    }
+
+    fn publication(&self, id: &UploadId, digest: &Digest) -> Publication {
+        Publication {
+            data: self.upload_data(id),
+            dir: self.upload_dir(id),
+            target: self.blob_path(digest),
+            blobs: self.blobs.clone(),
+        }
+    }
+}
+
+/// Whether an upload file's modification time may be older than the publish.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Staleness {
+    /// A session's file, possibly idle for hours.
+    MayBeOld,
+    /// A file written by the request that publishes it: its time is now.
+    Fresh,
+}
+
+/// An upload file about to become a blob: where it is and where it goes.
+struct Publication {
+    data: PathBuf,
+    dir: PathBuf,
+    target: PathBuf,
+    blobs: PathBuf,
+}
+
+impl Publication {
+    /// Publishes the first `len` bytes of the (locked or private) upload `file` at `target`
+    /// and removes the upload's directory. The rename and any directories just created are
+    /// durable before it returns. Blocking.
+    fn publish(self, file: &File, len: u64, staleness: Staleness) -> Result<BlobMeta> {
+        let actual = file.metadata()?.len();
+        if actual < len {
+            return Err(BlobStoreError::UploadTooShort {
+                expected: len,
+                actual,
+            });
+        }
+        let now = SystemTime::now();
+        match fs::metadata(&self.target) {
+            // Same digest means same bytes: keep the published copy. A size mismatch means
+            // the existing file is damaged, so it is replaced below.
+            Ok(existing) if existing.is_file() && existing.len() == len => {
+                // Refresh the time GC judges by: the blob was just referenced again.
+                if let Err(e) = File::open(&self.target).and_then(|f| f.set_modified(now)) {
+                    tracing::warn!(error = %e, path = %self.target.display(), "could not touch blob");
+                }
+                remove_dir_if_present(&self.dir)?;
+                return Ok(BlobMeta {
+                    size: len,
+                    modified: now,
+                });
+            }
+            Err(e) if !is_not_found(&e) => return Err(e.into()),
+            _ => {}
+        }
+        if actual > len {
+            file.set_len(len)?;
+        }
+        if actual > len || staleness == Staleness::MayBeOld {
+            file.set_modified(now)?;
+            file.sync_all()?;
+        }
+        fileio::publish(&self.data, &self.target, &self.blobs)?;
+        let meta = file.metadata()?;
+        remove_dir_if_present(&self.dir)?;
+        Ok(BlobMeta {
+            size: meta.len(),
+            modified: meta.modified()?,
+        })
     }
 }
 
@@ -410,57 +483,38 @@ impl BlobStore for FsBlobStore {
     }
 
     async fn commit_upload(&self, id: &UploadId, len: u64, digest: &Digest) -> Result<BlobMeta> {
+        let area = self.publication(id, digest);
+        let file = lock_upload(area.data.clone()).await?;
+        // GC keeps blobs younger than a grace period; the upload may have been idle for hours
+        // before this commit, so its time is refreshed (and that made durable) first.
+        blocking(move || area.publish(&file, len, Staleness::MayBeOld)).await
+    }
+
+    async fn receive_blob(&self, id: &UploadId) -> Result<Box<dyn BlobWriter>> {
+        let dir = self.upload_dir(id);
         let data = self.upload_data(id);
-        let upload_dir = self.upload_dir(id);
-        let target = self.blob_path(digest);
-        let blobs = self.blobs.clone();
-        let file = lock_upload(data.clone()).await?;
-        blocking(move || {
-            let actual = file.metadata()?.len();
-            if actual < len {
-                return Err(BlobStoreError::UploadTooShort {
-                    expected: len,
-                    actual,
-                });
-            }
-            let now = SystemTime::now();
-            match fs::metadata(&target) {
-                // Same digest means same bytes: keep the published copy. A size mismatch means
-                // the existing file is damaged, so it is replaced below.
-                Ok(existing) if existing.is_file() && existing.len() == len => {
-                    // Refresh the time GC judges by: the blob was just referenced again.
-                    if let Err(e) = File::open(&target).and_then(|f| f.set_modified(now)) {
-                        tracing::warn!(error = %e, path = %target.display(), "could not touch blob");
-                    }
-                    drop(file);
-                    remove_dir_if_present(&upload_dir)?;
-                    return Ok(BlobMeta {
-                        size: len,
-                        modified: now,
-                    });
-                }
-                Err(e) if !is_not_found(&e) => return Err(e.into()),
+        // No fsyncs: no session row names this area, and nothing in it matters until the
+        // publish makes the blob durable.
+        let file = blocking(move || {
+            match fs::create_dir(&dir) {
+                Err(e) if e.kind() != io::ErrorKind::AlreadyExists => return Err(e.into()),
                 _ => {}
             }
-            if actual > len {
-                file.set_len(len)?;
-            }
-            // GC keeps blobs younger than a grace period; the upload may have been idle for
-            // hours before this commit.
-            file.set_modified(now)?;
-            file.sync_all()?;
-            // The rename and any directories just created become durable before we report
-            // success.
-            fileio::publish(&data, &target, &blobs)?;
-            let meta = file.metadata()?;
-            drop(file);
-            remove_dir_if_present(&upload_dir)?;
-            Ok(BlobMeta {
-                size: meta.len(),
-                modified: meta.modified()?,
-            })
+            Ok(OpenOptions::new()
+                .read(true)
+                .write(true)
+                .create(true)
+                .truncate(true)
+                .open(&data)?)
         })
-        .await
+        .await?;
+        let file = Arc::new(file);
+        Ok(Box::new(FsBlobWriter {
+            blocks: BlockWriter::new(Arc::clone(&file), 0, WRITE_BLOCK),
+            file,
+            store: self.clone(),
+            id: id.clone(),
+        }))
     }
 
     async fn delete_upload(&self, id: &UploadId) -> Result<()> {
@@ -510,9 +564,38 @@ impl UploadWriter for FsUploadWriter {
         Ok(self.0.write(chunk).await?)
     }
 
-    async fn finish(self: Box<Self>) -> Result<()> {
-        // Dropping the last handle on the file releases the upload lock.
+    /// Dropping the writer afterwards (its last handle on the file) releases the upload lock.
+    async fn finish(&mut self) -> Result<()> {
         Ok(self.0.finish().await?)
+    }
+}
+
+/// A whole blob's area (`uploads/<id>/data`, private to its request): written like a
+/// session's, published by a rename of the same file.
+struct FsBlobWriter {
+    blocks: BlockWriter,
+    file: Arc<File>,
+    store: FsBlobStore,
+    id: UploadId,
+}
+
+#[async_trait]
+impl UploadWriter for FsBlobWriter {
+    async fn write(&mut self, chunk: Bytes) -> Result<()> {
+        Ok(self.blocks.write(chunk).await?)
+    }
+
+    async fn finish(&mut self) -> Result<()> {
+        Ok(self.blocks.finish().await?)
+    }
+}
+
+#[async_trait]
+impl BlobWriter for FsBlobWriter {
+    async fn publish(self: Box<Self>, len: u64, digest: &Digest) -> Result<BlobMeta> {
+        let area = self.store.publication(&self.id, digest);
+        let file = self.file;
+        blocking(move || area.publish(&file, len, Staleness::Fresh)).await
     }
 }
 
@@ -581,6 +664,32 @@ mod tests {
         assert_eq!(files_under(&blobs), vec![expected.clone()]);
         assert_eq!(fs::read(&expected).unwrap(), bytes);
         assert!(!dir.path().join("root/uploads").join(id.as_str()).exists());
+    }
+
+    /// A whole blob's area is an upload area GC can see (and, while its request holds the
+    /// upload lock, leaves alone) until the publish renames its file into `blobs/`.
+    #[tokio::test]
+    async fn whole_blob_area_is_an_upload_until_published() {
+        let (dir, store) = store();
+        let blobs = dir.path().join("root/blobs");
+        let bytes = vec![9u8; 2 * WRITE_BLOCK + 3];
+        let digest = Digest::sha256_of(&bytes);
+        let id = UploadId::generate();
+        let mut writer = store.receive_blob(&id).await.unwrap();
+        writer.write(Bytes::from(bytes.clone())).await.unwrap();
+        writer.finish().await.unwrap();
+        let area = dir.path().join("root/uploads").join(id.as_str());
+        assert_eq!(files_under(&area), vec![area.join(DATA)]);
+        let listed = store.list_uploads(None, usize::MAX).await.unwrap();
+        assert_eq!(listed.iter().map(|(u, _)| u).collect::<Vec<_>>(), vec![&id]);
+        assert!(files_under(&blobs).is_empty());
+
+        writer.publish(bytes.len() as u64, &digest).await.unwrap();
+        let hex = digest.hex();
+        let expected = blobs.join("sha256").join(&hex[..2]).join(hex);
+        assert_eq!(files_under(&blobs), vec![expected.clone()]);
+        assert_eq!(fs::read(&expected).unwrap(), bytes);
+        assert!(!area.exists());
     }
 
     #[tokio::test]

@@ -11,8 +11,8 @@
 //! ```
 //!
 //! Invariant: a key under `blobs/` appears only by an atomic publish of bytes whose digest the
-//! caller has verified ([`BlobStore::commit_upload`]), so a crash leaves the whole blob or
-//! nothing.
+//! caller has verified ([`BlobStore::commit_upload`], [`BlobWriter::publish`]), so a crash
+//! leaves the whole blob or nothing.
 
 use std::io;
 use std::ops::Range;
@@ -116,6 +116,14 @@ pub trait BlobStore: Send + Sync + 'static {
     /// digest that already exists keeps one copy.
     async fn commit_upload(&self, id: &UploadId, len: u64, digest: &Digest) -> Result<BlobMeta>;
 
+    /// Opens the byte area of a blob that arrives whole in one request (`POST ?digest=`), which
+    /// no later request resumes: the store skips what keeps a session's area across requests
+    /// and crashes (`fs`: the directory fsyncs; `s3`: the marker and part objects of a blob
+    /// that fits in one part) and publishes it in fewer steps. The area lives under `id` like a
+    /// session's, so a writer dropped unpublished leaves what [`BlobStore::delete_upload`] and
+    /// GC remove.
+    async fn receive_blob(&self, id: &UploadId) -> Result<Box<dyn BlobWriter>>;
+
     /// Removes an upload's bytes. Removing an absent upload succeeds.
     async fn delete_upload(&self, id: &UploadId) -> Result<()>;
 
@@ -145,6 +153,17 @@ pub trait BlobStore: Send + Sync + 'static {
 pub trait UploadWriter: Send {
     async fn write(&mut self, chunk: Bytes) -> Result<()>;
 
-    /// Makes every written byte durable. Called before the session records the new offset.
-    async fn finish(self: Box<Self>) -> Result<()>;
+    /// Makes every written byte durable (or, for a [`BlobWriter`], ready to be published).
+    /// Called once, after the last write and before the session records the new offset.
+    async fn finish(&mut self) -> Result<()>;
+}
+
+/// The writer of [`BlobStore::receive_blob`]: an [`UploadWriter`] whose bytes are published
+/// straight from where it wrote them.
+#[async_trait]
+pub trait BlobWriter: UploadWriter {
+    /// Publishes the `len` bytes written (and finished) as blob `digest`, atomically and
+    /// durably, and removes the area. The caller has verified the digest and holds its
+    /// lock. Publishing a digest that already exists keeps one copy.
+    async fn publish(self: Box<Self>, len: u64, digest: &Digest) -> Result<BlobMeta>;
 }

@@ -7,7 +7,7 @@ use std::time::{Instant, SystemTime};
 
 use async_trait::async_trait;
 
-use super::{BlobMeta, BlobStore, ByteStream, Result, UploadWriter};
+use super::{BlobMeta, BlobStore, BlobWriter, ByteStream, Result, UploadWriter};
 use crate::oci::{Digest, UploadId};
 use crate::telemetry::metrics;
 
@@ -67,6 +67,10 @@ impl BlobStore for TimedBlobStore {
     async fn commit_upload(&self, id: &UploadId, len: u64, digest: &Digest) -> Result<BlobMeta> {
         timed("commit_upload", self.inner.commit_upload(id, len, digest)).await
     }
+    async fn receive_blob(&self, id: &UploadId) -> Result<Box<dyn BlobWriter>> {
+        let writer = timed("receive_blob", self.inner.receive_blob(id)).await?;
+        Ok(Box::new(TimedBlobWriter(writer)))
+    }
     async fn delete_upload(&self, id: &UploadId) -> Result<()> {
         timed("delete_upload", self.inner.delete_upload(id)).await
     }
@@ -79,5 +83,25 @@ impl BlobStore for TimedBlobStore {
     }
     async fn collect_leftovers(&self, cutoff: SystemTime) -> Result<u64> {
         timed("collect_leftovers", self.inner.collect_leftovers(cutoff)).await
+    }
+}
+
+/// Times the publish of a whole blob, the step [`BlobStore::commit_upload`] is for a session.
+struct TimedBlobWriter(Box<dyn BlobWriter>);
+
+#[async_trait]
+impl UploadWriter for TimedBlobWriter {
+    async fn write(&mut self, chunk: bytes::Bytes) -> Result<()> {
+        self.0.write(chunk).await
+    }
+    async fn finish(&mut self) -> Result<()> {
+        self.0.finish().await
+    }
+}
+
+#[async_trait]
+impl BlobWriter for TimedBlobWriter {
+    async fn publish(self: Box<Self>, len: u64, digest: &Digest) -> Result<BlobMeta> {
+        timed("publish_blob", self.0.publish(len, digest)).await
     }
 }

@@ -1,6 +1,6 @@
 //! The process's life: start-up rejects bad configuration with every problem listed, SIGTERM
-//! lets in-flight requests finish, and `aerugo admin gc` works online (through the running
-//! server) and offline.
+//! lets in-flight requests finish, `aerugo admin gc` works online (through the running
+//! server) and offline, and `aerugo admin seed` leaves what clients can read.
 
 use std::process::Command;
 use std::time::Duration;
@@ -367,4 +367,99 @@ async fn periodic_gc_collects_unreferenced_blobs_while_serving() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     panic!("the periodic garbage collection never removed the unreferenced blob");
+}
+
+fn seed(data: &std::path::Path) -> std::process::Output {
+    Command::new(AERUGO)
+        .args([
+            "admin",
+            "seed",
+            "--blobs",
+            "40",
+            "--repositories",
+            "4",
+            "--tags",
+            "150",
+        ])
+        .args(["--referrers", "12", "--concurrency", "8", "--data-dir"])
+        .arg(data)
+        .env("AERUGO__SERVER__LOG_LEVEL", "warn")
+        .output()
+        .unwrap()
+}
+
+/// The seeding tool of the scale benchmarks (src/seed.rs): its layout, as the API shows it,
+/// the same after a second run, and refused while a server holds the data directory.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn admin_seed_fills_a_registry_clients_can_read() {
+    let work = TempDir::new().unwrap();
+    let data = work.path().join("data");
+    for _ in 0..2 {
+        let seeded = seed(&data);
+        assert!(
+            seeded.status.success(),
+            "{}",
+            String::from_utf8_lossy(&seeded.stderr)
+        );
+        let report: serde_json::Value = serde_json::from_slice(&seeded.stdout).unwrap();
+        assert_eq!(
+            (&report["blobs"], &report["tags"], &report["referrers"]),
+            (&40.into(), &150.into(), &12.into()),
+            "{report}"
+        );
+    }
+
+    let core = CoreProcess::start_on(TempDir::new().unwrap(), &data).await;
+    let refused = seed(&data);
+    assert!(!refused.status.success(), "seeding beside a running server");
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("stop it first"));
+
+    let client = http_client();
+    let json = |path: String| {
+        let request = client
+            .get(core.url(&path))
+            .header("Accept", "application/vnd.oci.image.manifest.v1+json");
+        async move {
+            let response = request.send().await.unwrap();
+            assert_eq!(response.status(), 200, "GET {path}");
+            let digest = response.headers().get("docker-content-digest").cloned();
+            (response.json::<serde_json::Value>().await.unwrap(), digest)
+        }
+    };
+    let (catalog, _) = json("/v2/_catalog?n=100".into()).await;
+    let expected = [
+        "seed/r0000000",
+        "seed/r0000001",
+        "seed/r0000002",
+        "seed/r0000003",
+        "seed/tags",
+    ];
+    assert_eq!(catalog["repositories"], serde_json::json!(expected));
+    let (tags, _) = json("/v2/seed/tags/tags/list?n=1000".into()).await;
+    let tags = tags["tags"].as_array().unwrap();
+    assert_eq!(tags.len(), 150);
+    assert_eq!(
+        (&tags[0], &tags[149]),
+        (&"t0000000".into(), &"t0000149".into())
+    );
+
+    let (latest, _) = json("/v2/seed/r0000003/manifests/latest".into()).await;
+    let layer = sha256(b"aerugo seed blob 3\n");
+    assert_eq!(latest["layers"][0]["digest"], layer.to_string());
+    for blob in [layer, sha256(b"aerugo seed blob 39\n")] {
+        let head = client
+            .head(core.url(&format!("/v2/seed/r0000003/blobs/{blob}")))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(head.status(), 200, "HEAD {blob}");
+    }
+    let (_, subject) = json("/v2/seed/tags/manifests/t0000000".into()).await;
+    let subject = subject.unwrap();
+    let (referrers, _) = json(format!(
+        "/v2/seed/tags/referrers/{}",
+        subject.to_str().unwrap()
+    ))
+    .await;
+    assert_eq!(referrers["manifests"].as_array().unwrap().len(), 12);
 }

@@ -39,8 +39,8 @@ use self::error::{S3Failure, backend_error};
 use self::layout::{AreaListing, AreaObject, Keys, Piece, Publish, TooShort};
 use self::settings::ASSEMBLY_TIMEOUT_FACTOR;
 pub use self::settings::S3Settings;
-use self::writer::S3UploadWriter;
-use super::{BlobMeta, BlobStore, BlobStoreError, ByteStream, Result, UploadWriter};
+use self::writer::{S3BlobWriter, S3UploadWriter};
+use super::{BlobMeta, BlobStore, BlobStoreError, BlobWriter, ByteStream, Result, UploadWriter};
 use crate::oci::{Digest, UploadId};
 
 /// Connecting is quick or not at all; a slow server shows in the request timeout instead.
@@ -469,6 +469,10 @@ impl BlobStore for S3BlobStore {
             size: len,
             modified: SystemTime::now(),
         })
+    }
+
+    async fn receive_blob(&self, id: &UploadId) -> Result<Box<dyn BlobWriter>> {
+        Ok(Box::new(S3BlobWriter::new(self.clone(), id.clone())))
     }
 
     async fn delete_upload(&self, id: &UploadId) -> Result<()> {
