@@ -13,8 +13,9 @@
 # p50/p99 of single requests (oha, 1 connection, BENCH_SECONDS each) — a manifest GET by the
 # first and the last tag and in the last repository, a blob HEAD, the first and the last page of
 # the tag list and of the catalog (100 entries), the referrers list —, the server's RSS, then an
-# offline GC pass (`aerugo admin gc`, default grace period: a full walk that deletes nothing)
-# with its wall time and peak RSS. Last, the edge: start-up time (until /healthz answers) and RSS
+# offline GC pass (`aerugo admin gc --grace-period 3600`: a full walk that deletes nothing)
+# with its wall time and peak RSS, then one with no grace period, which collects the seed's
+# unreferenced blobs (all but each repository's first and the two of seed/tags). Last, the edge: start-up time (until /healthz answers) and RSS
 # with BENCH_EDGE_ENTRIES cached blobs (files written in the cache's layout) against an empty
 # cache, with a warm and a cold (dropped) page cache.
 #
@@ -42,6 +43,8 @@ S3_REGION_NAME=${BENCH_S3_REGION:-us-east-1}
 PG=${BENCH_PG:-postgres://aerugo:aerugo@127.0.0.1:5432}
 REDIS=${BENCH_REDIS:-127.0.0.1:6379}
 export PATH="$HOME/.cargo/bin:$PATH"
+# The commands' stdout is their JSON report; INFO logs would go there too.
+export LOG_LEVEL=warn
 
 # --- tools and services ------------------------------------------------------------------------
 step "checking tools and services"
@@ -137,15 +140,17 @@ redis_key_prefix = "$RUN:"
 EOF
 }
 
-# Runs a command; records its wall seconds and peak RSS (MiB) under `metric`.
+# Runs a command (its stdout into $T/<metric>.out); records its wall seconds and peak RSS (MiB)
+# under `metric`.
 timed_run() { # stack size metric command...
     local stack=$1 n=$2 metric=$3
     shift 3
     local out
-    out=$(python3 - "$@" <<'PY'
+    out=$(python3 - "$T/$metric.out" "$@" <<'PY'
 import resource, subprocess, sys, time
 started = time.monotonic()
-done = subprocess.run(sys.argv[1:], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+with open(sys.argv[1], "wb") as stdout:
+    done = subprocess.run(sys.argv[2:], stdout=stdout, stderr=subprocess.PIPE)
 elapsed = time.monotonic() - started
 if done.returncode != 0:
     sys.stderr.write(done.stderr.decode(errors="replace"))
@@ -211,8 +216,12 @@ measure_registry() { # stack size
     stop_pid "${PID[serve]}"
     unset 'PID[serve]'
 
-    step "$stack, size $n: garbage collection (offline, default grace period)"
-    timed_run "$stack" "$n" gc "$AERUGO_BIN" admin "${cfg[@]}" gc
+    step "$stack, size $n: garbage collection (offline): a pass that keeps everything, then one that collects"
+    timed_run "$stack" "$n" gc_keep "$AERUGO_BIN" admin "${cfg[@]}" gc --grace-period 3600
+    # Metadata keeps whole seconds; with no grace period the seed's unreferenced blobs go.
+    sleep 1.1
+    timed_run "$stack" "$n" gc_collect "$AERUGO_BIN" admin "${cfg[@]}" gc --grace-period 0
+    record "$stack" "$n" gc_collect.blobs_deleted "$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["blobs_deleted"])' "$T/gc_collect.out")"
     if [[ $stack == production ]]; then drop_production; fi
     rm -rf "$dir"
 }

@@ -131,7 +131,9 @@ for stack in $STACKS; do
             step "$stack, ${b%%=*}: fsyncs per push (strace)"
             serve "$stack" "${b#*=}" "$T/strace.txt"
             read -r _ _ _ n < <(python3 "$HELPERS/small_push.py" "$URL" 3 1 "$BLOB_BYTES")
-            stop_pid "$SERVER" INT
+            # strace writes its summary when the server (its child) exits.
+            stop_pid "$(pgrep -P "$SERVER" | head -n1)"
+            wait "$SERVER" 2>/dev/null || true
             SERVER=""
             calls=$(awk '$NF=="fsync" || $NF=="fdatasync" {s += $4} END {print s+0}' "$T/strace.txt")
             printf '%s\t%s\tfsyncs\t%s\n' "$stack" "${b%%=*}" "$(calc "round($calls / $n, 2)")" >>"$RESULTS"

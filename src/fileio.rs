@@ -1,8 +1,10 @@
 //! Positioned file I/O for blob bodies, shared by the filesystem store (`storage::fs`) and the
 //! edge's disk cache (`edge::fill`, `edge::cache`):
 //!
+//! - [`mapped_stream`]: a published (immutable) file's bytes as mapped windows, one copy on
+//!   their way out (`mapped`, the crate's one `unsafe` module, says why that is sound);
 //! - [`ChunkReader`] / [`range_stream`]: reads at any offset into a few reused buffers that are
-//!   never zeroed, handed on as `Bytes` without a further copy;
+//!   never zeroed, handed on as `Bytes` without a further copy (for files still being written);
 //! - [`BlockWriter`]: a double-buffered writer that starts each block's write-back at once;
 //! - [`publish`]: rename into place, made durable by fsyncing the directories (also in two
 //!   halves, [`rename_into`] and [`sync_parents`], for a caller with work between them).
@@ -20,6 +22,9 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use bytes::Bytes;
 use futures_util::Stream;
 use tokio::task::JoinHandle;
+
+mod mapped;
+pub use mapped::mapped_stream;
 
 /// How many idle buffers a reader keeps: hyper holds one or two chunks while the next is read.
 const POOLED_CHUNKS: usize = 3;

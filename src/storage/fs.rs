@@ -355,9 +355,17 @@ fn remove_dir_if_present(dir: &Path) -> io::Result<()> {
     }
 }
 
-/// Streams `range` of `file` (see [`fileio::range_stream`]: exact bytes, never a short body).
+/// Streams `range` of an upload's file (see [`fileio::range_stream`]: exact bytes, never a
+/// short body). Upload files are cut back by `append_upload`, so they are read, not mapped.
 fn file_stream(file: File, range: Range<u64>) -> ByteStream {
     Box::pin(fileio::range_stream(Arc::new(file), range, READ_CHUNK))
+}
+
+/// Streams `range` of a committed blob's file, mapped (see [`fileio::mapped_stream`]): blob
+/// files are immutable once published and removed only by unlink, so a response streaming
+/// one is unaffected by a delete or GC meanwhile.
+fn blob_stream(file: File, range: Range<u64>) -> ByteStream {
+    Box::pin(fileio::mapped_stream(Arc::new(file), range, READ_CHUNK))
 }
 
 #[async_trait]
@@ -398,7 +406,7 @@ impl BlobStore for FsBlobStore {
             Ok((file, start..start + len))
         })
         .await?;
-        Ok(file_stream(file, range))
+        Ok(blob_stream(file, range))
     }
 
     async fn delete(&self, digest: &Digest) -> Result<()> {

@@ -714,12 +714,20 @@ impl MetadataStore for PgStore {
         }
         // The outer join tells "no such repository" (no row) from "no tags" (one NULL row) in a
         // single statement. Every tag sorts after '', so that stands in for "from the start".
+        // The page is a lateral subquery so that it always walks the (repo_id, name) index and
+        // stops after `limit` rows: as a plain join, the planner sorted every tag of the
+        // repository for the first page (`> ''` matches all), 5 ms at 10,000 tags against
+        // 0.3 ms for the last page.
         let rows: Vec<Option<String>> = sqlx::query_scalar(
             "SELECT t.name FROM repositories r
-             LEFT JOIN tags t ON t.repo_id = r.id AND t.name > $2
+             LEFT JOIN LATERAL (
+                 SELECT name FROM tags
+                 WHERE repo_id = r.id AND name > $2
+                 ORDER BY name
+                 LIMIT $3
+             ) t ON true
              WHERE r.name = $1
-             ORDER BY t.name
-             LIMIT $3",
+             ORDER BY t.name",
         )
         .bind(repo.as_str())
         .bind(last.unwrap_or(""))

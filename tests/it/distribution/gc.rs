@@ -238,3 +238,28 @@ async fn gc_is_not_hidden_by_warm_caches() {
         (200, image.layers[0].bytes())
     );
 }
+
+/// A blob GC deletes while a client is downloading it arrives whole: the response streams from
+/// the file the request opened (mapped, on the filesystem store), which the delete only unlinks.
+/// Big enough that most of it is still unsent (socket buffers hold a few MiB) when GC runs.
+#[tokio::test]
+async fn a_blob_collected_mid_download_arrives_whole() {
+    let api = Api::start_with(|config| config.gc.grace_period_seconds = 0).await;
+    let repo = "gc/streaming";
+    let blob = bytes_for("collected while streaming", 48 << 20);
+    let digest = api.push_blob(repo, &blob).await;
+    let mut response = api
+        .send(api.get(&format!("/v2/{repo}/blobs/{digest}")))
+        .await;
+    assert_eq!(response.status(), 200);
+    let mut got = response.chunk().await.unwrap().unwrap().to_vec();
+
+    wait_for_next_second().await;
+    assert_eq!(api.gc().await["blobs_deleted"], 1);
+    assert!(!api.has_blob(&digest).await);
+    while let Some(chunk) = response.chunk().await.unwrap() {
+        got.extend_from_slice(&chunk);
+    }
+    assert_eq!(got.len(), blob.len());
+    assert!(got == blob, "the download changed under GC");
+}
