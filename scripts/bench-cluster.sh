@@ -35,12 +35,7 @@ CHUNK_MIB=${BENCH_CHUNK_MIB:-16}
 CONNS=${BENCH_CONNS:-64}
 REPEAT=${BENCH_REPEAT:-3}
 OHA_REPEAT=${BENCH_OHA_REPEAT:-1}
-S3_ENDPOINT=${BENCH_S3_ENDPOINT:-http://127.0.0.1:9100}
-S3_KEY=${BENCH_S3_ACCESS_KEY:-aerugo}
-S3_SECRET=${BENCH_S3_SECRET_KEY:-aerugo-secret}
-S3_REGION_NAME=${BENCH_S3_REGION:-us-east-1}
-PG=${BENCH_PG:-postgres://aerugo:aerugo@127.0.0.1:5432}
-REDIS=${BENCH_REDIS:-127.0.0.1:6379}
+production_services
 export PATH="$HOME/.cargo/bin:$PATH"
 REGISTRIES=(aerugo distribution)
 
@@ -73,8 +68,6 @@ PREFIX="$RUN:"
 REDIS_HOST=${REDIS%:*}
 REDIS_PORT=${REDIS##*:}
 rcli() { redis-cli -h "$REDIS_HOST" -p "$REDIS_PORT" "$@"; }
-psql_admin() { PGOPTIONS=--client-min-messages=warning psql -X -q -v ON_ERROR_STOP=1 "$PG/postgres" "$@"; }
-s3() { S3_ACCESS_KEY=$S3_KEY S3_SECRET_KEY=$S3_SECRET S3_REGION=$S3_REGION_NAME python3 "$HELPERS/s3.py" "$S3_ENDPOINT" "$@"; }
 
 # distribution 2.8 has no Redis key prefix: it gets a database number of its own, one that is
 # empty now (its keys are "blobs::…" and "repository::…").

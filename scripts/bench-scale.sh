@@ -36,12 +36,7 @@ STACKS=${BENCH_STACKS:-embedded production}
 SECS=${BENCH_SECONDS:-3}
 SEED_CONCURRENCY=${BENCH_SEED_CONCURRENCY:-32}
 EDGE_ENTRIES=${BENCH_EDGE_ENTRIES:-100000}
-S3_ENDPOINT=${BENCH_S3_ENDPOINT:-http://127.0.0.1:9100}
-S3_KEY=${BENCH_S3_ACCESS_KEY:-aerugo}
-S3_SECRET=${BENCH_S3_SECRET_KEY:-aerugo-secret}
-S3_REGION_NAME=${BENCH_S3_REGION:-us-east-1}
-PG=${BENCH_PG:-postgres://aerugo:aerugo@127.0.0.1:5432}
-REDIS=${BENCH_REDIS:-127.0.0.1:6379}
+production_services
 export PATH="$HOME/.cargo/bin:$PATH"
 # The commands' stdout is their JSON report; INFO logs would go there too.
 export LOG_LEVEL=warn
@@ -69,8 +64,6 @@ SUFFIX=${RUN##*-}
 RESULTS=$T/results.tsv
 : >"$RESULTS"
 record() { printf '%s\t%s\t%s\t%s\n' "$1" "$2" "$3" "$4" >>"$RESULTS"; } # stack size metric value
-psql_admin() { PGOPTIONS=--client-min-messages=warning psql -X -q -v ON_ERROR_STOP=1 "$PG/postgres" "$@"; }
-s3() { S3_ACCESS_KEY=$S3_KEY S3_SECRET_KEY=$S3_SECRET S3_REGION=$S3_REGION_NAME python3 "$HELPERS/s3.py" "$S3_ENDPOINT" "$@"; }
 
 declare -A PID=()
 CURRENT_DB="" CURRENT_BUCKET=""
@@ -118,26 +111,7 @@ EOF
     CURRENT_BUCKET=sc-$SUFFIX-$n
     psql_admin -c "CREATE DATABASE $CURRENT_DB"
     s3 create "$CURRENT_BUCKET"
-    cat >>"$dir/aerugo.toml" <<EOF
-
-[storage]
-type = "s3"
-bucket = "$CURRENT_BUCKET"
-region = "$S3_REGION_NAME"
-endpoint = "$S3_ENDPOINT"
-path_style = true
-access_key = "$S3_KEY"
-secret_key = "$S3_SECRET"
-
-[database]
-url = "$PG/$CURRENT_DB"
-migrate = true
-
-[cache]
-type = "redis"
-redis_url = "redis://$REDIS/0"
-redis_key_prefix = "$RUN:"
-EOF
+    write_production_conf "$dir/aerugo.toml" "$CURRENT_BUCKET" "$CURRENT_DB" "$RUN:"
 }
 
 # Runs a command (its stdout into $T/<metric>.out); records its wall seconds and peak RSS (MiB)

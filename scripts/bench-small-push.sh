@@ -27,12 +27,7 @@ CLIENTS=${BENCH_CLIENTS:-1 4 16}
 SECS=${BENCH_SECONDS:-5}
 REPEAT=${BENCH_REPEAT:-3}
 BLOB_BYTES=${BENCH_BLOB_BYTES:-1024}
-S3_ENDPOINT=${BENCH_S3_ENDPOINT:-http://127.0.0.1:9100}
-S3_KEY=${BENCH_S3_ACCESS_KEY:-aerugo}
-S3_SECRET=${BENCH_S3_SECRET_KEY:-aerugo-secret}
-S3_REGION_NAME=${BENCH_S3_REGION:-us-east-1}
-PG=${BENCH_PG:-postgres://aerugo:aerugo@127.0.0.1:5432}
-REDIS=${BENCH_REDIS:-127.0.0.1:6379}
+production_services
 
 step "checking tools and services"
 install_debs curl python3
@@ -47,8 +42,6 @@ read -r -a BINS <<<"$BENCH_BINS"
 T=$(mktemp -d "${TMPDIR:-/tmp}/aerugo-bench-small-push.XXXXXX")
 SUFFIX=$(basename "$T" | tr 'A-Z.' 'a-z-')
 SUFFIX=${SUFFIX##*-}
-psql_admin() { PGOPTIONS=--client-min-messages=warning psql -X -q -v ON_ERROR_STOP=1 "$PG/postgres" "$@"; }
-s3() { S3_ACCESS_KEY=$S3_KEY S3_SECRET_KEY=$S3_SECRET S3_REGION=$S3_REGION_NAME python3 "$HELPERS/s3.py" "$S3_ENDPOINT" "$@"; }
 SERVER="" DB="" BUCKET=""
 teardown() {
     stop_pid "$SERVER"
@@ -80,23 +73,7 @@ serve() { # stack binary [strace-output]
         BUCKET=sp-$SUFFIX
         psql_admin -c "CREATE DATABASE $DB"
         s3 create "$BUCKET"
-        cat >>"$conf" <<EOF
-[storage]
-type = "s3"
-bucket = "$BUCKET"
-region = "$S3_REGION_NAME"
-endpoint = "$S3_ENDPOINT"
-path_style = true
-access_key = "$S3_KEY"
-secret_key = "$S3_SECRET"
-[database]
-url = "$PG/$DB"
-migrate = true
-[cache]
-type = "redis"
-redis_url = "redis://$REDIS/0"
-redis_key_prefix = "$SUFFIX:"
-EOF
+        write_production_conf "$conf" "$BUCKET" "$DB" "$SUFFIX:"
     fi
     local run=("$2" serve --config "$conf")
     if [[ -n ${3:-} ]]; then run=(strace -f -c -o "$3" -e trace=fsync,fdatasync "${run[@]}"); fi

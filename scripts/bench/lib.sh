@@ -45,6 +45,45 @@ build_aerugo() {
     [[ -x "$AERUGO_BIN" ]] || die "no aerugo binary at $AERUGO_BIN"
 }
 
+# --- the production stack's services -----------------------------------------------------------
+# Where PostgreSQL, Redis and the S3 server are (scripts/services.sh's addresses unless the
+# BENCH_* variables say otherwise); psql_admin and s3 (scripts/bench/s3.py) act on them.
+production_services() {
+    S3_ENDPOINT=${BENCH_S3_ENDPOINT:-http://127.0.0.1:9100}
+    S3_KEY=${BENCH_S3_ACCESS_KEY:-aerugo}
+    S3_SECRET=${BENCH_S3_SECRET_KEY:-aerugo-secret}
+    S3_REGION_NAME=${BENCH_S3_REGION:-us-east-1}
+    PG=${BENCH_PG:-postgres://aerugo:aerugo@127.0.0.1:5432}
+    REDIS=${BENCH_REDIS:-127.0.0.1:6379}
+}
+psql_admin() { PGOPTIONS=--client-min-messages=warning psql -X -q -v ON_ERROR_STOP=1 "$PG/postgres" "$@"; }
+s3() { S3_ACCESS_KEY=$S3_KEY S3_SECRET_KEY=$S3_SECRET S3_REGION=$S3_REGION_NAME python3 "$HELPERS/s3.py" "$S3_ENDPOINT" "$@"; }
+
+# Appends Aerugo's production sections (S3 straight to $S3_ENDPOINT, PostgreSQL, Redis) to a
+# configuration file.
+write_production_conf() { # file bucket database redis-key-prefix
+    cat >>"$1" <<EOF
+
+[storage]
+type = "s3"
+bucket = "$2"
+region = "$S3_REGION_NAME"
+endpoint = "$S3_ENDPOINT"
+path_style = true
+access_key = "$S3_KEY"
+secret_key = "$S3_SECRET"
+
+[database]
+url = "$PG/$3"
+migrate = true
+
+[cache]
+type = "redis"
+redis_url = "redis://$REDIS/0"
+redis_key_prefix = "$4"
+EOF
+}
+
 # --- small utilities ---------------------------------------------------------------------------
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 now() { date +%s.%N; }
