@@ -194,10 +194,11 @@ pub async fn seed(registry: Arc<Registry>, plan: SeedPlan) -> anyhow::Result<See
         registry
             .mount_blob(&repo, tagged_ref, &config_ref.digest)
             .await?;
+        let bytes = blob_bytes(i);
         let own = Descriptor {
             media_type: LAYER,
-            size: blob_bytes(i).len() as u64,
-            digest: Digest::sha256_of(&blob_bytes(i)),
+            size: bytes.len() as u64,
+            digest: Digest::sha256_of(&bytes),
         };
         let latest = Reference::Tag(tag("latest")?);
         put_image(registry, &repo, &latest, image(config_ref, &own, "latest"))
