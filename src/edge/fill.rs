@@ -227,9 +227,10 @@ fn locked(arrivals: &Mutex<Arrivals>) -> std::sync::MutexGuard<'_, Arrivals> {
         .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
-/// Streams `range` of a complete file (a cached blob), mapped (`fileio::mapped_stream`: cached
-/// blobs are immutable once committed and removed only by unlink). An eviction meanwhile does
-/// not matter: the open descriptor and the mappings keep the bytes readable.
+/// Streams `range` of a complete file (a cached blob). An eviction meanwhile does not matter:
+/// the open descriptor keeps the bytes readable. Read, not mapped (`fileio::mapped_stream`):
+/// at the edge's 128 KiB steps a map and unmap per window cost more CPU per GiB than the copy
+/// they save (docs/benchmarks.md), and bigger windows would hold more per download.
 pub fn file_range_stream(
     path: PathBuf,
     range: Range<u64>,
@@ -241,7 +242,7 @@ pub fn file_range_stream(
     };
     futures_util::stream::once(opened).flat_map(move |opened| match opened {
         Ok(file) => {
-            fileio::mapped_stream(Arc::new(file), range.clone(), READ_STEP as usize).left_stream()
+            fileio::range_stream(Arc::new(file), range.clone(), READ_STEP as usize).left_stream()
         }
         Err(e) => futures_util::stream::once(async move { Err(e) }).right_stream(),
     })
