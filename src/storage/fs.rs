@@ -236,6 +236,21 @@ async fn lock_upload(path: PathBuf) -> Result<File> {
     }
 }
 
+/// Creates an upload area (`dir` and its empty `data` file) and returns the file, open for
+/// reading and writing. Nothing is made durable here. Blocking.
+fn create_area(dir: &Path) -> io::Result<File> {
+    match fs::create_dir(dir) {
+        Err(e) if e.kind() != io::ErrorKind::AlreadyExists => return Err(e),
+        _ => {}
+    }
+    OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .open(dir.join(DATA))
+}
+
 /// Directory entries, or none when the directory does not exist (or is not a directory).
 fn entries(dir: &Path) -> io::Result<Vec<fs::DirEntry>> {
     match fs::read_dir(dir) {
@@ -432,15 +447,7 @@ impl BlobStore for FsBlobStore {
         let dir = self.upload_dir(id);
         let uploads = self.uploads.clone();
         blocking(move || {
-            match fs::create_dir(&dir) {
-                Err(e) if e.kind() != io::ErrorKind::AlreadyExists => return Err(e.into()),
-                _ => {}
-            }
-            OpenOptions::new()
-                .write(true)
-                .create(true)
-                .truncate(true)
-                .open(dir.join(DATA))?;
+            create_area(&dir)?;
             // The session row that names this upload is committed right after; the directory
             // must not vanish in a crash while the row survives.
             fileio::sync_dir(&dir)?;
@@ -500,22 +507,9 @@ impl BlobStore for FsBlobStore {
 
     async fn receive_blob(&self, id: &UploadId) -> Result<Box<dyn BlobWriter>> {
         let dir = self.upload_dir(id);
-        let data = self.upload_data(id);
         // No fsyncs: no session row names this area, and nothing in it matters until the
         // publish makes the blob durable.
-        let file = blocking(move || {
-            match fs::create_dir(&dir) {
-                Err(e) if e.kind() != io::ErrorKind::AlreadyExists => return Err(e.into()),
-                _ => {}
-            }
-            Ok(OpenOptions::new()
-                .read(true)
-                .write(true)
-                .create(true)
-                .truncate(true)
-                .open(&data)?)
-        })
-        .await?;
+        let file = blocking(move || Ok(create_area(&dir)?)).await?;
         let file = Arc::new(file);
         Ok(Box::new(FsBlobWriter {
             blocks: BlockWriter::new(Arc::clone(&file), 0, WRITE_BLOCK),
