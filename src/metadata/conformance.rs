@@ -13,8 +13,8 @@ use bytes::Bytes;
 use serde_json::{Value, json};
 
 use super::{
-    DeletedRepository, GcPlan, ManifestRecord, MetadataError, MetadataStore, NewManifest, Referrer,
-    UploadSession,
+    DeletedRepository, GcCursor, GcPlan, ManifestRecord, MetadataError, MetadataStore, NewManifest,
+    Referrer, UploadSession,
 };
 use crate::oci::manifest::{DOCKER_MANIFEST, OCI_INDEX, OCI_MANIFEST, parse};
 use crate::oci::{Digest, Reference, RepoName, Tag, UploadId};
@@ -43,6 +43,7 @@ macro_rules! metadata_conformance {
             gc_collects_unreferenced_links_and_blobs,
             gc_keeps_blobs_other_repositories_reference,
             gc_works_in_batches,
+            gc_pass_walks_past_what_it_keeps,
             concurrent_puts_of_one_tag_all_succeed,
             repository_size_sums_its_links,
             namespace_usage_counts_each_blob_once,
@@ -167,9 +168,14 @@ async fn future(store: &dyn MetadataStore) -> i64 {
     store.now().await.expect("now") + 10
 }
 
-/// One garbage-collection batch large enough for any case.
+/// A garbage-collection pass in one batch, large enough for any case.
 async fn gc(store: &dyn MetadataStore, cutoff: i64) -> GcPlan {
-    store.collect_garbage(cutoff, 1000).await.expect("gc")
+    let batch = store
+        .collect_garbage(cutoff, 1000, &GcCursor::default())
+        .await
+        .expect("gc");
+    assert_eq!(batch.next, None, "one batch covers a small store");
+    batch.removed
 }
 
 async fn start_upload(
@@ -1025,19 +1031,9 @@ pub(crate) async fn gc_works_in_batches(store: Arc<dyn MetadataStore>) {
     let strays: Vec<Digest> = (0..5).map(|i| blob(&format!("stray-{i}"))).collect();
     link(store, &r, &strays.iter().collect::<Vec<_>>()).await;
     let cutoff = future(store).await;
-    let mut total = GcPlan::default();
-    loop {
-        let batch = store.collect_garbage(cutoff, 2).await.expect("gc");
-        assert!(
-            batch.links.len() <= 2 && batch.blobs.len() <= 2,
-            "a batch exceeded its limit: {batch:?}"
-        );
-        if batch.is_empty() {
-            break;
-        }
-        total.links.extend(batch.links);
-        total.blobs.extend(batch.blobs);
-    }
+    let (total, batches) = gc_pass(store, cutoff, 2).await;
+    // Five links in pages of two (the third page holds one), then five records likewise.
+    assert_eq!(batches, 5, "each row is examined once");
     let mut expected_links: Vec<_> = strays.iter().map(|d| (r.clone(), d.clone())).collect();
     expected_links.sort();
     assert_eq!(sorted(total.links), expected_links);
@@ -1045,6 +1041,69 @@ pub(crate) async fn gc_works_in_batches(store: Arc<dyn MetadataStore>) {
     for stray in &strays {
         assert!(!store.blob_known(stray).await.expect("blob_known"));
     }
+}
+
+/// A pass walks past what it keeps: many referenced links and records cost one look each,
+/// and the few strays among them still go within the pass.
+pub(crate) async fn gc_pass_walks_past_what_it_keeps(store: Arc<dyn MetadataStore>) {
+    let store = &*store;
+    let repos: Vec<RepoName> = (0..3).map(|i| repo(&format!("team/r{i}"))).collect();
+    let mut strays = Vec::new();
+    for (i, r) in repos.iter().enumerate() {
+        let layers: Vec<Digest> = (0..6).map(|j| blob(&format!("layer-{i}-{j}"))).collect();
+        let config = blob(&format!("config-{i}"));
+        let stray = blob(&format!("stray-{i}"));
+        let mut linked: Vec<&Digest> = layers.iter().collect();
+        linked.extend([&config, &stray]);
+        link(store, r, &linked).await;
+        put(
+            store,
+            &manifest(
+                r,
+                &image(&config, &layers.iter().collect::<Vec<_>>()),
+                &["v1"],
+            ),
+        )
+        .await;
+        strays.push((r.clone(), stray));
+    }
+    let cutoff = future(store).await;
+    let (total, batches) = gc_pass(store, cutoff, 5).await;
+    // 24 links in pages of five; the fifth page (four links) ends the links, so its batch
+    // starts on the 24 records too, whose fifth page (four records) ends the pass.
+    assert_eq!(batches, 9, "a batch examines its page and moves on");
+    strays.sort();
+    assert_eq!(sorted(total.links), strays);
+    assert_eq!(
+        sorted(total.blobs),
+        sorted(strays.iter().map(|(_, d)| d.clone()).collect())
+    );
+    assert_eq!(gc(store, cutoff).await, GcPlan::default(), "nothing left");
+}
+
+/// Runs one pass in batches of `limit`, checking each stays within it; returns everything
+/// removed (in pass order) and the number of batches.
+async fn gc_pass(store: &dyn MetadataStore, cutoff: i64, limit: usize) -> (GcPlan, usize) {
+    let mut total = GcPlan::default();
+    let mut cursor = Some(GcCursor::default());
+    let mut batches = 0;
+    while let Some(from) = cursor {
+        let batch = store
+            .collect_garbage(cutoff, limit, &from)
+            .await
+            .expect("gc");
+        let removed = batch.removed;
+        assert!(
+            removed.links.len() <= limit && removed.blobs.len() <= limit,
+            "a batch exceeded its limit: {removed:?}"
+        );
+        total.links.extend(removed.links);
+        total.blobs.extend(removed.blobs);
+        cursor = batch.next;
+        batches += 1;
+        assert!(batches <= 100, "the pass does not end");
+    }
+    (total, batches)
 }
 
 pub(crate) async fn concurrent_puts_of_one_tag_all_succeed(store: Arc<dyn MetadataStore>) {

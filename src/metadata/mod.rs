@@ -141,6 +141,113 @@ impl GcPlan {
     }
 }
 
+/// Where a garbage-collection pass has got to: links are examined in key order, then blob
+/// records in digest order, each row once per pass, so a pass costs what the tables hold
+/// rather than that times the number of batches. Meaningful only to the store that made it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum GcCursor {
+    /// Examining links, after the one with this key (the store's repository id, digest).
+    Links { repo_id: i64, digest: String },
+    /// Links done; examining blob records after this digest.
+    Blobs { digest: String },
+}
+
+impl Default for GcCursor {
+    /// The start of a pass: before every link.
+    fn default() -> GcCursor {
+        GcCursor::Links {
+            repo_id: i64::MIN,
+            digest: String::new(),
+        }
+    }
+}
+
+/// One batch of a pass: what it removed, and where the next batch starts (`None`: the pass
+/// is over).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GcBatch {
+    pub removed: GcPlan,
+    pub next: Option<GcCursor>,
+}
+
+/// What a store removed in one page of links (as `(repository, digest)` names) or of blob
+/// records, and the last key of the page (`None`: the page ran to the end of the table).
+pub(crate) type GcPage<Row, Key> = (Vec<Row>, Option<Key>);
+
+/// The two scans of a garbage-collection batch, run inside the store's transaction. Each
+/// examines the `batch` rows after `after` in key order and removes those of them that
+/// qualify; [`gc_batch`] walks the pass from one to the other.
+pub(crate) trait GcScans {
+    type Error;
+
+    /// Links made before `cutoff` that no manifest of their repository references.
+    async fn links_after(
+        &mut self,
+        cutoff: Timestamp,
+        batch: i64,
+        after: (i64, &str),
+    ) -> std::result::Result<GcPage<(String, String), (i64, String)>, Self::Error>;
+
+    /// Blob records created before `cutoff` that nothing links or references.
+    async fn blobs_after(
+        &mut self,
+        cutoff: Timestamp,
+        batch: i64,
+        after: &str,
+    ) -> std::result::Result<GcPage<String, String>, Self::Error>;
+}
+
+/// What the two scans return, before the names are parsed.
+pub(crate) struct GcRows {
+    pub links: Vec<(String, String)>,
+    pub blobs: Vec<String>,
+    pub next: Option<GcCursor>,
+}
+
+/// One batch from `cursor`: a page of links, and once the links have run out (in this batch
+/// or an earlier one) a page of blob records, so the blobs freed by this pass's link removals
+/// are examined in the same pass.
+pub(crate) async fn gc_batch<S: GcScans>(
+    scans: &mut S,
+    cursor: &GcCursor,
+    cutoff: Timestamp,
+    batch: i64,
+) -> std::result::Result<GcRows, S::Error> {
+    let batch = batch.max(1);
+    let mut rows = GcRows {
+        links: Vec::new(),
+        blobs: Vec::new(),
+        next: Some(cursor.clone()),
+    };
+    if let GcCursor::Links { repo_id, digest } = cursor {
+        let (removed, end) = scans.links_after(cutoff, batch, (*repo_id, digest)).await?;
+        rows.links = removed;
+        rows.next = Some(end.map_or(
+            GcCursor::Blobs {
+                digest: String::new(),
+            },
+            |(repo_id, digest)| GcCursor::Links { repo_id, digest },
+        ));
+    }
+    if let Some(GcCursor::Blobs { digest }) = &rows.next {
+        let (removed, end) = scans.blobs_after(cutoff, batch, digest).await?;
+        rows.blobs = removed;
+        rows.next = end.map(|digest| GcCursor::Blobs { digest });
+    }
+    Ok(rows)
+}
+
+impl GcRows {
+    /// The batch, once every name parses: a row we cannot name must not vanish from
+    /// metadata, so the caller commits only after this succeeds.
+    pub fn parsed(self) -> std::result::Result<GcBatch, UnreadableRow> {
+        Ok(GcBatch {
+            removed: GcPlan::parsed(self.links, self.blobs)?,
+            next: self.next,
+        })
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum MetadataError {
     #[error("manifest references blobs or manifests unknown to the repository: {0:?}")]
@@ -283,13 +390,21 @@ pub trait MetadataStore: Send + Sync + 'static {
 
     // ---- garbage collection ----
 
-    /// One batch of garbage collection, in one transaction: removes up to `limit` blob links
-    /// no manifest of their repository references that were made before `cutoff`, and up to
-    /// `limit` blob records created before `cutoff` left with no link and no reference.
-    /// Returns what it removed, so the caller deletes the bytes and forgets the links; the
-    /// caller repeats until a batch comes back empty. (Stale upload sessions are the caller's
-    /// to end, one at a time under the session's lock, since a request may be writing one.)
-    async fn collect_garbage(&self, cutoff: Timestamp, limit: usize) -> Result<GcPlan>;
+    /// One batch of a garbage-collection pass, in one transaction, from `cursor`
+    /// (`GcCursor::default()` starts a pass): examines the next `limit` blob links, removing
+    /// those made before `cutoff` that no manifest of their repository references; once the
+    /// links have run out, the next `limit` blob records, removing those created before
+    /// `cutoff` left with no link and no reference. Returns what it removed, so the caller
+    /// deletes the bytes and forgets the links, and where the next batch starts; the caller
+    /// goes on until that is `None`. A row freed behind the cursor waits for the next pass.
+    /// (Stale upload sessions are the caller's to end, one at a time under the session's
+    /// lock, since a request may be writing one.)
+    async fn collect_garbage(
+        &self,
+        cutoff: Timestamp,
+        limit: usize,
+        cursor: &GcCursor,
+    ) -> Result<GcBatch>;
 
     // ---- repository management ----
 

@@ -24,8 +24,9 @@ use super::rows::{
     parse_digest, to_db,
 };
 use super::{
-    DeletedRepository, GcPlan, ManifestRecord, MetadataError, MetadataStore, NewManifest, Referrer,
-    Result, Timestamp, UploadSession, system_now as now,
+    DeletedRepository, GcBatch, GcCursor, GcPage, GcScans, ManifestRecord, MetadataError,
+    MetadataStore, NewManifest, Referrer, Result, Timestamp, UploadSession, gc_batch,
+    system_now as now,
 };
 use crate::oci::manifest::Descriptor;
 use crate::oci::{Digest, Reference, RepoName, Tag, UploadId};
@@ -619,48 +620,17 @@ impl MetadataStore for SqliteStore {
         Ok(done.rows_affected() > 0)
     }
 
-    async fn collect_garbage(&self, cutoff: Timestamp, limit_to: usize) -> Result<GcPlan> {
-        let batch = limit(limit_to);
+    async fn collect_garbage(
+        &self,
+        cutoff: Timestamp,
+        limit_to: usize,
+        cursor: &GcCursor,
+    ) -> Result<GcBatch> {
         let mut tx = self.begin().await?;
-        // A link survives while a manifest of its own repository needs it, or while it is young
-        // (an image is pushed blobs first, manifest last).
-        let links: Vec<(String, String)> = sqlx::query_as(
-            "DELETE FROM repo_blobs
-             WHERE (repo_id, digest) IN (
-                 SELECT rb.repo_id, rb.digest FROM repo_blobs rb
-                 WHERE rb.linked_at < ?1
-                   AND NOT EXISTS (SELECT 1 FROM manifest_refs mr
-                                   WHERE mr.target_digest = rb.digest
-                                     AND mr.kind = 'blob'
-                                     AND mr.repo_id = rb.repo_id)
-                 LIMIT ?2)
-             RETURNING (SELECT name FROM repositories r WHERE r.id = repo_id), digest",
-        )
-        .bind(cutoff)
-        .bind(batch)
-        .fetch_all(&mut *tx)
-        .await
-        .map_err(backend)?;
-        let blobs: Vec<String> = sqlx::query_scalar(
-            "DELETE FROM blobs
-             WHERE digest IN (
-                 SELECT b.digest FROM blobs b
-                 WHERE b.created_at < ?1
-                   AND NOT EXISTS (SELECT 1 FROM repo_blobs rb WHERE rb.digest = b.digest)
-                   AND NOT EXISTS (SELECT 1 FROM manifest_refs mr
-                                   WHERE mr.target_digest = b.digest AND mr.kind = 'blob')
-                 LIMIT ?2)
-             RETURNING digest",
-        )
-        .bind(cutoff)
-        .bind(batch)
-        .fetch_all(&mut *tx)
-        .await
-        .map_err(backend)?;
-        // Parse before committing: a row we cannot name must not vanish from metadata.
-        let plan = GcPlan::parsed(links, blobs).map_err(backend)?;
+        let rows = gc_batch(&mut *tx, cursor, cutoff, limit(limit_to)).await?;
+        let batch = rows.parsed().map_err(backend)?;
         tx.commit().await.map_err(backend)?;
-        Ok(plan)
+        Ok(batch)
     }
 
     async fn repository_size(&self, repo: &RepoName) -> Result<u64> {
@@ -770,6 +740,90 @@ impl MetadataStore for SqliteStore {
         let deleted = deleted_repository(manifests, tags, blobs)?;
         tx.commit().await.map_err(backend)?;
         Ok(Some(deleted))
+    }
+}
+
+/// Each scan finds the last key of a full page first (that is where the next batch starts),
+/// then removes what qualifies among the page's rows, read through the primary key.
+impl GcScans for SqliteConnection {
+    type Error = MetadataError;
+
+    async fn links_after(
+        &mut self,
+        cutoff: Timestamp,
+        batch: i64,
+        after: (i64, &str),
+    ) -> Result<GcPage<(String, String), (i64, String)>> {
+        let last = sqlx::query_as(
+            "SELECT repo_id, digest FROM repo_blobs WHERE (repo_id, digest) > (?1, ?2)
+             ORDER BY repo_id, digest LIMIT 1 OFFSET ?3",
+        )
+        .bind(after.0)
+        .bind(after.1)
+        .bind(batch - 1)
+        .fetch_optional(&mut *self)
+        .await
+        .map_err(backend)?;
+        // A link survives while a manifest of its own repository needs it, or while it is
+        // young (an image is pushed blobs first, manifest last).
+        let removed = sqlx::query_as(
+            "WITH page AS (
+                 SELECT repo_id, digest, linked_at FROM repo_blobs
+                 WHERE (repo_id, digest) > (?1, ?2) ORDER BY repo_id, digest LIMIT ?3)
+             DELETE FROM repo_blobs
+             WHERE (repo_id, digest) IN (
+                 SELECT p.repo_id, p.digest FROM page p
+                 WHERE p.linked_at < ?4
+                   AND NOT EXISTS (SELECT 1 FROM manifest_refs mr
+                                   WHERE mr.target_digest = p.digest
+                                     AND mr.kind = 'blob'
+                                     AND mr.repo_id = p.repo_id))
+             RETURNING (SELECT name FROM repositories r WHERE r.id = repo_id), digest",
+        )
+        .bind(after.0)
+        .bind(after.1)
+        .bind(batch)
+        .bind(cutoff)
+        .fetch_all(&mut *self)
+        .await
+        .map_err(backend)?;
+        Ok((removed, last))
+    }
+
+    async fn blobs_after(
+        &mut self,
+        cutoff: Timestamp,
+        batch: i64,
+        after: &str,
+    ) -> Result<GcPage<String, String>> {
+        let last = sqlx::query_scalar(
+            "SELECT digest FROM blobs WHERE digest > ?1 ORDER BY digest LIMIT 1 OFFSET ?2",
+        )
+        .bind(after)
+        .bind(batch - 1)
+        .fetch_optional(&mut *self)
+        .await
+        .map_err(backend)?;
+        let removed = sqlx::query_scalar(
+            "WITH page AS (
+                 SELECT digest, created_at FROM blobs
+                 WHERE digest > ?1 ORDER BY digest LIMIT ?2)
+             DELETE FROM blobs
+             WHERE digest IN (
+                 SELECT p.digest FROM page p
+                 WHERE p.created_at < ?3
+                   AND NOT EXISTS (SELECT 1 FROM repo_blobs rb WHERE rb.digest = p.digest)
+                   AND NOT EXISTS (SELECT 1 FROM manifest_refs mr
+                                   WHERE mr.target_digest = p.digest AND mr.kind = 'blob'))
+             RETURNING digest",
+        )
+        .bind(after)
+        .bind(batch)
+        .bind(cutoff)
+        .fetch_all(&mut *self)
+        .await
+        .map_err(backend)?;
+        Ok((removed, last))
     }
 }
 

@@ -13,7 +13,7 @@ use std::time::{Duration, SystemTime};
 use serde::{Deserialize, Serialize};
 
 use super::{Registry, RegistryError, Result};
-use crate::metadata::{GcPlan, Timestamp};
+use crate::metadata::{GcCursor, GcPlan, Timestamp};
 use crate::oci::{Digest, UploadId};
 
 /// Rows per metadata transaction and entries per storage listing page.
@@ -50,12 +50,11 @@ impl Registry {
         let now = self.meta.now().await?;
         let cutoff = now.saturating_sub(grace_secs);
         let mut report = GcReport::default();
-        loop {
-            let plan = self.meta.collect_garbage(cutoff, BATCH).await?;
-            if plan.is_empty() {
-                break;
-            }
-            self.apply(&plan, &mut report).await?;
+        let mut cursor = Some(GcCursor::default());
+        while let Some(from) = cursor {
+            let batch = self.meta.collect_garbage(cutoff, BATCH, &from).await?;
+            self.apply(&batch.removed, &mut report).await?;
+            cursor = batch.next;
         }
         self.collect_stale_sessions(cutoff, &mut report).await?;
         let stored_cutoff =

@@ -18,8 +18,8 @@
 //!   child manifests, in the one query that checks them), upserts its manifest row (locking
 //!   it, so a concurrent delete of the digest goes first or waits), then upserts its tags in
 //!   sorted order. Two pushes of one tag serialise on the tag's row; the later commit wins.
-//! - `collect_garbage` locks candidates `FOR UPDATE SKIP LOCKED` (a push holding a link is
-//!   skipped, never waited for), then deletes them in a second statement that re-checks the
+//! - `collect_garbage` locks the candidates of its page `FOR UPDATE SKIP LOCKED` (a push
+//!   holding a link is skipped, never waited for), then deletes them in a second statement that re-checks the
 //!   conditions on a fresh snapshot: a push that committed a reference between the two is
 //!   seen, one that comes later waits for the batch and finds the link gone.
 //! - `link_blob` upserts the blob record with a no-op update, so a collection deleting that
@@ -61,8 +61,8 @@ use super::rows::{
     parse_digest, to_db,
 };
 use super::{
-    DeletedRepository, GcPlan, ManifestRecord, MetadataError, MetadataStore, NewManifest, Referrer,
-    Result, Timestamp, UploadSession,
+    DeletedRepository, GcBatch, GcCursor, GcPage, GcScans, ManifestRecord, MetadataError,
+    MetadataStore, NewManifest, Referrer, Result, Timestamp, UploadSession, gc_batch,
 };
 use crate::oci::manifest::{Descriptor, ManifestInfo};
 use crate::oci::{Digest, Reference, RepoName, Tag, UploadId};
@@ -318,14 +318,17 @@ impl PgStore {
         Ok(Some(deleted))
     }
 
-    async fn collect_garbage_once(&self, cutoff: Timestamp, batch: i64) -> Result<GcPlan, Failed> {
+    async fn collect_garbage_once(
+        &self,
+        cutoff: Timestamp,
+        batch: i64,
+        cursor: &GcCursor,
+    ) -> Result<GcBatch, Failed> {
         let mut tx = self.pool.begin().await?;
-        let links = collect_links(&mut tx, cutoff, batch).await?;
-        let blobs = collect_blobs(&mut tx, cutoff, batch).await?;
-        // Parse before committing: a row we cannot name must not vanish from metadata.
-        let plan = GcPlan::parsed(links, blobs).map_err(backend)?;
+        let rows = gc_batch(&mut *tx, cursor, cutoff, batch).await?;
+        let batch = rows.parsed().map_err(backend)?;
         tx.commit().await?;
-        Ok(plan)
+        Ok(batch)
     }
 }
 
@@ -490,83 +493,118 @@ fn refusal(info: &ManifestInfo, stored: &HashMap<(String, String), i64>) -> Opti
     }
 }
 
-/// Removes up to `batch` links made before `cutoff` that no manifest of their repository
-/// references; returns (repository, digest) of each.
-///
-/// Two statements: the first locks candidates, skipping links a push holds; the second, on a
-/// fresh snapshot taken once the locks are ours, sees every reference committed before and
-/// deletes only what is still unreferenced.
-async fn collect_links(
-    conn: &mut PgConnection,
-    cutoff: Timestamp,
-    batch: i64,
-) -> Result<Vec<(String, String)>, sqlx::Error> {
-    let candidates: Vec<(i64, String)> = sqlx::query_as(
-        "SELECT rb.repo_id, rb.digest FROM repo_blobs rb
-         WHERE rb.linked_at < to_timestamp($1)
-           AND NOT EXISTS (SELECT 1 FROM manifest_refs mr
-                           WHERE mr.target_digest = rb.digest AND mr.kind = 'blob'
-                             AND mr.repo_id = rb.repo_id)
-         LIMIT $2
-         FOR UPDATE OF rb SKIP LOCKED",
-    )
-    .bind(cutoff)
-    .bind(batch)
-    .fetch_all(&mut *conn)
-    .await?;
-    if candidates.is_empty() {
-        return Ok(Vec::new());
+/// Each scan finds the last key of a full page first (where the next batch starts), then in
+/// two statements removes what qualifies among the page's rows: the first locks candidates,
+/// skipping rows a push holds; the second, on a fresh snapshot taken once the locks are ours,
+/// sees every reference committed before and deletes only what is still unreferenced.
+impl GcScans for PgConnection {
+    type Error = sqlx::Error;
+
+    async fn links_after(
+        &mut self,
+        cutoff: Timestamp,
+        batch: i64,
+        after: (i64, &str),
+    ) -> Result<GcPage<(String, String), (i64, String)>, sqlx::Error> {
+        const PAGE: &str = "SELECT repo_id, digest FROM repo_blobs
+            WHERE (repo_id, digest) > ($1, $2) ORDER BY repo_id, digest";
+        let last = sqlx::query_as(sqlx::AssertSqlSafe(format!("{PAGE} OFFSET $3 LIMIT 1")))
+            .bind(after.0)
+            .bind(after.1)
+            .bind(batch - 1)
+            .fetch_optional(&mut *self)
+            .await?;
+        let candidates: Vec<(i64, String)> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+            "SELECT rb.repo_id, rb.digest FROM repo_blobs rb
+             WHERE (rb.repo_id, rb.digest) IN (SELECT * FROM ({PAGE} LIMIT $3) AS page)
+               AND {}
+             FOR UPDATE OF rb SKIP LOCKED",
+            unreferenced_link("$4")
+        )))
+        .bind(after.0)
+        .bind(after.1)
+        .bind(batch)
+        .bind(cutoff)
+        .fetch_all(&mut *self)
+        .await?;
+        if candidates.is_empty() {
+            return Ok((Vec::new(), last));
+        }
+        let (repo_ids, digests): (Vec<i64>, Vec<String>) = candidates.into_iter().unzip();
+        let removed = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+            "DELETE FROM repo_blobs rb
+             USING repositories r, unnest($1::bigint[], $2::text[]) AS c(repo_id, digest)
+             WHERE rb.repo_id = c.repo_id AND rb.digest = c.digest AND r.id = rb.repo_id
+               AND {}
+             RETURNING r.name, rb.digest",
+            unreferenced_link("$3")
+        )))
+        .bind(repo_ids)
+        .bind(digests)
+        .bind(cutoff)
+        .fetch_all(&mut *self)
+        .await?;
+        Ok((removed, last))
     }
-    let (repo_ids, digests): (Vec<i64>, Vec<String>) = candidates.into_iter().unzip();
-    sqlx::query_as(
-        "DELETE FROM repo_blobs rb
-         USING repositories r, unnest($1::bigint[], $2::text[]) AS c(repo_id, digest)
-         WHERE rb.repo_id = c.repo_id AND rb.digest = c.digest AND r.id = rb.repo_id
-           AND rb.linked_at < to_timestamp($3)
-           AND NOT EXISTS (SELECT 1 FROM manifest_refs mr
-                           WHERE mr.target_digest = rb.digest AND mr.kind = 'blob'
-                             AND mr.repo_id = rb.repo_id)
-         RETURNING r.name, rb.digest",
-    )
-    .bind(repo_ids)
-    .bind(digests)
-    .bind(cutoff)
-    .fetch_all(&mut *conn)
-    .await
+
+    async fn blobs_after(
+        &mut self,
+        cutoff: Timestamp,
+        batch: i64,
+        after: &str,
+    ) -> Result<GcPage<String, String>, sqlx::Error> {
+        const PAGE: &str = "SELECT digest FROM blobs WHERE digest > $1 ORDER BY digest";
+        let last = sqlx::query_scalar(sqlx::AssertSqlSafe(format!("{PAGE} OFFSET $2 LIMIT 1")))
+            .bind(after)
+            .bind(batch - 1)
+            .fetch_optional(&mut *self)
+            .await?;
+        let candidates: Vec<String> = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
+            "SELECT b.digest FROM blobs b
+             WHERE b.digest IN (SELECT * FROM ({PAGE} LIMIT $2) AS page) AND {}
+             FOR UPDATE OF b SKIP LOCKED",
+            unused_blob("$3")
+        )))
+        .bind(after)
+        .bind(batch)
+        .bind(cutoff)
+        .fetch_all(&mut *self)
+        .await?;
+        if candidates.is_empty() {
+            return Ok((Vec::new(), last));
+        }
+        let removed = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
+            "DELETE FROM blobs b WHERE b.digest = ANY($1::text[]) AND {} RETURNING b.digest",
+            unused_blob("$2")
+        )))
+        .bind(candidates)
+        .bind(cutoff)
+        .fetch_all(&mut *self)
+        .await?;
+        Ok((removed, last))
+    }
 }
 
-/// Removes up to `batch` blob records created before `cutoff` that nothing links or
-/// references; the same two steps as [`collect_links`].
-async fn collect_blobs(
-    conn: &mut PgConnection,
-    cutoff: Timestamp,
-    batch: i64,
-) -> Result<Vec<String>, sqlx::Error> {
-    const UNUSED: &str = "NOT EXISTS (SELECT 1 FROM repo_blobs rb WHERE rb.digest = b.digest)
-        AND NOT EXISTS (SELECT 1 FROM manifest_refs mr
-                        WHERE mr.target_digest = b.digest AND mr.kind = 'blob')";
-    let candidates: Vec<String> = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
-        "SELECT b.digest FROM blobs b
-         WHERE b.created_at < to_timestamp($1) AND {UNUSED}
-         LIMIT $2
-         FOR UPDATE OF b SKIP LOCKED"
-    )))
-    .bind(cutoff)
-    .bind(batch)
-    .fetch_all(&mut *conn)
-    .await?;
-    if candidates.is_empty() {
-        return Ok(Vec::new());
-    }
-    sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
-        "DELETE FROM blobs b
-         WHERE b.digest = ANY($1::text[]) AND b.created_at < to_timestamp($2) AND {UNUSED}
-         RETURNING b.digest"
-    )))
-    .bind(candidates)
-    .bind(cutoff)
-    .fetch_all(&mut *conn)
-    .await
+/// A link `rb` made before the cutoff (the parameter named) that no manifest of its
+/// repository references: its grace period is over and nothing needs it.
+fn unreferenced_link(cutoff: &str) -> String {
+    format!(
+        "rb.linked_at < to_timestamp({cutoff})
+         AND NOT EXISTS (SELECT 1 FROM manifest_refs mr
+                         WHERE mr.target_digest = rb.digest AND mr.kind = 'blob'
+                           AND mr.repo_id = rb.repo_id)"
+    )
+}
+
+/// A blob record `b` created before the cutoff (the parameter named) that nothing links or
+/// references.
+fn unused_blob(cutoff: &str) -> String {
+    format!(
+        "b.created_at < to_timestamp({cutoff})
+         AND NOT EXISTS (SELECT 1 FROM repo_blobs rb WHERE rb.digest = b.digest)
+         AND NOT EXISTS (SELECT 1 FROM manifest_refs mr
+                         WHERE mr.target_digest = b.digest AND mr.kind = 'blob')"
+    )
 }
 
 /// An upload row with its times as [`Timestamp`]s.
@@ -857,9 +895,14 @@ impl MetadataStore for PgStore {
         rows.into_iter().map(UploadRow::into_session).collect()
     }
 
-    async fn collect_garbage(&self, cutoff: Timestamp, limit_to: usize) -> Result<GcPlan> {
+    async fn collect_garbage(
+        &self,
+        cutoff: Timestamp,
+        limit_to: usize,
+        cursor: &GcCursor,
+    ) -> Result<GcBatch> {
         let batch = limit(limit_to);
-        retrying(|| self.collect_garbage_once(cutoff, batch)).await
+        retrying(|| self.collect_garbage_once(cutoff, batch, cursor)).await
     }
 
     async fn repository_size(&self, repo: &RepoName) -> Result<u64> {

@@ -297,11 +297,12 @@ async fn collection_never_takes_what_a_concurrent_push_references() {
         let m = manifest(&r, &image(&config, &[&layer]), &[]);
         // Every link is past its grace period for this collection.
         let cutoff = collector.now().await.expect("now") + 10;
+        let start = GcCursor::default();
         let (pushed, plan) = tokio::join!(
             pusher.put_manifest(&m),
-            collector.collect_garbage(cutoff, 1000)
+            collector.collect_garbage(cutoff, 1000, &start)
         );
-        let plan = plan.expect("gc");
+        let plan = plan.expect("gc").removed;
         match pushed {
             Ok(()) => {
                 for d in [&config, &layer] {
@@ -348,13 +349,14 @@ async fn linking_while_collection_runs_never_fails() {
         let d = blob(&format!("blob-{i}"));
         link(&linker, &old, &[&d]).await;
         let cutoff = collector.now().await.expect("now") + 10;
+        let start = GcCursor::default();
         let (linked, plan) = tokio::join!(
             linker.link_blob(&new, &d, BLOB_SIZE),
-            collector.collect_garbage(cutoff, 1000)
+            collector.collect_garbage(cutoff, 1000, &start)
         );
         linked.unwrap_or_else(|e| panic!("round {i}: {e:?}"));
         // The collection may take the new link too when it ran after it: then it says so.
-        let plan = plan.expect("gc");
+        let plan = plan.expect("gc").removed;
         if !plan.links.contains(&(new.clone(), d.clone())) {
             assert_eq!(
                 linker.linked_blob(&new, &d).await.expect("linked"),
