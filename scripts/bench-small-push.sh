@@ -8,7 +8,8 @@
 # For every stack, every repeat and every binary in turn (interleaved, so a drift of the machine
 # hits all alike): a fresh data directory (and, on the production stack, a fresh database and
 # bucket), `aerugo serve`, then scripts/bench/small_push.py at each client count for
-# BENCH_SECONDS. The best of BENCH_REPEAT runs is kept. With BENCH_STRACE=1 one more run per
+# BENCH_SECONDS, with the server's CPU time per push (utime + stime over the run). The best of
+# BENCH_REPEAT runs is kept. With BENCH_STRACE=1 one more run per
 # binary counts the server's fsync/fdatasync calls per push (strace -f -c).
 #
 # Environment: BENCH_BINS (default: the release build as "current"), BENCH_STACKS ("embedded";
@@ -96,9 +97,12 @@ for stack in $STACKS; do
             for c in $CLIENTS; do
                 step "$stack, run $r, ${b%%=*}, $c client(s)"
                 serve "$stack" "${b#*=}"
+                c0=$(cpu_ticks "$SERVER")
                 read -r rate p50 p99 n < <(python3 "$HELPERS/small_push.py" "$URL" "$SECS" "$c" "$BLOB_BYTES")
-                note "$rate pushes/s (p50 $p50 ms, p99 $p99 ms, $n pushes)"
-                printf '%s\t%s\t%s\t%s\t%s\t%s\n' "$stack" "${b%%=*}" "$c" "$rate" "$p50" "$p99" >>"$RESULTS"
+                c1=$(cpu_ticks "$SERVER")
+                cpu=$(calc "round(($c1 - $c0) * 1000 / $CLK_TCK / max($n, 1), 3)")
+                note "$rate pushes/s (p50 $p50 ms, p99 $p99 ms, $n pushes, server CPU $cpu ms per push)"
+                printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$stack" "${b%%=*}" "$c" "$rate" "$p50" "$p99" "$cpu" >>"$RESULTS"
                 teardown
             done
         done
@@ -129,14 +133,15 @@ for line in open(rows):
     if f[2] == "fsyncs":
         fsyncs[(f[0], f[1])] = f[3]
         continue
-    stack, binary, clients, rate, p50, p99 = f
+    stack, binary, clients, rate, p50, p99, cpu = f
     if binary not in order:
         order.append(binary)
     key = (stack, int(clients))
     if binary not in best[key] or float(rate) > best[key][binary][0]:
-        best[key][binary] = (float(rate), p50, p99)
+        best[key][binary] = (float(rate), p50, p99, cpu)
 print("```\n" + open(machine).read().rstrip() + "\n```\n")
-head = "| stack | clients | " + " | ".join(f"{b} pushes/s (p50 / p99 ms)" for b in order)
+head = "| stack | clients | " + " | ".join(
+    f"{b} pushes/s (p50 / p99 ms; server CPU ms per push)" for b in order)
 if len(order) > 1:
     head += f" | {order[-1]} ÷ {order[0]}"
 print(head + " |")
@@ -144,7 +149,7 @@ print("|---" * (2 + len(order) + (len(order) > 1)) + "|")
 for (stack, clients) in sorted(best):
     cells = [best[(stack, clients)].get(b) for b in order]
     line = f"| {stack} | {clients} | " + " | ".join(
-        f"{c[0]:.0f} ({c[1]} / {c[2]})" if c else "–" for c in cells)
+        f"{c[0]:.0f} ({c[1]} / {c[2]}; {c[3]})" if c else "–" for c in cells)
     if len(order) > 1 and cells[0] and cells[-1]:
         line += f" | {cells[-1][0] / cells[0][0]:.2f}×"
     print(line + " |")

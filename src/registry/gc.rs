@@ -30,7 +30,8 @@ pub struct GcReport {
     pub orphan_blobs_deleted: usize,
     /// Upload byte areas without a live session.
     pub orphan_uploads_deleted: usize,
-    /// What the blob store kept for uploads beyond their areas (abandoned multipart uploads).
+    /// What the blob store kept for uploads beyond their areas (abandoned multipart uploads,
+    /// held blob files a crash interrupted).
     #[serde(default)]
     pub leftovers_deleted: u64,
 }

@@ -8,6 +8,8 @@
 //! ```text
 //! blobs/<algorithm>/<first two hex chars>/<hex>   committed blob, immutable
 //! uploads/<upload id>/data                        bytes received so far for one session
+//! uploads/.held/<upload id>                       fs only: a small whole blob while its
+//!                                                 publish writes it (a crash leaves it to GC)
 //! ```
 //!
 //! Invariant: a key under `blobs/` appears only by an atomic publish of bytes whose digest the
