@@ -10,6 +10,7 @@
 
 use std::time::{Duration, SystemTime};
 
+use futures_util::{StreamExt, TryStreamExt};
 use serde::{Deserialize, Serialize};
 
 use super::{Registry, RegistryError, Result};
@@ -18,6 +19,12 @@ use crate::oci::{Digest, UploadId};
 
 /// Rows per metadata transaction and entries per storage listing page.
 const BATCH: usize = 1000;
+
+/// Blob deletions in flight at once. Each waits for the store: an object store's round trip,
+/// or a filesystem's unlink, which on a disk mounted with `discard` waits for the device to
+/// trim the freed blocks (~0.5 ms per blob on the test host): one at a time, a collection of
+/// 10⁵ blobs took over a minute.
+const DELETING: usize = 16;
 
 /// What one collection removed.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -75,12 +82,21 @@ impl Registry {
         for (repo, digest) in &plan.links {
             self.forget_blob_link(repo, digest).await;
         }
-        for digest in &plan.blobs {
-            if self.delete_if_unknown(digest).await? {
-                report.blobs_deleted += 1;
-            }
-        }
+        report.blobs_deleted += self.delete_unknown(plan.blobs.clone()).await?;
         Ok(())
+    }
+
+    /// [`Registry::delete_if_unknown`] for each digest, [`DELETING`] at a time (each under its
+    /// own digest lock); how many were deleted.
+    async fn delete_unknown(&self, digests: Vec<Digest>) -> Result<usize> {
+        futures_util::stream::iter(digests)
+            .map(|digest| async move { self.delete_if_unknown(&digest).await })
+            .buffer_unordered(DELETING)
+            .try_fold(
+                0,
+                |deleted, gone| async move { Ok(deleted + usize::from(gone)) },
+            )
+            .await
     }
 
     /// Sessions untouched since the cutoff, each ended under its lock after a second look,
@@ -119,11 +135,10 @@ impl Registry {
                 return Ok(());
             };
             after = Some(last.clone());
-            for (digest, modified) in &page {
-                if *modified < cutoff && self.delete_if_unknown(digest).await? {
-                    report.orphan_blobs_deleted += 1;
-                }
-            }
+            let old = page
+                .into_iter()
+                .filter_map(|(digest, modified)| (modified < cutoff).then_some(digest));
+            report.orphan_blobs_deleted += self.delete_unknown(old.collect()).await?;
         }
     }
 
