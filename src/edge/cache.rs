@@ -263,15 +263,30 @@ impl DiskCache {
         }
         let path = self.path_of(&entry);
         let kind_dir = self.kind_dir(&entry);
-        fileio::rename_into(temp, &path)?;
+        // Room is made before the file appears: the bytes are counted (reserved, not yet in
+        // the LRU, so never their own victim) and older entries evicted first, so the disk
+        // never holds more than the cap, not even between the rename and the eviction. A
+        // rename over an entry already there adds nothing to reserve.
+        let reserved = {
+            let mut index = self.lock();
+            let reserved = if index.lru.contains(&entry) { 0 } else { size };
+            index.bytes += reserved;
+            reserved
+        };
+        self.evict();
+        if let Err(error) = fileio::rename_into(temp, &path) {
+            self.lock().bytes -= reserved;
+            self.publish_usage();
+            return Err(error);
+        }
         {
             let mut index = self.lock();
             if let Some(old) = index.lru.put(entry, size) {
                 index.bytes -= old;
             }
-            index.bytes += size;
+            index.bytes += size - reserved;
         }
-        self.evict();
+        self.publish_usage();
         // Durable only now: the index and the cap must not wait for the fsyncs, or the disk
         // would hold entries the index does not count meanwhile (a lost rename is a miss).
         fileio::sync_parents(&path, &kind_dir)
@@ -295,6 +310,10 @@ impl DiskCache {
             let _ = fs::remove_file(self.path_of(&victim));
             metrics().edge.evictions.inc();
         }
+        self.publish_usage();
+    }
+
+    fn publish_usage(&self) {
         metrics()
             .edge
             .disk_usage_bytes
@@ -415,6 +434,17 @@ mod tests {
         let reopened = DiskCache::open(dir.path(), 250).unwrap();
         assert_eq!(reopened.usage(), 200);
         assert_eq!(reopened.blob(&a).map(|(_, s)| s), Some(100));
+    }
+
+    #[test]
+    fn committing_a_cached_entry_again_evicts_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let cache = DiskCache::open(dir.path(), 250).unwrap();
+        let a = put_blob(&cache, &[1u8; 100]);
+        let b = put_blob(&cache, &[2u8; 100]);
+        assert_eq!(put_blob(&cache, &[1u8; 100]), a);
+        assert!(cache.blob(&b).is_some(), "a second fill of a evicted b");
+        assert_eq!(cache.usage(), 200);
     }
 
     #[test]
