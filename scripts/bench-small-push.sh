@@ -5,8 +5,8 @@
 #
 #   BENCH_BINS="before=/path/old/aerugo after=target/release/aerugo" ./scripts/bench-small-push.sh
 #
-# For every stack, every repeat and every binary in turn (interleaved, so a drift of the machine
-# hits all alike): a fresh data directory (and, on the production stack, a fresh database and
+# For every stack, every repeat and every binary in turn (interleaved, the order reversed on
+# every other repeat, so a drift of the machine hits all alike): a fresh data directory (and, on the production stack, a fresh database and
 # bucket), `aerugo serve`, then scripts/bench/small_push.py at each client count for
 # BENCH_SECONDS, with the server's CPU time per push (utime + stime over the run). The best of
 # BENCH_REPEAT runs is kept. With BENCH_STRACE=1 one more run per
@@ -93,7 +93,14 @@ RESULTS=$T/results.tsv
 
 for stack in $STACKS; do
     for r in $(seq 1 "$REPEAT"); do
-        for b in "${BINS[@]}"; do
+        # Every other run in reverse order: a machine drifting over the run (it does, by
+        # a third over the production rows) must not always favour the binary that runs first.
+        order=("${BINS[@]}")
+        if ((r % 2 == 0)); then
+            order=()
+            for ((i = ${#BINS[@]} - 1; i >= 0; i--)); do order+=("${BINS[i]}"); done
+        fi
+        for b in "${order[@]}"; do
             for c in $CLIENTS; do
                 step "$stack, run $r, ${b%%=*}, $c client(s)"
                 serve "$stack" "${b#*=}"

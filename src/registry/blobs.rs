@@ -4,6 +4,7 @@ use std::ops::Range;
 
 use bytes::Bytes;
 
+use super::quota::RequestQuota;
 use super::{Registry, RegistryError, Result};
 use crate::oci::{Digest, RepoName};
 use crate::storage::ByteStream;
@@ -85,7 +86,8 @@ impl Registry {
         if self.blobs.stat(digest).await?.is_none() {
             return Ok(false);
         }
-        self.charge(repo, digest, size).await?;
+        self.charge(repo, digest, size, &mut RequestQuota::default())
+            .await?;
         self.meta.link_blob(repo, digest, size).await?;
         Ok(true)
     }

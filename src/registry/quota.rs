@@ -63,6 +63,14 @@ impl Room {
     }
 }
 
+/// The quota of the namespace one request writes to, read from [`NamespaceQuotas`] at most
+/// once: a push asks when its body starts and again when it commits, microseconds apart, and
+/// each read is a round trip to the account store.
+#[derive(Debug, Default)]
+pub(super) struct RequestQuota {
+    read: Option<Option<u64>>,
+}
+
 /// What [`Registry::upload_cap`] allows an upload.
 #[derive(Debug, Clone, Copy)]
 pub(super) struct UploadCap {
@@ -71,11 +79,17 @@ pub(super) struct UploadCap {
 }
 
 impl Registry {
-    async fn quota_of(&self, repo: &RepoName) -> Result<Option<u64>> {
-        self.quotas
+    async fn quota_of(&self, repo: &RepoName, known: &mut RequestQuota) -> Result<Option<u64>> {
+        if let Some(quota) = known.read {
+            return Ok(quota);
+        }
+        let quota = self
+            .quotas
             .quota(repo.namespace())
             .await
-            .map_err(RegistryError::QuotaLookup)
+            .map_err(RegistryError::QuotaLookup)?;
+        known.read = Some(quota);
+        Ok(quota)
     }
 
     async fn room(&self, repo: &RepoName, quota: u64) -> Result<Room> {
@@ -94,8 +108,9 @@ impl Registry {
         &self,
         repo: &RepoName,
         target: Option<&Digest>,
+        known: &mut RequestQuota,
     ) -> Result<Option<UploadCap>> {
-        let Some(quota) = self.quota_of(repo).await? else {
+        let Some(quota) = self.quota_of(repo, known).await? else {
             return Ok(None);
         };
         let bytes = match target {
@@ -122,8 +137,14 @@ impl Registry {
     /// Refuses linking a blob of `size` bytes to `repo` when its namespace lacks the room and
     /// does not hold the blob already. Called under the digest's publishing lock, before any
     /// link is written.
-    pub(super) async fn charge(&self, repo: &RepoName, digest: &Digest, size: u64) -> Result<()> {
-        let Some(quota) = self.quota_of(repo).await? else {
+    pub(super) async fn charge(
+        &self,
+        repo: &RepoName,
+        digest: &Digest,
+        size: u64,
+        known: &mut RequestQuota,
+    ) -> Result<()> {
+        let Some(quota) = self.quota_of(repo, known).await? else {
             return Ok(());
         };
         let room = self.room(repo, quota).await?;

@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use futures_util::StreamExt;
 
+use super::quota::RequestQuota;
 use super::{BodyStream, Registry, RegistryError, Result};
 use crate::coordination::LockGuard;
 use crate::digesting::BackgroundHasher;
@@ -102,8 +103,16 @@ impl Registry {
     ) -> Result<UploadSession> {
         let _busy = self.lock_upload(id).await?;
         let session = self.upload_status(repo, id).await?;
+        let mut quota = RequestQuota::default();
         match self
-            .receive(session.clone(), info, body, None, &mut Tracking::Recorded)
+            .receive(
+                session.clone(),
+                info,
+                body,
+                None,
+                &mut Tracking::Recorded,
+                &mut quota,
+            )
             .await
         {
             Err(e) if bytes_are_gone(&e) => Err(self.forget_lost_upload(&session).await),
@@ -124,11 +133,22 @@ impl Registry {
         let _busy = self.lock_upload(id).await?;
         let session = self.upload_status(repo, id).await?;
         // The exact charge comes with the commit; the body is held to the whole quota.
+        let mut quota = RequestQuota::default();
         let received = match self
-            .receive(session.clone(), info, body, None, &mut Tracking::Recorded)
+            .receive(
+                session.clone(),
+                info,
+                body,
+                None,
+                &mut Tracking::Recorded,
+                &mut quota,
+            )
             .await
         {
-            Ok(received) => self.commit(received, digest, Tracking::Recorded).await,
+            Ok(received) => {
+                self.commit(received, digest, Tracking::Recorded, quota)
+                    .await
+            }
             Err(e) => Err(e),
         };
         match received {
@@ -163,11 +183,19 @@ impl Registry {
             created_at: now,
             updated_at: now,
         };
+        let mut quota = RequestQuota::default();
         let received = self
-            .receive(session.clone(), info, body, Some(digest), &mut tracking)
+            .receive(
+                session.clone(),
+                info,
+                body,
+                Some(digest),
+                &mut tracking,
+                &mut quota,
+            )
             .await;
         match received {
-            Ok(session) => self.commit(session, digest, tracking).await,
+            Ok(session) => self.commit(session, digest, tracking, quota).await,
             Err(e) => {
                 self.discard(&session.id).await;
                 Err(e)
@@ -215,12 +243,13 @@ impl Registry {
         mut body: BodyStream,
         target: Option<&Digest>,
         tracking: &mut Tracking,
+        quota: &mut RequestQuota,
     ) -> Result<UploadSession> {
         let expected_len = expected_length(&session, info)?;
         // A request declaring no body (the usual finishing `PUT`) adds nothing to hold back.
         let cap = match expected_len {
             Some(0) => None,
-            _ => self.upload_cap(&session.repo, target).await?,
+            _ => self.upload_cap(&session.repo, target, quota).await?,
         };
         let over_cap = |len: u64| cap.filter(|cap| session.offset + len > cap.bytes);
         if let Some(cap) = expected_len.and_then(over_cap) {
@@ -286,6 +315,7 @@ impl Registry {
         session: UploadSession,
         digest: &Digest,
         tracking: Tracking,
+        mut quota: RequestQuota,
     ) -> Result<u64> {
         let actual = self.digest_of_upload(&session, digest.algorithm()).await?;
         if actual != *digest {
@@ -298,7 +328,7 @@ impl Registry {
         let size = session.offset;
         let has_row = {
             let _publishing = self.coordinator.lock_digest(digest).await?;
-            if let Err(refused) = self.charge(&session.repo, digest, size).await {
+            if let Err(refused) = self.charge(&session.repo, digest, size, &mut quota).await {
                 self.discard(&session.id).await;
                 return Err(refused);
             }
