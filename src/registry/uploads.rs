@@ -105,14 +105,7 @@ impl Registry {
         let session = self.upload_status(repo, id).await?;
         let mut quota = RequestQuota::default();
         match self
-            .receive(
-                session.clone(),
-                info,
-                body,
-                None,
-                &mut Tracking::Recorded,
-                &mut quota,
-            )
+            .receive_recorded(session.clone(), info, body, &mut quota)
             .await
         {
             Err(e) if bytes_are_gone(&e) => Err(self.forget_lost_upload(&session).await),
@@ -135,14 +128,7 @@ impl Registry {
         // The exact charge comes with the commit; the body is held to the whole quota.
         let mut quota = RequestQuota::default();
         let received = match self
-            .receive(
-                session.clone(),
-                info,
-                body,
-                None,
-                &mut Tracking::Recorded,
-                &mut quota,
-            )
+            .receive_recorded(session.clone(), info, body, &mut quota)
             .await
         {
             Ok(received) => {
@@ -229,6 +215,20 @@ impl Registry {
             tokio::time::sleep(pause).await;
             pause = (pause * 2).min(Duration::from_millis(100));
         }
+    }
+
+    /// [`Registry::receive`] into the session's upload area, the digest not known yet (a
+    /// `PATCH`, a finishing `PUT`'s last chunk).
+    async fn receive_recorded(
+        &self,
+        session: UploadSession,
+        info: BodyInfo,
+        body: BodyStream,
+        quota: &mut RequestQuota,
+    ) -> Result<UploadSession> {
+        let tracking = &mut Tracking::Recorded;
+        self.receive(session, info, body, None, tracking, quota)
+            .await
     }
 
     /// Streams a body into the session: checks the range and the quota's cap (see
