@@ -7,16 +7,18 @@
 //!   never zeroed, handed on as `Bytes` without a further copy (for files still being written);
 //! - [`BlockWriter`]: a double-buffered writer that starts each block's write-back at once;
 //! - [`publish`]: rename into place, made durable by fsyncing the directories (also in two
-//!   halves, [`rename_into`] and [`sync_parents`], for a caller with work between them).
+//!   halves, [`rename_into`] and [`sync_parents`], for a caller with work between them), and
+//!   [`DurableDirs`], which skips the fsyncs of directories this process already made durable.
 //!
 //! A leaf: it uses nothing else of the crate. Every call that touches the disk runs on tokio's
 //! blocking pool, except [`publish`] and the directory calls, which are blocking themselves.
 
+use std::collections::HashSet;
 use std::fs::{self, File};
 use std::io;
 use std::ops::Range;
 use std::os::unix::fs::FileExt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use bytes::Bytes;
@@ -33,7 +35,8 @@ const POOLED_CHUNKS: usize = 3;
 type ChunkPool = Arc<Mutex<Vec<Vec<u8>>>>;
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    // A pool of spare buffers holds no invariant a panicking holder could break.
+    // A pool of spare buffers, or a set of directories known durable, holds no invariant a
+    // panicking holder could break.
     m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
@@ -350,6 +353,64 @@ pub fn sync_parents(to: &Path, root: &Path) -> io::Result<()> {
     Ok(())
 }
 
+/// Publishes into a store's fan-out directories (`blobs/<algorithm>/<xx>/`), fsyncing the
+/// directories above the target's own only while this process has not yet made that chain
+/// durable: once it has, a later rename into the same directory changes no entry above it, and
+/// the two fsyncs it would repeat (~60 µs here) are an eighth of a small push's syncs.
+///
+/// Sound only for directories that nothing removes while the process runs (the stores never
+/// remove their fan-out directories). A directory this publish had to create again (removed
+/// by hand) is recognised, and its chain is synced anew.
+#[derive(Debug)]
+pub struct DurableDirs {
+    root: PathBuf,
+    /// Directories whose chain of entries up to `root` this process fsynced after they existed.
+    known: Mutex<HashSet<PathBuf>>,
+}
+
+/// How far a [`DurableDirs::publish`] fsynced.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Synced {
+    /// The target's directory only: its chain was known durable.
+    Directory,
+    /// Every directory up to the root ([`sync_parents`]).
+    Chain,
+}
+
+impl DurableDirs {
+    pub fn new(root: PathBuf) -> DurableDirs {
+        DurableDirs {
+            root,
+            known: Mutex::new(HashSet::new()),
+        }
+    }
+
+    /// [`publish`] under this root, syncing no more than the rename needs to survive a crash.
+    pub fn publish(&self, from: &Path, to: &Path) -> io::Result<Synced> {
+        let dir = check_under(to, &self.root)?;
+        let created = rename_creating(from, to)?;
+        if !created && lock(&self.known).contains(dir) {
+            sync_dir(dir)?;
+            return Ok(Synced::Directory);
+        }
+        sync_parents(to, &self.root)?;
+        lock(&self.known).insert(dir.to_path_buf());
+        Ok(Synced::Chain)
+    }
+}
+
+/// Renames `from` to `to`, creating `to`'s parent directories only when the rename finds
+/// them missing; says whether it had to.
+fn rename_creating(from: &Path, to: &Path) -> io::Result<bool> {
+    match fs::rename(from, to) {
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {
+            rename_into(from, to)?;
+            Ok(true)
+        }
+        done => done.map(|()| false),
+    }
+}
+
 /// `to`'s parent, if it lies under `root`.
 fn check_under<'a>(to: &'a Path, root: &Path) -> io::Result<&'a Path> {
     to.parent()
@@ -488,5 +549,45 @@ mod tests {
         let err = publish(&temp, &outside, &root).unwrap_err();
         assert_eq!(err.kind(), io::ErrorKind::InvalidInput);
         assert!(temp.exists() && !outside.exists());
+    }
+
+    #[test]
+    fn durable_dirs_sync_a_chain_once_and_again_after_a_restart_or_a_removal() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("blobs");
+        fs::create_dir(&root).unwrap();
+        let temp = dir.path().join("temp");
+        let publish_as = |dirs: &DurableDirs, name: &str| {
+            fs::write(&temp, name).unwrap();
+            let target = root.join("sha256/ab").join(name);
+            let synced = dirs.publish(&temp, &target).unwrap();
+            assert_eq!(fs::read(&target).unwrap(), name.as_bytes());
+            synced
+        };
+        let dirs = DurableDirs::new(root.clone());
+        assert_eq!(publish_as(&dirs, "ab1"), Synced::Chain, "a new directory");
+        assert_eq!(publish_as(&dirs, "ab2"), Synced::Directory, "a known one");
+        // Another process (a restart) knows nothing of what the first made durable.
+        let restarted = DurableDirs::new(root.clone());
+        assert_eq!(
+            publish_as(&restarted, "ab3"),
+            Synced::Chain,
+            "after a restart"
+        );
+        assert_eq!(publish_as(&restarted, "ab4"), Synced::Directory);
+        // Removed by hand: the publish creates it again, and syncs the chain again.
+        fs::remove_dir_all(root.join("sha256")).unwrap();
+        assert_eq!(
+            publish_as(&restarted, "ab5"),
+            Synced::Chain,
+            "after a removal"
+        );
+
+        fs::write(&temp, b"stray").unwrap();
+        let err = dirs.publish(&temp, &dir.path().join("elsewhere/x"));
+        assert_eq!(err.unwrap_err().kind(), io::ErrorKind::InvalidInput);
+        fs::remove_file(&temp).unwrap();
+        let err = dirs.publish(&temp, &root.join("sha256/ab/missing"));
+        assert_eq!(err.unwrap_err().kind(), io::ErrorKind::NotFound);
     }
 }

@@ -20,7 +20,7 @@ use async_trait::async_trait;
 use bytes::Bytes;
 
 use super::{BlobMeta, BlobStore, BlobStoreError, BlobWriter, ByteStream, Result, UploadWriter};
-use crate::fileio::{self, BlockWriter};
+use crate::fileio::{self, BlockWriter, DurableDirs};
 use crate::oci::{Algorithm, Digest, UploadId};
 
 const BLOBS: &str = "blobs";
@@ -46,6 +46,11 @@ const HELD_BLOB: usize = WRITE_BLOCK;
 /// (the one being read, the ones hyper has not written yet, the idle ones in its pool), ~2 MiB.
 const READ_CHUNK: usize = 512 * 1024;
 
+/// Window of a committed blob's mapped stream: each costs a blocking-pool hop, a map with its
+/// populate, and an unmap, so fewer and larger windows cost less CPU per GiB; the pages are the
+/// page cache's, not the process's own memory.
+const MAPPED_WINDOW: usize = 512 * 1024;
+
 /// How long `append_upload`/`commit_upload` wait for another handle on the same upload to let
 /// go. A writer dropped mid-request releases within one block write; only a genuinely
 /// concurrent request on the same session holds it longer, and that one should fail.
@@ -58,6 +63,8 @@ pub struct FsBlobStore {
     blobs: PathBuf,
     uploads: PathBuf,
     held: PathBuf,
+    /// Publishes into `blobs/`, which no code removes a directory of.
+    durable: Arc<DurableDirs>,
 }
 
 impl FsBlobStore {
@@ -69,6 +76,7 @@ impl FsBlobStore {
         fs::create_dir_all(&blobs)?;
         fs::create_dir_all(&held)?;
         Ok(FsBlobStore {
+            durable: Arc::new(DurableDirs::new(blobs.clone())),
             blobs,
             uploads,
             held,
@@ -98,7 +106,7 @@ impl FsBlobStore {
             data: self.upload_data(id),
             dir: self.upload_dir(id),
             target: self.blob_path(digest),
-            blobs: self.blobs.clone(),
+            durable: self.durable.clone(),
         }
     }
 }
@@ -117,7 +125,7 @@ struct Publication {
     data: PathBuf,
     dir: PathBuf,
     target: PathBuf,
-    blobs: PathBuf,
+    durable: Arc<DurableDirs>,
 }
 
 impl Publication {
@@ -144,7 +152,7 @@ impl Publication {
             file.set_modified(now)?;
             file.sync_all()?;
         }
-        fileio::publish(&self.data, &self.target, &self.blobs)?;
+        self.durable.publish(&self.data, &self.target)?;
         let meta = file.metadata()?;
         remove_dir_if_present(&self.dir)?;
         Ok(BlobMeta {
@@ -175,10 +183,15 @@ fn stored_copy(target: &Path, len: u64) -> Result<Option<BlobMeta>> {
     }
 }
 
-/// Publishes held `bytes` as the blob at `target` (under `blobs`): written to `file` (under
-/// `uploads/.held/`), synced, renamed, and the rename made durable. A failure removes the
-/// file. Blocking.
-fn publish_held(bytes: &[u8], file: &Path, target: &Path, blobs: &Path) -> Result<BlobMeta> {
+/// Publishes held `bytes` as the blob at `target` (under the store's `blobs/`): written to
+/// `file` (under `uploads/.held/`), synced, renamed, and the rename made durable. A failure
+/// removes the file. Blocking.
+fn publish_held(
+    bytes: &[u8],
+    file: &Path,
+    target: &Path,
+    durable: &DurableDirs,
+) -> Result<BlobMeta> {
     let len = bytes.len() as u64;
     if let Some(existing) = stored_copy(target, len)? {
         return Ok(existing);
@@ -187,7 +200,7 @@ fn publish_held(bytes: &[u8], file: &Path, target: &Path, blobs: &Path) -> Resul
         let mut out = OpenOptions::new().write(true).create_new(true).open(file)?;
         io::Write::write_all(&mut out, bytes)?;
         out.sync_data()?;
-        fileio::publish(file, target, blobs)?;
+        durable.publish(file, target)?;
         out.metadata()
     })();
     match written {
@@ -456,7 +469,7 @@ fn file_stream(file: File, range: Range<u64>) -> ByteStream {
 /// files are immutable once published and removed only by unlink, so a response streaming
 /// one is unaffected by a delete or GC meanwhile.
 fn blob_stream(file: File, range: Range<u64>) -> ByteStream {
-    Box::pin(fileio::mapped_stream(Arc::new(file), range, READ_CHUNK))
+    Box::pin(fileio::mapped_stream(Arc::new(file), range, MAPPED_WINDOW))
 }
 
 #[async_trait]
@@ -727,7 +740,7 @@ impl BlobWriter for FsBlobWriter {
         held.truncate(usize::try_from(len).unwrap_or(usize::MAX));
         let file = store.held.join(id.as_str());
         let target = store.blob_path(digest);
-        blocking(move || publish_held(&held, &file, &target, &store.blobs)).await
+        blocking(move || publish_held(&held, &file, &target, &store.durable)).await
     }
 }
 
@@ -1068,7 +1081,7 @@ mod tests {
     #[tokio::test]
     async fn blob_streams_are_exact_and_fail_when_the_file_shrinks() {
         let (_dir, store) = store();
-        let len = 2 * READ_CHUNK + READ_CHUNK / 2 + 3;
+        let len = 2 * MAPPED_WINDOW + MAPPED_WINDOW / 2 + 3;
         let bytes: Vec<u8> = (0..len).map(|i| (i % 251) as u8).collect();
         let digest = Digest::sha256_of(&bytes);
         let id = UploadId::generate();
@@ -1078,14 +1091,14 @@ mod tests {
         w.finish().await.unwrap();
         store.commit_upload(&id, len as u64, &digest).await.unwrap();
 
-        // A range across chunk boundaries: exact bytes, no chunk empty or above READ_CHUNK.
-        let range = (READ_CHUNK as u64 - 5)..(len as u64 - 1);
+        // A range across chunk boundaries: exact bytes, no chunk empty or above MAPPED_WINDOW.
+        let range = (MAPPED_WINDOW as u64 - 5)..(len as u64 - 1);
         let mut stream = store.open(&digest, Some(range.clone())).await.unwrap();
         let mut got = Vec::new();
         while let Some(chunk) = futures_util::StreamExt::next(&mut stream).await {
             let chunk = chunk.unwrap();
             assert!(
-                !chunk.is_empty() && chunk.len() <= READ_CHUNK,
+                !chunk.is_empty() && chunk.len() <= MAPPED_WINDOW,
                 "{}",
                 chunk.len()
             );
@@ -1096,12 +1109,12 @@ mod tests {
         // Truncated while a response is under way: the stream fails instead of ending short.
         let mut stream = store.open(&digest, None).await.unwrap();
         let first = futures_util::StreamExt::next(&mut stream).await.unwrap();
-        assert_eq!(first.unwrap().len(), READ_CHUNK);
+        assert_eq!(first.unwrap().len(), MAPPED_WINDOW);
         OpenOptions::new()
             .write(true)
             .open(store.blob_path(&digest))
             .unwrap()
-            .set_len(READ_CHUNK as u64 + 10)
+            .set_len(MAPPED_WINDOW as u64 + 10)
             .unwrap();
         let rest: Vec<io::Result<Bytes>> = futures_util::StreamExt::collect(stream).await;
         let (last, before) = rest.split_last().unwrap();

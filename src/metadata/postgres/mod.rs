@@ -23,7 +23,10 @@
 //!   conditions on a fresh snapshot: a push that committed a reference between the two is
 //!   seen, one that comes later waits for the batch and finds the link gone.
 //! - `link_blob` upserts the blob record with a no-op update, so a collection deleting that
-//!   record either waits for the link or has committed and the record is re-created.
+//!   record either waits for the link or has committed and the record is re-created. Into an
+//!   existing repository it is one statement that locks the repository row like
+//!   `ensure_repo`; only a repository's first link (or one racing its deletion) takes the
+//!   transaction that creates the row.
 //!
 //! Deadlocks (40P01) and serialization failures (40001) are retried up to three times, then
 //! reported as `MetadataError::Conflict`.
@@ -151,6 +154,17 @@ impl PgStore {
         digest: &Digest,
         size: i64,
     ) -> Result<(), Failed> {
+        let linked: Option<i64> = sqlx::query_scalar(LINK_IN_EXISTING_REPO)
+            .bind(repo.as_str())
+            .bind(digest.as_str())
+            .bind(size)
+            .fetch_optional(&self.pool)
+            .await?;
+        if linked.is_some() {
+            return Ok(());
+        }
+        // The repository's first blob, or its row vanished under a concurrent deletion: the
+        // transaction below creates it.
         let mut tx = self.pool.begin().await?;
         let repo_id = ensure_repo(&mut tx, repo).await?;
         // A no-op update rather than DO NOTHING: it locks the record, so a collection deleting
@@ -412,6 +426,23 @@ async fn ensure_repo(conn: &mut PgConnection, repo: &RepoName) -> Result<i64, sq
     }
     Err(sqlx::Error::RowNotFound)
 }
+
+/// A blob's link into a repository that exists, as one statement (one round trip; the link
+/// as a transaction took five). The repository row is locked `FOR KEY SHARE` as in
+/// [`ensure_repo`], and both upserts read from it, so nothing is written (and no row comes
+/// back) when the repository is missing or a concurrent deletion removed it. The upserts are
+/// those of `link_blob_once`'s transaction, for the same reasons.
+const LINK_IN_EXISTING_REPO: &str = "
+    WITH repo AS (
+        SELECT id FROM repositories WHERE name = $1 FOR KEY SHARE
+    ), blob AS (
+        INSERT INTO blobs (digest, size) SELECT $2, $3 FROM repo
+        ON CONFLICT (digest) DO UPDATE SET size = blobs.size
+        RETURNING digest
+    )
+    INSERT INTO repo_blobs (repo_id, digest) SELECT repo.id, blob.digest FROM repo, blob
+    ON CONFLICT (repo_id, digest) DO UPDATE SET linked_at = now()
+    RETURNING repo_id";
 
 /// Rounds of [`ensure_repo`] before giving up on a repository created and deleted meanwhile.
 const ENSURE_REPO_ROUNDS: usize = 8;

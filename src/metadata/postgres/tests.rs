@@ -367,6 +367,47 @@ async fn linking_while_collection_runs_never_fails() {
     }
 }
 
+/// A link into a repository another node is deleting waits for the deletion, then finds the
+/// row gone and creates the repository anew: the link is never lost, and never lands on the
+/// deleted row (a foreign-key failure).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn linking_while_the_repository_is_deleted_creates_it_anew() {
+    let Some(schema) = TestSchema::create().await else {
+        return;
+    };
+    let store = schema.store().await;
+    let r = repo("app");
+    let (old, new) = (blob("old"), blob("new"));
+    link(&store, &r, &[&old]).await;
+    let mut deleter = schema.connection().await;
+    for statement in [
+        "BEGIN",
+        "SELECT id FROM repositories WHERE name = 'app' FOR UPDATE",
+        "DELETE FROM repo_blobs WHERE repo_id = (SELECT id FROM repositories WHERE name = 'app')",
+        "DELETE FROM repositories WHERE name = 'app'",
+    ] {
+        sqlx::query(statement)
+            .execute(&mut deleter)
+            .await
+            .expect("delete the repository");
+    }
+    let linker = {
+        let (store, r, new) = (store.clone(), r.clone(), new.clone());
+        tokio::spawn(async move { store.link_blob(&r, &new, BLOB_SIZE).await })
+    };
+    wait_until_blocked_by(&schema, &mut deleter).await;
+    sqlx::query("COMMIT")
+        .execute(&mut deleter)
+        .await
+        .expect("commit");
+    linker.await.expect("join").expect("link");
+    assert_eq!(
+        store.linked_blob(&r, &new).await.expect("new"),
+        Some(BLOB_SIZE)
+    );
+    assert_eq!(store.linked_blob(&r, &old).await.expect("old"), None);
+}
+
 #[tokio::test]
 async fn sizes_beyond_i64_are_errors_not_panics() {
     let Some((store, _schema)) = fresh_store().await else {
