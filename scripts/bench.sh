@@ -18,6 +18,9 @@
 #   BENCH_CONNS=64        connections of the oha runs
 #   BENCH_REPEAT=3        pushes and blob GETs are repeated and the best run kept
 #   BENCH_OHA_REPEAT=1    the same for the oha runs (the run with the most req/s is kept)
+#   BENCH_PIN=1           pin the servers under test (aerugo, distribution, nginx) to CPU 1 and
+#                         the clients (curl, oha, python) to CPU 0: what each server does with one
+#                         core to itself, where by default servers and clients share both
 #   BENCH_OUT=FILE        also write the Markdown report to FILE
 #   BENCH_KEEP=1          keep the temporary directory (logs, data) for inspection
 #   AERUGO_BIN=PATH       use this binary instead of building one
@@ -52,6 +55,15 @@ DISTRIBUTION=$(command -v docker-registry || echo /usr/bin/docker-registry)
 for t in curl python3 oha "$NGINX" "$DISTRIBUTION"; do
     command -v "$t" >/dev/null 2>&1 || die "$t is not installed"
 done
+
+# The servers' CPU when pinned (BENCH_PIN=1); everything else this script starts inherits CPU 0.
+SERVER_CPU=()
+if [[ "${BENCH_PIN:-0}" == 1 ]]; then
+    command -v taskset >/dev/null 2>&1 || die "BENCH_PIN=1 needs taskset (util-linux)"
+    (($(nproc) >= 2)) || die "BENCH_PIN=1 needs two CPUs"
+    taskset -cp 0 $$ >/dev/null
+    SERVER_CPU=(taskset -c 1)
+fi
 
 # --- aerugo ------------------------------------------------------------------------------------
 AERUGO_ORIGIN="built from git $(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo '?')$(git -C "$ROOT" diff --quiet HEAD 2>/dev/null || echo ' + uncommitted changes')"
@@ -125,6 +137,7 @@ step "machine"
     echo "oha:       $(oha --version 2>/dev/null)"
     echo "curl:      $(curl --version | head -1 | cut -d' ' -f1-2)"
     echo "load:      $(uptime | sed 's/.*load average: //') (1/5/15 min) at start"
+    echo "pinning:   $([[ ${#SERVER_CPU[@]} -gt 0 ]] && echo 'servers on CPU 1, clients on CPU 0 (BENCH_PIN=1)' || echo 'none')"
 } | tee "$T/machine.txt" >&2
 
 # --- test data ----------------------------------------------------------------------------------
@@ -196,18 +209,18 @@ write_nginx_conf "$T/nginx/nginx.conf" "$T/nginx" "${URL[nginx]#http://}" "$T/ww
 start() {
     case $1 in
         aerugo)
-            (cd "$T" && exec env -u AERUGO_CONFIG LOG_LEVEL=warn "$AERUGO_BIN" serve \
+            (cd "$T" && exec "${SERVER_CPU[@]}" env -u AERUGO_CONFIG LOG_LEVEL=warn "$AERUGO_BIN" serve \
                 --listen "${URL[aerugo]#http://}" --data-dir "$T/aerugo-data" >"$T/aerugo.log" 2>&1) &
             PID[aerugo]=$!
             wait_ready aerugo "${PID[aerugo]}" "${URL[aerugo]}/v2/" "$T/aerugo.log"
             ;;
         distribution)
-            "$DISTRIBUTION" serve "$T/distribution.yml" >"$T/distribution.log" 2>&1 &
+            "${SERVER_CPU[@]}" "$DISTRIBUTION" serve "$T/distribution.yml" >"$T/distribution.log" 2>&1 &
             PID[distribution]=$!
             wait_ready distribution "${PID[distribution]}" "${URL[distribution]}/v2/" "$T/distribution.log"
             ;;
         nginx)
-            "$NGINX" -p "$T/nginx" -e "$T/nginx/error.log" -c "$T/nginx/nginx.conf" >"$T/nginx.log" 2>&1 &
+            "${SERVER_CPU[@]}" "$NGINX" -p "$T/nginx" -e "$T/nginx/error.log" -c "$T/nginx/nginx.conf" >"$T/nginx.log" 2>&1 &
             PID[nginx]=$!
             wait_ready nginx "${PID[nginx]}" "${URL[nginx]}/manifest.json" "$T/nginx.log"
             ;;
