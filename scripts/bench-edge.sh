@@ -60,13 +60,7 @@ for t in curl python3 sha256sum "$NGINX" "$DISTRIBUTION"; do
 done
 build_aerugo
 # The proxies' CPU when pinned (BENCH_PIN=1); everything this script starts inherits CPU 0.
-PROXY_CPU=()
-if [[ "${BENCH_PIN:-0}" == 1 ]]; then
-    command -v taskset >/dev/null 2>&1 || die "BENCH_PIN=1 needs taskset (util-linux)"
-    (($(nproc) >= 2)) || die "BENCH_PIN=1 needs two CPUs"
-    taskset -cp 0 $$ >/dev/null
-    PROXY_CPU=(taskset -c 1)
-fi
+pin_servers PROXY_CPU
 # The many-client runs start one curl per client.
 ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
 

@@ -57,13 +57,7 @@ for t in curl python3 oha "$NGINX" "$DISTRIBUTION"; do
 done
 
 # The servers' CPU when pinned (BENCH_PIN=1); everything else this script starts inherits CPU 0.
-SERVER_CPU=()
-if [[ "${BENCH_PIN:-0}" == 1 ]]; then
-    command -v taskset >/dev/null 2>&1 || die "BENCH_PIN=1 needs taskset (util-linux)"
-    (($(nproc) >= 2)) || die "BENCH_PIN=1 needs two CPUs"
-    taskset -cp 0 $$ >/dev/null
-    SERVER_CPU=(taskset -c 1)
-fi
+pin_servers SERVER_CPU
 
 # --- aerugo ------------------------------------------------------------------------------------
 AERUGO_ORIGIN="built from git $(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo '?')$(git -C "$ROOT" diff --quiet HEAD 2>/dev/null || echo ' + uncommitted changes')"

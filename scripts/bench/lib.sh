@@ -282,3 +282,15 @@ machine_info() {
     echo "curl:      $(curl --version | head -1 | cut -d' ' -f1-2)"
     echo "load:      $(uptime | sed 's/.*load average: //') (1/5/15 min) at start"
 }
+
+# BENCH_PIN=1: this script (and all it starts) on CPU 0, and the array named $1 set to the
+# prefix that starts a server under test on CPU 1; otherwise the array is empty.
+pin_servers() {
+    local -n prefix=$1
+    prefix=()
+    [[ "${BENCH_PIN:-0}" == 1 ]] || return 0
+    command -v taskset >/dev/null 2>&1 || die "BENCH_PIN=1 needs taskset (util-linux)"
+    (($(nproc) >= 2)) || die "BENCH_PIN=1 needs two CPUs"
+    taskset -cp 0 $$ >/dev/null
+    prefix=(taskset -c 1)
+}
