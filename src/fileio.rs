@@ -532,12 +532,18 @@ mod tests {
         assert!(writer.finish().await.is_err());
     }
 
-    #[test]
-    fn publish_renames_into_new_directories_under_root_only() {
+    /// A temporary tree: a `blobs` root to publish under, and a temp file's path beside it.
+    fn tree_with_root() -> (tempfile::TempDir, PathBuf, PathBuf) {
         let dir = tempfile::tempdir().unwrap();
         let root = dir.path().join("blobs");
         fs::create_dir(&root).unwrap();
         let temp = dir.path().join("temp");
+        (dir, root, temp)
+    }
+
+    #[test]
+    fn publish_renames_into_new_directories_under_root_only() {
+        let (dir, root, temp) = tree_with_root();
         fs::write(&temp, b"blob").unwrap();
         let target = root.join("sha256/ab/abcd");
         publish(&temp, &target, &root).unwrap();
@@ -553,10 +559,7 @@ mod tests {
 
     #[test]
     fn durable_dirs_sync_a_chain_once_and_again_after_a_restart_or_a_removal() {
-        let dir = tempfile::tempdir().unwrap();
-        let root = dir.path().join("blobs");
-        fs::create_dir(&root).unwrap();
-        let temp = dir.path().join("temp");
+        let (dir, root, temp) = tree_with_root();
         let publish_as = |dirs: &DurableDirs, name: &str| {
             fs::write(&temp, name).unwrap();
             let target = root.join("sha256/ab").join(name);

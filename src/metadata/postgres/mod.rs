@@ -154,38 +154,16 @@ impl PgStore {
         digest: &Digest,
         size: i64,
     ) -> Result<(), Failed> {
-        let linked: Option<i64> = sqlx::query_scalar(LINK_IN_EXISTING_REPO)
-            .bind(repo.as_str())
-            .bind(digest.as_str())
-            .bind(size)
-            .fetch_optional(&self.pool)
-            .await?;
-        if linked.is_some() {
+        if link_in_existing_repo(&self.pool, repo, digest, size).await? {
             return Ok(());
         }
         // The repository's first blob, or its row vanished under a concurrent deletion: the
-        // transaction below creates it.
+        // same statement, once this transaction has created the row and holds it.
         let mut tx = self.pool.begin().await?;
-        let repo_id = ensure_repo(&mut tx, repo).await?;
-        // A no-op update rather than DO NOTHING: it locks the record, so a collection deleting
-        // it either waits for this link or has committed, and then the insert re-creates it.
-        // The first record's size wins: same digest, same bytes.
-        sqlx::query(
-            "INSERT INTO blobs (digest, size) VALUES ($1, $2)
-             ON CONFLICT (digest) DO UPDATE SET size = blobs.size",
-        )
-        .bind(digest.as_str())
-        .bind(size)
-        .execute(&mut *tx)
-        .await?;
-        sqlx::query(
-            "INSERT INTO repo_blobs (repo_id, digest) VALUES ($1, $2)
-             ON CONFLICT (repo_id, digest) DO UPDATE SET linked_at = now()",
-        )
-        .bind(repo_id)
-        .bind(digest.as_str())
-        .execute(&mut *tx)
-        .await?;
+        ensure_repo(&mut tx, repo).await?;
+        if !link_in_existing_repo(&mut *tx, repo, digest, size).await? {
+            return Err(sqlx::Error::RowNotFound.into());
+        }
         tx.commit().await?;
         Ok(())
     }
@@ -430,8 +408,10 @@ async fn ensure_repo(conn: &mut PgConnection, repo: &RepoName) -> Result<i64, sq
 /// A blob's link into a repository that exists, as one statement (one round trip; the link
 /// as a transaction took five). The repository row is locked `FOR KEY SHARE` as in
 /// [`ensure_repo`], and both upserts read from it, so nothing is written (and no row comes
-/// back) when the repository is missing or a concurrent deletion removed it. The upserts are
-/// those of `link_blob_once`'s transaction, for the same reasons.
+/// back) when the repository is missing or a concurrent deletion removed it. The blob record
+/// gets a no-op update rather than DO NOTHING: it locks the record, so a collection deleting
+/// it either waits for this link or has committed, and then the insert re-creates it. The
+/// first record's size wins: same digest, same bytes.
 const LINK_IN_EXISTING_REPO: &str = "
     WITH repo AS (
         SELECT id FROM repositories WHERE name = $1 FOR KEY SHARE
@@ -443,6 +423,22 @@ const LINK_IN_EXISTING_REPO: &str = "
     INSERT INTO repo_blobs (repo_id, digest) SELECT repo.id, blob.digest FROM repo, blob
     ON CONFLICT (repo_id, digest) DO UPDATE SET linked_at = now()
     RETURNING repo_id";
+
+/// Runs [`LINK_IN_EXISTING_REPO`]; `false` when the repository was not there to link into.
+async fn link_in_existing_repo<'e>(
+    db: impl sqlx::PgExecutor<'e>,
+    repo: &RepoName,
+    digest: &Digest,
+    size: i64,
+) -> Result<bool, sqlx::Error> {
+    let linked: Option<i64> = sqlx::query_scalar(LINK_IN_EXISTING_REPO)
+        .bind(repo.as_str())
+        .bind(digest.as_str())
+        .bind(size)
+        .fetch_optional(db)
+        .await?;
+    Ok(linked.is_some())
+}
 
 /// Rounds of [`ensure_repo`] before giving up on a repository created and deleted meanwhile.
 const ENSURE_REPO_ROUNDS: usize = 8;
