@@ -13,6 +13,8 @@
 #   distribution  docker-registry with `proxy: remoteurl: <upstream>`, fresh storage for every
 #                 cold pull
 #   nginx         the same big blob as a static file, sendfile on
+# The edge and nginx also listen with TLS (a self-signed P-256 certificate made here with
+# openssl) for the warm runs over TLS, where neither can `sendfile`.
 # Upstream blob GETs and the bytes they sent are read from the upstream's access log (one
 # Apache "combined" line per finished request, with the body bytes written).
 #
@@ -52,10 +54,10 @@ export PATH="$HOME/.cargo/bin:$PATH"
 
 # --- tools -------------------------------------------------------------------------------------
 step "checking tools"
-install_debs docker-registry nginx-light curl python3
+install_debs docker-registry nginx-light curl python3 openssl
 NGINX=$(command -v nginx || echo /usr/sbin/nginx)
 DISTRIBUTION=$(command -v docker-registry || echo /usr/bin/docker-registry)
-for t in curl python3 sha256sum "$NGINX" "$DISTRIBUTION"; do
+for t in curl python3 sha256sum openssl "$NGINX" "$DISTRIBUTION"; do
     command -v "$t" >/dev/null 2>&1 || die "$t is not installed"
 done
 build_aerugo
@@ -126,6 +128,17 @@ record rss_clients "$RSS_CLIENTS"
 
 # --- servers -----------------------------------------------------------------------------------
 for s in upstream edge distribution nginx; do URL[$s]=http://127.0.0.1:$(free_port); done
+for s in edge nginx; do URL[$s-tls]=https://127.0.0.1:$(free_port); done
+mkdir -p "$T/tls"
+openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 2 -subj /CN=127.0.0.1 \
+    -addext subjectAltName=IP:127.0.0.1 -keyout "$T/tls/key.pem" -out "$T/tls/cert.pem" 2>/dev/null ||
+    die "openssl could not make the TLS certificate"
+cat >"$T/edge.toml" <<EOF
+[edge]
+tls_listen_address = "${URL[edge-tls]#https://}"
+tls_cert_path = "$T/tls/cert.pem"
+tls_key_path = "$T/tls/key.pem"
+EOF
 
 cat >"$T/upstream.yml" <<EOF
 version: 0.1
@@ -152,7 +165,15 @@ http:
 proxy:
   remoteurl: ${URL[upstream]}
 EOF
-write_nginx_conf "$T/nginx/nginx.conf" "$T/nginx" "${URL[nginx]#http://}" "$T/www"
+# The pulls' curl trusts it; HTTP/1.1 over TLS too, as over plain HTTP (both servers offer h2).
+PULL_TLS=(--cacert "$T/tls/cert.pem" --http1.1)
+write_nginx_conf "$T/nginx/nginx.conf" "$T/nginx" "${URL[nginx]#http://}" "$T/www" "" "
+    server {
+        listen ${URL[nginx-tls]#https://} ssl;
+        ssl_certificate $T/tls/cert.pem;
+        ssl_certificate_key $T/tls/key.pem;
+        root $T/www;
+    }"
 
 start() {
     case $1 in
@@ -164,7 +185,7 @@ start() {
             ;;
         edge)
             (cd "$T" && exec "${PROXY_CPU[@]}" env -u AERUGO_CONFIG LOG_LEVEL=warn "$AERUGO_BIN" edge \
-                --listen "${URL[edge]#http://}" --cache-dir "$T/edge-cache" \
+                --config "$T/edge.toml" --listen "${URL[edge]#http://}" --cache-dir "$T/edge-cache" \
                 --upstream "${URL[upstream]}" >>"$T/edge.log" 2>&1) &
             PID[edge]=$!
             wait_ready edge "${PID[edge]}" "${URL[edge]}/healthz" "$T/edge.log"
@@ -198,7 +219,12 @@ fresh() {
     sync
     start "$1"
 }
-pids_of() { if [[ $1 == nginx ]]; then tree_pids "${PID[nginx]}"; else echo "${PID[$1]}"; fi; }
+pids_of() { # server (a TLS listener counts as its server)
+    case $1 in
+        nginx | nginx-tls) tree_pids "${PID[nginx]}" ;;
+        *) echo "${PID[${1%-tls}]}" ;;
+    esac
+}
 
 step "starting the upstream and seeding it"
 start upstream
@@ -237,7 +263,7 @@ for s in upstream edge distribution nginx; do note "$s: ${URL[$s]} (pid ${PID[$s
 blob_url() { # server [digest]
     local d=${2:-$DIGEST}
     case $1 in
-        nginx) echo "${URL[nginx]}/blob.bin" ;;
+        nginx | nginx-tls) echo "${URL[$1]}/blob.bin" ;;
         *) echo "${URL[$1]}/v2/$REPO/blobs/$d" ;;
     esac
 }
@@ -280,7 +306,7 @@ edge_metric() { # metric-name [label filter]
 # One pull: "bytes seconds cache-header" (x-aerugo-cache, or - when absent).
 pull_one() { # url
     local out cache
-    out=$(curl -fsS -o /dev/null -D "$T/pull.h" -w '%{size_download} %{time_total}' "$1") || die "GET $1 failed"
+    out=$(curl "${PULL_TLS[@]}" -fsS -o /dev/null -D "$T/pull.h" -w '%{size_download} %{time_total}' "$1") || die "GET $1 failed"
     cache=$(tr -d '\r' <"$T/pull.h" | awk 'tolower($1)=="x-aerugo-cache:" {print $2}')
     echo "$out ${cache:--}"
 }
@@ -291,7 +317,7 @@ pull_many() { # n url
     rm -f "$T"/many.*
     t0=$(now)
     for c in $(seq 1 "$n"); do
-        curl -sS -o /dev/null -D "$T/many.$c.h" -w '%{size_download}\n' "$url" >"$T/many.$c.out" 2>"$T/many.$c.err" &
+        curl "${PULL_TLS[@]}" -sS -o /dev/null -D "$T/many.$c.h" -w '%{size_download}\n' "$url" >"$T/many.$c.out" 2>"$T/many.$c.err" &
         cpids+=($!)
     done
     for c in "${cpids[@]}"; do wait "$c" || fails=$((fails + 1)); done
@@ -420,12 +446,20 @@ for p in edge distribution; do
         [[ sha256:$got == "$d" ]] || die "$p returned other bytes for $d"
     done
 done
+for s in edge-tls nginx-tls; do
+    got=$(curl "${PULL_TLS[@]}" -fsS "$(blob_url "$s")" | sha256sum | cut -d' ' -f1)
+    [[ sha256:$got == "$DIGEST" ]] || die "$s returned other bytes for the blob"
+done
 settle "$(log_mark)" distribution
 mark=$(log_mark)
 read -r _ _ cache <<<"$(pull_one "$(blob_url edge)")"
 [[ $cache == HIT ]] || die "the edge's warm pull says x-aerugo-cache: $cache"
-for i in $(seq 1 "$REPEAT"); do
-    for s in edge distribution nginx; do
+# One warm round over `servers`: a single pull (MB/s), then WARM_CLIENTS concurrent pulls
+# (MB/s in all, the server's CPU-s per GiB sent); the best of the rounds is kept.
+warm_runs() { # round server...
+    local i=$1 s url bytes secs one pids c0 c1 total fails cpu
+    shift
+    for s in "$@"; do
         url=$(blob_url "$s")
         step "warm, $s, run $i/$REPEAT"
         read -r bytes secs _ <<<"$(pull_one "$url")"
@@ -443,6 +477,19 @@ for i in $(seq 1 "$REPEAT"); do
         best_max "warm_many_mbps_$s" "$(mbps "$total" "$secs")"
         best_min "warm_cpu_$s" "$cpu"
     done
+}
+for i in $(seq 1 "$REPEAT"); do
+    warm_runs "$i" edge distribution nginx
+done
+# The same over TLS (HTTP/1.1, one connection per client): the edge's TLS listener and nginx's,
+# where neither can `sendfile`; the suite each negotiated is recorded.
+for s in edge-tls nginx-tls; do
+    suite=$(openssl s_client -connect "${URL[$s]#https://}" -CAfile "$T/tls/cert.pem" </dev/null 2>/dev/null |
+        awk '/Cipher is/ {print $NF; exit}')
+    record "tls_suite_${s%-tls}" "${suite:-?}"
+done
+for i in $(seq 1 "$REPEAT"); do
+    warm_runs "$i" edge-tls nginx-tls
 done
 read -r gets _ heads _ <<<"$(upstream_since "$mark")"
 record warm_upstream_gets "$gets"

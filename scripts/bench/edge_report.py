@@ -118,6 +118,19 @@ for s, label in (("edge", "Aerugo edge"), ("distribution", "distribution (proxy 
       f"{fmt(num(f'warm_cpu_{s}'), 4)} | {ratio(num(f'warm_cpu_{s}'), nginx_cpu)} |")
 p("")
 
+tls_nginx_cpu = num("warm_cpu_nginx-tls")
+if tls_nginx_cpu is not None:
+    p(f"**3b. Warm serving over TLS** (the same runs against the edge's TLS listener and an nginx "
+      f"TLS server on the same file, HTTP/1.1, self-signed P-256 certificate; suites: edge "
+      f"`{r.get('tls_suite_edge', '?')}`, nginx `{r.get('tls_suite_nginx', '?')}`)")
+    p("")
+    p(f"| server | 1 client MB/s | {warm_clients} clients MB/s | CPU-s/GiB | × nginx over TLS |")
+    p("|---|---:|---:|---:|---:|")
+    for s, label in (("edge-tls", "Aerugo edge, TLS listener"), ("nginx-tls", "nginx, TLS")):
+        p(f"| {label} | {fmt(num(f'warm_mbps_{s}'))} | {fmt(num(f'warm_many_mbps_{s}'))} | "
+          f"{fmt(num(f'warm_cpu_{s}'), 4)} | {ratio(num(f'warm_cpu_{s}'), tls_nginx_cpu)} |")
+    p("")
+
 p(f"**4. Peak RSS with {rss_clients} concurrent downloads of a warm {small} MiB blob** (a smaller "
   f"blob than above so that {rss_clients} clients finish in seconds; VmHWM reset with "
   "`clear_refs` just before, summed over nginx's processes)")
@@ -154,5 +167,24 @@ p("| one upstream copy per cold blob, whatever the concurrency | "
   + ", ".join(f"{n} → {fmt(g, 0)} GET ({fmt(c, 2)} copies)" for n, g, c in counts) + f" | {verdict(t2)} |")
 p(f"| warm CPU-s/GiB ≤ 1.2× nginx | {fmt(edge_cpu, 4)} vs {fmt(nginx_cpu, 4)} = {ratio(edge_cpu, nginx_cpu)} | {verdict(t3)} |")
 p(f"| RSS < 128 MiB with {rss_clients} concurrent downloads | {fmt(rss)} MiB | {verdict(t4)} |")
+p("")
+
+dist_cold = num("cold_mbps_distribution")
+edge_tls_cpu = num("warm_cpu_edge-tls")
+p("**Targets (issue 10)**")
+p("")
+p("| target | measured | |")
+p("|---|---|---|")
+p(f"| cold pull, one client, ≥ 1.0× distribution | {fmt(cold)} vs {fmt(dist_cold)} MB/s = "
+  f"{ratio(cold, dist_cold)} | {verdict(None if cold is None or dist_cold is None else cold >= dist_cold)} |")
+for n in conc:
+    e, d = num(f"cold_many_mbps_{n}_edge"), num(f"cold_many_mbps_{n}_distribution")
+    p(f"| {n} concurrent cold pulls ≥ 1.5× distribution's aggregate | {fmt(e)} vs {fmt(d)} MB/s = "
+      f"{ratio(e, d)} | {verdict(None if e is None or d is None else e >= 1.5 * d)} |")
+p(f"| warm hit, plain HTTP, CPU-s/GiB ≤ 2× nginx `sendfile` | {fmt(edge_cpu, 4)} vs {fmt(nginx_cpu, 4)} = "
+  f"{ratio(edge_cpu, nginx_cpu)} | {verdict(None if edge_cpu is None or nginx_cpu is None else edge_cpu <= 2 * nginx_cpu)} |")
+p(f"| warm hit, TLS, CPU-s/GiB ≤ 1.2× nginx over TLS | {fmt(edge_tls_cpu, 4)} vs {fmt(tls_nginx_cpu, 4)} = "
+  f"{ratio(edge_tls_cpu, tls_nginx_cpu)} | "
+  f"{verdict(None if edge_tls_cpu is None or tls_nginx_cpu is None else edge_tls_cpu <= 1.2 * tls_nginx_cpu)} |")
 
 print("\n".join(out))
