@@ -170,6 +170,7 @@ PULL_TLS=(--cacert "$T/tls/cert.pem" --http1.1)
 write_nginx_conf "$T/nginx/nginx.conf" "$T/nginx" "${URL[nginx]#http://}" "$T/www" "" "
     server {
         listen ${URL[nginx-tls]#https://} ssl;
+        ssl_protocols TLSv1.3;
         ssl_certificate $T/tls/cert.pem;
         ssl_certificate_key $T/tls/key.pem;
         root $T/www;
