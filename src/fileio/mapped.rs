@@ -9,7 +9,7 @@
 //! Memory mapped from a file stays valid memory only while no page under it is cut off the
 //! file: reading a page past the file's end raises SIGBUS, and a write to the file shows
 //! through. So only files that are immutable once published may be mapped: committed blobs
-//! (`storage::fs`, the one caller; the edge's cached blobs qualify too, but at its 128 KiB
+//! (`storage::fs`, the one caller; the edge's cached blobs qualify too, but at 128 KiB
 //! steps mapping cost more than it saved). Each appears by `rename` of a complete, fsynced
 //! file, is never opened for writing again, and leaves only by `unlink` (delete, GC,
 //! eviction), which keeps the inode and its pages until the last mapping is gone; a damaged
