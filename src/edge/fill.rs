@@ -74,6 +74,7 @@ fn cached_read_step(downloads: u64) -> usize {
     (READ_BUDGET / downloads.max(1)).clamp(*CACHED_READ_STEPS.start(), *CACHED_READ_STEPS.end())
         as usize
 }
+
 /// Bytes already in the temp file that a fill keeps in memory too, for readers slightly behind
 /// the origin; the ones not yet in the file are always kept (at most two blocks and a chunk,
 /// since the fill waits for its writer).
