@@ -5,6 +5,8 @@
 //!   their way out (`mapped`, the crate's one `unsafe` module, says why that is sound);
 //! - [`ChunkReader`] / [`range_stream`]: reads at any offset into a few reused buffers that are
 //!   never zeroed, handed on as `Bytes` without a further copy (for files still being written);
+//! - [`ReadBudget`]: the read step (or mapped window) of each stream, a budget shared out among
+//!   the streams in flight, so a few downloads read large steps and many stay within memory;
 //! - [`BlockWriter`]: a double-buffered writer that starts each block's write-back at once;
 //! - [`publish`]: rename into place, made durable by fsyncing the directories (also in two
 //!   halves, [`rename_into`] and [`sync_parents`], for a caller with work between them), and
@@ -25,7 +27,9 @@ use bytes::Bytes;
 use futures_util::Stream;
 use tokio::task::JoinHandle;
 
+mod budget;
 mod mapped;
+pub use budget::{ReadBudget, ReadShare};
 pub use mapped::mapped_stream;
 
 /// How many idle buffers a reader keeps: hyper holds one or two chunks while the next is read.

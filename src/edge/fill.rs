@@ -20,9 +20,8 @@
 use std::collections::{HashMap, VecDeque};
 use std::fs::File;
 use std::io;
-use std::ops::{Range, RangeInclusive};
+use std::ops::Range;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
@@ -30,7 +29,7 @@ use futures_util::{Stream, StreamExt};
 use tokio::sync::watch;
 
 use super::cache::DiskCache;
-use crate::fileio::{self, BlockWriter, ChunkReader};
+use crate::fileio::{self, BlockWriter, ChunkReader, ReadBudget};
 use crate::oci::Digest;
 use crate::telemetry::metrics;
 use crate::upstream::{FetchedBlob, UpstreamError};
@@ -41,39 +40,12 @@ use crate::upstream::{FetchedBlob, UpstreamError};
 const WRITE_STEP: usize = 256 * 1024;
 /// Bytes a fill's reader that fell behind the memory reads from the temp file at a time.
 const READ_STEP: u64 = 128 * 1024;
-/// Read buffers shared by the downloads of cached blobs: each reads `READ_BUDGET / downloads in
-/// flight` at a time (counted when it starts), within `CACHED_READ_STEPS`. A download holds about
-/// one read while pingora writes it, so a few downloads get 512 KiB reads (a third less CPU per
-/// GiB than 128 KiB ones: docs/benchmarks.md) and hundreds stay within ~80 MiB of buffers
-/// (Σ 32 MiB / k over the downloads started, 128 KiB each beyond 256).
-const READ_BUDGET: u64 = 32 * 1024 * 1024;
-const CACHED_READ_STEPS: RangeInclusive<u64> = 128 * 1024..=512 * 1024;
-
-/// Downloads of cached blobs in flight ([`CachedDownload`]), for their read step.
-static CACHED_DOWNLOADS: AtomicU64 = AtomicU64::new(0);
-
-/// Counts one download of a cached blob while it lives.
-struct CachedDownload;
-
-impl CachedDownload {
-    /// Counts a new download; returns it with its read step.
-    fn start() -> (CachedDownload, usize) {
-        let downloads = CACHED_DOWNLOADS.fetch_add(1, Ordering::Relaxed) + 1;
-        (CachedDownload, cached_read_step(downloads))
-    }
-}
-
-impl Drop for CachedDownload {
-    fn drop(&mut self) {
-        CACHED_DOWNLOADS.fetch_sub(1, Ordering::Relaxed);
-    }
-}
-
-fn cached_read_step(downloads: u64) -> usize {
-    // At most 512 KiB, so the cast cannot truncate.
-    (READ_BUDGET / downloads.max(1)).clamp(*CACHED_READ_STEPS.start(), *CACHED_READ_STEPS.end())
-        as usize
-}
+/// Read buffers shared by the downloads of cached blobs: each reads `32 MiB / downloads in
+/// flight` at a time (counted when it starts), 128–512 KiB. A download holds about one read
+/// while pingora writes it, so a few downloads get 512 KiB reads (a third less CPU per GiB than
+/// 128 KiB ones: docs/benchmarks.md) and hundreds stay within ~80 MiB of buffers (Σ 32 MiB / k
+/// over the downloads started, 128 KiB each beyond 256).
+static CACHED_READS: ReadBudget = ReadBudget::new(32 * 1024 * 1024, 128 * 1024, 512 * 1024);
 
 /// Bytes already in the temp file that a fill keeps in memory too, for readers slightly behind
 /// the origin; the ones not yet in the file are always kept (at most two blocks and a chunk,
@@ -263,29 +235,25 @@ fn locked(arrivals: &Mutex<Arrivals>) -> std::sync::MutexGuard<'_, Arrivals> {
 
 /// Streams `range` of a complete file (a cached blob). An eviction meanwhile does not matter:
 /// the open descriptor keeps the bytes readable. Read in steps of the shared budget
-/// ([`READ_BUDGET`]), not mapped (`fileio::mapped_stream`): at 128 KiB a map and unmap per
+/// ([`CACHED_READS`]), not mapped (`fileio::mapped_stream`): at 128 KiB a map and unmap per
 /// window cost more CPU per GiB than the copy they save (docs/benchmarks.md), and mapped
 /// windows would count against the budget all the same.
 pub fn file_range_stream(
     path: PathBuf,
     range: Range<u64>,
 ) -> impl Stream<Item = io::Result<Bytes>> + Send + 'static {
-    let (download, step) = CachedDownload::start();
+    let (share, step) = CACHED_READS.start();
     let opened = async move {
         tokio::task::spawn_blocking(move || File::open(path))
             .await
             .unwrap_or_else(|e| Err(io::Error::other(e)))
     };
-    futures_util::stream::once(opened)
-        .flat_map(move |opened| match opened {
+    share.attach(
+        futures_util::stream::once(opened).flat_map(move |opened| match opened {
             Ok(file) => fileio::range_stream(Arc::new(file), range.clone(), step).left_stream(),
             Err(e) => futures_util::stream::once(async move { Err(e) }).right_stream(),
-        })
-        // Counted until the stream is dropped.
-        .map(move |chunk| {
-            let _counted = &download;
-            chunk
-        })
+        }),
+    )
 }
 
 /// The fills in flight, by digest.
@@ -435,13 +403,10 @@ mod tests {
     use super::*;
 
     #[test]
-    fn cached_reads_share_the_budget_within_their_bounds() {
+    fn cached_reads_are_512_kib_for_a_few_downloads_and_128_kib_for_hundreds() {
         const KIB: usize = 1024;
-        assert_eq!(cached_read_step(0), 512 * KIB);
-        assert_eq!(cached_read_step(1), 512 * KIB);
-        assert_eq!(cached_read_step(64), 512 * KIB);
-        assert_eq!(cached_read_step(128), 256 * KIB);
-        assert_eq!(cached_read_step(256), 128 * KIB);
-        assert_eq!(cached_read_step(10_000), 128 * KIB);
+        assert_eq!(CACHED_READS.step(1), 512 * KIB);
+        assert_eq!(CACHED_READS.step(64), 512 * KIB);
+        assert_eq!(CACHED_READS.step(256), 128 * KIB);
     }
 }
