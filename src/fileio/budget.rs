@@ -41,11 +41,6 @@ impl ReadBudget {
         // Read steps are buffer sizes, far below usize::MAX on any target this builds for.
         usize::try_from(step).unwrap_or(usize::MAX)
     }
-
-    /// The largest step it hands out.
-    pub fn max_step(&self) -> usize {
-        self.step(1)
-    }
 }
 
 /// One stream counted against a [`ReadBudget`] while it lives.
@@ -83,7 +78,6 @@ mod tests {
         assert_eq!(BUDGET.step(128), kib(256));
         assert_eq!(BUDGET.step(256), kib(128));
         assert_eq!(BUDGET.step(10_000), kib(128));
-        assert_eq!(BUDGET.max_step(), kib(512));
     }
 
     #[tokio::test]
