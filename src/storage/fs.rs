@@ -47,11 +47,12 @@ const HELD_BLOB: usize = WRITE_BLOCK;
 const READ_CHUNK: usize = 512 * 1024;
 
 /// Windows of committed blobs' mapped streams: each costs a blocking-pool hop, a map with its
-/// populate, and an unmap, so fewer and larger windows cost less CPU per GiB (2 MiB windows a
-/// third less than 512 KiB ones with 8 clients: docs/benchmarks.md). A stream keeps about three
-/// mapped at once, and mapped page-cache pages count in the process's resident set, so the
-/// window is `32 MiB / blob streams in flight` (counted when one starts), 512 KiB–2 MiB: up to
-/// 16 downloads get 2 MiB windows, and from 64 on each holds ~1.5 MiB as at a fixed 512 KiB.
+/// populate, and an unmap, so fewer and larger windows cost less CPU per GiB (2 MiB windows
+/// against 512 KiB ones with 8 clients: −30 %, −4 % pinned to one core; docs/benchmarks.md). A
+/// stream keeps about three mapped at once, and mapped page-cache pages count in the process's
+/// resident set, so the window is `32 MiB / blob streams in flight` (counted when one starts),
+/// 512 KiB–2 MiB: up to 16 downloads get 2 MiB windows, and from 64 on each holds ~1.5 MiB as
+/// at a fixed 512 KiB.
 static MAPPED_READS: ReadBudget = ReadBudget::new(32 * 1024 * 1024, 512 * 1024, 2 * 1024 * 1024);
 
 /// How long `append_upload`/`commit_upload` wait for another handle on the same upload to let
